@@ -1,0 +1,46 @@
+"""Advantage estimators and policy-gradient losses: pure functions in name-keyed registries.
+
+    from rlvr.algos import compute_advantages, LOSSES, LossConfig
+    rollouts = compute_advantages(rollouts, "grpo")      # fills rollout.advantages
+    loss, metrics = LOSSES["ppo_clip"](logp, old_logp, adv, mask, LossConfig())
+
+A trainer picks its estimator, loss and aggregation by name from config; there is no
+if/elif over algorithm names anywhere else.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rlvr.algos.advantages import ADVANTAGES
+from rlvr.algos.losses import AGGREGATIONS, LOSSES, LossConfig
+from rlvr.types import Rollout
+
+__all__ = ["ADVANTAGES", "AGGREGATIONS", "LOSSES", "LossConfig", "compute_advantages"]
+
+
+def compute_advantages(rollouts: list[Rollout], name: str) -> list[Rollout]:
+    """Fills each rollout's `advantages` (one float per sample) with estimator `name`.
+
+    Rollouts may have different group sizes: groups of equal size are stacked into
+    one [G, n] batch, so estimators only ever see rectangular tensors.
+    """
+    if name not in ADVANTAGES:
+        raise KeyError(f"unknown advantage estimator {name!r}; valid: {sorted(ADVANTAGES)}")
+    fn = ADVANTAGES[name]
+    by_size: dict[int, list[Rollout]] = {}
+    for r in rollouts:
+        if len(r.samples) != len(r.verdicts):
+            raise ValueError(f"rollout {r.problem.id!r}: {len(r.samples)} samples, {len(r.verdicts)} verdicts")
+        if not r.verdicts:
+            r.advantages = []
+            continue
+        by_size.setdefault(len(r.verdicts), []).append(r)
+    for group in by_size.values():
+        # float64 so that reward arithmetic is not rounded before it reaches the loss
+        rewards = torch.tensor([r.rewards for r in group], dtype=torch.float64)
+        lengths = torch.tensor([[len(s.completion_ids) for s in r.samples] for r in group])
+        adv = fn(rewards, lengths)
+        for r, row in zip(group, adv.tolist()):
+            r.advantages = row
+    return rollouts

@@ -1,0 +1,108 @@
+"""The torch engine: batched sampling with a preallocated KV cache, on CPU or GPU.
+
+Each prompt is prefilled once and its keys and values are copied to its n samples'
+rows of a static cache; decoding then writes one position per step in place. Prompts
+are left-padded so every row decodes at the same cache position. The engine owns its
+own copy of the weights: the trainer changes its model freely and hands new weights
+over with `sync_weights(state, version)`, which is also the seam a Ray rollout worker
+implements (the trainer pushes weights, workers generate). On CPU the weights are
+fused and prepacked for oneDNN (see models/forward.py).
+
+    engine = TorchEngine(model, tok)
+    groups = engine.generate([prompt_ids], n=8, sampling=Sampling(temperature=1.0))
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor
+
+from rlvr.engine.sampling import sample_next
+from rlvr.models.forward import DecodeCache, can_pack, decode_step, forward, left_pad, parts_of, prefix_mask
+from rlvr.types import Sample, Sampling
+
+
+class TorchEngine:
+    def __init__(self, model: torch.nn.Module, tokenizer, version: int = 0, max_batch: int = 1024):
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.tok = tokenizer
+        self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+        self.version = version
+        self.max_batch = max_batch  # completions decoded together (bounds KV-cache memory)
+        self._build()
+
+    def _build(self) -> None:
+        # Prepacked fused weights on CPU; the model's own modules elsewhere (GPU).
+        self.parts = parts_of(self.model, packed=can_pack(self.model))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def sync_weights(self, state: dict[str, Tensor], version: int) -> None:
+        own = self.model.state_dict()
+        missing = set(own) - set(state)
+        if missing:
+            raise KeyError(f"sync_weights: state lacks {sorted(missing)[:5]}")
+        for name, t in own.items():
+            t.copy_(state[name])
+        self.version = version
+        self._build()
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[list[int]], n: int, sampling: Sampling) -> list[list[Sample]]:
+        if n < 1 or not prompts:
+            raise ValueError(f"generate needs n >= 1 and at least one prompt (got n={n}, {len(prompts)} prompts)")
+        gen = None
+        if sampling.seed is not None:
+            gen = torch.Generator(device=self.device).manual_seed(sampling.seed)
+        per_chunk = max(1, self.max_batch // n)
+        out: list[list[Sample]] = []
+        for start in range(0, len(prompts), per_chunk):
+            out.extend(self._generate_chunk(prompts[start:start + per_chunk], n, sampling, gen))
+        return out
+
+    def _generate_chunk(self, prompts, n, sampling: Sampling, gen) -> list[list[Sample]]:
+        p, dev = self.parts, self.device
+        ids, valid, pos = left_pad(prompts, self.pad_id, dev)
+        G, P = ids.shape
+        B, T = G * n, sampling.max_new_tokens
+        hidden, kv = forward(p, ids, pos, mask=prefix_mask(valid), return_kv=True)
+        cache = DecodeCache.from_prefill(kv, valid, n, T)
+        del kv
+        logits = p.lm_head(hidden[:, -1]).repeat_interleave(n, 0)
+        next_pos = valid.sum(1).repeat_interleave(n)
+        tokens = torch.full((B, T), self.pad_id, dtype=torch.long, device=dev)
+        logps = torch.zeros((B, T), device=dev)
+        lengths = torch.full((B,), T, dtype=torch.long, device=dev)
+        done = torch.zeros(B, dtype=torch.bool, device=dev)
+        for t in range(T):
+            tok, lp = sample_next(logits, sampling, gen)
+            tokens[:, t], logps[:, t] = tok, lp
+            if not sampling.ignore_eos:
+                ended = (tok == self.eos_id) & ~done
+                lengths = torch.where(ended, t + 1, lengths)
+                done |= ended
+                if bool(done.all()):
+                    break
+            if t + 1 == T:
+                break
+            logits = p.lm_head(decode_step(p, tok, next_pos + t, cache, at=P + t))
+        return self._to_samples(prompts, n, tokens, logps, lengths, done)
+
+    def _to_samples(self, prompts, n, tokens, logps, lengths, done) -> list[list[Sample]]:
+        tokens, logps = tokens.tolist(), logps.float().tolist()
+        lengths, done = lengths.tolist(), done.tolist()
+        comps = [tokens[b][:lengths[b]] for b in range(len(tokens))]
+        texts = self.tok.batch_decode(comps, skip_special_tokens=True)
+        groups = []
+        for g, prompt in enumerate(prompts):
+            groups.append([
+                Sample(problem=None, prompt_ids=list(prompt), completion_ids=comps[b],
+                       logprobs=logps[b][:lengths[b]], policy_version=self.version,
+                       finish_reason="stop" if done[b] else "length", text=texts[b])
+                for b in range(g * n, (g + 1) * n)])
+        return groups

@@ -1,0 +1,73 @@
+"""`Arithmetic`: two-operand integer arithmetic, the simplest verifiable task.
+
+Problems look like "Compute 457-386. End with #### and the result."; the answer is
+the exact integer (subtraction may go negative). `digits` (every operand has
+exactly that many digits) is the difficulty knob. The content key is the
+expression itself, so ``arithmetic/457-386`` lives in exactly one split whatever
+the template or seed.
+
+Grading is strict: the text after ``####`` must be an optional sign and digits
+("1,234", "12.0" and "12 13" are format errors, flagged ``format_error``).
+
+    from rlvr.envs.arithmetic import Arithmetic
+    env = Arithmetic(digits=2, ops=("add", "mul"))
+    p = next(env.problems("train", seed=0)); env.verify(p, "#### 42")
+
+Run its tests: ``.venv/bin/python -m pytest tests/test_envs.py -q``.
+"""
+
+from __future__ import annotations
+
+import operator
+import random
+
+from rlvr.envs.base import ProceduralEnv
+from rlvr.types import Problem, Verdict
+from rlvr.verify.extract import parse_int
+
+OPS = {"add": ("+", operator.add), "sub": ("-", operator.sub), "mul": ("*", operator.mul)}
+TEMPLATE = "Compute {expr}. End with #### and the result."
+
+
+class Arithmetic(ProceduralEnv):
+    name = "arithmetic"
+
+    def __init__(self, digits: int = 3, ops: tuple[str, ...] = ("add", "sub", "mul"),
+                 template: str = TEMPLATE, eval_fraction: float = 0.1):
+        super().__init__(eval_fraction)
+        if isinstance(ops, str):
+            ops = (ops,)
+        ops = tuple(ops)
+        if type(digits) is not int or digits < 1:
+            raise ValueError(f"digits must be an int >= 1, got {digits!r}")
+        unknown = [o for o in ops if o not in OPS]
+        if not ops or unknown:
+            raise ValueError(f"ops must be a non-empty subset of {sorted(OPS)}, got {ops!r}")
+        if "{expr}" not in template:
+            raise ValueError(f"template must contain '{{expr}}', got {template!r}")
+        try:
+            template.format(expr="1+1")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"template has fields other than {{expr}}: {template!r} ({e!r})") from None
+        self.digits, self.ops, self.template = digits, ops, template
+
+    def make(self, rng: random.Random) -> Problem:
+        # "Exactly d digits": 0 counts as a one-digit number, but no leading zeros beyond that.
+        lo, hi = (0 if self.digits == 1 else 10 ** (self.digits - 1)), 10**self.digits - 1
+        a, b, op = rng.randint(lo, hi), rng.randint(lo, hi), rng.choice(self.ops)
+        symbol, fn = OPS[op]
+        expr = f"{a}{symbol}{b}"
+        return Problem(
+            id=f"{self.name}/{expr}",
+            prompt=self.template.format(expr=expr),
+            answer=fn(a, b),
+            env=self.name,
+            meta={"a": a, "b": b, "op": op, "digits": self.digits, "difficulty": self.digits},
+        )
+
+    def check(self, problem: Problem, answer: str) -> Verdict:
+        value = parse_int(answer)
+        if value is None:
+            return Verdict(reward=0.0, correct=False, parsed=None, flags=frozenset({"format_error"}))
+        correct = value == problem.answer
+        return Verdict(reward=1.0 if correct else 0.0, correct=correct, parsed=value)

@@ -1,0 +1,104 @@
+"""`ProceduralEnv`: the shared machinery of environments that generate their problems.
+
+A subclass sets `name` and implements two methods: `make(rng)` draws one `Problem`
+(or None to reject a draw) and `check(problem, answer)` grades an extracted answer.
+This class supplies the rest of the `Environment` protocol:
+
+- `problems(split, seed)`: an endless, deterministic stream. Train and eval never
+  share content: each problem belongs to a split by a stable hash of its id (which
+  is its content key, ``f"{env}/{key}"``), and each split's stream drops the other
+  split's problems. Seeds only pick *which* problems of a split you see.
+- `verify`: strict ``####`` extraction, then `check`.
+- `validate`: the gold answers of the first problems of both splits must verify.
+
+Run its tests: ``.venv/bin/python -m pytest tests/test_envs.py -q``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+from rlvr.types import Problem, Verdict
+from rlvr.verify.extract import extract_final, format_answer
+
+SPLITS = ("train", "eval")
+# Consecutive rejected draws before a stream gives up: reached only when a content
+# space is (nearly) empty for a split, which is a configuration error, not bad luck.
+MAX_MISSES = 100_000
+
+
+def split_of(problem_id: str, eval_fraction: float) -> str:
+    """The split a problem belongs to, from its id alone (stable across runs and machines)."""
+    h = int.from_bytes(hashlib.blake2b(problem_id.encode(), digest_size=8).digest(), "big")
+    return "eval" if h / 2**64 < eval_fraction else "train"
+
+
+class ProceduralEnv(ABC):
+    name: str = ""
+
+    def __init__(self, eval_fraction: float = 0.1):
+        if not 0.0 < eval_fraction < 1.0:
+            raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction!r}")
+        self.eval_fraction = eval_fraction
+
+    @abstractmethod
+    def make(self, rng: random.Random) -> Problem | None:
+        """Draw one problem with `rng` (its only source of randomness); None rejects the draw."""
+
+    @abstractmethod
+    def check(self, problem: Problem, answer: str) -> Verdict:
+        """Grade `answer`, the non-empty text after the ``####`` marker."""
+
+    def gold_text(self, problem: Problem) -> str:
+        """The text a perfect completion puts after ``####``."""
+        return str(problem.answer)
+
+    def problems(self, split: str, seed: int) -> Iterator[Problem]:
+        # Not a generator itself, so a bad split fails here, not at the first next().
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        return self._stream(split, seed)
+
+    def _stream(self, split: str, seed: int) -> Iterator[Problem]:
+        # A str seed is hashed with SHA-512 by random.Random, unlike hash(str),
+        # which is salted per process.
+        rng = random.Random(f"{self.name}/{split}/{seed}")
+        misses = 0
+        while True:
+            p = self.make(rng)
+            if p is None or split_of(p.id, self.eval_fraction) != split:
+                misses += 1
+                if misses > MAX_MISSES:
+                    raise RuntimeError(f"{self.name}: no {split} problem in {MAX_MISSES} draws; "
+                                       "the parameters leave too few distinct problems")
+                continue
+            misses = 0
+            yield dataclasses.replace(p, meta={**p.meta, "split": split, "seed": seed})
+
+    def verify(self, problem: Problem, completion: str) -> Verdict:
+        if problem.env != self.name:
+            raise ValueError(f"{self.name} cannot verify a problem of env {problem.env!r}")
+        answer, flags = extract_final(completion)
+        if answer is None:
+            return Verdict(reward=0.0, correct=False, parsed=None, flags=flags)
+        return self.check(problem, answer)
+
+    def validate(self, n: int = 100) -> list[str]:
+        failures = []
+        for split in SPLITS:
+            stream = self.problems(split, seed=0)
+            for _ in range(n):
+                p = next(stream)
+                gold = format_answer(self.gold_text(p))
+                try:
+                    v = self.verify(p, gold)
+                except Exception as e:  # a crash on gold is a failure to report, not to hide
+                    failures.append(f"{p.id} ({split}): gold {gold!r} raised {e!r}")
+                    continue
+                if not (v.correct and v.reward == 1.0):
+                    failures.append(f"{p.id} ({split}): gold {gold!r} got {v}")
+        return failures

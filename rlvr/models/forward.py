@@ -1,0 +1,236 @@
+"""A lean forward pass over a Hugging Face Llama-family model, with explicit KV and masks.
+
+Why not `model(...)`: the engine and the RL trainer both need what HF's forward does
+not give cheaply: a static KV cache written in place while decoding, and *shared
+prompt prefixes* (the n completions of one prompt attend to one copy of the prompt's
+keys and values, so a prompt is computed once per group, not n times).
+
+Each decoder layer is seen through `Layer`, a handful of callables. `parts_of(model)`
+builds them from the model's own submodules, so gradients, LoRA adapters and dtypes
+are exactly the model's (training, GPU). `parts_of(model, packed=True)` fuses q/k/v
+and gate/up into single weights prepacked for oneDNN, ~1.4x faster on CPU for the
+small batched matmuls of decoding (inference only; rebuild after weights change).
+Tested to match `model(...)` logits and `generate` output.
+
+Supported: decoders laid out like Llama's (llama, qwen2, qwen3, mistral, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+KV = list[tuple[Tensor, Tensor]]  # per layer: keys, values [B, H_kv, S, D]
+Fn = Callable[[Tensor], Tensor]
+
+
+@dataclass
+class Layer:
+    in_norm: Fn
+    post_norm: Fn
+    qkv: Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]  # h [B,T,E] -> flat q, k, v
+    o: Fn
+    mlp: Fn
+    q_norm: Fn | None = None  # qwen3 normalises q and k per head
+    k_norm: Fn | None = None
+
+
+@dataclass
+class Parts:
+    embed: torch.nn.Module
+    layers: list[Layer]
+    norm: torch.nn.Module
+    lm_head: Fn
+    rotary: torch.nn.Module
+    n_heads: int
+    n_kv: int
+    head_dim: int
+
+
+def _module_layer(m) -> Layer:
+    a = m.self_attn
+    return Layer(m.input_layernorm, m.post_attention_layernorm,
+                 lambda h: (a.q_proj(h), a.k_proj(h), a.v_proj(h)), a.o_proj, m.mlp,
+                 getattr(a, "q_norm", None), getattr(a, "k_norm", None))
+
+
+def _packed_layer(m) -> Layer:
+    a, mlp = m.self_attn, m.mlp
+    pack = torch.ops.mkldnn._reorder_linear_weight
+    lin = torch.ops.mkldnn._linear_pointwise
+    projs = (a.q_proj, a.k_proj, a.v_proj)
+    sizes = [p.out_features for p in projs]
+    w_qkv = pack(torch.cat([p.weight for p in projs]).detach().contiguous(), 64)
+    b_qkv = None if a.q_proj.bias is None else torch.cat([p.bias for p in projs]).detach()
+    w_o = pack(a.o_proj.weight.detach().contiguous(), 64)
+    inter = mlp.gate_proj.out_features
+    w_gu = pack(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach().contiguous(), 64)
+    w_d = pack(mlp.down_proj.weight.detach().contiguous(), 64)
+    act = mlp.act_fn
+
+    def qkv(h):
+        return lin(h, w_qkv, b_qkv, "none", [], "").split(sizes, dim=-1)
+
+    def gated(h):
+        gu = lin(h, w_gu, None, "none", [], "")
+        return lin(act(gu[..., :inter]) * gu[..., inter:], w_d, None, "none", [], "")
+
+    return Layer(m.input_layernorm, m.post_attention_layernorm, qkv,
+                 lambda x: lin(x, w_o, None, "none", [], ""), gated,
+                 getattr(a, "q_norm", None), getattr(a, "k_norm", None))
+
+
+def can_pack(model: torch.nn.Module) -> bool:
+    p = next(model.parameters())
+    return (p.device.type == "cpu" and p.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise") and not hasattr(model, "peft_config"))
+
+
+def parts_of(model: torch.nn.Module, packed: bool = False) -> Parts:
+    inner = getattr(model, "model", None)
+    first = getattr(inner, "layers", [None])[0]
+    if inner is None or not hasattr(inner, "rotary_emb") or not hasattr(getattr(first, "self_attn", None), "q_proj"):
+        raise NotImplementedError(
+            f"{type(model).__name__}: rlvr's forward supports Llama-style decoders "
+            "(llama, qwen2, qwen3, mistral); this architecture is not one")
+    cfg = model.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    make = _packed_layer if packed else _module_layer
+    return Parts(inner.embed_tokens, [make(m) for m in inner.layers], inner.norm, model.lm_head,
+                 inner.rotary_emb, cfg.num_attention_heads,
+                 cfg.num_key_value_heads or cfg.num_attention_heads, head_dim)
+
+
+def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+def _qkv(layer: Layer, h: Tensor, cos: Tensor, sin: Tensor, p: Parts) -> tuple[Tensor, Tensor, Tensor]:
+    """Normed hidden [B, T, E] -> q [B, H, T, D], k and v [B, H_kv, T, D], rotated."""
+    B, T, _ = h.shape
+    q, k, v = layer.qkv(h)
+    q, k = q.view(B, T, -1, p.head_dim), k.view(B, T, -1, p.head_dim)
+    if layer.q_norm is not None:
+        q, k = layer.q_norm(q), layer.k_norm(k)
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    q, k = _rope(q.transpose(1, 2), cos, sin), _rope(k.transpose(1, 2), cos, sin)
+    return q, k, v.view(B, T, -1, p.head_dim).transpose(1, 2)
+
+
+def _finish_layer(layer: Layer, h: Tensor, attn: Tensor) -> Tensor:
+    """attn [B, H, T, D] -> residual stream after the attention output and the MLP."""
+    B, _, T, _ = attn.shape
+    h = h + layer.o(attn.transpose(1, 2).reshape(B, T, -1))
+    return h + layer.mlp(layer.post_norm(h))
+
+
+def forward(p: Parts, ids: Tensor, pos: Tensor, mask: Tensor | None = None,
+            prefix: KV | None = None, prefix_index: Tensor | None = None,
+            return_kv: bool = False) -> tuple[Tensor, KV | None]:
+    """Run the decoder on `ids` [B, T] at positions `pos` [B, T]; returns final hidden states.
+
+    `mask` [B, 1, T, S] (bool, True = may attend) covers all keys; None means causal.
+    `prefix`: per-layer K/V of shared prompts [G, H, P, D]; row b attends to prompt
+    prefix_index[b] first, then to its own tokens (the training path: each prompt is
+    computed once per group). `return_kv` also returns the new tokens' per-layer K/V.
+    """
+    h = p.embed(ids)
+    cos, sin = p.rotary(h, pos)
+    new_kv: KV = []
+    for i, layer in enumerate(p.layers):
+        q, k, v = _qkv(layer, layer.in_norm(h), cos, sin, p)
+        if return_kv:
+            new_kv.append((k, v))
+        if prefix is not None:
+            pk, pv = prefix[i]
+            if prefix_index is not None:
+                pk, pv = pk.index_select(0, prefix_index), pv.index_select(0, prefix_index)
+            k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
+        # SDPA's is_causal aligns the diagonal top-left, right only without a prefix;
+        # with one the caller passes the full mask.
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and prefix is None,
+                                              enable_gqa=p.n_kv != p.n_heads)
+        h = _finish_layer(layer, h, attn)
+    return p.norm(h), (new_kv if return_kv else None)
+
+
+@dataclass
+class DecodeCache:
+    """A static KV cache for one-token decoding: per layer [B * H_kv, S_max, D].
+
+    Decoding attends over the whole buffer with an additive mask (-inf on left padding
+    and on positions not written yet) instead of slicing it: on CPU, batched matmuls
+    over contiguous buffers beat both SDPA and sliced views at these sizes.
+    """
+
+    keys: list[Tensor]
+    values: list[Tensor]
+    mask: Tensor  # [B * H_kv, 1, S_max] additive
+
+    @classmethod
+    def from_prefill(cls, kv: KV, valid: Tensor, n: int, new_tokens: int) -> "DecodeCache":
+        G, H, P, D = kv[0][0].shape
+        B, S = G * n, P + new_tokens
+        keys, values = [], []
+        for k, v in kv:
+            ck = k.new_zeros(B, H, S, D)
+            cv = torch.zeros_like(ck)
+            ck[:, :, :P] = k.repeat_interleave(n, 0)
+            cv[:, :, :P] = v.repeat_interleave(n, 0)
+            keys.append(ck.view(B * H, S, D))
+            values.append(cv.view(B * H, S, D))
+        mask = k.new_full((B, H, 1, S), float("-inf"))
+        prompt = torch.zeros(valid.shape, dtype=k.dtype, device=k.device).masked_fill(~valid, float("-inf"))
+        mask[:, :, 0, :P] = prompt.repeat_interleave(n, 0)[:, None]
+        return cls(keys, values, mask.view(B * H, 1, S))
+
+
+def decode_step(p: Parts, tok: Tensor, pos: Tensor, cache: DecodeCache, at: int) -> Tensor:
+    """Feed one token per row (tok, pos: [B]) and write cache slot `at`; returns hidden [B, E]."""
+    h = p.embed(tok[:, None])
+    cos, sin = p.rotary(h, pos[:, None])
+    cache.mask[:, :, at] = 0.0
+    B, groups, scale = tok.shape[0], p.n_heads // p.n_kv, p.head_dim ** -0.5
+    for i, layer in enumerate(p.layers):
+        q, k, v = _qkv(layer, layer.in_norm(h), cos, sin, p)
+        K, V = cache.keys[i], cache.values[i]
+        K.view(B, p.n_kv, -1, p.head_dim)[:, :, at] = k[:, :, 0]
+        V.view(B, p.n_kv, -1, p.head_dim)[:, :, at] = v[:, :, 0]
+        # Query heads sharing a KV head become rows of one matmul (GQA without copies).
+        scores = torch.baddbmm(cache.mask, q.reshape(B * p.n_kv, groups, p.head_dim),
+                               K.transpose(1, 2), alpha=scale)
+        attn = torch.bmm(torch.softmax(scores, -1), V).view(B, p.n_heads, 1, p.head_dim)
+        h = _finish_layer(layer, h, attn)
+    return p.norm(h)[:, 0]
+
+
+def left_pad(seqs: list[list[int]], pad_id: int, device=None) -> tuple[Tensor, Tensor, Tensor]:
+    """Left-pad to a batch: ids [B, P], valid [B, P] bool, positions [B, P] (0 at first real token)."""
+    P = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), P), pad_id, dtype=torch.long)
+    valid = torch.zeros((len(seqs), P), dtype=torch.bool)
+    for b, s in enumerate(seqs):
+        if s:
+            ids[b, P - len(s):] = torch.tensor(s, dtype=torch.long)
+            valid[b, P - len(s):] = True
+    pos = (valid.long().cumsum(1) - 1).clamp(min=0)
+    return ids.to(device), valid.to(device), pos.to(device)
+
+
+def prefix_mask(valid: Tensor) -> Tensor | None:
+    """Causal mask over a left-padded prompt batch [B, 1, P, P]; None if nothing is padded.
+
+    Pad queries may see themselves, so no softmax row is empty (an all-masked row gives
+    NaN, which would leak into gradients).
+    """
+    if bool(valid.all()):
+        return None
+    P = valid.shape[1]
+    causal = torch.ones(P, P, dtype=torch.bool, device=valid.device).tril()
+    eye = torch.eye(P, dtype=torch.bool, device=valid.device)
+    return ((causal & valid[:, None, :]) | eye)[:, None]

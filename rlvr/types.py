@@ -1,0 +1,125 @@
+"""The data contracts that join rlvr's parts.
+
+Every component speaks in these plain types and nothing else: an environment makes
+`Problem`s and turns a completion into a `Verdict`; an engine turns prompt token ids
+into `Sample`s; `rollout` groups samples of one problem into a `Rollout`; `algos`
+fills in advantages. Token ids travel from the engine to the loss untouched: text is
+never re-tokenized between generation and training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, Union, runtime_checkable
+
+Message = dict[str, str]  # {"role": "user" | "assistant" | "system", "content": str}
+Prompt = Union[str, list[Message]]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One task instance. `answer` is the gold, opaque to all but its environment."""
+
+    id: str
+    prompt: Prompt
+    answer: Any
+    env: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def messages(self) -> list[Message]:
+        """The prompt as chat messages (a bare string becomes one user turn)."""
+        if isinstance(self.prompt, str):
+            return [{"role": "user", "content": self.prompt}]
+        return list(self.prompt)
+
+
+@dataclass
+class Verdict:
+    """A verifier's judgement of one completion.
+
+    A verifier that cannot decide raises; it never turns its own failure into a
+    reward of 0. `flags` say why a completion lost reward (e.g. ``no_answer``,
+    ``multiple_answers``, ``format_error``, ``truncated``, ``timeout``).
+    """
+
+    reward: float
+    correct: bool
+    parsed: Any = None
+    flags: frozenset[str] = frozenset()
+
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass
+class Sample:
+    """One completion of one prompt, as the behaviour policy produced it."""
+
+    problem: Problem | None
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    logprobs: list[float]  # behaviour policy log-prob of each completion token
+    policy_version: int
+    finish_reason: FinishReason
+    text: str = ""  # decoded completion (special tokens stripped), for the verifier
+    loss_mask: list[int] | None = None  # 1 = train on this token; None = all ones
+
+    def mask(self) -> list[int]:
+        return self.loss_mask if self.loss_mask is not None else [1] * len(self.completion_ids)
+
+
+@dataclass
+class Rollout:
+    """A group of samples of one problem with their verdicts; `advantages` come from `algos`."""
+
+    problem: Problem
+    samples: list[Sample]
+    verdicts: list[Verdict]
+    advantages: list[float] | None = None
+
+    @property
+    def rewards(self) -> list[float]:
+        return [v.reward for v in self.verdicts]
+
+    @property
+    def min_version(self) -> int:
+        return min(s.policy_version for s in self.samples)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to sample. temperature 0 means greedy."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    seed: int | None = None
+    ignore_eos: bool = False  # keep generating past EOS (benchmarks that need fixed lengths)
+
+
+@runtime_checkable
+class Environment(Protocol):
+    """Makes problems and judges completions. "train" and "eval" problems never overlap."""
+
+    name: str
+
+    def problems(self, split: str, seed: int) -> Any:  # Iterator[Problem]
+        ...
+
+    def verify(self, problem: Problem, completion: str) -> Verdict:
+        ...
+
+    def validate(self, n: int = 100) -> list[str]:
+        """Gold answers that fail the verifier (must be [])."""
+        ...
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Turns prompts into samples; takes new weights with a version number."""
+
+    def generate(self, prompts: list[list[int]], n: int, sampling: Sampling) -> list[list[Sample]]:
+        ...
+
+    def sync_weights(self, state: dict[str, Any], version: int) -> None:
+        ...

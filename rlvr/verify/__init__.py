@@ -1,0 +1,12 @@
+"""Verifier primitives shared by every environment.
+
+`extract` pulls the final answer out of a completion (the one agreed format:
+``#### <answer>`` once, at the end); `expr` evaluates arithmetic expressions
+without eval/exec. Environments import these instead of re-implementing them, so
+every task grades the format identically.
+"""
+
+from rlvr.verify.expr import ExprError, evaluate
+from rlvr.verify.extract import ANSWER_MARKER, extract_final, format_answer, parse_int
+
+__all__ = ["ANSWER_MARKER", "ExprError", "evaluate", "extract_final", "format_answer", "parse_int"]

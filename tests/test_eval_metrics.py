@@ -1,0 +1,96 @@
+"""pass@k, maj@k, bootstrap intervals and the summary, against values worked out by hand."""
+
+import math
+
+import pytest
+
+from rlvr.eval_metrics import bootstrap_ci, maj_at_k, pass_at_k, summarize
+
+
+def test_pass_at_k_hand_values():
+    assert pass_at_k(5, 2, 2) == pytest.approx(0.7)  # 1 - C(3,2)/C(5,2) = 1 - 3/10
+    assert pass_at_k(4, 2, 2) == pytest.approx(5 / 6)  # 1 - C(2,2)/C(4,2) = 1 - 1/6
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)  # k=1 is c/n
+
+
+def test_pass_at_k_edges():
+    assert pass_at_k(5, 0, 3) == 0.0  # nothing correct
+    assert pass_at_k(5, 5, 1) == 1.0  # everything correct
+    assert pass_at_k(4, 3, 2) == 1.0  # n-c = 1 < k = 2: every pair holds a correct one
+    with pytest.raises(ValueError):
+        pass_at_k(3, 1, 4)  # k > n
+    with pytest.raises(ValueError):
+        pass_at_k(3, 4, 1)  # c > n
+
+
+def test_pass_at_k_stable_for_large_n():
+    # exact integer binomials as an independent check; the product never forms them
+    exact = 1 - math.comb(190, 100) / math.comb(200, 100)
+    assert pass_at_k(200, 10, 100) == pytest.approx(exact, rel=1e-12)
+
+
+def test_maj_at_k_exact_when_k_equals_n():
+    assert maj_at_k(["a", "b", "a", "c"], [True, False, True, False], 4) == 1.0  # a: 2 votes
+    assert maj_at_k(["a", "b", "b", "c"], [True, False, False, False], 4) == 0.0  # b: 2 votes
+    assert maj_at_k(["b", "a", "b", "a"], [False, True, False, True], 4) == 0.0  # tie -> b, seen first
+    assert maj_at_k(["a", "b", "a", "b"], [True, False, True, False], 4) == 1.0  # tie -> a, seen first
+    assert maj_at_k([5], [True], 1) == 1.0
+
+
+def test_maj_at_k_none_never_wins():
+    assert maj_at_k([None, None, None, "x"], [False, False, False, True], 4) == 1.0
+    assert maj_at_k([None, None], [False, False], 2) == 0.0
+
+
+def test_maj_at_k_subsets():
+    # ["a","a","b"], k=2: {0,1} a ok; {0,2} tie -> a ok; {1,2} tie -> a ok  => 1.0 for every draw
+    assert maj_at_k(["a", "a", "b"], [True, True, False], 2) == 1.0
+    # ["b","a","a"], k=2: {0,1} tie -> b wrong; {0,2} tie -> b wrong; {1,2} a right => expectation 1/3
+    v = maj_at_k(["b", "a", "a"], [False, True, True], 2, draws=3000)
+    assert v == pytest.approx(1 / 3, abs=0.03)
+    # seeded: the same call gives the same number; 32 draws give a multiple of 1/32
+    a = maj_at_k(["b", "a", "a"], [False, True, True], 2, rng_seed=7)
+    assert a == maj_at_k(["b", "a", "a"], [False, True, True], 2, rng_seed=7)
+    assert (a * 32) == int(a * 32)
+    with pytest.raises(ValueError):
+        maj_at_k(["a"], [True], 2)
+
+
+def test_bootstrap_degenerate_and_deterministic():
+    assert bootstrap_ci([0.4]) == (0.4, 0.4)
+    assert bootstrap_ci([1.0, 1.0, 1.0]) == (1.0, 1.0)
+    vals = [0.0, 1.0, 1.0, 0.5, 0.0]
+    assert bootstrap_ci(vals) == bootstrap_ci(vals)
+
+
+def test_bootstrap_contains_mean_and_narrows():
+    small, big = [0.0, 1.0] * 10, [0.0, 1.0] * 200  # both mean 0.5
+    lo_s, hi_s = bootstrap_ci(small)
+    lo_b, hi_b = bootstrap_ci(big)
+    assert lo_s < 0.5 < hi_s and lo_b < 0.5 < hi_b
+    # the std error of a mean of 0/1 values at p=0.5 is 0.5/sqrt(n): 0.112 for 20, 0.025 for 400,
+    # so a 95% interval is about ±0.22 and ±0.049
+    assert hi_s - lo_s == pytest.approx(0.44, abs=0.08)
+    assert hi_b - lo_b == pytest.approx(0.098, abs=0.02)
+    lo_50, hi_50 = bootstrap_ci(small, level=0.5)
+    assert hi_50 - lo_50 < hi_s - lo_s
+
+
+def test_summarize_hand_example():
+    per_problem = [
+        {"correct": [True, False, False, True], "answers": ["4", "3", "5", "4"]},
+        {"correct": [False, False, False, False], "answers": ["1", "2", None, "1"]},
+    ]
+    s = summarize(per_problem, ks=[1, 2, 4, 8])
+    assert s["n_problems"] == 2 and s["n_samples"] == 8
+    assert s["pass@1"]["mean"] == pytest.approx(0.25)  # (2/4 + 0/4) / 2
+    assert s["pass@2"]["mean"] == pytest.approx(5 / 12)  # (1 - 1/6 + 0) / 2
+    assert s["pass@4"]["mean"] == pytest.approx(0.5)  # (1 + 0) / 2
+    assert s["maj@4"]["mean"] == pytest.approx(0.5)  # "4" wins and is right; "1" wins and is wrong
+    assert "pass@8" not in s and "maj@8" not in s  # only 4 samples a problem
+    assert 0.0 <= s["maj@2"]["mean"] <= 1.0 and "maj@1" in s
+    for key in ["pass@1", "pass@2", "pass@4", "maj@4"]:
+        lo, hi = s[key]["ci"]
+        assert lo <= s[key]["mean"] <= hi
+    with pytest.raises(ValueError):
+        summarize([], ks=[1])
