@@ -62,26 +62,23 @@ def _packed_layer(m) -> Layer:
     a, mlp = m.self_attn, m.mlp
     pack = torch.ops.mkldnn._reorder_linear_weight
     lin = torch.ops.mkldnn._linear_pointwise
-    projs = (a.q_proj, a.k_proj, a.v_proj)
-    sizes = [p.out_features for p in projs]
-    w_qkv = pack(torch.cat([p.weight for p in projs]).detach().contiguous(), 64)
-    b_qkv = None if a.q_proj.bias is None else torch.cat([p.bias for p in projs]).detach()
-    w_o = pack(a.o_proj.weight.detach().contiguous(), 64)
-    inter = mlp.gate_proj.out_features
-    w_gu = pack(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach().contiguous(), 64)
-    w_d = pack(mlp.down_proj.weight.detach().contiguous(), 64)
-    act = mlp.act_fn
 
-    def qkv(h):
-        return lin(h, w_qkv, b_qkv, "none", [], "").split(sizes, dim=-1)
+    def fused(*linears):
+        w = pack(torch.cat([x.weight for x in linears]).detach().contiguous(), 64)
+        b = None if linears[0].bias is None else torch.cat([x.bias for x in linears]).detach()
+        return lambda h: lin(h, w, b, "none", [], "")
+
+    qkv, o = fused(a.q_proj, a.k_proj, a.v_proj), fused(a.o_proj)
+    sizes = [a.q_proj.out_features, a.k_proj.out_features, a.v_proj.out_features]
+    gate_up, down = fused(mlp.gate_proj, mlp.up_proj), fused(mlp.down_proj)
+    inter, act = mlp.gate_proj.out_features, mlp.act_fn
 
     def gated(h):
-        gu = lin(h, w_gu, None, "none", [], "")
-        return lin(act(gu[..., :inter]) * gu[..., inter:], w_d, None, "none", [], "")
+        gu = gate_up(h)
+        return down(act(gu[..., :inter]) * gu[..., inter:])
 
-    return Layer(m.input_layernorm, m.post_attention_layernorm, qkv,
-                 lambda x: lin(x, w_o, None, "none", [], ""), gated,
-                 getattr(a, "q_norm", None), getattr(a, "k_norm", None))
+    return Layer(m.input_layernorm, m.post_attention_layernorm, lambda h: qkv(h).split(sizes, dim=-1),
+                 o, gated, getattr(a, "q_norm", None), getattr(a, "k_norm", None))
 
 
 def can_pack(model: torch.nn.Module) -> bool:

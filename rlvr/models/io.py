@@ -14,8 +14,12 @@ from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers.utils import logging as hf_logging
 
 from rlvr.atomic import atomic_dir
+
+# Per-file progress bars of transformers drown the trainers' own; loads here are fast.
+hf_logging.disable_progress_bar()
 
 
 def default_device() -> torch.device:

@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each creates .venv when missing.
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+
+.PHONY: demo test test-slow bench install clean
+
+$(VENV_STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of torch first, pinned, so nothing pulls CUDA wheels.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(VENV_STAMP)
+
+install: $(VENV_STAMP)
+
+demo: $(VENV_STAMP)
+	$(PY) -m rlvr.cli demo
+
+test: $(VENV_STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(VENV_STAMP)
+	$(PY) -m pytest -q -m slow
+
+# Benchmarks need TRL (for the baseline) in the same environment.
+bench: $(VENV_STAMP)
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) benchmarks/generate.py
+	$(PY) benchmarks/rl_step_vs_trl.py
+
+clean:
+	rm -rf .venv runs .pytest_cache

@@ -1,0 +1,70 @@
+"""`rlvr <command>`: thin. Parse a config (recipe YAML + --key=value), call one function.
+
+    rlvr demo                         pretrain a tiny base, run zero RL, compare (the README's tour)
+    rlvr pretrain --steps 500         make a weak base model from a synthetic corpus
+    rlvr rl --model runs/base --env arithmetic:digits=3,ops=add
+    rlvr eval --model runs/rl --samples 16
+    rlvr CMD --help                   every key of CMD, with its default and meaning
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Callable
+
+from rlvr.config import ConfigError, describe, load_config
+
+
+def _commands() -> dict[str, tuple[type, Callable, str]]:
+    from rlvr import demo, eval as evaluation
+    from rlvr.train import pretrain, rl
+    return {
+        "demo": (demo.DemoConfig, demo.main, "pretrain a tiny base, run zero RL on it, show before/after"),
+        "pretrain": (pretrain.PretrainConfig, pretrain.main, "train the tiny model on a synthetic corpus"),
+        "rl": (rl.RLConfig, rl.main, "RL on verifiable rewards (GRPO family)"),
+        "eval": (evaluation.EvalConfig, _print_eval(evaluation.main), "pass@1, pass@k, maj@k, greedy, with CIs"),
+    }
+
+
+def _print_eval(fn: Callable) -> Callable:
+    def run(cfg):
+        result = fn(cfg)
+        print(json.dumps(result["metrics"], indent=2))
+        return result
+    return run
+
+
+def usage(commands) -> str:
+    lines = ["usage: rlvr COMMAND [RECIPE.yaml] [--key=value ...]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, _, help_) in commands.items()]
+    lines += ["", "`rlvr COMMAND --help` lists every key with its default and meaning."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = _commands()
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage(commands))
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in commands:
+        print(f"rlvr: unknown command {name!r}\n\n{usage(commands)}", file=sys.stderr)
+        return 2
+    cls, fn, help_ = commands[name]
+    if "-h" in rest or "--help" in rest:
+        print(f"rlvr {name}: {help_}\n\nusage: rlvr {name} [RECIPE.yaml] [--key=value ...]\n\nkeys:\n{describe(cls)}")
+        return 0
+    recipe = rest.pop(0) if rest and not rest[0].startswith("--") else None
+    try:
+        cfg = load_config(cls, recipe, rest)
+    except ConfigError as e:
+        print(f"rlvr {name}: {e}", file=sys.stderr)
+        return 2
+    fn(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Configuration: one pydantic class per command, a YAML recipe, `--key=value` overrides.
+
+Every field is documented once, in its class; `rlvr CMD --help` prints those docs.
+Unknown keys and bad values fail at start with the key named (and the recipe's file
+and line when it came from one), so a typo never silently becomes a default.
+
+    cfg = load_config(RLConfig, recipe="recipes/demo.yaml", overrides=["--lr=1e-4"])
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _recipe_lines(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """Load a YAML mapping and the line of each top-level key (for error messages)."""
+    text = path.read_text()
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of key: value")
+    lines = {k.value: k.start_mark.line + 1 for k, _ in node.value} if node is not None else {}
+    return data, lines
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """`--key=value` / `--key value` / `--flag` -> {key: YAML-parsed value}."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"unexpected argument {arg!r}: options look like --key=value")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                value, i = args[i + 1], i + 1
+            else:
+                value = "true"
+        out[key.replace("-", "_")] = yaml.safe_load(value) if value != "" else ""
+        i += 1
+    return out
+
+
+def load_config(cls: type[Config], recipe: str | Path | None = None,
+                overrides: list[str] | dict[str, Any] | None = None) -> Config:
+    data: dict[str, Any] = {}
+    where: dict[str, str] = {}
+    if recipe is not None:
+        path = Path(recipe)
+        if not path.exists():
+            raise ConfigError(f"recipe {str(path)!r} does not exist")
+        data, lines = _recipe_lines(path)
+        where = {k: f"{path}:{line}" for k, line in lines.items()}
+    over = overrides if isinstance(overrides, dict) else parse_overrides(overrides or [])
+    data.update(over)
+    where.update({k: "command line" for k in over})
+    fields = cls.model_fields
+    for key in data:
+        if key not in fields:
+            hint = difflib.get_close_matches(key, fields, n=1)
+            raise ConfigError(f"{where.get(key, 'config')}: unknown key {key!r}"
+                              + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                              + f"; `rlvr ... --help` lists the keys")
+    try:
+        return cls(**data)
+    except ValidationError as e:
+        msgs = []
+        for err in e.errors():
+            key = ".".join(str(x) for x in err["loc"])
+            top = str(err["loc"][0]) if err["loc"] else ""
+            msgs.append(f"{where.get(top, 'config')}: key {key!r}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("\n".join(msgs)) from None
+
+
+def describe(cls: type[Config]) -> str:
+    """The `--help` text: every key with its type, default and documentation."""
+    rows = []
+    for name, f in cls.model_fields.items():
+        typ = getattr(f.annotation, "__name__", str(f.annotation)).replace("typing.", "")
+        default = f.default if f.default_factory is None else f.default_factory()
+        rows.append(f"  --{name}={default!r}  [{typ}]\n      {f.description or ''}")
+    return "\n".join(rows)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

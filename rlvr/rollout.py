@@ -1,0 +1,60 @@
+"""Problems -> n samples each -> verdicts -> `Rollout`s. Used by eval, rs and rl.
+
+A completion cut off by the token limit earns nothing (flag `truncated`) whatever it
+says: a cut answer can look right ("#### 84" from "#### 843"), and rewarding it would
+teach the policy to ramble into the limit.
+
+    rollouts = generate_rollouts(engine, env, problems, n=8, sampling=Sampling())
+"""
+
+from __future__ import annotations
+
+from rlvr.types import Environment, Problem, Rollout, Sample, Sampling, Verdict
+
+TRUNCATED = Verdict(reward=0.0, correct=False, parsed=None, flags=frozenset({"truncated"}))
+
+
+def encode_prompt(tok, problem: Problem) -> list[int]:
+    """Chat-template a problem's prompt into token ids, ready for the assistant's turn."""
+    if isinstance(problem.prompt, str) and getattr(tok, "chat_template", None) is None:
+        return tok(problem.prompt, add_special_tokens=False)["input_ids"]
+    text = tok.apply_chat_template(problem.messages(), add_generation_prompt=True, tokenize=False)
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def judge(env: Environment, sample: Sample) -> Verdict:
+    if sample.finish_reason == "length":
+        return TRUNCATED
+    return env.verify(sample.problem, sample.text)
+
+
+def generate_rollouts(engine, env: Environment, problems: list[Problem], n: int,
+                      sampling: Sampling) -> list[Rollout]:
+    prompts = [encode_prompt(engine.tok, p) for p in problems]
+    groups = engine.generate(prompts, n, sampling)
+    rollouts = []
+    for problem, samples in zip(problems, groups):
+        for s in samples:
+            s.problem = problem
+        rollouts.append(Rollout(problem, samples, [judge(env, s) for s in samples]))
+    return rollouts
+
+
+def rollout_stats(rollouts: list[Rollout]) -> dict[str, float]:
+    """Reward, pass rate, lengths and flag rates of a batch of rollouts."""
+    samples = [s for r in rollouts for s in r.samples]
+    verdicts = [v for r in rollouts for v in r.verdicts]
+    if not samples:
+        return {}
+    flags: dict[str, int] = {}
+    for v in verdicts:
+        for f in v.flags:
+            flags[f] = flags.get(f, 0) + 1
+    n = len(samples)
+    return {
+        "reward": sum(v.reward for v in verdicts) / n,
+        "pass_rate": sum(v.correct for v in verdicts) / n,
+        "response_len": sum(len(s.completion_ids) for s in samples) / n,
+        "solved_groups": sum(any(v.correct for v in r.verdicts) for r in rollouts) / len(rollouts),
+        **{f"flag_{k}": c / n for k, c in sorted(flags.items())},
+    }

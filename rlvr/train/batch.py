@@ -1,0 +1,98 @@
+"""Rollouts -> training tensors, and the policy's per-token log-probs on them.
+
+The token ids are the engine's, untouched. A group of n completions of one prompt
+shares one copy of the prompt: the prompt runs through the model once per group and
+its keys/values are shared by the group's completions (see models/forward.py), which
+saves (n - 1) prompt forwards and backwards per group.
+
+    batch = make_batch(rollouts, pad_id)
+    logp, entropy = policy_logprobs(parts_of(model), batch, temperature=1.0)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from rlvr.models.forward import Parts, forward, left_pad, prefix_mask
+from rlvr.types import Rollout
+
+
+@dataclass
+class TrainBatch:
+    prompt_ids: Tensor  # [G, P] left-padded, one row per distinct prompt
+    prompt_valid: Tensor  # [G, P] bool
+    prompt_pos: Tensor  # [G, P]
+    group: Tensor  # [B] row of prompt_ids each completion continues
+    ids: Tensor  # [B, T] completions, right-padded
+    pos: Tensor  # [B, T]
+    mask: Tensor  # [B, T] float: 1 on tokens to train on
+    old_logp: Tensor  # [B, T] behaviour log-probs from the engine
+    advantages: Tensor  # [B]
+    versions: Tensor  # [B] policy version that generated each completion
+
+    @property
+    def tokens(self) -> int:
+        return int(self.mask.sum())
+
+
+def make_batch(rollouts: list[Rollout], pad_id: int, device: torch.device | str = "cpu") -> TrainBatch:
+    prompts, group, comps, masks, old, adv, versions = [], [], [], [], [], [], []
+    index: dict[tuple[int, ...], int] = {}
+    for r in rollouts:
+        if r.advantages is None:
+            raise ValueError(f"rollout of {r.problem.id} has no advantages: run algos.compute_advantages first")
+        for s, a in zip(r.samples, r.advantages):
+            key = tuple(s.prompt_ids)
+            if key not in index:
+                index[key] = len(prompts)
+                prompts.append(s.prompt_ids)
+            group.append(index[key])
+            comps.append(s.completion_ids)
+            masks.append(s.mask())
+            old.append(s.logprobs)
+            adv.append(a)
+            versions.append(s.policy_version)
+    p_ids, p_valid, p_pos = left_pad(prompts, pad_id)
+    T = max(1, max(len(c) for c in comps))
+    B = len(comps)
+    ids = torch.full((B, T), pad_id, dtype=torch.long)
+    mask = torch.zeros((B, T))
+    old_logp = torch.zeros((B, T))
+    for b, (c, m, lp) in enumerate(zip(comps, masks, old)):
+        ids[b, :len(c)] = torch.tensor(c, dtype=torch.long)
+        mask[b, :len(c)] = torch.tensor(m, dtype=torch.float)
+        old_logp[b, :len(c)] = torch.tensor(lp, dtype=torch.float)
+    group_t = torch.tensor(group, dtype=torch.long)
+    pos = p_valid.sum(1)[group_t][:, None] + torch.arange(T)[None, :]
+    to = dict(device=device)
+    return TrainBatch(p_ids.to(**to), p_valid.to(**to), p_pos.to(**to), group_t.to(**to), ids.to(**to),
+                      pos.to(**to), mask.to(**to), old_logp.to(**to), torch.tensor(adv, **to, dtype=torch.float),
+                      torch.tensor(versions, **to))
+
+
+def policy_logprobs(parts: Parts, batch: TrainBatch, temperature: float = 1.0,
+                    with_entropy: bool = True) -> tuple[Tensor, Tensor | None]:
+    """Per-token log-probs [B, T] of the completions (at `temperature`), and entropies."""
+    h_prompt, kv = forward(parts, batch.prompt_ids, batch.prompt_pos, mask=prefix_mask(batch.prompt_valid),
+                           return_kv=True)
+    B, T = batch.ids.shape
+    P = batch.prompt_ids.shape[1]
+    own = torch.ones(T, T, dtype=torch.bool, device=batch.ids.device).tril()
+    mask = torch.cat([batch.prompt_valid[batch.group][:, None, None, :].expand(B, 1, T, P),
+                      own[None, None].expand(B, 1, T, T)], dim=-1)
+    h, _ = forward(parts, batch.ids, batch.pos, mask=mask, prefix=kv, prefix_index=batch.group)
+    # Token t is predicted from position t-1; the first from the prompt's last position.
+    h = torch.cat([h_prompt[:, -1][batch.group][:, None], h[:, :-1]], dim=1)
+    logits = parts.lm_head(h).float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    logp_all = torch.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(-1, batch.ids[..., None]).squeeze(-1)
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy

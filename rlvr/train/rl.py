@@ -1,0 +1,177 @@
+"""`rlvr rl`: RL on verifiable rewards (the GRPO family), from a base or after a cold start.
+
+One step: take a batch of groups from the rollout queue (n completions of each of
+`prompts` problems, scored by the environment's verifier), turn rewards into
+advantages (`algos.ADVANTAGES[advantage]`), and minimise `algos.LOSSES[loss]` over
+the batch for `epochs` x `mini_batches` optimizer steps; then hand the new weights to
+the producer. Which estimator and which loss are names in the config, never branches
+here. `max_staleness` > 0 lets generation run ahead of training (see producer.py).
+
+    rlvr rl --model runs/demo/base --env arithmetic:digits=3,ops=add --steps 100
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import torch
+from pydantic import Field, field_validator
+
+from rlvr.algos import ADVANTAGES, AGGREGATIONS, LOSSES, LossConfig, compute_advantages
+from rlvr.config import Config
+from rlvr.engine import TorchEngine
+from rlvr.envs import make_env
+from rlvr.eval import eval_problems, evaluate
+from rlvr.models import count_parameters, load_model
+from rlvr.models.forward import parts_of
+from rlvr.train.batch import TrainBatch, make_batch, policy_logprobs
+from rlvr.train.producer import Producer, RolloutQueue
+from rlvr.train.progress import StepBar
+from rlvr.train.run import Run, last_model
+from rlvr.types import Rollout, Sampling
+
+
+class RLConfig(Config):
+    run_dir: str = Field("runs/rl", description="Run directory (config, metrics, samples, checkpoints, eval).")
+    model: str = Field("runs/demo/base", description="Starting model: HF dir, checkpoint, run dir or .gguf.")
+    env: Any = Field("arithmetic", description="Environment spec: a name, 'name:key=value,...', or a mapping.")
+    steps: int = Field(100, ge=1, description="Training steps (one rollout batch each).")
+    prompts: int = Field(64, ge=1, description="Problems per step.")
+    group_size: int = Field(8, ge=1, description="Completions per problem (the group of GRPO).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of rollouts (the loss uses the same).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold of rollouts.")
+    max_new_tokens: int = Field(32, ge=1, description="Completion token limit; a cut completion earns 0.")
+    advantage: str = Field("dr_grpo", description="Advantage estimator: grpo | dr_grpo | rloo.")
+    loss: str = Field("ppo_clip", description="Policy loss: ppo_clip | reinforce.")
+    agg: str = Field("token_mean", description="Loss aggregation: token_mean | seq_mean_token_mean | seq_mean_token_sum_norm.")
+    clip_low: float = Field(0.2, ge=0, description="PPO ratio clip below 1.")
+    clip_high: float = Field(0.28, ge=0, description="PPO ratio clip above 1 (> clip_low is DAPO's clip-higher).")
+    kl_coef: float = Field(0.0, ge=0, description="Weight of the k3 KL penalty to the frozen starting model (0: none).")
+    lr: float = Field(2e-4, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient norm clip.")
+    epochs: int = Field(1, ge=1, description="Passes over each batch.")
+    mini_batches: int = Field(1, ge=1, description="Optimizer steps per pass (the batch is split by groups).")
+    drop_uniform_groups: bool = Field(False, description="DAPO dynamic sampling: drop groups whose rewards are all equal and draw more.")
+    max_staleness: int = Field(0, ge=0, description="Policy versions a rollout may lag (0: synchronous, on-policy).")
+    eval_problems: int = Field(200, ge=0, description="Held-out problems evaluated at the end (0: skip).")
+    eval_samples: int = Field(16, ge=1, description="Samples per held-out problem for pass@k.")
+    save_every: int = Field(50, ge=0, description="Checkpoint every N steps (0: only at the end).")
+    keep_last: int = Field(2, ge=1, description="Checkpoints kept.")
+    log_samples: int = Field(2, ge=0, description="Rollouts per step written to samples.jsonl.")
+    seed: int = Field(0, description="Seed of problem streams and sampling.")
+    resume: bool = Field(False, description="Continue the run in run_dir from its last checkpoint.")
+
+    @field_validator("advantage", "loss", "agg")
+    @classmethod
+    def _registered(cls, value: str, info) -> str:
+        registry = {"advantage": ADVANTAGES, "loss": LOSSES, "agg": AGGREGATIONS}[info.field_name]
+        if value not in registry:
+            raise ValueError(f"unknown {info.field_name} {value!r}; choose one of {sorted(registry)}")
+        return value
+
+
+def loss_config(cfg: RLConfig) -> LossConfig:
+    return LossConfig(clip_low=cfg.clip_low, clip_high=cfg.clip_high, kl_coef=cfg.kl_coef, agg=cfg.agg,
+                      max_tokens=cfg.max_new_tokens)
+
+
+def train_on(rollouts: list[Rollout], model, parts, ref_parts, opt, cfg: RLConfig, pad_id: int) -> dict[str, float]:
+    """Advantages, then epochs x mini_batches optimizer steps on one batch of rollouts."""
+    if not rollouts:  # dynamic sampling found no group with a learning signal
+        return {"trained_tokens": 0, "updates": 0}
+    compute_advantages(rollouts, cfg.advantage)
+    loss_fn, lcfg = LOSSES[cfg.loss], loss_config(cfg)
+    device = next(model.parameters()).device
+    sums: dict[str, float] = {}
+    updates = 0
+    for _ in range(cfg.epochs):
+        for chunk in _split(rollouts, cfg.mini_batches):
+            batch = make_batch(chunk, pad_id, device)
+            logp, entropy = policy_logprobs(parts, batch, cfg.temperature)
+            ref_logp = None
+            if ref_parts is not None:
+                with torch.no_grad():
+                    ref_logp, _ = policy_logprobs(ref_parts, batch, cfg.temperature, with_entropy=False)
+            loss, metrics = loss_fn(logp, batch.old_logp, batch.advantages, batch.mask, lcfg, ref_logp)
+            loss.backward()
+            metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            metrics["entropy"] = float((entropy * batch.mask).sum() / batch.mask.sum().clamp(min=1))
+            metrics["trained_tokens"] = batch.tokens
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v
+            updates += 1
+    out = {k: v / updates for k, v in sums.items()}
+    out["trained_tokens"] = sums["trained_tokens"]
+    out["updates"] = updates
+    return out
+
+
+def _split(rollouts: list[Rollout], parts: int) -> list[list[Rollout]]:
+    size = -(-len(rollouts) // parts)
+    return [rollouts[i:i + size] for i in range(0, len(rollouts), size)]
+
+
+def _sample_rows(rollouts: list[Rollout], n: int) -> list[dict[str, Any]]:
+    return [{"problem": r.problem.id, "completion": s.text, "reward": v.reward, "correct": v.correct,
+             "parsed": v.parsed, "flags": sorted(v.flags), "advantage": a, "version": s.policy_version}
+            for r in rollouts[:n] for s, v, a in zip(r.samples, r.verdicts, r.advantages or [])]
+
+
+def main(cfg: RLConfig) -> Run:
+    run = Run(cfg.run_dir, cfg, resume=cfg.resume)
+    env = make_env(cfg.env)
+    resumed = run.resume_state() if cfg.resume else None
+    start = resumed[1]["step"] if resumed else 0
+    model, tok = load_model(resumed[0] if resumed else last_model(cfg.model))
+    ref_parts = None
+    if cfg.kl_coef > 0:  # the reference is always the starting model, also after a resume
+        ref_model, _ = load_model(last_model(cfg.model))
+        ref_parts = parts_of(ref_model.eval().requires_grad_(False))
+    model.train()
+    parts = parts_of(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    if resumed:
+        opt.load_state_dict(resumed[1]["optimizer"])
+    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
+    engine = TorchEngine(model, tok, version=start)
+    producer = Producer(engine, env, cfg.prompts, cfg.group_size, sampling, cfg.seed, cfg.drop_uniform_groups)
+    rollouts_q = RolloutQueue(producer, cfg.max_staleness, start=start, version=start)
+    n_params = count_parameters(model)
+    try:
+        with StepBar("rl", cfg.steps, start) as bar:
+            for step in range(start, cfg.steps):
+                t0 = time.perf_counter()
+                batch = rollouts_q.get(step)
+                t_wait = time.perf_counter() - t0
+                metrics = train_on(batch.rollouts, model, parts, ref_parts, opt, cfg, tok.pad_token_id)
+                rollouts_q.push_weights(model.state_dict(), step + 1)
+                dt = time.perf_counter() - t0
+                generated = sum(len(s.completion_ids) for r in batch.rollouts for s in r.samples)
+                metrics.update(batch.stats)
+                metrics.update({
+                    "step_time": dt, "gen_time": batch.seconds, "wait_time": t_wait,
+                    "generated_tokens": generated, "tokens_per_s": generated / dt,
+                    "staleness": step - batch.version, "lr": cfg.lr,
+                    "train_flops": 6.0 * n_params * metrics["trained_tokens"] * cfg.epochs,
+                })
+                run.log(step + 1, metrics)
+                if cfg.log_samples:
+                    run.log_samples(step + 1, _sample_rows(batch.rollouts, cfg.log_samples))
+                bar.update(step + 1, reward=metrics["reward"], len=metrics["response_len"],
+                           ent=metrics.get("entropy", 0.0))
+                if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+                    run.save(step + 1, model, tok, {"optimizer": opt.state_dict()}, cfg.keep_last)
+    finally:
+        rollouts_q.close()
+    run.save(cfg.steps, model, tok, {"optimizer": opt.state_dict()}, cfg.keep_last)
+    if cfg.eval_problems:
+        engine.sync_weights(model.state_dict(), cfg.steps)
+        result = evaluate(engine, env, eval_problems(env, cfg.eval_problems), cfg.eval_samples,
+                          [1, cfg.eval_samples], dataclasses.replace(sampling, seed=cfg.seed))
+        run.write_json("eval.json", {"model": str(run.dir / "checkpoints" / "last" / "model"), "metrics": result})
+    return run

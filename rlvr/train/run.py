@@ -1,0 +1,109 @@
+"""The run directory every command writes, and what all trainers share about it.
+
+    runs/NAME/
+      config.yaml          the whole resolved config
+      metrics.jsonl        one JSON object per step
+      samples.jsonl        a sample of rollouts with verdicts
+      checkpoints/step_N/  HF format + trainer_state.pt, written atomically
+      checkpoints/last     symlink to the newest checkpoint
+      eval.json
+
+A run resumes from `checkpoints/last`: `Run.resume_state()` gives back the trainer
+state and trims `metrics.jsonl` to the checkpoint's step, so a killed run continues
+as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlvr.atomic import atomic_dir, point_link, write_json, write_text
+from rlvr.config import Config, to_yaml
+from rlvr.models.io import save_model
+
+
+class Run:
+    def __init__(self, run_dir: str | Path, cfg: Config, resume: bool = False):
+        self.dir = Path(run_dir)
+        self.ckpt_dir = self.dir / "checkpoints"
+        if self.dir.exists() and any(self.dir.iterdir()) and not resume and (self.dir / "metrics.jsonl").exists():
+            raise FileExistsError(f"run directory {self.dir} already holds a run: pass --resume to continue "
+                                  "it, or choose another --run_dir")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_text(self.dir / "config.yaml", to_yaml(cfg))
+        self.started = time.time()
+
+    # -- logging -------------------------------------------------------------------
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        with open(self.dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+
+    def log_samples(self, step: int, rows: list[dict[str, Any]]) -> None:
+        with open(self.dir / "samples.jsonl", "a") as f:
+            for r in rows:
+                f.write(json.dumps({"step": step, **r}, default=str) + "\n")
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        write_json(self.dir / name, obj)
+        return self.dir / name
+
+    # -- checkpoints ------------------------------------------------------------------
+    def save(self, step: int, model, tok, state: dict[str, Any], keep_last: int = 2) -> Path:
+        path = self.ckpt_dir / f"step_{step}"
+        with atomic_dir(path) as tmp:
+            save_model(model, tok, tmp / "model")
+            full = {**state, "step": step, "rng": _rng_state()}
+            torch.save(full, tmp / "trainer_state.pt")
+        point_link(self.ckpt_dir / "last", path.name)
+        for old in self.checkpoints()[:-keep_last] if keep_last > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+        return path
+
+    def checkpoints(self) -> list[Path]:
+        if not self.ckpt_dir.exists():
+            return []
+        found = [p for p in self.ckpt_dir.glob("step_*") if (p / "trainer_state.pt").exists()]
+        return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+    def resume_state(self) -> tuple[Path, dict[str, Any]] | None:
+        """(model dir, trainer state) of the newest checkpoint, or None when there is none."""
+        ckpts = self.checkpoints()
+        if not ckpts:
+            return None
+        state = torch.load(ckpts[-1] / "trainer_state.pt", weights_only=False)
+        _set_rng_state(state["rng"])
+        self._trim_metrics(state["step"])
+        return ckpts[-1] / "model", state
+
+    def _trim_metrics(self, step: int) -> None:
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            path = self.dir / name
+            if path.exists():
+                keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+                write_text(path, "".join(ln + "\n" for ln in keep))
+
+
+def last_model(path: str | Path) -> Path:
+    """Resolve what `--model` names: a model dir, a checkpoint dir, or a run dir."""
+    path = Path(path)
+    if (path / "model" / "config.json").exists():
+        return path / "model"
+    if (path / "checkpoints" / "last" / "model").exists():
+        return path / "checkpoints" / "last" / "model"
+    return path
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])

@@ -1,0 +1,58 @@
+"""Bad configs fail at start, naming the key (and the recipe's file and line)."""
+
+import pytest
+
+from rlvr.config import ConfigError, load_config, parse_overrides
+from rlvr.cli import main as cli
+from rlvr.train.rl import RLConfig
+
+
+def test_overrides_are_typed():
+    cfg = load_config(RLConfig, overrides=["--lr=1e-3", "--steps", "7", "--drop_uniform_groups",
+                                           "--env={name: arithmetic, digits: 2}"])
+    assert cfg.lr == 1e-3 and cfg.steps == 7 and cfg.drop_uniform_groups is True
+    assert cfg.env == {"name": "arithmetic", "digits": 2}
+
+
+def test_unknown_key_is_named_with_a_suggestion():
+    with pytest.raises(ConfigError, match=r"unknown key 'lrr' \(did you mean 'lr'\?\)"):
+        load_config(RLConfig, overrides=["--lrr=1"])
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match=r"key 'steps'.*got 'many'"):
+        load_config(RLConfig, overrides=["--steps=many"])
+
+
+def test_registry_names_are_checked():
+    with pytest.raises(ConfigError, match=r"key 'advantage'.*choose one of"):
+        load_config(RLConfig, overrides=["--advantage=ppo"])
+
+
+def test_recipe_errors_name_file_and_line(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("steps: 3\nlr: 1e-4\ngroup_sise: 4\n")
+    with pytest.raises(ConfigError, match=r"r\.yaml:3: unknown key 'group_sise' \(did you mean 'group_size'\?\)"):
+        load_config(RLConfig, recipe)
+    recipe.write_text("steps: -1\n")
+    with pytest.raises(ConfigError, match=r"r\.yaml:1: key 'steps'"):
+        load_config(RLConfig, recipe)
+
+
+def test_command_line_beats_recipe(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("steps: 3\nlr: 1e-4\n")
+    cfg = load_config(RLConfig, recipe, ["--steps=9"])
+    assert (cfg.steps, cfg.lr) == (9, 1e-4)
+
+
+def test_cli_reports_bad_config_and_exits_2(capsys):
+    assert cli(["rl", "--nope=1"]) == 2
+    assert "unknown key 'nope'" in capsys.readouterr().err
+    assert cli(["rl", "--help"]) == 0
+    assert "--max_staleness=0" in capsys.readouterr().out
+
+
+def test_positional_garbage_is_rejected():
+    with pytest.raises(ConfigError, match="unexpected argument"):
+        parse_overrides(["steps=3"])

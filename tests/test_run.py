@@ -1,0 +1,48 @@
+"""Run directories: atomic checkpoints, `last`, pruning, and resume trimming metrics."""
+
+import json
+
+import pytest
+import torch
+
+from rlvr.atomic import atomic_dir
+from rlvr.models import build_tiny_model
+from rlvr.train.rl import RLConfig
+from rlvr.train.run import Run, last_model
+
+
+def test_checkpoints_are_atomic_and_pruned(tmp_path):
+    model, tok = build_tiny_model("micro")
+    run = Run(tmp_path / "r", RLConfig())
+    for step in (1, 2, 3):
+        run.save(step, model, tok, {"optimizer": {}}, keep_last=2)
+    names = sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir())
+    assert names == ["last", "step_2", "step_3"]
+    assert last_model(tmp_path / "r") == tmp_path / "r" / "checkpoints" / "last" / "model"
+    assert (last_model(tmp_path / "r") / "config.json").exists()
+
+
+def test_a_failed_write_leaves_nothing(tmp_path):
+    with pytest.raises(RuntimeError):
+        with atomic_dir(tmp_path / "ckpt") as tmp:
+            (tmp / "half").write_text("x")
+            raise RuntimeError("crash mid-write")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_restores_state_and_trims_metrics(tmp_path):
+    model, tok = build_tiny_model("micro")
+    run = Run(tmp_path / "r", RLConfig())
+    for step in (1, 2, 3):
+        run.log(step, {"x": step})
+    torch.manual_seed(123)
+    run.save(2, model, tok, {"optimizer": {"marker": 7}})
+    expected = torch.rand(3)
+    with pytest.raises(FileExistsError, match="--resume"):
+        Run(tmp_path / "r", RLConfig())
+    again = Run(tmp_path / "r", RLConfig(), resume=True)
+    path, state = again.resume_state()
+    assert state["step"] == 2 and state["optimizer"] == {"marker": 7}
+    assert torch.equal(torch.rand(3), expected)  # RNG continues where the checkpoint left it
+    steps = [json.loads(line)["step"] for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]
