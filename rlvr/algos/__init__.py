@@ -13,10 +13,10 @@ from __future__ import annotations
 import torch
 
 from rlvr.algos.advantages import ADVANTAGES
-from rlvr.algos.losses import AGGREGATIONS, LOSSES, LossConfig
+from rlvr.algos.losses import AGG_WEIGHT, AGGREGATIONS, LOSSES, LossConfig
 from rlvr.types import Rollout
 
-__all__ = ["ADVANTAGES", "AGGREGATIONS", "LOSSES", "LossConfig", "compute_advantages"]
+__all__ = ["ADVANTAGES", "AGG_WEIGHT", "AGGREGATIONS", "LOSSES", "LossConfig", "compute_advantages"]
 
 
 def compute_advantages(rollouts: list[Rollout], name: str) -> list[Rollout]:

@@ -64,6 +64,16 @@ AGGREGATIONS: dict[str, Callable[[Tensor, Tensor, LossConfig], Tensor]] = {
 }
 
 
+# What each aggregation divides by. A batch split into micro-batches (gradient
+# accumulation) gets exactly the full batch's gradient when each micro-batch's loss
+# is weighted by its share of this count.
+AGG_WEIGHT: dict[str, Callable[[Tensor], float]] = {
+    "token_mean": lambda mask: float((mask > 0).sum()),
+    "seq_mean_token_mean": lambda mask: float(mask.shape[0]),
+    "seq_mean_token_sum_norm": lambda mask: float(mask.shape[0]),
+}
+
+
 def _k3(log_q: Tensor, logp: Tensor) -> Tensor:
     """Schulman's k3 estimator of KL(p || q) from samples of p: >= 0, unbiased, low variance."""
     d = log_q - logp

@@ -2,9 +2,14 @@
 
 Text from the wild is full of worked solutions that go wrong somewhere. This corpus
 imitates that for column addition: each solution is written least-significant column
-first, one "digit carry" pair per column, then `#### answer`:
+first, one numbered "digit carry" entry per column, then `#### answer`:
 
-    457+386  ->  31 41 80 #### 843
+    457+386  ->  1:31 2:41 3:80 #### 843
+
+The column numbers matter: a RoPE model has no absolute positions, and without them
+it must infer which column it is writing (and so which operand digits to read) by
+counting, which left a ~700-step plateau before it learned anything; with them the
+plateau is ~300 steps.
 
 With probability `slip` each column's written digit is one too high (the carry stays
 right, later columns follow from the slipped work, and the answer is what the work
@@ -31,7 +36,7 @@ def worked_addition(a: int, b: int, slip: float, rng: random.Random) -> str:
         digit, carry = s % 10, s // 10
         if rng.random() < slip:
             digit = (digit + 1) % 10
-        cols.append(f"{digit}{carry}")
+        cols.append(f"{i + 1}:{digit}{carry}")
         written.append(str(digit))
     answer = int((str(carry) if carry else "") + "".join(reversed(written)))
     return " ".join(cols) + " " + format_answer(answer)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from pydantic import Field, field_validator
 
-from rlvr.algos import ADVANTAGES, AGGREGATIONS, LOSSES, LossConfig, compute_advantages
+from rlvr.algos import ADVANTAGES, AGG_WEIGHT, AGGREGATIONS, LOSSES, LossConfig, compute_advantages
 from rlvr.config import Config
 from rlvr.engine import TorchEngine
 from rlvr.envs import make_env
@@ -50,10 +50,12 @@ class RLConfig(Config):
     clip_high: float = Field(0.28, ge=0, description="PPO ratio clip above 1 (> clip_low is DAPO's clip-higher).")
     kl_coef: float = Field(0.0, ge=0, description="Weight of the k3 KL penalty to the frozen starting model (0: none).")
     lr: float = Field(2e-4, gt=0, description="AdamW learning rate.")
+    warmup: int = Field(10, ge=0, description="Linear learning-rate warm-up steps (Adam's first steps move every weight by ~lr).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     grad_clip: float = Field(1.0, gt=0, description="Gradient norm clip.")
     epochs: int = Field(1, ge=1, description="Passes over each batch.")
     mini_batches: int = Field(1, ge=1, description="Optimizer steps per pass (the batch is split by groups).")
+    micro_batch: int = Field(128, ge=1, description="Completions per forward/backward (gradient accumulation; memory and speed only).")
     drop_uniform_groups: bool = Field(False, description="DAPO dynamic sampling: drop groups whose rewards are all equal and draw more.")
     max_staleness: int = Field(0, ge=0, description="Policy versions a rollout may lag (0: synchronous, on-policy).")
     eval_problems: int = Field(200, ge=0, description="Held-out problems evaluated at the end (0: skip).")
@@ -79,40 +81,50 @@ def loss_config(cfg: RLConfig) -> LossConfig:
 
 
 def train_on(rollouts: list[Rollout], model, parts, ref_parts, opt, cfg: RLConfig, pad_id: int) -> dict[str, float]:
-    """Advantages, then epochs x mini_batches optimizer steps on one batch of rollouts."""
+    """Advantages, then epochs x mini_batches optimizer steps on one batch of rollouts.
+
+    Each optimizer step accumulates gradients over micro-batches of about
+    `micro_batch` completions (whole groups, so prompts stay shared); each micro-batch's
+    loss is weighted by its share of what the aggregation averages over, so the
+    gradient equals the whole mini-batch's. Small micro-batches keep activations in
+    cache, which on CPU is faster than one large batch.
+    """
     if not rollouts:  # dynamic sampling found no group with a learning signal
         return {"trained_tokens": 0, "updates": 0}
     compute_advantages(rollouts, cfg.advantage)
-    loss_fn, lcfg = LOSSES[cfg.loss], loss_config(cfg)
+    loss_fn, lcfg, weigh = LOSSES[cfg.loss], loss_config(cfg), AGG_WEIGHT[cfg.agg]
     device = next(model.parameters()).device
+    groups_per_micro = max(1, cfg.micro_batch // max(len(r.samples) for r in rollouts))
     sums: dict[str, float] = {}
     updates = 0
     for _ in range(cfg.epochs):
-        for chunk in _split(rollouts, cfg.mini_batches):
-            batch = make_batch(chunk, pad_id, device)
-            logp, entropy = policy_logprobs(parts, batch, cfg.temperature)
-            ref_logp = None
-            if ref_parts is not None:
-                with torch.no_grad():
-                    ref_logp, _ = policy_logprobs(ref_parts, batch, cfg.temperature, with_entropy=False)
-            loss, metrics = loss_fn(logp, batch.old_logp, batch.advantages, batch.mask, lcfg, ref_logp)
-            loss.backward()
-            metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+        for chunk in _split(rollouts, -(-len(rollouts) // cfg.mini_batches)):
+            micro = [make_batch(m, pad_id, device) for m in _split(chunk, groups_per_micro)]
+            total = sum(weigh(b.mask) for b in micro)
+            for batch in micro:
+                share = weigh(batch.mask) / max(total, 1.0)
+                logp, entropy = policy_logprobs(parts, batch, cfg.temperature)
+                ref_logp = None
+                if ref_parts is not None:
+                    with torch.no_grad():
+                        ref_logp, _ = policy_logprobs(ref_parts, batch, cfg.temperature, with_entropy=False)
+                loss, metrics = loss_fn(logp, batch.old_logp, batch.advantages, batch.mask, lcfg, ref_logp)
+                (loss * share).backward()
+                metrics["entropy"] = float((entropy * batch.mask).sum() / batch.mask.sum().clamp(min=1))
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v * share
+                sums["trained_tokens"] = sums.get("trained_tokens", 0.0) + batch.tokens
+            sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
             opt.step()
             opt.zero_grad(set_to_none=True)
-            metrics["entropy"] = float((entropy * batch.mask).sum() / batch.mask.sum().clamp(min=1))
-            metrics["trained_tokens"] = batch.tokens
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + v
             updates += 1
     out = {k: v / updates for k, v in sums.items()}
-    out["trained_tokens"] = sums["trained_tokens"]
-    out["updates"] = updates
+    out["trained_tokens"], out["updates"] = sums["trained_tokens"], updates
     return out
 
 
-def _split(rollouts: list[Rollout], parts: int) -> list[list[Rollout]]:
-    size = -(-len(rollouts) // parts)
+def _split(rollouts: list[Rollout], size: int) -> list[list[Rollout]]:
     return [rollouts[i:i + size] for i in range(0, len(rollouts), size)]
 
 
@@ -146,6 +158,8 @@ def main(cfg: RLConfig) -> Run:
         with StepBar("rl", cfg.steps, start) as bar:
             for step in range(start, cfg.steps):
                 t0 = time.perf_counter()
+                for g in opt.param_groups:
+                    g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
                 batch = rollouts_q.get(step)
                 t_wait = time.perf_counter() - t0
                 metrics = train_on(batch.rollouts, model, parts, ref_parts, opt, cfg, tok.pad_token_id)
@@ -156,7 +170,7 @@ def main(cfg: RLConfig) -> Run:
                 metrics.update({
                     "step_time": dt, "gen_time": batch.seconds, "wait_time": t_wait,
                     "generated_tokens": generated, "tokens_per_s": generated / dt,
-                    "staleness": step - batch.version, "lr": cfg.lr,
+                    "staleness": step - batch.version, "lr": opt.param_groups[0]["lr"],
                     "train_flops": 6.0 * n_params * metrics["trained_tokens"] * cfg.epochs,
                 })
                 run.log(step + 1, metrics)
