@@ -38,7 +38,7 @@ class DemoConfig(Config):
     base_dir: str = Field("", description="Where the pretrained base is cached (default: runs/base-<config hash>).")
     pretrain_steps: int = Field(600, ge=1, description="Pretraining steps of the base.")
     slip: float = Field(0.55, ge=0, le=1, description="Slip probability per column in the pretraining corpus.")
-    rl_steps: int = Field(90, ge=1, description="RL steps.")
+    rl_steps: int = Field(80, ge=1, description="RL steps.")
     prompts: int = Field(64, ge=1, description="Problems per RL step.")
     group_size: int = Field(8, ge=1, description="Completions per problem.")
     lr: float = Field(2.5e-4, gt=0, description="RL learning rate.")

@@ -113,9 +113,13 @@ class RolloutQueue:
         return batch
 
     def close(self) -> None:
+        """Stop the producer thread and wait for it (a thread left inside torch ops at
+        interpreter exit aborts the process)."""
         self._stop = True
         with self._cond:
             self._cond.notify_all()
+        if self.max_staleness > 0:
+            self._thread.join()
 
     def _run(self) -> None:
         try:
