@@ -9,6 +9,10 @@ token limit earns 0 on both sides). One step = 8 prompts x 8 samples = 64 comple
 of at most 32 new tokens at T=1 (full vocabulary), then one AdamW step at lr 1e-4 with
 no KL term (beta=0, no reference model).
 
+The two sides run interleaved, one TRL step then one rlvr step, because this machine
+is a noisy shared VM (run to run, either side's median moves by 30%); medians are
+compared after both sides' warm-up steps.
+
 - TRL: `GRPOTrainer` with `per_device_train_batch_size=64, num_generations=8`; a
   `TrainerCallback` times each optimizer step from `on_step_begin` to `on_step_end`
   (generation, reward, loss forward, backward, optimizer; Trainer logging lies outside).
@@ -56,6 +60,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from common import generation_flops, matmul_flops_per_s, print_header  # noqa: E402
 
+from rlvr.engine import TorchEngine  # noqa: E402
 from rlvr.envs import make_env  # noqa: E402
 from rlvr.models import count_parameters, load_model, save_model  # noqa: E402
 from rlvr.models.forward import parts_of  # noqa: E402
@@ -77,48 +82,55 @@ def step_flops(model, groups: list[tuple[int, list[int]]]) -> tuple[float, float
     return gen, 3.0 * gen
 
 
-def run_rlvr(path: str, steps: int, warmup: int) -> dict:
-    """rlvr's RL loop for `steps` steps, timed as `rl.main` would: rollouts + train + weight sync."""
-    cfg = RLConfig(model=path, env=ENV_SPEC, steps=steps, prompts=PROMPTS, group_size=GROUP,
-                   max_new_tokens=MAX_NEW, lr=LR, kl_coef=0.0, eval_problems=0, seed=0)
-    env = make_env(cfg.env)
-    model, tok = load_model(path, device="cpu")
-    model.train()
-    parts = parts_of(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
-    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
-    from rlvr.engine import TorchEngine
+class RlvrLoop:
+    """rlvr's RL loop, one `step()` at a time, timed as `rl.main` runs it: rollouts + train + weight sync."""
 
-    engine = TorchEngine(model, tok, version=0)
-    producer = Producer(engine, env, cfg.prompts, cfg.group_size, sampling, cfg.seed, cfg.drop_uniform_groups)
-    queue = RolloutQueue(producer, cfg.max_staleness, start=0, version=0)
-    times, gen_times, sync_times, lengths, rewards, shapes = [], [], [], [], [], []
-    try:
-        for step in range(steps):
-            t0 = time.perf_counter()
-            batch = queue.get(step)
-            t_gen = time.perf_counter()
-            train_on(batch.rollouts, model, parts, None, opt, cfg, tok.pad_token_id)
-            t_sync = time.perf_counter()
-            queue.push_weights(model.state_dict(), step + 1)
-            t1 = time.perf_counter()
-            times.append(t1 - t0)
-            gen_times.append(t_gen - t0)
-            sync_times.append(t1 - t_sync)
-            samples = [s for r in batch.rollouts for s in r.samples]
-            lengths.append(statistics.fmean(len(s.completion_ids) for s in samples))
-            rewards.append(batch.stats["reward"])
-            shapes.append([(len(r.samples[0].prompt_ids), [len(s.completion_ids) for s in r.samples])
-                           for r in batch.rollouts])
-    finally:
-        queue.close()
-    keep = slice(warmup, None)
-    return {"times": times[keep], "gen": gen_times[keep], "sync": sync_times[keep], "len": lengths[keep],
-            "reward": rewards[keep], "flops": [step_flops(model, s) for s in shapes[keep]]}
+    def __init__(self, path: str, steps: int):
+        self.cfg = cfg = RLConfig(model=path, env=ENV_SPEC, steps=steps, prompts=PROMPTS, group_size=GROUP,
+                                  max_new_tokens=MAX_NEW, lr=LR, kl_coef=0.0, eval_problems=0, seed=0)
+        self.model, self.tok = load_model(path, device="cpu")
+        self.model.train()
+        self.parts = parts_of(self.model)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
+                                     weight_decay=cfg.weight_decay)
+        sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
+        engine = TorchEngine(self.model, self.tok, version=0)
+        producer = Producer(engine, make_env(cfg.env), cfg.prompts, cfg.group_size, sampling, cfg.seed,
+                            cfg.drop_uniform_groups)
+        self.queue = RolloutQueue(producer, cfg.max_staleness, start=0, version=0)
+        self.done = 0
+        self.times, self.gen, self.sync, self.len, self.reward, self.shapes = [], [], [], [], [], []
+
+    def step(self) -> None:
+        step = self.done
+        t0 = time.perf_counter()
+        batch = self.queue.get(step)
+        t_gen = time.perf_counter()
+        train_on(batch.rollouts, self.model, self.parts, None, self.opt, self.cfg, self.tok.pad_token_id)
+        t_sync = time.perf_counter()
+        self.queue.push_weights(self.model.state_dict(), step + 1)
+        t1 = time.perf_counter()
+        self.done += 1
+        self.times.append(t1 - t0)
+        self.gen.append(t_gen - t0)
+        self.sync.append(t1 - t_sync)
+        self.len.append(statistics.fmean(len(s.completion_ids) for r in batch.rollouts for s in r.samples))
+        self.reward.append(batch.stats["reward"])
+        self.shapes.append([(len(r.samples[0].prompt_ids), [len(s.completion_ids) for s in r.samples])
+                            for r in batch.rollouts])
+
+    def results(self, warmup: int) -> dict:
+        self.queue.close()
+        keep = slice(warmup, None)
+        return {"times": self.times[keep], "gen": self.gen[keep], "sync": self.sync[keep], "len": self.len[keep],
+                "reward": self.reward[keep], "flops": [step_flops(self.model, s) for s in self.shapes[keep]]}
 
 
-def run_trl(path: str, steps: int, warmup: int, out_dir: str) -> dict:
-    """TRL's GRPOTrainer for `steps` optimizer steps, each timed by a callback."""
+def run_trl(path: str, steps: int, warmup: int, out_dir: str, after_step=None) -> dict:
+    """TRL's GRPOTrainer for `steps` optimizer steps, each timed by a callback.
+
+    `after_step()` (untimed here) runs after each TRL step: it interleaves rlvr's steps
+    with TRL's, so a slow spell of this shared VM hits both sides alike."""
     import datasets
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback
@@ -152,12 +164,16 @@ def run_trl(path: str, steps: int, warmup: int, out_dir: str) -> dict:
         def __init__(self):
             self.begin: list[float] = []
             self.end: list[float] = []
+            self.resume: list[float] = []
 
         def on_step_begin(self, args, state, control, **kwargs):
             self.begin.append(time.perf_counter())
 
         def on_step_end(self, args, state, control, **kwargs):
             self.end.append(time.perf_counter())
+            if after_step is not None:
+                after_step()
+            self.resume.append(time.perf_counter())
 
     timer = StepTimer()
     config = GRPOConfig(
@@ -171,9 +187,10 @@ def run_trl(path: str, steps: int, warmup: int, out_dir: str) -> dict:
     torch.set_num_threads(THREADS)
     trainer.train()
     times = [e - b for b, e in zip(timer.begin, timer.end)]
-    # Start to start also counts what the Trainer does between steps (data loading, logging).
-    cycle = [b2 - b1 for b1, b2 in zip(timer.begin, timer.begin[1:])]
-    return {"times": times[warmup:], "cycle": cycle[warmup:], "len": lengths[warmup:], "reward": rewards[warmup:],
+    # What the Trainer does between one step's end and the next one's begin (data loading,
+    # logging) is outside the timed step; report it so the reader can add it if wished.
+    between = [b2 - r1 for r1, b2 in zip(timer.resume, timer.begin[1:])]
+    return {"times": times[warmup:], "between": between[warmup:], "len": lengths[warmup:], "reward": rewards[warmup:],
             "threads": torch.get_num_threads()}
 
 
@@ -205,19 +222,23 @@ def main(argv: list[str] | None = None) -> None:
               f"lr {LR:g}, beta 0, 1 optimizer step | {args.steps} steps each, median of last "
               f"{args.steps - args.warmup}")
         peaks = [matmul_flops_per_s()]
-        rl = run_rlvr(path, args.steps, args.warmup)
-        peaks.append(matmul_flops_per_s())
+        loop = RlvrLoop(path, args.steps)
         trl = None
-        if not args.skip_trl:
-            trl = run_trl(path, args.steps, args.warmup, os.path.join(tmp, "trl"))
-            peaks.append(matmul_flops_per_s())
+        if args.skip_trl:
+            for _ in range(args.steps):
+                loop.step()
+        else:  # TRL step, rlvr step, TRL step, ...
+            trl = run_trl(path, args.steps, args.warmup, os.path.join(tmp, "trl"), after_step=loop.step)
+        assert loop.done == args.steps, f"rlvr ran {loop.done} steps, expected {args.steps}"
+        rl = loop.results(args.warmup)
+        peaks += [matmul_flops_per_s(), matmul_flops_per_s()]
     peak = statistics.median(peaks)
 
     med = statistics.median(rl["times"])
     if trl is not None:
         t = trl["times"]
         print(f"TRL  GRPOTrainer  median {statistics.median(t):.3f} s/step (min {min(t):.3f}, max {max(t):.3f}) | "
-              f"step start to start {statistics.median(trl['cycle']):.3f} s | mean completion "
+              f"+ {1e3 * statistics.median(trl['between']):.0f} ms between steps | mean completion "
               f"{statistics.fmean(trl['len']):.1f} tokens | reward {statistics.fmean(trl['reward']):.3f} | "
               f"threads {trl['threads']}")
     t = rl["times"]

@@ -77,7 +77,7 @@ def load_config(cls: type[Config], recipe: str | Path | None = None,
             hint = difflib.get_close_matches(key, fields, n=1)
             raise ConfigError(f"{where.get(key, 'config')}: unknown key {key!r}"
                               + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                              + f"; `rlvr ... --help` lists the keys")
+                              + "; `rlvr ... --help` lists the keys")
     try:
         return cls(**data)
     except ValidationError as e:

@@ -26,16 +26,6 @@ from rlvr.types import Sampling
 QUESTIONS = ["1+2", "12+34", "7+80", "99+9", "3+1", "45+45"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny matmuls: with 2 OpenMP threads on a 2-core VM where anything else runs, every
-    # op waits ~15 ms for the busy core. One thread is faster and steady.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def chat_ids(tok, question: str) -> list[int]:
     return tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
                                    tokenize=True, return_dict=False)

@@ -58,16 +58,6 @@ def hf_logits(model, ids, valid, pos):
 KINDS = ["micro", "qwen3", "llama_gqa"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These matmuls are tiny; with 2 OpenMP threads on a 2-core VM where anything else
-    # runs, every op waits ~15 ms for the busy core. One thread is faster and steady.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # (a) + (d): a left-padded batch, plain and packed weights, three architectures.
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("packed,tol", [(False, 1e-5), (True, 1e-4)])

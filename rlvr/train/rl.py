@@ -26,7 +26,7 @@ from rlvr.envs import make_env
 from rlvr.eval import eval_problems, evaluate
 from rlvr.models import count_parameters, load_model
 from rlvr.models.forward import parts_of
-from rlvr.train.batch import TrainBatch, make_batch, policy_logprobs
+from rlvr.train.batch import make_batch, policy_logprobs
 from rlvr.train.producer import Producer, RolloutQueue
 from rlvr.train.progress import StepBar
 from rlvr.train.run import Run, last_model
