@@ -171,7 +171,7 @@ def main(cfg: RLConfig) -> Run:
                     "step_time": dt, "gen_time": batch.seconds, "wait_time": t_wait,
                     "generated_tokens": generated, "tokens_per_s": generated / dt,
                     "staleness": step - batch.version, "lr": opt.param_groups[0]["lr"],
-                    "train_flops": 6.0 * n_params * metrics["trained_tokens"] * cfg.epochs,
+                    "train_flops": 6.0 * n_params * metrics["trained_tokens"],  # tokens summed over epochs
                 })
                 run.log(step + 1, metrics)
                 if cfg.log_samples:
