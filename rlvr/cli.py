@@ -17,13 +17,15 @@ from rlvr.config import ConfigError, describe, load_config
 
 
 def _commands() -> dict[str, tuple[type, Callable, str]]:
-    from rlvr import demo, eval as evaluation
+    from rlvr import demo, eval as evaluation, inspect_envs
     from rlvr.train import pretrain, rl
     return {
         "demo": (demo.DemoConfig, demo.main, "pretrain a tiny base, run zero RL on it, show before/after"),
         "pretrain": (pretrain.PretrainConfig, pretrain.main, "train the tiny model on a synthetic corpus"),
         "rl": (rl.RLConfig, rl.main, "RL on verifiable rewards (GRPO family)"),
         "eval": (evaluation.EvalConfig, _print_eval(evaluation.main), "pass@1, pass@k, maj@k, greedy, with CIs"),
+        "envs": (inspect_envs.EnvsConfig, inspect_envs.envs_main, "list environments with a sample problem and its gold"),
+        "audit": (inspect_envs.AuditConfig, inspect_envs.audit_main, "throw hack probes at an environment's verifier"),
     }
 
 
@@ -56,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     if "-h" in rest or "--help" in rest:
         print(f"rlvr {name}: {help_}\n\nusage: rlvr {name} [RECIPE.yaml] [--key=value ...]\n\nkeys:\n{describe(cls)}")
         return 0
+    positional = getattr(cls, "positional", None)
+    if positional and rest and not rest[0].startswith("--") and not rest[0].endswith((".yaml", ".yml")):
+        rest = [f"--{positional}={rest[0]}"] + rest[1:]
     recipe = rest.pop(0) if rest and not rest[0].startswith("--") else None
     try:
         cfg = load_config(cls, recipe, rest)

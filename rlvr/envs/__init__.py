@@ -22,10 +22,14 @@ from typing import Any
 from rlvr.envs.arithmetic import Arithmetic
 from rlvr.envs.base import ProceduralEnv
 from rlvr.envs.countdown import Countdown
+from rlvr.envs.linear import LinearEquation
+from rlvr.envs.lists import ListOps
 from rlvr.envs.mixture import Mixture
+from rlvr.envs.word_problems import WordProblems
 from rlvr.verify.extract import parse_int
 
-ENVS: dict[str, type] = {"arithmetic": Arithmetic, "countdown": Countdown}
+ENVS: dict[str, type] = {"arithmetic": Arithmetic, "countdown": Countdown,
+                         "linear": LinearEquation, "lists": ListOps, "word_problems": WordProblems}
 
 __all__ = ["ENVS", "Arithmetic", "Countdown", "Mixture", "ProceduralEnv", "make_env", "make_mixture"]
 

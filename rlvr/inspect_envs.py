@@ -1,0 +1,68 @@
+"""`rlvr envs` and `rlvr audit ENV`: look at environments before training on them.
+
+`rlvr envs` lists every registered environment with one sample problem and its gold
+answer. `rlvr audit ENV` throws hack probes at an environment's verifier (an empty
+answer, several answers, every option listed, the format around garbage, text that
+tells the grader the answer is right, an answer cut short...) and prints how many
+problems each probe fooled: every cell must be 0.
+
+    rlvr envs
+    rlvr audit countdown --problems 50
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from rlvr.config import Config
+
+
+class EnvsConfig(Config):
+    seed: int = Field(0, description="Seed of the sample problem shown for each environment.")
+
+
+class AuditConfig(Config):
+    positional: ClassVar[str] = "env"
+    env: Any = Field("arithmetic", description="Environment spec to audit (a name, 'name:key=value,...' or a mapping).")
+    problems: int = Field(20, ge=1, description="Problems each probe is tried on.")
+    seed: int = Field(0, description="Seed of the problem stream.")
+
+
+def list_envs(cfg: EnvsConfig) -> list[dict[str, str]]:
+    from rlvr.envs import ENVS, make_env
+
+    rows = []
+    for name in sorted(ENVS):
+        try:
+            env = make_env(name)
+            problem = next(env.problems("train", cfg.seed))
+            prompt = problem.prompt if isinstance(problem.prompt, str) else problem.prompt[-1]["content"]
+            rows.append({"env": name, "prompt": prompt, "gold": env.gold_text(problem)})
+        except Exception as e:  # an optional dependency missing: say so, keep listing
+            rows.append({"env": name, "prompt": f"(unavailable: {e})", "gold": ""})
+    return rows
+
+
+def envs_main(cfg: EnvsConfig) -> list[dict[str, str]]:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = list_envs(cfg)
+    table = Table(title="environments (rlvr rl --env NAME; the answer follows ####)", show_lines=True)
+    for col in ("env", "sample prompt", "gold"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["env"], r["prompt"], r["gold"])
+    Console().print(table)
+    return rows
+
+
+def audit_main(cfg: AuditConfig) -> list[dict[str, Any]]:
+    from rlvr.envs import make_env
+    from rlvr.verify.probes import format_audit, run_audit
+
+    rows = run_audit(make_env(cfg.env), n_problems=cfg.problems, seed=cfg.seed)
+    print(format_audit(rows))
+    return rows
