@@ -26,6 +26,8 @@ def _commands() -> dict[str, tuple[type, Callable, str]]:
         "eval": (evaluation.EvalConfig, _print_eval(evaluation.main), "pass@1, pass@k, maj@k, greedy, with CIs"),
         "envs": (inspect_envs.EnvsConfig, inspect_envs.envs_main, "list environments with a sample problem and its gold"),
         "audit": (inspect_envs.AuditConfig, inspect_envs.audit_main, "throw hack probes at an environment's verifier"),
+        "verify-audit": (inspect_envs.VerifyAuditConfig, inspect_envs.verify_audit_main,
+                         "precision/recall of math equivalence on labelled pairs"),
     }
 
 

@@ -1,6 +1,7 @@
 """`rlvr envs` and `rlvr audit ENV`: look at environments before training on them.
 
-`rlvr envs` lists every registered environment with one sample problem and its gold
+`rlvr verify-audit` measures math equivalence (precision, recall) on a hand-labelled
+set of answer pairs, beside a naive string match. `rlvr envs` lists every registered environment with one sample problem and its gold
 answer. `rlvr audit ENV` throws hack probes at an environment's verifier (an empty
 answer, several answers, every option listed, the format around garbage, text that
 tells the grader the answer is right, an answer cut short...) and prints how many
@@ -8,6 +9,7 @@ problems each probe fooled: every cell must be 0.
 
     rlvr envs
     rlvr audit countdown --problems 50
+    rlvr verify-audit
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from rlvr.config import Config
 
 class EnvsConfig(Config):
     seed: int = Field(0, description="Seed of the sample problem shown for each environment.")
+
+
+class VerifyAuditConfig(Config):
+    timeout: float = Field(5.0, gt=0, description="Seconds math-verify may spend on one pair.")
 
 
 class AuditConfig(Config):
@@ -66,3 +72,12 @@ def audit_main(cfg: AuditConfig) -> list[dict[str, Any]]:
     rows = run_audit(make_env(cfg.env), n_problems=cfg.problems, seed=cfg.seed)
     print(format_audit(rows))
     return rows
+
+
+def verify_audit_main(cfg: VerifyAuditConfig) -> dict[str, Any]:
+    """Precision and recall of rlvr's math equivalence on the labelled audit set."""
+    from rlvr.verify.audit_set import audit_verifier, format_audit
+
+    result = audit_verifier(cfg.timeout)
+    print(format_audit(result))
+    return result

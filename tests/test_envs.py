@@ -66,7 +66,11 @@ def test_division_by_zero_is_expr_error():
 def test_gold_answers_verify(name):
     env = make_env(name)
     assert isinstance(env, Environment)
-    assert env.validate(200) == []
+    # Code environments run every gold in the sandboxed interpreter: fewer of them.
+    assert env.validate(SANDBOXED.get(name, 200)) == []
+
+
+SANDBOXED = {"pyfunc": 10, "humaneval": 5}
 
 
 @pytest.mark.parametrize("env", [Arithmetic(digits=1), Arithmetic(digits=2), Countdown(count=3, max_number=10),

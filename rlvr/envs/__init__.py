@@ -22,20 +22,29 @@ from typing import Any
 from rlvr.envs.arithmetic import Arithmetic
 from rlvr.envs.base import ProceduralEnv
 from rlvr.envs.countdown import Countdown
+from rlvr.envs.humaneval import HumanEval
 from rlvr.envs.linear import LinearEquation
 from rlvr.envs.lists import ListOps
+from rlvr.envs.math_jsonl import MathJSONL
 from rlvr.envs.mixture import Mixture
+from rlvr.envs.pyfunc import PyFunctions
 from rlvr.envs.word_problems import WordProblems
 from rlvr.verify.extract import parse_int
 
 ENVS: dict[str, type] = {"arithmetic": Arithmetic, "countdown": Countdown,
-                         "linear": LinearEquation, "lists": ListOps, "word_problems": WordProblems}
+                         "linear": LinearEquation, "lists": ListOps, "word_problems": WordProblems,
+                         "math": MathJSONL,
+                         "pyfunc": PyFunctions, "humaneval": HumanEval}
 
 __all__ = ["ENVS", "Arithmetic", "Countdown", "Mixture", "ProceduralEnv", "make_env", "make_mixture"]
 
 
 def make_env(spec: str | dict[str, Any]):
     """An environment instance from a spec (see the module docstring)."""
+    name = spec.get("name") if isinstance(spec, dict) else spec
+    if isinstance(name, str) and name.startswith("gym:"):  # any reasoning-gym task, by name (rlvr.envs.gym)
+        from rlvr.envs.gym import make_gym_env
+        return make_gym_env(spec)
     if isinstance(spec, dict):
         params = dict(spec)
         if "name" not in params:

@@ -65,10 +65,23 @@ def perturb(text: str, times: int = 1) -> str:
     return text + "0" * times
 
 
+def _known_wrong(env, problem: Problem, gold: str) -> str:
+    """A near miss of the gold that the verifier itself scores 0 on its own.
+
+    A perturbed answer is not always wrong (a changed letter in a program can land in a
+    comment), and a "wrong" answer that is in fact right would make a probe fail for
+    the probe's fault, not the verifier's."""
+    for t in range(1, 6):
+        candidate = perturb(gold, t)
+        if env.verify(problem, format_answer(candidate)).reward == 0:
+            return candidate
+    return "".join(random.Random(f"wrong/{problem.id}").choice(string.ascii_letters) for _ in range(12))
+
+
 def probe_completions(env, problem: Problem) -> dict[str, str]:
     """One adversarial completion per probe in `PROBES`, for `problem`."""
     gold = gold_text(env, problem)
-    wrong = perturb(gold)
+    wrong = _known_wrong(env, problem, gold)
     value = parse_int(gold)
     if value is not None:
         options = [str(value + d) for d in range(-5, 6)]
