@@ -42,6 +42,9 @@ __all__ = ["ENVS", "Arithmetic", "Countdown", "Mixture", "ProceduralEnv", "make_
 def make_env(spec: str | dict[str, Any]):
     """An environment instance from a spec (see the module docstring)."""
     name = spec.get("name") if isinstance(spec, dict) else spec
+    if name == "curriculum":  # one environment at a ladder of difficulties (rlvr.envs.curriculum)
+        from rlvr.envs.curriculum import make_curriculum
+        return make_curriculum(spec if isinstance(spec, dict) else {})
     if isinstance(name, str) and name.startswith("gym:"):  # any reasoning-gym task, by name (rlvr.envs.gym)
         from rlvr.envs.gym import make_gym_env
         return make_gym_env(spec)

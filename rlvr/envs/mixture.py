@@ -61,5 +61,14 @@ class Mixture:
             raise KeyError(f"no environment {problem.env!r} in mixture {self.name!r}; has {sorted(self.routes)}")
         return env.verify(problem, completion)
 
+    def observe(self, rollouts) -> None:
+        """Pass results to the children that learn from them (curricula)."""
+        for env in self.envs:
+            if hasattr(env, "observe"):
+                env.observe(rollouts)
+
+    def stats(self) -> dict[str, float]:
+        return {k: v for env in self.envs if hasattr(env, "stats") for k, v in env.stats().items()}
+
     def validate(self, n: int = 100) -> list[str]:
         return [f"{env.name}: {failure}" for env in self.envs for failure in env.validate(n)]

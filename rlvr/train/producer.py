@@ -58,6 +58,8 @@ class Producer:
             if sampling.seed is not None:  # a seeded run draws each batch from its own seed
                 sampling = replace(sampling, seed=random.Random(f"{sampling.seed}/{index}/{attempt}").getrandbits(31))
             new = generate_rollouts(self.engine, self.env, problems, self.group_size, sampling)
+            if hasattr(self.env, "observe"):  # a curriculum moves with the policy's pass rate
+                self.env.observe(new)
             generated += new
             # DAPO dynamic sampling: a group whose rewards are all equal has zero
             # advantage everywhere and only dilutes the batch; drop it and draw more.
@@ -66,6 +68,7 @@ class Producer:
                 break
         stats = rollout_stats(generated)
         stats["groups_kept"] = len(kept) / max(1, len(generated))
+        stats.update(getattr(self.env, "stats", dict)())
         version = min((r.min_version for r in kept), default=self.engine.version)
         return Batch(index, kept[:self.prompts], version, time.perf_counter() - t0, stats)
 
