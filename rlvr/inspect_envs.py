@@ -40,7 +40,7 @@ def list_envs(cfg: EnvsConfig) -> list[dict[str, str]]:
     from rlvr.envs import ENVS, make_env
 
     rows = []
-    for name in sorted(ENVS):
+    for name in sorted(ENVS) + ["gym:basic_arithmetic"]:  # the last stands for every reasoning-gym task
         try:
             env = make_env(name)
             problem = next(env.problems("train", cfg.seed))
