@@ -56,3 +56,15 @@ def test_cli_reports_bad_config_and_exits_2(capsys):
 def test_positional_garbage_is_rejected():
     with pytest.raises(ConfigError, match="unexpected argument"):
         parse_overrides(["steps=3"])
+
+
+def test_envs_and_audit_commands(capsys):
+    from rlvr.envs import ENVS
+    from rlvr.inspect_envs import EnvsConfig, list_envs
+
+    rows = list_envs(EnvsConfig())
+    assert {r["env"] for r in rows} >= set(ENVS)
+    assert all(r["gold"] for r in rows)  # every environment could make a problem here
+    assert cli(["audit", "linear", "--problems", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "grader_override" in out and "FAIL" not in out
