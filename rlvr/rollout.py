@@ -2,14 +2,16 @@
 
 A completion cut off by the token limit earns nothing (flag `truncated`) whatever it
 says: a cut answer can look right ("#### 84" from "#### 843"), and rewarding it would
-teach the policy to ramble into the limit.
+teach the policy to ramble into the limit. A completion the verifier could not judge
+(it raised `VerifierError`: a timeout, a broken sandbox) is dropped from its group
+rather than given a reward it did not earn; `Rollout.dropped` counts them.
 
     rollouts = generate_rollouts(engine, env, problems, n=8, sampling=Sampling())
 """
 
 from __future__ import annotations
 
-from rlvr.types import Environment, Problem, Rollout, Sample, Sampling, Verdict
+from rlvr.types import Environment, Problem, Rollout, Sample, Sampling, Verdict, VerifierError
 
 TRUNCATED = Verdict(reward=0.0, correct=False, parsed=None, flags=frozenset({"truncated"}))
 
@@ -34,9 +36,15 @@ def generate_rollouts(engine, env: Environment, problems: list[Problem], n: int,
     groups = engine.generate(prompts, n, sampling)
     rollouts = []
     for problem, samples in zip(problems, groups):
+        judged, verdicts, dropped = [], [], 0
         for s in samples:
             s.problem = problem
-        rollouts.append(Rollout(problem, samples, [judge(env, s) for s in samples]))
+            try:
+                verdicts.append(judge(env, s))
+                judged.append(s)
+            except VerifierError:
+                dropped += 1
+        rollouts.append(Rollout(problem, judged, verdicts, dropped=dropped))
     return rollouts
 
 
@@ -56,5 +64,6 @@ def rollout_stats(rollouts: list[Rollout]) -> dict[str, float]:
         "pass_rate": sum(v.correct for v in verdicts) / n,
         "response_len": sum(len(s.completion_ids) for s in samples) / n,
         "solved_groups": sum(any(v.correct for v in r.verdicts) for r in rollouts) / len(rollouts),
+        "verifier_errors": sum(r.dropped for r in rollouts) / (n + sum(r.dropped for r in rollouts)),
         **{f"flag_{k}": c / n for k, c in sorted(flags.items())},
     }

@@ -48,6 +48,13 @@ class Verdict:
     flags: frozenset[str] = frozenset()
 
 
+class VerifierError(RuntimeError):
+    """A verifier could not decide (timeout, crashed worker, broken sandbox).
+
+    Raised, never turned into a reward: the caller decides what an undecided sample
+    means (rollouts drop it from its group and count it)."""
+
+
 FinishReason = Literal["stop", "length"]
 
 
@@ -76,6 +83,7 @@ class Rollout:
     samples: list[Sample]
     verdicts: list[Verdict]
     advantages: list[float] | None = None
+    dropped: int = 0  # samples the verifier could not judge (VerifierError), left out
 
     @property
     def rewards(self) -> list[float]:

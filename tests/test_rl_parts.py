@@ -8,10 +8,10 @@ from rlvr.engine import TorchEngine
 from rlvr.envs import make_env
 from rlvr.models import build_tiny_model
 from rlvr.models.forward import parts_of
-from rlvr.rollout import generate_rollouts
+from rlvr.rollout import generate_rollouts, rollout_stats
 from rlvr.train.batch import make_batch, policy_logprobs
 from rlvr.train.producer import Producer, RolloutQueue
-from rlvr.types import Sampling
+from rlvr.types import Sample, Sampling
 
 ENV = {"name": "arithmetic", "digits": 2, "ops": ["add", "sub"], "template": "{expr}"}
 
@@ -103,3 +103,36 @@ def test_dynamic_sampling_drops_uniform_groups():
     batch = producer.produce(0)
     # An untrained model never answers right: every group is uniform (all 0) and dropped.
     assert batch.rollouts == [] and batch.stats["groups_kept"] == 0.0
+
+
+def test_undecided_samples_are_dropped_not_scored():
+    from rlvr.types import VerifierError
+
+    class Flaky:
+        name = "arithmetic"
+
+        def __init__(self):
+            self.inner, self.calls = make_env(ENV), 0
+
+        def problems(self, split, seed):
+            return self.inner.problems(split, seed)
+
+        def verify(self, problem, completion):
+            self.calls += 1
+            if self.calls % 2:
+                raise VerifierError("timed out")
+            return self.inner.verify(problem, completion)
+
+    class StubEngine:  # every completion ends cleanly, so every one reaches the verifier
+        tok = build_tiny_model("micro")[1]
+
+        def generate(self, prompts, n, sampling):
+            return [[Sample(None, p, [1], [0.0], 0, "stop", text="#### 5") for _ in range(n)] for p in prompts]
+
+    env = Flaky()
+    it = env.problems("train", 0)
+    rollouts = generate_rollouts(StubEngine(), env, [next(it) for _ in range(3)], 4, Sampling())
+    assert [r.dropped for r in rollouts] == [2, 2, 2]  # every other verify call raised
+    for r in rollouts:
+        assert len(r.samples) == len(r.verdicts) == 2
+    assert rollout_stats(rollouts)["verifier_errors"] == 0.5

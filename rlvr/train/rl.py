@@ -89,7 +89,9 @@ def train_on(rollouts: list[Rollout], model, parts, ref_parts, opt, cfg: RLConfi
     gradient equals the whole mini-batch's. Small micro-batches keep activations in
     cache, which on CPU is faster than one large batch.
     """
-    if not rollouts:  # dynamic sampling found no group with a learning signal
+    # A group cut to one sample (its others undecided by the verifier) has no baseline.
+    rollouts = [r for r in rollouts if len(r.samples) > 1]
+    if not rollouts:  # e.g. dynamic sampling found no group with a learning signal
         return {"trained_tokens": 0, "updates": 0}
     compute_advantages(rollouts, cfg.advantage)
     loss_fn, lcfg, weigh = LOSSES[cfg.loss], loss_config(cfg), AGG_WEIGHT[cfg.agg]

@@ -56,6 +56,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
+from rlvr import types
+
 DEFAULT_TIMEOUT = 5.0
 # Importing sympy + math-verify takes 1-3 s on an idle core, much more on a busy one;
 # start-up is not charged to any call's deadline.
@@ -64,7 +66,7 @@ WORKERS = max(1, int(os.environ.get("RLVR_VERIFY_WORKERS", "2")))
 MEM_MB = int(os.environ.get("RLVR_VERIFY_MEM_MB", "4096"))
 
 
-class VerifierError(RuntimeError):
+class VerifierError(types.VerifierError):
     """The verifier could not decide (worker crashed, ran out of memory, ...)."""
 
 

@@ -606,6 +606,7 @@ if __name__ == "__main__" and sys.argv[0] == "-c":
 # ---- sandbox driver: end ----
 
 import dataclasses  # noqa: E402  (the driver section above must come first)
+from rlvr.types import VerifierError  # noqa: E402
 import errno  # noqa: E402
 import marshal  # noqa: E402
 import math  # noqa: E402
@@ -635,7 +636,7 @@ _GRACE = 1.5
 _REPORT_MAX = 4 << 20
 
 
-class SandboxError(RuntimeError):
+class SandboxError(VerifierError):
     """The sandbox itself failed (not the code in it): a verifier must not turn this into reward 0."""
 
 
