@@ -11,7 +11,6 @@ every later stage.
 from __future__ import annotations
 
 import itertools
-import math
 import time
 from typing import Any
 
@@ -24,6 +23,7 @@ from rlvr.models import build_tiny_model, count_parameters, load_model
 from rlvr.train.corpus import documents
 from rlvr.train.progress import StepBar
 from rlvr.train.run import Run
+from rlvr.train.schedule import lr_at
 
 DEMO_ENV = {"name": "arithmetic", "digits": 3, "ops": ["add"], "template": "{expr}"}
 
@@ -41,13 +41,6 @@ class PretrainConfig(Config):
     seed: int = Field(0, description="Seed of the model init and the corpus stream.")
     save_every: int = Field(0, ge=0, description="Checkpoint every N steps (0: only at the end).")
     resume: bool = Field(False, description="Continue the run in run_dir from its last checkpoint.")
-
-
-def lr_at(step: int, cfg: PretrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
 def batch_tensors(texts: list[str], tok) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -78,7 +71,7 @@ def main(cfg: PretrainConfig) -> Run:
             t0 = time.perf_counter()
             ids, attn, labels = batch_tensors([next(docs) for _ in range(cfg.batch_size)], tok)
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg)
+                g["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
             loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -86,7 +79,7 @@ def main(cfg: PretrainConfig) -> Run:
             opt.zero_grad(set_to_none=True)
             tokens = int(attn.sum())
             dt = time.perf_counter() - t0
-            m = {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr_at(step, cfg),
+            m = {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr_at(step, cfg.lr, cfg.warmup, cfg.steps),
                  "tokens": tokens, "tokens_per_s": tokens / dt, "step_time": dt,
                  "train_flops": 6.0 * n_params * tokens}
             run.log(step + 1, m)

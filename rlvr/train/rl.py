@@ -30,6 +30,7 @@ from rlvr.train.batch import make_batch, policy_logprobs
 from rlvr.train.producer import Producer, RolloutQueue
 from rlvr.train.progress import StepBar
 from rlvr.train.run import Run, last_model
+from rlvr.train.schedule import lr_at
 from rlvr.types import Rollout, Sampling
 
 
@@ -161,7 +162,7 @@ def main(cfg: RLConfig) -> Run:
             for step in range(start, cfg.steps):
                 t0 = time.perf_counter()
                 for g in opt.param_groups:
-                    g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
+                    g["lr"] = lr_at(step, cfg.lr, cfg.warmup)
                 batch = rollouts_q.get(step)
                 t_wait = time.perf_counter() - t0
                 metrics = train_on(batch.rollouts, model, parts, ref_parts, opt, cfg, tok.pad_token_id)

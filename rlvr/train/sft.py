@@ -1,0 +1,247 @@
+"""`rlvr sft`: supervised fine-tuning on chat conversations, loss on assistant tokens only.
+
+The data is JSONL, one conversation a line: {"messages": [{"role", "content"}, ...]}
+(what `rlvr distill` writes; other keys, such as provenance, are ignored). Each
+conversation is tokenized with the model's own chat template, and the loss is the
+mean cross-entropy over the tokens the assistant writes: its content and the
+template's end-of-turn token, never the role header that precedes it.
+
+The assistant tokens are found without knowing the template: the conversation is
+rendered prefix by prefix, and an assistant turn owns the tokens that messages[:i+1]
+adds after messages[:i] with the generation prompt. This assumes the template is
+*prefix-stable* (rendering more messages never changes the tokens of earlier ones);
+a template that is not (e.g. one that strips reasoning from earlier turns) is caught
+and named rather than silently mis-masked. A conversation without an assistant turn,
+or longer than `max_length`, is an error naming its file and line (truncating would
+train on answers cut mid-way).
+
+With `pack`, conversations are concatenated into rows of up to `max_length` tokens;
+positions restart at each conversation and attention is block-diagonal (explicit
+masks through rlvr.models.forward), so a packed batch gives exactly the loss of the
+same conversations unpacked, with no padding to compute.
+
+    rlvr sft --model runs/base --data distill.jsonl --epochs 2 --eval_env arithmetic
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from rlvr.config import Config
+from rlvr.engine import TorchEngine
+from rlvr.envs import make_env
+from rlvr.eval import eval_problems, evaluate
+from rlvr.models import count_parameters, load_model
+from rlvr.models.forward import forward, parts_of
+from rlvr.train.schedule import lr_at
+from rlvr.train.progress import StepBar
+from rlvr.train.run import Run, last_model
+from rlvr.types import Sampling
+
+ROLES = {"system", "user", "assistant", "tool"}
+
+
+class SFTConfig(Config):
+    run_dir: str = Field("runs/sft", description="Run directory (config, metrics, checkpoints, eval).")
+    model: str = Field("runs/demo/base", description="Starting model: HF dir, checkpoint, run dir or .gguf.")
+    data: str = Field("data/sft.jsonl", description='JSONL, a line a conversation: {"messages": [{"role", "content"}, ...]}.')
+    epochs: int = Field(1, ge=1, description="Passes over the data (ignored when max_steps > 0).")
+    max_steps: int = Field(0, ge=0, description="Optimizer steps (0: epochs x rows / batch_size).")
+    batch_size: int = Field(16, ge=1, description="Rows per step: conversations, or packed rows with `pack`.")
+    lr: float = Field(1e-4, gt=0, description="Peak learning rate (AdamW), cosine-decayed to 10%.")
+    warmup: int = Field(10, ge=0, description="Linear warm-up steps.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient norm clip.")
+    max_length: int = Field(1024, ge=2, description="Token limit of a conversation (and of a packed row).")
+    pack: bool = Field(False, description="Pack conversations into rows of max_length with block-diagonal attention.")
+    eval_env: Any = Field(None, description="Environment evaluated greedily every eval_every steps and at the end (None: none).")
+    eval_every: int = Field(0, ge=0, description="Evaluate every N steps (0: only at the end).")
+    eval_problems: int = Field(100, ge=1, description="Held-out problems per evaluation.")
+    eval_max_new_tokens: int = Field(64, ge=1, description="Completion token limit during evaluation.")
+    save_every: int = Field(0, ge=0, description="Checkpoint every N steps (0: only at the end).")
+    keep_last: int = Field(2, ge=1, description="Checkpoints kept.")
+    seed: int = Field(0, description="Seed of the data order.")
+    resume: bool = Field(False, description="Continue the run in run_dir from its last checkpoint.")
+
+
+# -- data ------------------------------------------------------------------------------
+@dataclass
+class Example:
+    ids: list[int]
+    mask: list[bool]  # True on tokens the assistant writes (the loss is on these)
+
+
+def _ids(tok, messages: list[dict], generation_prompt: bool = False) -> list[int]:
+    out = tok.apply_chat_template(messages, tokenize=True, return_dict=True, add_generation_prompt=generation_prompt)
+    return list(out["input_ids"])
+
+
+def encode(tok, messages: list[dict], where: str = "conversation") -> Example:
+    """Token ids of a conversation and its assistant-token mask (see the module docstring)."""
+    ids = _ids(tok, messages)
+    mask = [False] * len(ids)
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        start, end = _ids(tok, messages[:i], generation_prompt=True), _ids(tok, messages[:i + 1])
+        if ids[:len(start)] != start or ids[:len(end)] != end:
+            raise ValueError(f"{where}: the chat template is not prefix-stable (rendering later turns changes "
+                             f"earlier tokens at message {i}), so assistant tokens cannot be located")
+        mask[len(start):len(end)] = [True] * (len(end) - len(start))
+    return Example(ids, mask)
+
+
+def load_conversations(path: str | Path, tok, max_length: int) -> list[Example]:
+    path, out = Path(path), []
+    if not path.exists():
+        raise FileNotFoundError(f"SFT data {str(path)!r} does not exist")
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
+        msgs = row.get("messages") if isinstance(row, dict) else None
+        if not isinstance(msgs, list) or not msgs:
+            raise ValueError(f'{where}: expected an object with a non-empty "messages" list')
+        for m in msgs:
+            if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+                raise ValueError(f"{where}: a message needs a role in {sorted(ROLES)} and a string content; got {m!r}")
+        if not any(m["role"] == "assistant" for m in msgs):
+            raise ValueError(f"{where}: no assistant turn, so nothing to train on")
+        ex = encode(tok, [{"role": m["role"], "content": m["content"]} for m in msgs], where)
+        if len(ex.ids) > max_length:
+            raise ValueError(f"{where}: {len(ex.ids)} tokens > max_length={max_length} "
+                             "(raise --max_length or drop the conversation)")
+        out.append(ex)
+    if not out:
+        raise ValueError(f"{path}: no conversations")
+    return out
+
+
+def make_rows(examples: list[Example], pack: bool, max_length: int, seed: int) -> list[list[Example]]:
+    """One example a row, or (pack) shuffled examples filled greedily into rows of max_length."""
+    if not pack:
+        return [[ex] for ex in examples]
+    order = list(examples)
+    random.Random(f"sft-pack/{seed}").shuffle(order)
+    rows, row, used = [], [], 0
+    for ex in order:
+        if row and used + len(ex.ids) > max_length:
+            rows.append(row)
+            row, used = [], 0
+        row.append(ex)
+        used += len(ex.ids)
+    return rows + [row]
+
+
+def collate(rows: list[list[Example]], pad_id: int, device) -> dict[str, torch.Tensor]:
+    """ids, positions (restarting per example), segment ids (0: padding), loss mask, all [B, T]."""
+    T = max(sum(len(ex.ids) for ex in row) for row in rows)
+    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    pos, seg = torch.zeros_like(ids), torch.zeros_like(ids)
+    mask = torch.zeros_like(ids, dtype=torch.bool)
+    for b, row in enumerate(rows):
+        at = 0
+        for s, ex in enumerate(row, 1):
+            n = len(ex.ids)
+            ids[b, at:at + n] = torch.tensor(ex.ids)
+            pos[b, at:at + n] = torch.arange(n)
+            seg[b, at:at + n] = s
+            mask[b, at:at + n] = torch.tensor(ex.mask)
+            at += n
+    return {k: v.to(device) for k, v in dict(ids=ids, pos=pos, seg=seg, mask=mask).items()}
+
+
+def loss_sum(parts, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over assistant tokens and their count.
+
+    Attention is causal within a segment only (block-diagonal); padding is its own
+    segment, so every query sees at least itself and no softmax row is empty.
+    """
+    ids, seg = batch["ids"], batch["seg"]
+    T = ids.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=ids.device).tril()
+    attn = ((seg[:, :, None] == seg[:, None, :]) & causal)[:, None]
+    hidden, _ = forward(parts, ids, batch["pos"], mask=attn)
+    # Token t is predicted at t-1; only where t is the assistant's and t-1 is the same example.
+    target = batch["mask"][:, 1:] & (seg[:, 1:] == seg[:, :-1])
+    logits = parts.lm_head(hidden[:, :-1][target]).float()  # only the rows the loss needs
+    return F.cross_entropy(logits, ids[:, 1:][target], reduction="sum"), int(target.sum())
+
+
+# -- the loop --------------------------------------------------------------------------
+def main(cfg: SFTConfig) -> Run:
+    run = Run(cfg.run_dir, cfg, resume=cfg.resume)
+    resumed = run.resume_state() if cfg.resume else None
+    start = resumed[1]["step"] if resumed else 0
+    model, tok = load_model(resumed[0] if resumed else last_model(cfg.model))
+    device = next(model.parameters()).device
+    rows = make_rows(load_conversations(cfg.data, tok, cfg.max_length), cfg.pack, cfg.max_length, cfg.seed)
+    per_epoch = -(-len(rows) // cfg.batch_size)
+    total = cfg.max_steps or cfg.epochs * per_epoch
+    model.train()
+    parts = parts_of(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    if resumed:
+        opt.load_state_dict(resumed[1]["optimizer"])
+    env = make_env(cfg.eval_env) if cfg.eval_env is not None else None
+    engine = TorchEngine(model, tok, version=start) if env is not None else None
+    problems = eval_problems(env, cfg.eval_problems) if env is not None else []
+    n_params = count_parameters(model)
+
+    def batch_at(step: int) -> list[list[Example]]:
+        # The order of an epoch depends only on (seed, epoch), so a resumed run reads
+        # exactly the batches the killed one would have.
+        epoch, i = divmod(step, per_epoch)
+        order = list(range(len(rows)))
+        random.Random(f"sft/{cfg.seed}/{epoch}").shuffle(order)
+        return [rows[j] for j in order[i * cfg.batch_size:(i + 1) * cfg.batch_size]]
+
+    def greedy_accuracy(step: int) -> dict[str, Any]:
+        engine.sync_weights(model.state_dict(), step)
+        greedy = Sampling(temperature=0.0, max_new_tokens=cfg.eval_max_new_tokens)
+        return evaluate(engine, env, problems, 1, [1], greedy, greedy=False)
+
+    result = None
+    with StepBar("sft", total, start) as bar:
+        for step in range(start, total):
+            t0 = time.perf_counter()
+            lr = lr_at(step, cfg.lr, cfg.warmup, total)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            batch = collate(batch_at(step), tok.pad_token_id, device)
+            loss, n_tokens = loss_sum(parts, batch)
+            loss = loss / max(n_tokens, 1)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            dt = time.perf_counter() - t0
+            seen = int((batch["seg"] > 0).sum())
+            m = {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr, "epoch": step // per_epoch,
+                 "trained_tokens": n_tokens, "tokens": seen, "tokens_per_s": seen / dt, "step_time": dt,
+                 "train_flops": 6.0 * n_params * seen}
+            last = step + 1 == total
+            if env is not None and (last or (cfg.eval_every and (step + 1) % cfg.eval_every == 0)):
+                result = greedy_accuracy(step + 1)
+                m.update({f"eval/{name}": r["pass@1"]["mean"] for name, r in result.items()})
+            run.log(step + 1, m)
+            bar.update(step + 1, loss=m["loss"], **{k: v for k, v in m.items() if k.startswith("eval/")})
+            if cfg.save_every and (step + 1) % cfg.save_every == 0 and not last:
+                run.save(step + 1, model, tok, {"optimizer": opt.state_dict()}, cfg.keep_last)
+    run.save(total, model, tok, {"optimizer": opt.state_dict()}, cfg.keep_last)
+    if result is not None:
+        run.write_json("eval.json", {"model": str(run.dir / "checkpoints" / "last" / "model"), "metrics": result})
+    return run
