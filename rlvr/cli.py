@@ -19,12 +19,14 @@ from rlvr.config import ConfigError, describe, load_config
 
 def _commands() -> dict[str, tuple[type, Callable, str]]:
     from rlvr import demo, eval as evaluation, inspect_envs
+    from rlvr.distill import serve
     from rlvr.train import pretrain, rl, sft
     return {
         "demo": (demo.DemoConfig, demo.main, "pretrain a tiny base, run zero RL on it, show before/after"),
         "pretrain": (pretrain.PretrainConfig, pretrain.main, "train the tiny model on a synthetic corpus"),
         "rl": (rl.RLConfig, rl.main, "RL on verifiable rewards (GRPO family)"),
         "sft": (sft.SFTConfig, sft.main, "supervised fine-tuning on JSONL chat conversations"),
+        "serve": (serve.ServeConfig, serve.main, "OpenAI-compatible HTTP server for a checkpoint"),
         "eval": (evaluation.EvalConfig, _print_eval(evaluation.main), "pass@1, pass@k, maj@k, greedy, with CIs"),
         "envs": (inspect_envs.EnvsConfig, inspect_envs.envs_main, "list environments with a sample problem and its gold"),
         "audit": (inspect_envs.AuditConfig, inspect_envs.audit_main, "throw hack probes at an environment's verifier"),

@@ -1,0 +1,582 @@
+"""`rlvr serve MODEL`: an OpenAI-compatible HTTP server for any rlvr or Hugging Face checkpoint.
+
+It lets every OpenAI client (the `openai` SDK, eval harnesses, the distill teacher
+client) talk to a local model: `GET /v1/models`, `POST /v1/chat/completions` (messages
+go through the tokenizer's chat template) and `POST /v1/completions`, with `n`,
+`temperature`, `top_p`, `max_tokens`, `stop`, `seed`, `logprobs`, `stream` and `usage`.
+
+One background thread owns the engine and drains a queue: requests that arrive within
+`batch_wait_ms` of each other and share sampling parameters are decoded in one
+`generate` call, so concurrent clients share the GPU/CPU instead of queueing behind
+each other. A request with a `seed` is generated alone, so the same seed gives the
+same samples whatever else is in flight. Stop strings are applied after generation
+(the text is cut at the first one) and streaming sends the finished completion in
+per-token chunks: simple, and exact, at the price of decoding up to `max_tokens`.
+
+Bad requests get a 4xx in OpenAI's error shape and the server keeps serving. It binds
+127.0.0.1 unless told otherwise; `api_key_env` names an environment variable holding
+a key that clients must send as `Authorization: Bearer <key>`.
+
+    rlvr serve runs/sft-1 --port 8000 --api_key_env RLVR_KEY
+    curl localhost:8000/v1/models
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import math
+import os
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rlvr.config import Config
+from rlvr.types import Sample, Sampling
+
+log = logging.getLogger("rlvr.serve")
+
+
+class ServeConfig(Config):
+    positional: ClassVar[str] = "model"
+
+    model: str = Field(..., description="Model to serve: HF directory, checkpoint, run dir or .gguf file.")
+    host: str = Field("127.0.0.1", description="Interface to bind. Anything but loopback exposes the model: set api_key_env.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
+    api_key_env: Optional[str] = Field(None, description="Name of an environment variable holding the API key; "
+                                       "if set, clients must send `Authorization: Bearer <key>`.")
+    model_name: Optional[str] = Field(None, description="Name clients use in `model`; default: the model directory's name.")
+    max_batch: int = Field(256, ge=1, description="Most completions decoded in one engine call.")
+    batch_wait_ms: float = Field(5.0, ge=0, description="How long the batcher waits for more requests to join a batch.")
+    max_tokens_limit: int = Field(4096, ge=1, description="Largest max_tokens a request may ask for.")
+    max_n: int = Field(64, ge=1, description="Largest n (completions per prompt) a request may ask for.")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body accepted (bytes).")
+
+
+# --------------------------------------------------------------------------- errors
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 type_: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.type = status, message, param, code, type_
+
+
+def error_body(message: str, param: str | None = None, code: str | None = None,
+               type_: str = "invalid_request_error") -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+# --------------------------------------------------------------------------- requests
+
+class _Strict(BaseModel):
+    # strict: "3" is not an int and true is not a number; unknown fields are ignored as
+    # OpenAI-compatible servers do (clients send e.g. `user`, `logit_bias`).
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: Union[str, list[TextPart], None] = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text for p in self.content)
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+class _Common(_Strict):
+    model: str
+    n: int = Field(1, ge=1)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: Optional[int] = Field(None, ge=1)
+    stop: Union[str, list[str], None] = None
+    seed: Optional[int] = None
+    stream: bool = False
+    stream_options: Optional[StreamOptions] = None
+
+    def stops(self) -> list[str]:
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stops) > 4 or any(not s for s in stops):
+            raise APIError(400, "stop: at most 4 non-empty strings", "stop")
+        return stops
+
+
+class ChatRequest(_Common):
+    messages: list[ChatMessage] = Field(..., min_length=1)
+    max_completion_tokens: Optional[int] = Field(None, ge=1)
+    logprobs: bool = False
+    top_logprobs: Optional[int] = Field(None, ge=0, le=20)
+
+
+class CompletionRequest(_Common):
+    prompt: Union[str, list[str]]
+    max_tokens: Optional[int] = Field(16, ge=1)  # OpenAI's default for completions
+    logprobs: Optional[int] = Field(None, ge=0, le=5)
+    echo: bool = False
+
+
+# --------------------------------------------------------------------------- batching
+
+@dataclass
+class _Job:
+    prompts: list[list[int]]
+    n: int
+    sampling: Sampling
+    done: Any  # callable(result | exception), thread-safe
+    key: tuple = field(default=())
+
+
+class Batcher:
+    """One thread owns the engine; requests that arrive together and share sampling
+    parameters become one `generate` call. `calls` counts those calls."""
+
+    def __init__(self, engine, max_batch: int, wait_s: float):
+        self.engine, self.max_batch, self.wait_s = engine, max_batch, wait_s
+        self.calls = 0
+        self._q: queue.Queue[_Job | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="rlvr-serve-engine", daemon=True)
+        self._thread.start()
+
+    def submit(self, prompts: list[list[int]], n: int, sampling: Sampling, done) -> None:
+        # A seeded job is alone in its group: a shared generator would make its samples
+        # depend on whatever else is in the batch.
+        key = (sampling, object()) if sampling.seed is not None else (sampling,)
+        self._q.put(_Job(prompts, n, sampling, done, key))
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while True:
+            job = self._q.get()
+            if job is None:
+                return
+            jobs, size = [job], len(job.prompts) * job.n
+            deadline = time.monotonic() + self.wait_s
+            stop = False
+            while size < self.max_batch:
+                try:
+                    more = self._q.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                jobs.append(more)
+                size += len(more.prompts) * more.n
+            groups: dict[tuple, list[_Job]] = {}
+            for j in jobs:
+                groups.setdefault(j.key, []).append(j)
+            for group in groups.values():
+                self._run(group)
+            if stop:
+                return
+
+    def _run(self, group: list[_Job]) -> None:
+        try:
+            ns = {j.n for j in group}
+            prompts = [p for j in group for p in j.prompts]
+            if len(ns) == 1:
+                n = ns.pop()
+                flat = self._generate(prompts, n, group[0].sampling)
+                results, at = [], 0
+                for j in group:
+                    results.append(flat[at:at + len(j.prompts)])
+                    at += len(j.prompts)
+            else:
+                # Different n: one row per completion (each prompt repeated n times).
+                rows = [p for j in group for p in j.prompts for _ in range(j.n)]
+                flat = [g[0] for g in self._generate(rows, 1, group[0].sampling)]
+                results, at = [], 0
+                for j in group:
+                    results.append([flat[at + i * j.n: at + (i + 1) * j.n] for i in range(len(j.prompts))])
+                    at += len(j.prompts) * j.n
+        except Exception as e:  # the engine's failure is every request's failure, not the server's
+            log.exception("generate failed")
+            for j in group:
+                j.done(e)
+            return
+        for j, r in zip(group, results):
+            j.done(r)
+
+    def _generate(self, prompts, n, sampling) -> list[list[Sample]]:
+        self.calls += 1
+        return self.engine.generate(prompts, n, sampling)
+
+
+# --------------------------------------------------------------------------- completions to JSON
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else -9999.0
+
+
+@dataclass
+class _Choice:
+    text: str
+    finish_reason: str
+    tokens: list[str]          # visible tokens (trailing EOS and tokens past a stop string dropped)
+    logprobs: list[float]
+    pieces: list[str]          # text split by token: "".join(pieces) == text
+    completion_tokens: int
+
+
+class _Decoder:
+    def __init__(self, tok):
+        self.tok = tok
+        self.special = set(getattr(tok, "all_special_ids", []) or [])
+
+    def choice(self, s: Sample, stops: list[str], detail: bool) -> _Choice:
+        text, reason = s.text, s.finish_reason
+        cut = min((i for i in (text.find(x) for x in stops) if i >= 0), default=-1)
+        if not detail and cut < 0:
+            return _Choice(text, reason, [], [], [text], len(s.completion_ids))
+        ids = list(s.completion_ids)
+        lps = list(s.logprobs)
+        while ids and ids[-1] in self.special:  # the EOS that ended it is not content
+            ids.pop()
+            lps.pop()
+        ends = self._ends(ids, text)
+        if cut >= 0:
+            text, reason = text[:cut], "stop"
+            keep = sum(1 for j in range(len(ids)) if (ends[j - 1] if j else 0) < cut)
+            ids, lps, ends = ids[:keep], lps[:keep], [min(e, cut) for e in ends[:keep]]
+        if ends:
+            ends[-1] = len(text)
+        starts = [0] + ends[:-1]
+        pieces = [text[a:b] for a, b in zip(starts, ends)] or [text]
+        tokens = [self.tok.decode([i]) for i in ids]
+        used = len(ids) if cut >= 0 else len(s.completion_ids)
+        return _Choice(text, reason, tokens, [_finite(x) for x in lps], pieces, used)
+
+    def _ends(self, ids: list[int], text: str) -> list[int]:
+        """End offset in `text` of each token, monotone and within the text."""
+        singles = [self.tok.decode([i], skip_special_tokens=True) for i in ids]
+        if "".join(singles) == text:  # char and byte-level tokenizers: cheap
+            ends, at = [], 0
+            for p in singles:
+                at += len(p)
+                ends.append(at)
+            return ends
+        ends, last = [], 0  # otherwise decode each prefix (sentencepiece spaces, split UTF-8)
+        for j in range(len(ids)):
+            last = min(max(last, len(self.tok.decode(ids[:j + 1], skip_special_tokens=True))), len(text))
+            ends.append(last)
+        return ends
+
+
+def _chat_logprobs(tokens: list[str], lps: list[float]) -> dict[str, Any]:
+    return {"content": [{"token": t, "logprob": lp, "bytes": list(t.encode("utf-8")), "top_logprobs": []}
+                        for t, lp in zip(tokens, lps)]}
+
+
+def _completion_logprobs(tokens: list[str], lps: list[float], pieces: list[str]) -> dict[str, Any]:
+    offsets, at = [], 0
+    for p in pieces:
+        offsets.append(at)
+        at += len(p)
+    return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": [{} for _ in tokens],
+            "text_offset": offsets[:len(tokens)]}
+
+
+def _sse(obj: Any) -> str:
+    return f"data: {json.dumps(obj)}\n\n"
+
+
+# --------------------------------------------------------------------------- the app
+
+def make_app(model, tok, cfg: ServeConfig):
+    """The FastAPI app serving `model`; `app.state.batcher.calls` counts engine calls."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, StreamingResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    from rlvr.engine.torch_engine import TorchEngine
+
+    name = cfg.model_name or Path(cfg.model).name or "model"
+    key = None
+    if cfg.api_key_env:
+        key = os.environ.get(cfg.api_key_env)
+        if not key:  # fail closed: a configured but empty key must not mean "no auth"
+            raise ValueError(f"api_key_env={cfg.api_key_env!r}: that environment variable is not set")
+    context = int(getattr(model.config, "max_position_embeddings", 0) or 0) or None
+    engine = TorchEngine(model, tok, max_batch=cfg.max_batch)
+    batcher = Batcher(engine, cfg.max_batch, cfg.batch_wait_ms / 1000)
+    decoder = _Decoder(tok)
+    created = int(time.time())
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        batcher.close()
+
+    app = FastAPI(title="rlvr serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.batcher = batcher
+    app.state.model_name = name
+
+    @app.exception_handler(APIError)
+    async def _api_error(request, e: APIError):
+        return JSONResponse(error_body(e.message, e.param, e.code, e.type), status_code=e.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request, e: RequestValidationError):
+        errs = e.errors()
+        first = errs[0] if errs else {}
+        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+        if first.get("type") == "json_invalid":
+            return JSONResponse(error_body(f"request body is not valid JSON: {first.get('ctx', {}).get('error', '')}",
+                                           None, "invalid_json"), status_code=400)
+        param = ".".join(loc) or None
+        msg = f"{param}: {first.get('msg', 'invalid')}" if param else str(first.get("msg", "invalid request"))
+        if len(errs) > 1:
+            msg += f" (and {len(errs) - 1} more errors)"
+        return JSONResponse(error_body(msg, param, "invalid_value"), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request, e: StarletteHTTPException):
+        return JSONResponse(error_body(str(e.detail), None, None), status_code=e.status_code)
+
+    @app.exception_handler(Exception)
+    async def _crash(request, e: Exception):
+        log.exception("request failed")
+        return JSONResponse(error_body("internal error", None, None, "server_error"), status_code=500)
+
+    app.add_middleware(_Guard, key=key, max_body=cfg.max_body_bytes)
+
+    # ---- shared request handling
+
+    def check(req: _Common, prompt_lens: list[int], max_tokens: int | None) -> Sampling:
+        if req.model != name:
+            raise APIError(404, f"the model {req.model!r} does not exist; this server serves {name!r}",
+                           "model", "model_not_found")
+        if req.n > cfg.max_n:
+            raise APIError(400, f"n: must be at most {cfg.max_n}", "n", "invalid_value")
+        longest = max(prompt_lens)
+        if max_tokens is None:  # chat default: what the context and the limit allow
+            max_tokens = min(cfg.max_tokens_limit, (context - longest) if context else cfg.max_tokens_limit)
+        if max_tokens > cfg.max_tokens_limit:
+            raise APIError(400, f"max_tokens: must be at most {cfg.max_tokens_limit}", "max_tokens", "invalid_value")
+        if min(prompt_lens) == 0:
+            raise APIError(400, "prompt: must not be empty", "prompt", "invalid_value")
+        if context and (longest + max_tokens > context or max_tokens < 1):
+            raise APIError(400, f"this model's maximum context length is {context} tokens; the prompt has "
+                           f"{longest} and max_tokens is {max_tokens}", "messages", "context_length_exceeded")
+        seed = req.seed % (1 << 63) if req.seed is not None else None
+        return Sampling(temperature=req.temperature, top_p=req.top_p, max_new_tokens=max_tokens, seed=seed)
+
+    async def generate(prompts: list[list[int]], n: int, sampling: Sampling) -> list[list[Sample]]:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def settle(result):
+            if not fut.done():
+                (fut.set_exception if isinstance(result, BaseException) else fut.set_result)(result)
+
+        batcher.submit(prompts, n, sampling, lambda r: loop.call_soon_threadsafe(settle, r))
+        return await fut
+
+    def usage(prompt_lens, choices: list[_Choice]) -> dict[str, int]:
+        p, c = sum(prompt_lens), sum(ch.completion_tokens for ch in choices)
+        return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+    def encode(text: str) -> list[int]:
+        ids = tok(text).input_ids
+        if not ids and tok.bos_token_id is not None:
+            ids = [tok.bos_token_id]
+        return ids
+
+    # ---- routes
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "rlvr"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(req: ChatRequest):
+        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+        try:
+            text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        except Exception as e:
+            raise APIError(400, f"messages: the chat template rejected them: {e}", "messages") from None
+        ids = tok(text, add_special_tokens=False).input_ids
+        stops = req.stops()
+        sampling = check(req, [len(ids)], req.max_completion_tokens or req.max_tokens)
+        [samples] = await generate([ids], req.n, sampling)
+        detail = req.logprobs or req.stream
+        choices = [decoder.choice(s, stops, detail) for s in samples]
+        rid, now = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        use = usage([len(ids)] * 1, choices)
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+
+            def chunk(choices_, usage_=None):
+                out = {"id": rid, "object": "chat.completion.chunk", "created": now, "model": name,
+                       "choices": choices_}
+                if include_usage:
+                    out["usage"] = usage_
+                return _sse(out)
+
+            async def events():
+                for i, ch in enumerate(choices):
+                    yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""},
+                                  "logprobs": None, "finish_reason": None}])
+                    for j, piece in enumerate(ch.pieces):
+                        lp = _chat_logprobs(ch.tokens[j:j + 1], ch.logprobs[j:j + 1]) if req.logprobs else None
+                        yield chunk([{"index": i, "delta": {"content": piece}, "logprobs": lp, "finish_reason": None}])
+                    yield chunk([{"index": i, "delta": {}, "logprobs": None, "finish_reason": ch.finish_reason}])
+                if include_usage:
+                    yield chunk([], use)
+                yield "data: [DONE]\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+        return {
+            "id": rid, "object": "chat.completion", "created": now, "model": name,
+            "choices": [{"index": i, "message": {"role": "assistant", "content": ch.text},
+                         "logprobs": _chat_logprobs(ch.tokens, ch.logprobs) if req.logprobs else None,
+                         "finish_reason": ch.finish_reason} for i, ch in enumerate(choices)],
+            "usage": use,
+        }
+
+    @app.post("/v1/completions")
+    async def completions(req: CompletionRequest):
+        texts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
+        if not texts or len(texts) > cfg.max_n:
+            raise APIError(400, f"prompt: give 1 to {cfg.max_n} prompts", "prompt", "invalid_value")
+        if req.echo:
+            raise APIError(400, "echo is not supported", "echo", "unsupported_parameter")
+        prompts = [encode(t) for t in texts]
+        lens = [len(p) for p in prompts]
+        stops = req.stops()
+        sampling = check(req, lens, req.max_tokens)
+        groups = await generate(prompts, req.n, sampling)
+        detail = req.logprobs is not None or req.stream
+        choices = [decoder.choice(s, stops, detail) for g in groups for s in g]
+        rid, now = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        use = usage(lens, choices)
+        # usage counts each prompt once per request (as OpenAI does), completions all
+
+        def lp(ch: _Choice, j: slice | None = None):
+            if req.logprobs is None:
+                return None
+            if j is None:
+                return _completion_logprobs(ch.tokens, ch.logprobs, ch.pieces)
+            return {"tokens": ch.tokens[j], "token_logprobs": ch.logprobs[j],
+                    "top_logprobs": [{} for _ in ch.tokens[j]], "text_offset": []}
+
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+
+            def chunk(choices_, usage_=None):
+                out = {"id": rid, "object": "text_completion", "created": now, "model": name, "choices": choices_}
+                if include_usage:
+                    out["usage"] = usage_
+                return _sse(out)
+
+            async def events():
+                for i, ch in enumerate(choices):
+                    for j, piece in enumerate(ch.pieces):
+                        yield chunk([{"index": i, "text": piece, "logprobs": lp(ch, slice(j, j + 1)),
+                                      "finish_reason": None}])
+                    yield chunk([{"index": i, "text": "", "logprobs": None, "finish_reason": ch.finish_reason}])
+                if include_usage:
+                    yield chunk([], use)
+                yield "data: [DONE]\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+        return {
+            "id": rid, "object": "text_completion", "created": now, "model": name,
+            "choices": [{"index": i, "text": ch.text, "logprobs": lp(ch), "finish_reason": ch.finish_reason}
+                        for i, ch in enumerate(choices)],
+            "usage": use,
+        }
+
+    return app
+
+
+class _Guard:
+    """ASGI middleware: the API key, then the body size, before anything parses the body."""
+
+    def __init__(self, app, key: str | None, max_body: int):
+        self.app, self.key, self.max_body = app, key, max_body
+
+    async def _reject(self, send, status: int, body: dict, extra: list | None = None):
+        data = json.dumps(body).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
+        await send({"type": "http.response.body", "body": data})
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        if self.key is not None:
+            auth = headers.get(b"authorization", b"").decode("latin-1")
+            given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+            if not hmac.compare_digest(given.encode("utf-8", "replace"), self.key.encode()):
+                return await self._reject(send, 401, error_body(
+                    "invalid or missing API key (send Authorization: Bearer <key>)", None, "invalid_api_key"),
+                    [(b"www-authenticate", b"Bearer")])
+        too_big = error_body(f"request body larger than {self.max_body} bytes", None, "request_too_large")
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            return await self._reject(send, 413, too_big)
+        # Read the whole body (bounded), then replay it to the app.
+        chunks, size, more = [], 0, True
+        while more:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            chunks.append(msg.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body:
+                return await self._reject(send, 413, too_big)
+            more = msg.get("more_body", False)
+        body, sent = b"".join(chunks), False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
+def main(cfg: ServeConfig) -> None:
+    import uvicorn
+
+    from rlvr.models import load_model
+    from rlvr.train.run import last_model
+
+    model, tok = load_model(last_model(cfg.model))
+    if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key_env:
+        log.warning("serving on %s without an API key: anyone who can reach it can use the model", cfg.host)
+    app = make_app(model, tok, cfg)
+    print(f"rlvr serve: {app.state.model_name!r} on http://{cfg.host}:{cfg.port}/v1"
+          + (" (API key required)" if cfg.api_key_env else ""), flush=True)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info")
