@@ -19,7 +19,7 @@ from rlvr.config import ConfigError, describe, load_config
 
 def _commands() -> dict[str, tuple[type, Callable, str]]:
     from rlvr import demo, eval as evaluation, inspect_envs
-    from rlvr.distill import serve
+    from rlvr.distill import distill, serve
     from rlvr.train import pretrain, rl, sft
     return {
         "demo": (demo.DemoConfig, demo.main, "pretrain a tiny base, run zero RL on it, show before/after"),
@@ -27,6 +27,7 @@ def _commands() -> dict[str, tuple[type, Callable, str]]:
         "rl": (rl.RLConfig, rl.main, "RL on verifiable rewards (GRPO family)"),
         "sft": (sft.SFTConfig, sft.main, "supervised fine-tuning on JSONL chat conversations"),
         "serve": (serve.ServeConfig, serve.main, "OpenAI-compatible HTTP server for a checkpoint"),
+        "distill": (distill.DistillConfig, distill.main, "a teacher writes solutions, the verifier filters, JSONL out"),
         "eval": (evaluation.EvalConfig, _print_eval(evaluation.main), "pass@1, pass@k, maj@k, greedy, with CIs"),
         "envs": (inspect_envs.EnvsConfig, inspect_envs.envs_main, "list environments with a sample problem and its gold"),
         "audit": (inspect_envs.AuditConfig, inspect_envs.audit_main, "throw hack probes at an environment's verifier"),

@@ -1,0 +1,127 @@
+"""`rlvr distill`: a teacher writes worked solutions; the verifier decides what the student sees.
+
+For `problems` train-split problems of an environment (or a mixture) the teacher writes
+`k` solutions each; every solution is verified with the environment's own verifier and
+the kept ones become an SFT dataset: JSONL, one chat conversation a line (loadable with
+HF `datasets` and readable by `rlvr sft`), each with its provenance (teacher, sampling
+parameters, verdict). Filters: `none` (pure imitation: errors and all), `correct` (only
+verified solutions) and `best_of_k` (one per problem, the best verified).
+
+The teacher is any OpenAI-compatible endpoint (`--base_url`; the key is read from the
+environment variable named by `--api_key_env`, never written anywhere) or a local
+checkpoint (`--teacher` path). Requests are cached on disk in the run directory, so a
+killed run resumes without sending again any request that was already answered.
+
+    rlvr serve runs/teacher --port 8000 &
+    rlvr distill --base_url http://127.0.0.1:8000/v1 --teacher teacher --env arithmetic --k 4
+    rlvr sft --model runs/base --data runs/distill/data.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from rlvr.atomic import write_text
+from rlvr.config import Config
+from rlvr.distill.teacher import BudgetExceeded, ChatRequest, HTTPTeacher, LocalTeacher, TeacherConfig
+from rlvr.envs import make_env
+from rlvr.rollout import TRUNCATED
+from rlvr.types import Problem, Verdict
+
+
+class DistillConfig(Config):
+    run_dir: str = Field("runs/distill", description="Run directory: data.jsonl, the request cache, summary.json.")
+    env: Any = Field("arithmetic", description="Environment spec whose train-split problems are distilled.")
+    problems: int = Field(200, ge=1, description="Problems to ask the teacher about.")
+    k: int = Field(4, ge=1, description="Solutions asked per problem.")
+    filter: Literal["none", "correct", "best_of_k"] = Field("correct", description="Which verified solutions to keep.")
+    teacher: str = Field("teacher", description="Model name at --base_url, or a local checkpoint path when base_url is empty.")
+    base_url: str = Field("", description="OpenAI-compatible endpoint root (e.g. http://127.0.0.1:8000/v1); empty: local teacher.")
+    api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key.")
+    temperature: float = Field(1.0, ge=0, description="Teacher sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Teacher nucleus sampling threshold.")
+    max_tokens: int = Field(256, ge=1, description="Teacher completion token limit (a cut solution is never kept as correct).")
+    max_concurrency: int = Field(8, ge=1, description="Requests in flight at once (HTTP teacher).")
+    budget_tokens: int | None = Field(None, ge=1, description="Teacher tokens this run may spend; it stops cleanly and says so.")
+    chunk: int = Field(32, ge=1, description="Problems sent per batch (progress and resumption granularity).")
+    seed: int = Field(0, description="Seed of the problem stream and of the teacher's sampling.")
+
+
+def make_teacher(cfg: DistillConfig, cache_dir: Path):
+    if cfg.base_url:
+        return HTTPTeacher(TeacherConfig(base_url=cfg.base_url, model=cfg.teacher, api_key_env=cfg.api_key_env,
+                                         max_concurrency=cfg.max_concurrency, budget_tokens=cfg.budget_tokens,
+                                         cache_dir=str(cache_dir)))
+    return LocalTeacher(model_path=cfg.teacher, cache_dir=cache_dir, default_max_tokens=cfg.max_tokens)
+
+
+def judge_text(env, problem: Problem, text: str, finish_reason: str) -> Verdict:
+    return TRUNCATED if finish_reason == "length" else env.verify(problem, text)
+
+
+def keep(scored: list[tuple[str, Verdict]], how: str) -> list[tuple[str, Verdict]]:
+    """The solutions of one problem that the filter keeps (exact duplicates dropped)."""
+    unique = list({text: (text, v) for text, v in scored}.values())
+    if how == "none":
+        return unique
+    correct = [(t, v) for t, v in unique if v.correct]
+    if how == "correct":
+        return correct
+    best = max(unique, key=lambda tv: (tv[1].reward, -len(tv[0])), default=None)  # best_of_k
+    return [best] if best is not None and best[1].reward > 0 else []
+
+
+def main(cfg: DistillConfig) -> dict[str, Any]:
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = make_env(cfg.env)
+    stream = env.problems("train", cfg.seed)
+    problems = [next(stream) for _ in range(cfg.problems)]
+    teacher = make_teacher(cfg, run_dir / "teacher_cache")
+    sampling = {"n": cfg.k, "temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens,
+                "seed": cfg.seed}
+    provenance = {"teacher": cfg.teacher, "base_url": cfg.base_url or None, **sampling}
+    rows: list[dict[str, Any]] = []
+    counts = {"requests": 0, "cache_hits": 0, "generated": 0, "kept": 0, "rejected": 0}
+    stopped = None
+    t0 = time.time()
+    progress = Progress(TextColumn("[bold]distill"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.fields[counts]}"))
+    with progress:
+        task = progress.add_task("distill", total=len(problems), counts="")
+        for start in range(0, len(problems), cfg.chunk):
+            chunk = problems[start:start + cfg.chunk]
+            requests = [ChatRequest(messages=p.messages(), **sampling) for p in chunk]
+            try:
+                results = teacher.complete(requests)
+            except BudgetExceeded as e:
+                stopped = f"teacher budget reached: {e.spent} of {e.budget} tokens spent"
+                break
+            for problem, result in zip(chunk, results):
+                counts["requests"] += 1
+                counts["cache_hits"] += int(result.cached)
+                scored = [(text, judge_text(env, problem, text, reason))
+                          for text, reason in zip(result.texts, result.finish_reasons)]
+                counts["generated"] += len(scored)
+                kept = keep(scored, cfg.filter)
+                counts["kept"] += len(kept)
+                counts["rejected"] += len(scored) - len(kept)
+                rows += [{"messages": problem.messages() + [{"role": "assistant", "content": text}],
+                          "problem_id": problem.id, "env": problem.env, "provenance": provenance,
+                          "verdict": {"reward": v.reward, "correct": v.correct, "parsed": v.parsed,
+                                      "flags": sorted(v.flags)}}
+                         for text, v in kept]
+            progress.update(task, advance=len(chunk), counts=" ".join(f"{k}={v}" for k, v in counts.items()))
+    write_text(run_dir / "data.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in rows))
+    summary = {**counts, "teacher_tokens": teacher.spent_tokens, "problems": len(problems), "filter": cfg.filter,
+               "seconds": time.time() - t0, "stopped": stopped, "data": str(run_dir / "data.jsonl")}
+    write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if stopped:
+        print(f"rlvr distill: stopped early, {stopped}; kept what was answered ({counts['kept']} rows)")
+    return summary
