@@ -36,6 +36,11 @@ def _commands() -> dict[str, tuple[type, Callable, str]]:
     }
 
 
+def _experiments() -> dict[str, tuple[type, Callable, str]]:
+    from rlvr.experiments import ceiling
+    return {"ceiling": (ceiling.CeilingConfig, ceiling.main, "can a distilled student pass its teacher? and after RL?")}
+
+
 def _print_eval(fn: Callable) -> Callable:
     def run(cfg):
         result = fn(cfg)
@@ -46,7 +51,8 @@ def _print_eval(fn: Callable) -> Callable:
 
 def usage(commands) -> str:
     lines = ["usage: rlvr COMMAND [RECIPE.yaml] [--key=value ...]", "", "commands:"]
-    lines += [f"  {name:<10} {help_}" for name, (_, _, help_) in commands.items()]
+    lines += [f"  {name:<13} {help_}" for name, (_, _, help_) in commands.items()]
+    lines += [f"  {'experiment':<13} run a comparison experiment: `rlvr experiment` lists them"]
     lines += ["", "`rlvr COMMAND --help` lists every key with its default and meaning."]
     return "\n".join(lines)
 
@@ -58,6 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         print(usage(commands))
         return 0
     name, rest = argv[0], argv[1:]
+    if name == "experiment":  # `rlvr experiment NAME [...]`: each experiment has its own config
+        experiments = _experiments()
+        if not rest or rest[0] not in experiments:
+            listing = "\n".join(f"  {k:<13} {h}" for k, (_, _, h) in experiments.items())
+            print(f"usage: rlvr experiment NAME [--key=value ...]\n\nexperiments:\n{listing}", file=sys.stderr)
+            return 2
+        commands = {f"experiment {rest[0]}": experiments[rest[0]]}
+        name, rest = f"experiment {rest[0]}", rest[1:]
     if name not in commands:
         print(f"rlvr: unknown command {name!r}\n\n{usage(commands)}", file=sys.stderr)
         return 2

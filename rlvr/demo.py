@@ -47,19 +47,28 @@ class DemoConfig(Config):
     seed: int = Field(0, description="Seed of everything.")
 
 
+def pretrained_base(pre: pretrain.PretrainConfig, base_dir: str = "", console: Console | None = None) -> Path:
+    """The base model for `pre`, pretrained once and cached in runs/base-<config hash>."""
+    console = console or Console()
+    digest = hashlib.sha1(pre.model_dump_json().encode()).hexdigest()[:8]
+    run_dir = Path(base_dir or f"runs/base-{digest}")
+    model = run_dir / "checkpoints" / "last" / "model"
+    if model.exists():
+        console.print(f"[green]reusing the pretrained base[/] in {run_dir}")
+    else:
+        console.print(f"[bold]pretraining[/] the tiny base ({pre.steps} steps) -> {run_dir}")
+        pretrain.main(pre.model_copy(update={"run_dir": str(run_dir)}))
+    return model
+
+
 def main(cfg: DemoConfig) -> dict:
     console = Console()
     t0 = time.time()
     pre = pretrain.PretrainConfig(steps=cfg.pretrain_steps, slip=cfg.slip, seed=cfg.seed)
-    digest = hashlib.sha1(pre.model_dump_json().encode()).hexdigest()[:8]
-    base_dir = Path(cfg.base_dir or f"runs/base-{digest}")
     run_dir = Path(cfg.run_dir or time.strftime("runs/demo-%Y%m%d-%H%M%S"))
-    base_model = base_dir / "checkpoints" / "last" / "model"
-    if base_model.exists():
-        console.print(f"[green]reusing the pretrained base[/] in {base_dir}")
-    else:
-        console.print(f"[bold]1/3 pretraining[/] the tiny base ({cfg.pretrain_steps} steps) -> {base_dir}")
-        pretrain.main(pre.model_copy(update={"run_dir": str(base_dir)}))
+    console.print("[bold]1/3 the base[/]")
+    base_model = pretrained_base(pre, cfg.base_dir, console)
+    base_dir = base_model.parent.parent.parent
     env = make_env(pre.env)
     problems = eval_problems(env, cfg.eval_problems, cfg.seed)
     sampling = Sampling(temperature=1.0, max_new_tokens=32, seed=cfg.seed)

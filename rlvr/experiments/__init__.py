@@ -1,0 +1,1 @@
+"""Experiments that compare regimes on equal terms: `rlvr experiment NAME`."""

@@ -1,0 +1,174 @@
+"""`rlvr experiment ceiling`: can a distilled student pass its teacher, and what does RL add?
+
+1. A teacher of known accuracy T (50–75% pass@1): the demo's pretrained base, RL-trained
+   in short chunks until its held-out pass@1 enters the band.
+2. The teacher is served by `rlvr serve` in a subprocess and reached over HTTP by the
+   teacher client, exactly as a frontier model's API would be.
+3. Two students start from the same weak base and are fine-tuned (`rlvr sft`) on the
+   teacher's solutions: unfiltered (pure imitation) and correct-only.
+4. RL (`rlvr rl`) on each student.
+5. One table: pass@1 (T=1) with its 95% CI and greedy accuracy for every model, on the
+   same held-out problems, with the tokens each stage generated and trained on.
+
+    rlvr experiment ceiling            # ~10 minutes on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import Field
+from rich.console import Console
+from rich.table import Table
+
+from rlvr.config import Config
+from rlvr.distill import distill
+from rlvr.engine import TorchEngine
+from rlvr.envs import make_env
+from rlvr.eval import eval_problems, evaluate
+from rlvr.models import load_model
+from rlvr.demo import pretrained_base
+from rlvr.train import pretrain, rl, sft
+from rlvr.types import Sampling
+
+
+class CeilingConfig(Config):
+    run_dir: str = Field("runs/ceiling", description="Experiment directory (one sub-run per stage, results.json).")
+    pretrain_steps: int = Field(600, ge=1, description="Pretraining steps of the shared base (cached like the demo's).")
+    teacher_band: tuple[float, float] = Field((0.5, 0.75), description="Teacher pass@1 wanted (low, high).")
+    teacher_chunk: int = Field(5, ge=1, description="RL steps between teacher evaluations.")
+    teacher_max_steps: int = Field(60, ge=1, description="Give up growing the teacher after this many RL steps.")
+    distill_problems: int = Field(1000, ge=1, description="Training problems the teacher solves.")
+    k: int = Field(4, ge=1, description="Teacher solutions per problem.")
+    sft_epochs: int = Field(2, ge=1, description="SFT passes over the distilled data.")
+    sft_lr: float = Field(5e-4, gt=0, description="SFT learning rate.")
+    rl_steps: int = Field(40, ge=1, description="RL steps on each distilled student.")
+    eval_problems: int = Field(200, ge=1, description="Held-out problems for every evaluation.")
+    eval_samples: int = Field(8, ge=1, description="Samples per held-out problem (pass@1 is their mean).")
+    seed: int = Field(0, description="Seed of everything.")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    """`rlvr serve MODEL` in a subprocess on 127.0.0.1, stopped on exit."""
+
+    def __init__(self, model: Path, name: str = "teacher"):
+        self.port, self.name = _free_port(), name
+        self.proc = subprocess.Popen([sys.executable, "-m", "rlvr.cli", "serve", str(model), "--port", str(self.port),
+                                      "--model_name", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> "Served":
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"rlvr serve exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}/models", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError("rlvr serve did not come up in 120 s")
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def _metric_sum(run_dir: Path, key: str) -> float:
+    path = run_dir / "metrics.jsonl"
+    return sum(json.loads(line).get(key, 0) for line in path.read_text().splitlines()) if path.exists() else 0.0
+
+
+def main(cfg: CeilingConfig) -> dict[str, Any]:
+    console, root, t0 = Console(), Path(cfg.run_dir), time.time()
+    if root.exists() and any(root.iterdir()):
+        raise FileExistsError(f"{root} already holds an experiment: remove it or pass another --run_dir")
+    pre = pretrain.PretrainConfig(steps=cfg.pretrain_steps, seed=cfg.seed)
+    base_model = pretrained_base(pre, console=console)
+    env_spec = pre.env
+    env = make_env(env_spec)
+    problems = eval_problems(env, cfg.eval_problems, cfg.seed)
+    sampling = Sampling(temperature=1.0, max_new_tokens=32, seed=cfg.seed)
+
+    def measure(model_dir: Path) -> dict[str, Any]:
+        model, tok = load_model(model_dir)
+        return evaluate(TorchEngine(model, tok), env, problems, cfg.eval_samples, [1], sampling)[env.name]
+
+    def rl_run(name: str, start: Path, steps: int, resume: bool = False) -> Path:
+        run_dir = root / name
+        rl.main(rl.RLConfig(run_dir=str(run_dir), model=str(start), env=env_spec, steps=steps, seed=cfg.seed,
+                            max_new_tokens=32, eval_problems=0, save_every=0, resume=resume))
+        return run_dir
+
+    # 1. A teacher of known accuracy: RL in chunks until pass@1 enters the band.
+    console.print("[bold]1/4 growing a teacher[/] of pass@1 in", cfg.teacher_band)
+    steps, teacher = 0, None
+    while steps < cfg.teacher_max_steps:
+        steps += cfg.teacher_chunk
+        run_dir = rl_run("teacher", base_model, steps, resume=steps > cfg.teacher_chunk)
+        teacher = measure(run_dir / "checkpoints" / "last" / "model")
+        console.print(f"  teacher after {steps} RL steps: pass@1 {teacher['pass@1']['mean']:.1%}")
+        if teacher["pass@1"]["mean"] >= cfg.teacher_band[0]:
+            break
+    teacher_model = root / "teacher" / "checkpoints" / "last" / "model"
+
+    # 2-3. Serve the teacher, distill over HTTP, fine-tune one student per filter.
+    rows: dict[str, dict[str, Any]] = {"base": {"metrics": measure(base_model), "generated": 0, "trained": 0},
+                                       "teacher": {"metrics": teacher, "generated": _metric_sum(root / "teacher", "generated_tokens"),
+                                                   "trained": _metric_sum(root / "teacher", "trained_tokens")}}
+    console.print("[bold]2/4 distilling[/] over HTTP from `rlvr serve`")
+    with Served(teacher_model) as server:
+        for filt in ("none", "correct"):
+            summary = distill.main(distill.DistillConfig(
+                run_dir=str(root / f"distill-{filt}"), env=env_spec, problems=cfg.distill_problems, k=cfg.k,
+                filter=filt, teacher=server.name, base_url=server.url, max_tokens=32, seed=cfg.seed))
+            rows[f"student ({filt})"] = {"summary": summary, "generated": summary["teacher_tokens"]}
+    console.print("[bold]3/4 fine-tuning the students[/]")
+    for filt in ("none", "correct"):
+        run_dir = root / f"sft-{filt}"
+        sft.main(sft.SFTConfig(run_dir=str(run_dir), model=str(base_model), data=str(root / f"distill-{filt}" / "data.jsonl"),
+                               epochs=cfg.sft_epochs, batch_size=64, lr=cfg.sft_lr, max_length=64, seed=cfg.seed))
+        row = rows[f"student ({filt})"]
+        row["metrics"] = measure(run_dir / "checkpoints" / "last" / "model")
+        row["trained"] = _metric_sum(run_dir, "trained_tokens")
+
+    # 4. RL on each student.
+    console.print(f"[bold]4/4 RL on each student[/] ({cfg.rl_steps} steps)")
+    for filt in ("none", "correct"):
+        run_dir = rl_run(f"rl-{filt}", root / f"sft-{filt}" / "checkpoints" / "last" / "model", cfg.rl_steps)
+        before = rows[f"student ({filt})"]
+        rows[f"student ({filt}) + RL"] = {
+            "metrics": measure(run_dir / "checkpoints" / "last" / "model"),
+            "generated": before["generated"] + _metric_sum(run_dir, "generated_tokens"),
+            "trained": before["trained"] + _metric_sum(run_dir, "trained_tokens")}
+
+    table = Table(title=f"the ceiling experiment ({cfg.eval_problems} held-out 3-digit additions)")
+    for col in ("model", "pass@1 (T=1) [95% CI]", "greedy", "generated tokens", "trained tokens"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    results = {}
+    for name, row in rows.items():
+        m = row["metrics"]
+        p, g = m["pass@1"], m["greedy"]
+        table.add_row(name, f"{p['mean']:.1%} [{p['ci'][0]:.1%}, {p['ci'][1]:.1%}]", f"{g['mean']:.1%}",
+                      f"{int(row['generated']):,}", f"{int(row['trained']):,}")
+        results[name] = {"pass@1": p, "greedy": g, "generated_tokens": row["generated"], "trained_tokens": row["trained"]}
+    console.print(table)
+    out = {"results": results, "teacher_rl_steps": steps, "seconds": time.time() - t0,
+           "config": cfg.model_dump(mode="json")}
+    (root / "results.json").write_text(json.dumps(out, indent=2) + "\n")
+    console.print(f"results: {root / 'results.json'}   ({out['seconds']:.0f} s)")
+    return out
