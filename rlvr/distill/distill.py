@@ -50,6 +50,7 @@ class DistillConfig(Config):
     max_concurrency: int = Field(8, ge=1, description="Requests in flight at once (HTTP teacher).")
     budget_tokens: int | None = Field(None, ge=1, description="Teacher tokens this run may spend; it stops cleanly and says so.")
     chunk: int = Field(32, ge=1, description="Problems sent per batch (progress and resumption granularity).")
+    cache_dir: str = Field("", description="Request cache (default: RUN_DIR/teacher_cache); share it to reuse answers.")
     seed: int = Field(0, description="Seed of the problem stream and of the teacher's sampling.")
 
 
@@ -83,7 +84,7 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
     env = make_env(cfg.env)
     stream = env.problems("train", cfg.seed)
     problems = [next(stream) for _ in range(cfg.problems)]
-    teacher = make_teacher(cfg, run_dir / "teacher_cache")
+    teacher = make_teacher(cfg, Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "teacher_cache")
     sampling = {"n": cfg.k, "temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens,
                 "seed": cfg.seed}
     provenance = {"teacher": cfg.teacher, "base_url": cfg.base_url or None, **sampling}

@@ -135,7 +135,8 @@ def main(cfg: CeilingConfig) -> dict[str, Any]:
         for filt in ("none", "correct"):
             summary = distill.main(distill.DistillConfig(
                 run_dir=str(root / f"distill-{filt}"), env=env_spec, problems=cfg.distill_problems, k=cfg.k,
-                filter=filt, teacher=server.name, base_url=server.url, max_tokens=32, seed=cfg.seed))
+                filter=filt, teacher=server.name, base_url=server.url, max_tokens=32, seed=cfg.seed,
+                cache_dir=str(root / "teacher_cache")))  # one set of teacher answers, two filters
             rows[f"student ({filt})"] = {"summary": summary, "generated": summary["teacher_tokens"]}
     console.print("[bold]3/4 fine-tuning the students[/]")
     for filt in ("none", "correct"):
