@@ -36,3 +36,41 @@ def test_distill_writes_a_dataset_and_resumes_from_the_cache(tmp_path):
     assert len(ds) == len(rows)
     again = main(cfg)  # a rerun (or a resumed kill) sends nothing that was answered
     assert again["cache_hits"] == 6 and again["kept"] == first["kept"]
+
+
+def test_killed_distill_resumes_without_resending_answered_requests(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_teacher import FakeServer
+
+    from rlvr.distill.distill import DistillConfig as Cfg
+
+    env = {"name": "arithmetic", "digits": 2, "ops": ["add"], "template": "{expr}"}
+    args = ["--problems=40", "--k=2", "--chunk=8", "--teacher=fake", "--max_tokens=8",
+            f"--run_dir={tmp_path / 'd'}", '--env={name: arithmetic, digits: 2, ops: [add], template: "{expr}"}']
+    with FakeServer(delay_s=0.01, hold_after=20) as server:
+        proc = subprocess.Popen([sys.executable, "-m", "rlvr.cli", "distill", f"--base_url={server.url}", *args],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 120
+            while not (sum(server.successes.values()) == 20 and server.held >= 1):
+                assert proc.poll() is None, proc.stderr.read()
+                assert time.monotonic() < deadline, "distill never reached the kill point"
+                time.sleep(0.05)
+            os.kill(proc.pid, signal.SIGKILL)  # killed mid-way, requests in flight
+            proc.wait(10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        server.hold_after = None
+        server.release.set()
+        summary = main(Cfg(run_dir=str(tmp_path / "d"), base_url=server.url, teacher="fake", problems=40, k=2,
+                           chunk=8, max_tokens=8, env=env))
+    assert summary["requests"] == 40 and summary["cache_hits"] >= 20
+    assert max(server.successes.values()) == 1  # no answered request was ever sent again
+    assert sum(server.successes.values()) == len(server.successes)
