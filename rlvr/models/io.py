@@ -10,10 +10,11 @@ ever reaches a hub: `local_files_only` is always set. Saves are atomic.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
 from rlvr.atomic import atomic_dir
@@ -44,11 +45,26 @@ def load_model(path: str | Path, device: str | torch.device | None = None,
     else:
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"{path}: no config.json, not a Hugging Face model directory")
-        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        tok = _load_tokenizer(path)
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return model.to(device=device, dtype=dtype), tok
+
+
+def _load_tokenizer(path: Path):
+    """The tokenizer saved in `path`, as it was saved.
+
+    AutoTokenizer picks the class from the *model's* config when the saved tokenizer is a
+    plain fast tokenizer: our char tokenizer in a Qwen2 checkpoint comes back as
+    Qwen2Tokenizer, whose own pre-tokenizer silently drops every space. A tokenizer
+    saved as a plain fast tokenizer is loaded as one.
+    """
+    cfg_path = path / "tokenizer_config.json"
+    saved = json.loads(cfg_path.read_text()).get("tokenizer_class") if cfg_path.exists() else None
+    if saved in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+        return PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
 def _load_gguf(path: Path):
