@@ -131,13 +131,18 @@ def main(cfg: CeilingConfig) -> dict[str, Any]:
                                        "teacher": {"metrics": teacher, "generated": _metric_sum(root / "teacher", "generated_tokens"),
                                                    "trained": _metric_sum(root / "teacher", "trained_tokens")}}
     console.print("[bold]2/4 distilling[/] over HTTP from `rlvr serve`")
+    summaries = {}
     with Served(teacher_model) as server:
         for filt in ("none", "correct"):
-            summary = distill.main(distill.DistillConfig(
+            summaries[filt] = distill.main(distill.DistillConfig(
                 run_dir=str(root / f"distill-{filt}"), env=env_spec, problems=cfg.distill_problems, k=cfg.k,
                 filter=filt, teacher=server.name, base_url=server.url, max_tokens=32, seed=cfg.seed,
                 cache_dir=str(root / "teacher_cache")))  # one set of teacher answers, two filters
-            rows[f"student ({filt})"] = {"summary": summary, "generated": summary["teacher_tokens"]}
+    # Both students read the same teacher samples (the second run is served from the
+    # cache), so each is charged the teacher tokens that produced them.
+    teacher_tokens = max(s["teacher_tokens"] for s in summaries.values())
+    for filt, summary in summaries.items():
+        rows[f"student ({filt})"] = {"summary": summary, "generated": teacher_tokens}
     console.print("[bold]3/4 fine-tuning the students[/]")
     for filt in ("none", "correct"):
         run_dir = root / f"sft-{filt}"
