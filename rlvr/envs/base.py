@@ -88,17 +88,23 @@ class ProceduralEnv(ABC):
         return self.check(problem, answer)
 
     def validate(self, n: int = 100) -> list[str]:
-        failures = []
-        for split in SPLITS:
-            stream = self.problems(split, seed=0)
-            for _ in range(n):
-                p = next(stream)
-                gold = format_answer(self.gold_text(p))
-                try:
-                    v = self.verify(p, gold)
-                except Exception as e:  # a crash on gold is a failure to report, not to hide
-                    failures.append(f"{p.id} ({split}): gold {gold!r} raised {e!r}")
-                    continue
-                if not (v.correct and v.reward == 1.0):
-                    failures.append(f"{p.id} ({split}): gold {gold!r} got {v}")
-        return failures
+        return check_golds(self, {split: n for split in SPLITS})
+
+
+def check_golds(env, counts: dict[str, int]) -> list[str]:
+    """Problems among the first counts[split] of each split whose gold answer, in the
+    agreed format, does not verify as correct with reward 1 (must be [])."""
+    failures = []
+    for split, n in counts.items():
+        stream = env.problems(split, seed=0)
+        for _ in range(n):
+            p = next(stream)
+            gold = format_answer(env.gold_text(p))
+            try:
+                v = env.verify(p, gold)
+            except Exception as e:  # a crash on gold is a failure to report, not to hide
+                failures.append(f"{p.id} ({split}): gold {gold!r} raised {e!r}")
+                continue
+            if not (v.correct and v.reward == 1.0):
+                failures.append(f"{p.id} ({split}): gold {gold!r} got {v}")
+    return failures

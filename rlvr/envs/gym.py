@@ -48,8 +48,9 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
+from rlvr.envs.base import check_golds
 from rlvr.types import Problem, Verdict
-from rlvr.verify.extract import extract_final, format_answer
+from rlvr.verify.extract import extract_final
 from rlvr.verify.math_equiv import VerifierError
 
 SPLITS = ("train", "eval")
@@ -188,20 +189,7 @@ class ReasoningGymEnv:
 
     def validate(self, n: int = 100) -> list[str]:
         """The first `n` problems of each split (eval: at most its size) whose gold does not score 1."""
-        failures = []
-        for split in SPLITS:
-            stream = self.problems(split, seed=0)
-            for _ in range(min(n, len(self.eval_set)) if split == "eval" else n):
-                p = next(stream)
-                gold = format_answer(self.gold_text(p))
-                try:
-                    v = self.verify(p, gold)
-                except Exception as e:  # a crash on gold is a failure to report, not to hide
-                    failures.append(f"{p.id} ({split}): gold {gold!r} raised {e!r}")
-                    continue
-                if not (v.correct and v.reward == 1.0):
-                    failures.append(f"{p.id} ({split}): gold {gold!r} scored {v.reward}")
-        return failures
+        return check_golds(self, {"train": n, "eval": min(n, len(self.eval_set))})
 
 
 def make_gym_env(spec: str | dict[str, Any]) -> ReasoningGymEnv:
