@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from rlvr.types import Problem, Verdict
 from rlvr.verify.extract import extract_final, format_answer
@@ -88,17 +89,15 @@ class ProceduralEnv(ABC):
         return self.check(problem, answer)
 
     def validate(self, n: int = 100) -> list[str]:
-        return check_golds(self, {split: n for split in SPLITS})
+        return check_golds(self, {split: itertools.islice(self.problems(split, seed=0), n) for split in SPLITS})
 
 
-def check_golds(env, counts: dict[str, int]) -> list[str]:
-    """Problems among the first counts[split] of each split whose gold answer, in the
-    agreed format, does not verify as correct with reward 1 (must be [])."""
+def check_golds(env, problems: dict[str, Iterable[Problem]]) -> list[str]:
+    """The problems (by split) whose gold answer, in the agreed format, does not verify
+    as correct with reward 1 (must be [])."""
     failures = []
-    for split, n in counts.items():
-        stream = env.problems(split, seed=0)
-        for _ in range(n):
-            p = next(stream)
+    for split, some in problems.items():
+        for p in some:
             gold = format_answer(env.gold_text(p))
             try:
                 v = env.verify(p, gold)

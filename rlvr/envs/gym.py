@@ -39,6 +39,8 @@ Run its tests: ``.venv/bin/python -m pytest tests/test_gym_env.py -q``.
 
 from __future__ import annotations
 
+import itertools
+
 import dataclasses
 import difflib
 import hashlib
@@ -189,7 +191,8 @@ class ReasoningGymEnv:
 
     def validate(self, n: int = 100) -> list[str]:
         """The first `n` problems of each split (eval: at most its size) whose gold does not score 1."""
-        return check_golds(self, {"train": n, "eval": min(n, len(self.eval_set))})
+        counts = {"train": n, "eval": min(n, len(self.eval_set))}
+        return check_golds(self, {s: itertools.islice(self.problems(s, seed=0), k) for s, k in counts.items()})
 
 
 def make_gym_env(spec: str | dict[str, Any]) -> ReasoningGymEnv:

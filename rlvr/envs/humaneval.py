@@ -32,10 +32,9 @@ import gzip
 import json
 import random
 
-from rlvr.envs.base import SPLITS, ProceduralEnv, split_of
+from rlvr.envs.base import SPLITS, ProceduralEnv, check_golds, split_of
 from rlvr.envs.pyfunc import code_from_answer, code_verdict, fenced
 from rlvr.types import Problem, Verdict
-from rlvr.verify.extract import format_answer
 from rlvr.verify.sandbox import run_tests
 
 TEMPLATE = ("Complete the following Python function.\n\n```python\n{prompt}```\n\n"
@@ -100,15 +99,4 @@ class HumanEval(ProceduralEnv):
 
     def validate(self, n: int = 100) -> list[str]:
         """Gold answers that fail, over the first `n` distinct tasks of each split (one sandbox run each)."""
-        failures = []
-        for split in SPLITS:
-            for p in self.split_tasks(split)[:n]:
-                gold = format_answer(self.gold_text(p))
-                try:
-                    v = self.verify(p, gold)
-                except Exception as e:  # a crash on gold is a failure to report, not to hide
-                    failures.append(f"{p.id} ({split}): gold raised {e!r}")
-                    continue
-                if not (v.correct and v.reward == 1.0):
-                    failures.append(f"{p.id} ({split}): gold got {v}")
-        return failures
+        return check_golds(self, {split: self.split_tasks(split)[:n] for split in SPLITS})
