@@ -109,7 +109,7 @@ def _greedy(model_dir):
 def _cfg(micro, data, run_dir, **kw):
     cfg = dict(run_dir=str(run_dir), model=str(micro), data=str(data), epochs=40, batch_size=8, lr=3e-3,
                warmup=5, max_length=64, pack=True, eval_env=ENV, eval_every=0, eval_problems=50,
-               eval_max_new_tokens=16, seed=0)
+               eval_max_new_tokens=16, eval_temperature=0.0, seed=0)
     return sft.SFTConfig(**{**cfg, **kw})
 
 
@@ -117,12 +117,13 @@ def test_sft_lowers_loss_and_raises_accuracy(micro, data, tmp_path):
     before = _greedy(micro)
     run = sft.main(_cfg(micro, data, tmp_path / "sft", eval_every=120))
     m = _metrics(run.dir)
-    assert m[-1]["loss"] < 0.3 * m[0]["loss"], (m[0]["loss"], m[-1]["loss"])
+    assert m[0]["step"] == 0 and "loss" not in m[0]  # the evaluation before training
+    assert m[-1]["loss"] < 0.3 * m[1]["loss"], (m[1]["loss"], m[-1]["loss"])
     for key in ("loss", "trained_tokens", "tokens_per_s", "step_time", "lr", "grad_norm"):
         assert key in m[-1]
     after = _greedy(last_model(run.dir))
     assert after > before + 0.4, (before, after)  # held-out problems: it learned to add, not the data
-    assert [r["step"] for r in m if "eval/arithmetic" in r] == [120, 240, 360]
+    assert [r["step"] for r in m if "eval/arithmetic" in r] == [0, 120, 240, 360]
     assert m[-1]["eval/arithmetic"] == pytest.approx(after)
     assert json.loads((run.dir / "eval.json").read_text())["metrics"]["arithmetic"]["pass@1"]["mean"] == after
 

@@ -31,8 +31,11 @@ from rlvr.atomic import write_text
 from rlvr.config import Config
 from rlvr.distill.teacher import BudgetExceeded, ChatRequest, HTTPTeacher, LocalTeacher, TeacherConfig
 from rlvr.envs import make_env
+from rlvr.models import count_parameters
 from rlvr.rollout import TRUNCATED
+from rlvr.compute import Totals
 from rlvr.types import Problem, Verdict
+from rlvr.verify.filters import FILTERS, keep
 
 
 class DistillConfig(Config):
@@ -40,7 +43,7 @@ class DistillConfig(Config):
     env: Any = Field("arithmetic", description="Environment spec whose train-split problems are distilled.")
     problems: int = Field(200, ge=1, description="Problems to ask the teacher about.")
     k: int = Field(4, ge=1, description="Solutions asked per problem.")
-    filter: Literal["none", "correct", "best_of_k"] = Field("correct", description="Which verified solutions to keep.")
+    filter: Literal[tuple(FILTERS)] = Field("correct", description="Which solutions to keep: none | correct | one_per_problem | shortest | best_of_k (see rlvr/verify/filters.py).")
     teacher: str = Field("teacher", description="Model name at --base_url, or a local checkpoint path when base_url is empty.")
     base_url: str = Field("", description="OpenAI-compatible endpoint root (e.g. http://127.0.0.1:8000/v1); empty: local teacher.")
     api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key.")
@@ -52,6 +55,7 @@ class DistillConfig(Config):
     chunk: int = Field(32, ge=1, description="Problems sent per batch (progress and resumption granularity).")
     cache_dir: str = Field("", description="Request cache (default: RUN_DIR/teacher_cache); share it to reuse answers.")
     seed: int = Field(0, description="Seed of the problem stream and of the teacher's sampling.")
+    teacher_params: int = Field(0, ge=0, description="The teacher's parameter count, for its FLOPs (0: unknown; a local teacher is counted).")
 
 
 def make_teacher(cfg: DistillConfig, cache_dir: Path):
@@ -66,18 +70,6 @@ def judge_text(env, problem: Problem, text: str, finish_reason: str) -> Verdict:
     return TRUNCATED if finish_reason == "length" else env.verify(problem, text)
 
 
-def keep(scored: list[tuple[str, Verdict]], how: str) -> list[tuple[str, Verdict]]:
-    """The solutions of one problem that the filter keeps (exact duplicates dropped)."""
-    unique = list({text: (text, v) for text, v in scored}.values())
-    if how == "none":
-        return unique
-    correct = [(t, v) for t, v in unique if v.correct]
-    if how == "correct":
-        return correct
-    best = max(unique, key=lambda tv: (tv[1].reward, -len(tv[0])), default=None)  # best_of_k
-    return [best] if best is not None and best[1].reward > 0 else []
-
-
 def main(cfg: DistillConfig) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -89,7 +81,11 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
                 "seed": cfg.seed}
     provenance = {"teacher": cfg.teacher, "base_url": cfg.base_url or None, **sampling}
     rows: list[dict[str, Any]] = []
-    counts = {"requests": 0, "cache_hits": 0, "generated": 0, "kept": 0, "rejected": 0}
+    counts = {"requests": 0, "cache_hits": 0, "generated": 0, "correct": 0, "kept": 0, "rejected": 0}
+    # What the data cost its teacher, cache hits included: a second filter over the same
+    # cached answers is charged the same tokens (compute.py); `spent_tokens` is what this run paid.
+    n_teacher = cfg.teacher_params or _local_params(teacher)
+    cost = Totals()
     stopped = None
     t0 = time.time()
     progress = Progress(TextColumn("[bold]distill"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -110,6 +106,9 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
                 scored = [(text, judge_text(env, problem, text, reason))
                           for text, reason in zip(result.texts, result.finish_reasons)]
                 counts["generated"] += len(scored)
+                counts["correct"] += sum(v.correct for _, v in scored)
+                cost.teacher_tokens += result.usage.get("completion_tokens", 0)
+                cost.teacher_flops += 2.0 * n_teacher * result.total_tokens
                 kept = keep(scored, cfg.filter)
                 counts["kept"] += len(kept)
                 counts["rejected"] += len(scored) - len(kept)
@@ -120,9 +119,18 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
                          for text, v in kept]
             progress.update(task, advance=len(chunk), counts=" ".join(f"{k}={v}" for k, v in counts.items()))
     write_text(run_dir / "data.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in rows))
-    summary = {**counts, "teacher_tokens": teacher.spent_tokens, "problems": len(problems), "filter": cfg.filter,
-               "seconds": time.time() - t0, "stopped": stopped, "data": str(run_dir / "data.jsonl")}
+    cost.wall_seconds = time.time() - t0
+    summary = {"command": "distill", **counts, "teacher_tokens": cost.teacher_tokens, "spent_tokens": teacher.spent_tokens,
+               "teacher_pass_rate": counts["correct"] / max(1, counts["generated"]), "teacher": cfg.teacher,
+               "teacher_params": n_teacher or None, "problems": len(problems), "filter": cfg.filter,
+               "seconds": cost.wall_seconds, "stopped": stopped, "data": str(run_dir / "data.jsonl"),
+               "compute": cost.as_dict(), "inherited": Totals().as_dict(), "total": cost.as_dict()}
     write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     if stopped:
         print(f"rlvr distill: stopped early, {stopped}; kept what was answered ({counts['kept']} rows)")
     return summary
+
+
+def _local_params(teacher) -> int:
+    engine = getattr(teacher, "engine", None)
+    return count_parameters(engine.model) if engine is not None else 0

@@ -37,6 +37,11 @@ class TrainBatch:
     def tokens(self) -> int:
         return int(self.mask.sum())
 
+    @property
+    def forward_tokens(self) -> int:
+        """Tokens a forward pass computes usefully: each distinct prompt once, plus the trained completion tokens."""
+        return int(self.prompt_valid.sum()) + self.tokens
+
 
 def make_batch(rollouts: list[Rollout], pad_id: int, device: torch.device | str = "cpu") -> TrainBatch:
     prompts, group, comps, masks, old, adv, versions = [], [], [], [], [], [], []

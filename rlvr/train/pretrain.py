@@ -20,6 +20,7 @@ from pydantic import Field
 from rlvr.config import Config
 from rlvr.envs import make_env
 from rlvr.models import build_tiny_model, count_parameters, load_model
+from rlvr.compute import Compute
 from rlvr.train.corpus import documents
 from rlvr.train.progress import StepBar
 from rlvr.train.run import Run
@@ -41,6 +42,7 @@ class PretrainConfig(Config):
     seed: int = Field(0, description="Seed of the model init and the corpus stream.")
     save_every: int = Field(0, ge=0, description="Checkpoint every N steps (0: only at the end).")
     resume: bool = Field(False, description="Continue the run in run_dir from its last checkpoint.")
+    tensorboard: bool = Field(False, description="Also write metrics as TensorBoard events in RUN_DIR/tensorboard.")
 
 
 def batch_tensors(texts: list[str], tok) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -50,7 +52,7 @@ def batch_tensors(texts: list[str], tok) -> tuple[torch.Tensor, torch.Tensor, to
 
 
 def main(cfg: PretrainConfig) -> Run:
-    run = Run(cfg.run_dir, cfg, resume=cfg.resume)
+    run = Run(cfg.run_dir, cfg, resume=cfg.resume, tensorboard=cfg.tensorboard)
     env = make_env(cfg.env)
     model, tok = build_tiny_model(cfg.preset, seed=cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
@@ -62,9 +64,12 @@ def main(cfg: PretrainConfig) -> Run:
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
         opt.load_state_dict(state["optimizer"])
         start = state["step"]
+    # Counted like any run's, but never inherited: the base is every regime's shared start.
+    compute = Compute(count_parameters(model), "pretrain")
+    if resumed:
+        compute.load_state(resumed[1]["compute"])
     # The stream is deterministic, so a resumed run skips what it already read.
     docs = itertools.islice(documents(env, tok, cfg.slip, cfg.seed), start * cfg.batch_size, None)
-    n_params = count_parameters(model)
     model.train()
     with StepBar("pretrain", cfg.steps, start) as bar:
         for step in range(start, cfg.steps):
@@ -78,13 +83,14 @@ def main(cfg: PretrainConfig) -> Run:
             opt.step()
             opt.zero_grad(set_to_none=True)
             tokens = int(attn.sum())
+            compute.trained(tokens)
             dt = time.perf_counter() - t0
             m = {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr_at(step, cfg.lr, cfg.warmup, cfg.steps),
-                 "tokens": tokens, "tokens_per_s": tokens / dt, "step_time": dt,
-                 "train_flops": 6.0 * n_params * tokens}
+                 "trained_tokens": tokens, "tokens_per_s": tokens / dt, "step_time": dt, **compute.metrics()}
             run.log(step + 1, m)
             bar.update(step + 1, loss=m["loss"])
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-                run.save(step + 1, model, tok, {"optimizer": opt.state_dict()})
-    run.save(cfg.steps, model, tok, {"optimizer": opt.state_dict()})
+                run.save(step + 1, model, tok, {"optimizer": opt.state_dict(), "compute": compute.state()})
+    run.save(cfg.steps, model, tok, {"optimizer": opt.state_dict(), "compute": compute.state()})
+    run.finish({"command": "pretrain", "steps": cfg.steps, **compute.summary()})
     return run

@@ -68,6 +68,9 @@ class Producer:
                 break
         stats = rollout_stats(generated)
         stats["groups_kept"] = len(kept) / max(1, len(generated))
+        # Compute spent, dropped groups included (see rlvr.compute).
+        stats["generated_tokens"] = sum(len(s.completion_ids) for r in generated for s in r.samples)
+        stats["prompt_tokens"] = sum(len(r.samples[0].prompt_ids) for r in generated if r.samples)
         stats.update(getattr(self.env, "stats", dict)())
         version = min((r.min_version for r in kept), default=self.engine.version)
         return Batch(index, kept[:self.prompts], version, time.perf_counter() - t0, stats)

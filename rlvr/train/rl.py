@@ -12,7 +12,6 @@ here. `max_staleness` > 0 lets generation run ahead of training (see producer.py
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any
 
@@ -20,13 +19,13 @@ import torch
 from pydantic import Field, field_validator
 
 from rlvr.algos import ADVANTAGES, AGG_WEIGHT, AGGREGATIONS, LOSSES, LossConfig, compute_advantages
-from rlvr.config import Config
 from rlvr.engine import TorchEngine
 from rlvr.envs import make_env
-from rlvr.eval import eval_problems, evaluate
 from rlvr.models import count_parameters, load_model
 from rlvr.models.forward import parts_of
 from rlvr.train.batch import make_batch, policy_logprobs
+from rlvr.compute import Compute, inherited_from
+from rlvr.train.evaluator import Evaluator, TrainerFields
 from rlvr.train.producer import Producer, RolloutQueue
 from rlvr.train.progress import StepBar
 from rlvr.train.run import Run, last_model
@@ -34,7 +33,7 @@ from rlvr.train.schedule import lr_at
 from rlvr.types import Rollout, Sampling
 
 
-class RLConfig(Config):
+class RLConfig(TrainerFields):
     run_dir: str = Field("runs/rl", description="Run directory (config, metrics, samples, checkpoints, eval).")
     model: str = Field("runs/demo/base", description="Starting model: HF dir, checkpoint, run dir or .gguf.")
     env: Any = Field("arithmetic", description="Environment spec: a name, 'name:key=value,...', or a mapping.")
@@ -59,8 +58,6 @@ class RLConfig(Config):
     micro_batch: int = Field(128, ge=1, description="Completions per forward/backward (gradient accumulation; memory and speed only).")
     drop_uniform_groups: bool = Field(False, description="DAPO dynamic sampling: drop groups whose rewards are all equal and draw more.")
     max_staleness: int = Field(0, ge=0, description="Policy versions a rollout may lag (0: synchronous, on-policy).")
-    eval_problems: int = Field(200, ge=0, description="Held-out problems evaluated at the end (0: skip).")
-    eval_samples: int = Field(16, ge=1, description="Samples per held-out problem for pass@k.")
     save_every: int = Field(50, ge=0, description="Checkpoint every N steps (0: only at the end).")
     keep_last: int = Field(2, ge=1, description="Checkpoints kept.")
     log_samples: int = Field(2, ge=0, description="Rollouts per step written to samples.jsonl.")
@@ -93,7 +90,7 @@ def train_on(rollouts: list[Rollout], model, parts, ref_parts, opt, cfg: RLConfi
     # A group cut to one sample (its others undecided by the verifier) has no baseline.
     rollouts = [r for r in rollouts if len(r.samples) > 1]
     if not rollouts:  # e.g. dynamic sampling found no group with a learning signal
-        return {"trained_tokens": 0, "updates": 0}
+        return {"trained_tokens": 0, "loss_tokens": 0, "updates": 0}
     compute_advantages(rollouts, cfg.advantage)
     loss_fn, lcfg, weigh = LOSSES[cfg.loss], loss_config(cfg), AGG_WEIGHT[cfg.agg]
     device = next(model.parameters()).device
@@ -108,6 +105,7 @@ def train_on(rollouts: list[Rollout], model, parts, ref_parts, opt, cfg: RLConfi
                 share = weigh(batch.mask) / max(total, 1.0)
                 logp, entropy = policy_logprobs(parts, batch, cfg.temperature)
                 ref_logp = None
+                sums["trained_tokens"] = sums.get("trained_tokens", 0.0) + batch.forward_tokens
                 if ref_parts is not None:
                     with torch.no_grad():
                         ref_logp, _ = policy_logprobs(ref_parts, batch, cfg.temperature, with_entropy=False)
@@ -116,14 +114,14 @@ def train_on(rollouts: list[Rollout], model, parts, ref_parts, opt, cfg: RLConfi
                 metrics["entropy"] = float((entropy * batch.mask).sum() / batch.mask.sum().clamp(min=1))
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v * share
-                sums["trained_tokens"] = sums.get("trained_tokens", 0.0) + batch.tokens
+                sums["loss_tokens"] = sums.get("loss_tokens", 0.0) + batch.tokens
             sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
             opt.step()
             opt.zero_grad(set_to_none=True)
             updates += 1
     out = {k: v / updates for k, v in sums.items()}
-    out["trained_tokens"], out["updates"] = sums["trained_tokens"], updates
+    out["trained_tokens"], out["loss_tokens"], out["updates"] = sums["trained_tokens"], sums["loss_tokens"], updates
     return out
 
 
@@ -132,17 +130,19 @@ def _split(rollouts: list[Rollout], size: int) -> list[list[Rollout]]:
 
 
 def _sample_rows(rollouts: list[Rollout], n: int) -> list[dict[str, Any]]:
-    return [{"problem": r.problem.id, "completion": s.text, "reward": v.reward, "correct": v.correct,
+    return [{"problem": r.problem.id, "prompt_tokens": len(s.prompt_ids), "tokens": len(s.completion_ids),
+             "completion": s.text, "reward": v.reward, "correct": v.correct,
              "parsed": v.parsed, "flags": sorted(v.flags), "advantage": a, "version": s.policy_version}
             for r in rollouts[:n] for s, v, a in zip(r.samples, r.verdicts, r.advantages or [])]
 
 
 def main(cfg: RLConfig) -> Run:
-    run = Run(cfg.run_dir, cfg, resume=cfg.resume)
+    run = Run(cfg.run_dir, cfg, resume=cfg.resume, tensorboard=cfg.tensorboard)
     env = make_env(cfg.env)
     resumed = run.resume_state() if cfg.resume else None
     start = resumed[1]["step"] if resumed else 0
     model, tok = load_model(resumed[0] if resumed else last_model(cfg.model))
+    compute = Compute(count_parameters(model), "rl", inherited_from(cfg.model))
     ref_parts = None
     if cfg.kl_coef > 0:  # the reference is always the starting model, also after a resume
         ref_model, _ = load_model(last_model(cfg.model))
@@ -152,14 +152,20 @@ def main(cfg: RLConfig) -> Run:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     if resumed:
         opt.load_state_dict(resumed[1]["optimizer"])
+        compute.load_state(resumed[1]["compute"])
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
     engine = TorchEngine(model, tok, version=start)
     producer = Producer(engine, env, cfg.prompts, cfg.group_size, sampling, cfg.seed, cfg.drop_uniform_groups)
     rollouts_q = RolloutQueue(producer, cfg.max_staleness, start=start, version=start)
-    n_params = count_parameters(model)
+    evaluator = Evaluator(cfg, run, cfg.env, model, tok, cfg.max_new_tokens, cfg.seed)
+    step = start
+    if start == 0 and cfg.eval_every:  # where the accuracy-against-compute curve starts
+        run.log(0, {**evaluator(0, compute), **compute.metrics()})
+    state = lambda: {"optimizer": opt.state_dict(), "compute": compute.state()}  # noqa: E731
     try:
         with StepBar("rl", cfg.steps, start) as bar:
-            for step in range(start, cfg.steps):
+            done = step >= cfg.steps
+            while not done:
                 t0 = time.perf_counter()
                 for g in opt.param_groups:
                     g["lr"] = lr_at(step, cfg.lr, cfg.warmup)
@@ -167,28 +173,29 @@ def main(cfg: RLConfig) -> Run:
                 t_wait = time.perf_counter() - t0
                 metrics = train_on(batch.rollouts, model, parts, ref_parts, opt, cfg, tok.pad_token_id)
                 rollouts_q.push_weights(model.state_dict(), step + 1)
+                step += 1
+                compute.generated(batch.stats.pop("prompt_tokens"), batch.stats["generated_tokens"])
+                compute.trained(metrics["trained_tokens"])  # prompts once per micro-batch + completions, all epochs
+                if ref_parts is not None:
+                    compute.forward_only(metrics["trained_tokens"])
                 dt = time.perf_counter() - t0
-                generated = sum(len(s.completion_ids) for r in batch.rollouts for s in r.samples)
                 metrics.update(batch.stats)
                 metrics.update({
                     "step_time": dt, "gen_time": batch.seconds, "wait_time": t_wait,
-                    "generated_tokens": generated, "tokens_per_s": generated / dt,
-                    "staleness": step - batch.version, "lr": opt.param_groups[0]["lr"],
-                    "train_flops": 6.0 * n_params * metrics["trained_tokens"],  # tokens summed over epochs
-                })
-                run.log(step + 1, metrics)
+                    "tokens_per_s": batch.stats["generated_tokens"] / dt,
+                    "staleness": step - 1 - batch.version, "lr": opt.param_groups[0]["lr"], **compute.metrics()})
+                done = step >= cfg.steps or bool(cfg.budget_flops and compute.total().flops >= cfg.budget_flops)
+                if done or evaluator.due(step):
+                    metrics.update(evaluator(step, compute, final=done))
+                run.log(step, metrics)
                 if cfg.log_samples:
-                    run.log_samples(step + 1, _sample_rows(batch.rollouts, cfg.log_samples))
-                bar.update(step + 1, reward=metrics["reward"], len=metrics["response_len"],
+                    run.log_samples(step, _sample_rows(batch.rollouts, cfg.log_samples))
+                bar.update(step, reward=metrics["reward"], len=metrics["response_len"],
                            ent=metrics.get("entropy", 0.0))
-                if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-                    run.save(step + 1, model, tok, {"optimizer": opt.state_dict()}, cfg.keep_last)
+                if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
+                    run.save(step, model, tok, state(), cfg.keep_last)
     finally:
         rollouts_q.close()
-    run.save(cfg.steps, model, tok, {"optimizer": opt.state_dict()}, cfg.keep_last)
-    if cfg.eval_problems:
-        engine.sync_weights(model.state_dict(), cfg.steps)
-        result = evaluate(engine, env, eval_problems(env, cfg.eval_problems), cfg.eval_samples,
-                          [1, cfg.eval_samples], dataclasses.replace(sampling, seed=cfg.seed))
-        run.write_json("eval.json", {"model": str(run.dir / "checkpoints" / "last" / "model"), "metrics": result})
+    run.save(step, model, tok, state(), cfg.keep_last)
+    run.finish({"command": "rl", "steps": step, **compute.summary(), "final": evaluator.last})
     return run

@@ -2,15 +2,18 @@
 
     runs/NAME/
       config.yaml          the whole resolved config
-      metrics.jsonl        one JSON object per step
+      metrics.jsonl        one JSON object per step (with cumulative `compute/...` keys)
       samples.jsonl        a sample of rollouts with verdicts
+      evals.jsonl          one line per evaluation: step, compute so far, metrics
       checkpoints/step_N/  HF format + trainer_state.pt, written atomically
       checkpoints/last     symlink to the newest checkpoint
-      eval.json
+      eval.json            the final evaluation
+      summary.json         what the run spent (own, inherited, total) and its final numbers
+      tensorboard/         the metrics as TensorBoard events (with --tensorboard)
 
 A run resumes from `checkpoints/last`: `Run.resume_state()` gives back the trainer
-state and trims `metrics.jsonl` to the checkpoint's step, so a killed run continues
-as if it had never stopped.
+state and trims the JSONL logs to the checkpoint's step, so a killed run continues
+as if it had never stopped (TensorBoard events past it are purged too).
 """
 
 from __future__ import annotations
@@ -29,8 +32,11 @@ from rlvr.config import Config, to_yaml
 from rlvr.models.io import save_model
 
 
+LOGS = ("metrics.jsonl", "samples.jsonl", "evals.jsonl")
+
+
 class Run:
-    def __init__(self, run_dir: str | Path, cfg: Config, resume: bool = False):
+    def __init__(self, run_dir: str | Path, cfg: Config, resume: bool = False, tensorboard: bool = False):
         self.dir = Path(run_dir)
         self.ckpt_dir = self.dir / "checkpoints"
         if self.dir.exists() and any(self.dir.iterdir()) and not resume and (self.dir / "metrics.jsonl").exists():
@@ -39,16 +45,40 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         write_text(self.dir / "config.yaml", to_yaml(cfg))
         self.started = time.time()
+        self.tensorboard, self._tb, self._resumed_at = tensorboard, None, None
 
     # -- logging -------------------------------------------------------------------
     def log(self, step: int, metrics: dict[str, Any]) -> None:
-        with open(self.dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.append("metrics.jsonl", {"step": step, **metrics})
+        if self.tensorboard:
+            self._board(step, metrics)
+
+    def append(self, name: str, row: dict[str, Any]) -> None:
+        with open(self.dir / name, "a") as f:
+            f.write(json.dumps(row, default=str) + "\n")
+
+    def _board(self, step: int, metrics: dict[str, Any]) -> None:
+        if self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ImportError("--tensorboard needs the tensorboard package: pip install 'rlvr[tensorboard]'") from None
+            # A resumed run overwrites what the killed one logged after its checkpoint.
+            self._tb = SummaryWriter(str(self.dir / "tensorboard"), purge_step=self._resumed_at)
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self._tb.add_scalar(key, value, step)
+
+    def finish(self, summary: dict[str, Any]) -> Path:
+        """Write summary.json and flush TensorBoard: the last thing a trainer does."""
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        return self.write_json("summary.json", {**summary, "wall_seconds": time.time() - self.started})
 
     def log_samples(self, step: int, rows: list[dict[str, Any]]) -> None:
-        with open(self.dir / "samples.jsonl", "a") as f:
-            for r in rows:
-                f.write(json.dumps({"step": step, **r}, default=str) + "\n")
+        for r in rows:
+            self.append("samples.jsonl", {"step": step, **r})
 
     def write_json(self, name: str, obj: Any) -> Path:
         write_json(self.dir / name, obj)
@@ -79,11 +109,12 @@ class Run:
             return None
         state = torch.load(ckpts[-1] / "trainer_state.pt", weights_only=False)
         _set_rng_state(state["rng"])
-        self._trim_metrics(state["step"])
+        self._trim_logs(state["step"])
+        self._resumed_at = state["step"] + 1
         return ckpts[-1] / "model", state
 
-    def _trim_metrics(self, step: int) -> None:
-        for name in ("metrics.jsonl", "samples.jsonl"):
+    def _trim_logs(self, step: int) -> None:
+        for name in LOGS:
             path = self.dir / name
             if path.exists():
                 keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]

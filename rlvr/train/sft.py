@@ -30,27 +30,23 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from rlvr.config import Config
-from rlvr.engine import TorchEngine
-from rlvr.envs import make_env
-from rlvr.eval import eval_problems, evaluate
 from rlvr.models import count_parameters, load_model
 from rlvr.models.forward import forward, parts_of
-from rlvr.train.schedule import lr_at
+from rlvr.compute import Compute, inherited_from
+from rlvr.train.evaluator import Evaluator, TrainerFields
 from rlvr.train.progress import StepBar
 from rlvr.train.run import Run, last_model
-from rlvr.types import Sampling
+from rlvr.train.schedule import lr_at
 
 ROLES = {"system", "user", "assistant", "tool"}
 
 
-class SFTConfig(Config):
+class SFTConfig(TrainerFields):
     run_dir: str = Field("runs/sft", description="Run directory (config, metrics, checkpoints, eval).")
     model: str = Field("runs/demo/base", description="Starting model: HF dir, checkpoint, run dir or .gguf.")
     data: str = Field("data/sft.jsonl", description='JSONL, a line a conversation: {"messages": [{"role", "content"}, ...]}.')
@@ -63,10 +59,6 @@ class SFTConfig(Config):
     grad_clip: float = Field(1.0, gt=0, description="Gradient norm clip.")
     max_length: int = Field(1024, ge=2, description="Token limit of a conversation (and of a packed row).")
     pack: bool = Field(False, description="Pack conversations into rows of max_length with block-diagonal attention.")
-    eval_env: Any = Field(None, description="Environment evaluated greedily every eval_every steps and at the end (None: none).")
-    eval_every: int = Field(0, ge=0, description="Evaluate every N steps (0: only at the end).")
-    eval_problems: int = Field(100, ge=1, description="Held-out problems per evaluation.")
-    eval_max_new_tokens: int = Field(64, ge=1, description="Completion token limit during evaluation.")
     save_every: int = Field(0, ge=0, description="Checkpoint every N steps (0: only at the end).")
     keep_last: int = Field(2, ge=1, description="Checkpoints kept.")
     seed: int = Field(0, description="Seed of the data order.")
@@ -183,10 +175,12 @@ def loss_sum(parts, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
 
 # -- the loop --------------------------------------------------------------------------
 def main(cfg: SFTConfig) -> Run:
-    run = Run(cfg.run_dir, cfg, resume=cfg.resume)
+    run = Run(cfg.run_dir, cfg, resume=cfg.resume, tensorboard=cfg.tensorboard)
     resumed = run.resume_state() if cfg.resume else None
     start = resumed[1]["step"] if resumed else 0
     model, tok = load_model(resumed[0] if resumed else last_model(cfg.model))
+    # Charged: whatever produced the starting model and the data (e.g. a teacher's tokens).
+    compute = Compute(count_parameters(model), "sft", inherited_from(cfg.model, cfg.data))
     device = next(model.parameters()).device
     rows = make_rows(load_conversations(cfg.data, tok, cfg.max_length), cfg.pack, cfg.max_length, cfg.seed)
     per_epoch = -(-len(rows) // cfg.batch_size)
@@ -196,10 +190,9 @@ def main(cfg: SFTConfig) -> Run:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     if resumed:
         opt.load_state_dict(resumed[1]["optimizer"])
-    env = make_env(cfg.eval_env) if cfg.eval_env is not None else None
-    engine = TorchEngine(model, tok, version=start) if env is not None else None
-    problems = eval_problems(env, cfg.eval_problems) if env is not None else []
-    n_params = count_parameters(model)
+        compute.load_state(resumed[1]["compute"])
+    evaluator = Evaluator(cfg, run, None, model, tok, seed=cfg.seed)
+    state = lambda: {"optimizer": opt.state_dict(), "compute": compute.state()}  # noqa: E731
 
     def batch_at(step: int) -> list[list[Example]]:
         # The order of an epoch depends only on (seed, epoch), so a resumed run reads
@@ -209,14 +202,11 @@ def main(cfg: SFTConfig) -> Run:
         random.Random(f"sft/{cfg.seed}/{epoch}").shuffle(order)
         return [rows[j] for j in order[i * cfg.batch_size:(i + 1) * cfg.batch_size]]
 
-    def greedy_accuracy(step: int) -> dict[str, Any]:
-        engine.sync_weights(model.state_dict(), step)
-        greedy = Sampling(temperature=0.0, max_new_tokens=cfg.eval_max_new_tokens)
-        return evaluate(engine, env, problems, 1, [1], greedy, greedy=False)
-
-    result = None
+    step, done = start, start >= total
+    if start == 0 and cfg.eval_every:  # where the accuracy-against-compute curve starts
+        run.log(0, {**evaluator(0, compute), **compute.metrics()})
     with StepBar("sft", total, start) as bar:
-        for step in range(start, total):
+        while not done:
             t0 = time.perf_counter()
             lr = lr_at(step, cfg.lr, cfg.warmup, total)
             for g in opt.param_groups:
@@ -228,20 +218,20 @@ def main(cfg: SFTConfig) -> Run:
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
-            dt = time.perf_counter() - t0
+            step += 1
             seen = int((batch["seg"] > 0).sum())
-            m = {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr, "epoch": step // per_epoch,
-                 "trained_tokens": n_tokens, "tokens": seen, "tokens_per_s": seen / dt, "step_time": dt,
-                 "train_flops": 6.0 * n_params * seen}
-            last = step + 1 == total
-            if env is not None and (last or (cfg.eval_every and (step + 1) % cfg.eval_every == 0)):
-                result = greedy_accuracy(step + 1)
-                m.update({f"eval/{name}": r["pass@1"]["mean"] for name, r in result.items()})
-            run.log(step + 1, m)
-            bar.update(step + 1, loss=m["loss"], **{k: v for k, v in m.items() if k.startswith("eval/")})
-            if cfg.save_every and (step + 1) % cfg.save_every == 0 and not last:
-                run.save(step + 1, model, tok, {"optimizer": opt.state_dict()}, cfg.keep_last)
-    run.save(total, model, tok, {"optimizer": opt.state_dict()}, cfg.keep_last)
-    if result is not None:
-        run.write_json("eval.json", {"model": str(run.dir / "checkpoints" / "last" / "model"), "metrics": result})
+            compute.trained(seen)
+            dt = time.perf_counter() - t0
+            m = {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr, "epoch": (step - 1) // per_epoch,
+                 "loss_tokens": n_tokens, "trained_tokens": seen, "tokens_per_s": seen / dt, "step_time": dt,
+                 **compute.metrics()}
+            done = step >= total or bool(cfg.budget_flops and compute.total().flops >= cfg.budget_flops)
+            if done or evaluator.due(step):
+                m.update(evaluator(step, compute, final=done))
+            run.log(step, m)
+            bar.update(step, loss=m["loss"], **{k: v for k, v in m.items() if k.count("/") == 1 and k.startswith("eval/")})
+            if cfg.save_every and step % cfg.save_every == 0 and not done:
+                run.save(step, model, tok, state(), cfg.keep_last)
+    run.save(step, model, tok, state(), cfg.keep_last)
+    run.finish({"command": "sft", "steps": step, "data": cfg.data, **compute.summary(), "final": evaluator.last})
     return run

@@ -1,0 +1,95 @@
+"""Evaluation during training, the same way in every trainer, with the compute it took to get there.
+
+`TrainerFields` are the keys every trainer shares (evaluation, compute budget,
+TensorBoard); each trainer's config inherits them, so they are documented once.
+`Evaluator` evaluates the live model on a fixed held-out set (the first
+`eval_problems` of the eval split, the same for every run and every evaluation) and
+appends one line to `evals.jsonl`: the step, the run's cumulative compute at that
+moment (see rlvr/compute.py) and the full metrics of `rlvr.eval.evaluate`. These lines are
+what `rlvr compare` plots accuracy against compute from. The final evaluation may
+draw more samples (`final_eval_samples`, e.g. 64 for pass@k curves) and is also
+written to `eval.json`.
+
+The evaluator samples from its own copy of the weights, so evaluating never races a
+background rollout producer that shares the trainer's engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from rlvr.config import Config
+from rlvr.engine import TorchEngine
+from rlvr.envs import make_env
+from rlvr.eval import eval_problems, evaluate
+from rlvr.compute import Compute
+from rlvr.train.run import Run
+from rlvr.types import Sampling
+
+
+class TrainerFields(Config):
+    eval_env: Any = Field(None, description="Environment to evaluate on (None: the training environment; sft: no evaluation).")
+    eval_every: int = Field(0, ge=0, description="Evaluate every N steps (rs: rounds) during training; 0: only at the end.")
+    eval_problems: int = Field(200, ge=0, description="Held-out problems per evaluation (0: no evaluation).")
+    eval_samples: int = Field(16, ge=1, description="Samples per held-out problem at eval_temperature (pass@1 is their mean).")
+    final_eval_samples: int = Field(0, ge=0, description="Samples per problem at the final evaluation (0: eval_samples; 64 draws pass@k curves to k=64).")
+    eval_temperature: float = Field(1.0, ge=0, description="Sampling temperature of evaluations (greedy accuracy is always reported beside).")
+    eval_max_new_tokens: int = Field(0, ge=0, description="Completion token limit during evaluation (0: the trainer's own limit, or 64).")
+    budget_flops: float = Field(0.0, ge=0, description="Stop once the run's total FLOPs (inherited included, see rlvr/compute.py) reach this (0: no budget).")
+    tensorboard: bool = Field(False, description="Also write metrics as TensorBoard events in RUN_DIR/tensorboard.")
+
+
+def powers_of_two(n: int) -> list[int]:
+    return [1 << i for i in range(n.bit_length()) if 1 << i <= n]
+
+
+class Evaluator:
+    def __init__(self, cfg: TrainerFields, run: Run, env_spec: Any, model, tok, max_new_tokens: int = 64,
+                 seed: int = 0):
+        spec = cfg.eval_env if cfg.eval_env is not None else env_spec
+        self.cfg, self.run, self.model, self.tok = cfg, run, model, tok
+        self.enabled = spec is not None and cfg.eval_problems > 0
+        self.env = make_env(spec) if self.enabled else None
+        self.problems = eval_problems(self.env, cfg.eval_problems, seed) if self.enabled else []
+        self.max_new_tokens = cfg.eval_max_new_tokens or max_new_tokens
+        self.seed = seed
+        self._engine: TorchEngine | None = None
+        self.last: dict[str, Any] | None = None
+
+    def due(self, step: int) -> bool:
+        return self.enabled and self.cfg.eval_every > 0 and step % self.cfg.eval_every == 0
+
+    def __call__(self, step: int, compute: Compute, final: bool = False) -> dict[str, float]:
+        """Evaluate the live model; log to evals.jsonl (and eval.json when final); flat metrics back."""
+        if not self.enabled:
+            return {}
+        if self._engine is None:
+            self._engine = TorchEngine(self.model, self.tok, version=step)
+        self._engine.sync_weights(self.model.state_dict(), step)
+        samples = (self.cfg.final_eval_samples or self.cfg.eval_samples) if final else self.cfg.eval_samples
+        sampling = Sampling(temperature=self.cfg.eval_temperature, max_new_tokens=self.max_new_tokens, seed=self.seed)
+        greedy = self.cfg.eval_temperature > 0  # else the samples are the greedy answers already
+        samples = samples if greedy else 1
+        result = evaluate(self._engine, self.env, self.problems, samples, powers_of_two(samples), sampling, greedy)
+        snapshot = compute.total().as_dict()
+        self.run.append("evals.jsonl", {"step": step, "final": final, "compute": snapshot, "metrics": result})
+        if final:
+            self.run.write_json("eval.json", {"model": str(self.run.dir / "checkpoints" / "last" / "model"),
+                                              "step": step, "compute": snapshot, "metrics": result})
+        self.last = result
+        return flat(result)
+
+
+def flat(result: dict[str, Any]) -> dict[str, float]:
+    """`eval/ENV` (pass@1), `eval/ENV/greedy` and `eval/ENV/pass@K` at the largest K, per env."""
+    out = {}
+    for name, m in result.items():
+        out[f"eval/{name}"] = m["pass@1"]["mean"]
+        if "greedy" in m:
+            out[f"eval/{name}/greedy"] = m["greedy"]["mean"]
+        ks = [int(k.split("@")[1]) for k in m if k.startswith("pass@")]
+        if max(ks) > 1:
+            out[f"eval/{name}/pass@{max(ks)}"] = m[f"pass@{max(ks)}"]["mean"]
+    return out
