@@ -5,13 +5,16 @@ client) talk to a local model: `GET /v1/models`, `POST /v1/chat/completions` (me
 go through the tokenizer's chat template) and `POST /v1/completions`, with `n`,
 `temperature`, `top_p`, `max_tokens`, `stop`, `seed`, `logprobs`, `stream` and `usage`.
 
-One background thread owns the engine and drains a queue: requests that arrive within
-`batch_wait_ms` of each other and share sampling parameters are decoded in one
-`generate` call, so concurrent clients share the GPU/CPU instead of queueing behind
-each other. A request with a `seed` is generated alone, so the same seed gives the
-same samples whatever else is in flight. Stop strings are applied after generation
-(the text is cut at the first one) and streaming sends the finished completion in
-per-token chunks: simple, and exact, at the price of decoding up to `max_tokens`.
+One background thread owns the engine and drains a queue (`batcher.py`): requests
+that arrive within `batch_wait_ms` of each other and share sampling parameters are
+decoded in one `generate` call, so concurrent clients share the GPU/CPU instead of
+queueing behind each other. A request with a `seed` is generated alone, so the same
+seed gives the same samples whatever else is in flight. Stop strings are applied
+after generation (the text is cut at the first one) and streaming sends the finished
+completion in per-token chunks: simple, and exact, at the price of decoding up to
+`max_tokens`. The request bodies, the error shape and the JSON of a choice live in
+`openai_schema.py`; this file holds the config, the routes, the auth and body-size
+guard, and `main`.
 
 Bad requests get a 4xx in OpenAI's error shape and the server keeps serving. It binds
 127.0.0.1 unless told otherwise; `api_key_env` names an environment variable holding
@@ -27,19 +30,18 @@ import asyncio
 import hmac
 import json
 import logging
-import math
 import os
-import queue
-import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional, Union
+from typing import ClassVar, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from rlvr.config import Config
+from rlvr.distill.batcher import Batcher
+from rlvr.distill.openai_schema import (APIError, ChatRequest, Choice, ChoiceDecoder, CompletionRequest, RequestBase,
+                                        chat_logprobs, completion_logprobs, error_body, sse)
 from rlvr.types import Sample, Sampling
 
 log = logging.getLogger("rlvr.serve")
@@ -59,249 +61,6 @@ class ServeConfig(Config):
     max_tokens_limit: int = Field(4096, ge=1, description="Largest max_tokens a request may ask for.")
     max_n: int = Field(64, ge=1, description="Largest n (completions per prompt) a request may ask for.")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body accepted (bytes).")
-
-
-# --------------------------------------------------------------------------- errors
-
-class APIError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 type_: str = "invalid_request_error"):
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.type = status, message, param, code, type_
-
-
-def error_body(message: str, param: str | None = None, code: str | None = None,
-               type_: str = "invalid_request_error") -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
-
-
-# --------------------------------------------------------------------------- requests
-
-class _Strict(BaseModel):
-    # strict: "3" is not an int and true is not a number; unknown fields are ignored as
-    # OpenAI-compatible servers do (clients send e.g. `user`, `logit_bias`).
-    model_config = ConfigDict(strict=True, extra="ignore")
-
-
-class TextPart(_Strict):
-    type: Literal["text"]
-    text: str
-
-
-class ChatMessage(_Strict):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: Union[str, list[TextPart], None] = None
-
-    def text(self) -> str:
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(p.text for p in self.content)
-
-
-class StreamOptions(_Strict):
-    include_usage: bool = False
-
-
-class _Common(_Strict):
-    model: str
-    n: int = Field(1, ge=1)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_tokens: Optional[int] = Field(None, ge=1)
-    stop: Union[str, list[str], None] = None
-    seed: Optional[int] = None
-    stream: bool = False
-    stream_options: Optional[StreamOptions] = None
-
-    def stops(self) -> list[str]:
-        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        if len(stops) > 4 or any(not s for s in stops):
-            raise APIError(400, "stop: at most 4 non-empty strings", "stop")
-        return stops
-
-
-class ChatRequest(_Common):
-    messages: list[ChatMessage] = Field(..., min_length=1)
-    max_completion_tokens: Optional[int] = Field(None, ge=1)
-    logprobs: bool = False
-    top_logprobs: Optional[int] = Field(None, ge=0, le=20)
-
-
-class CompletionRequest(_Common):
-    prompt: Union[str, list[str]]
-    max_tokens: Optional[int] = Field(16, ge=1)  # OpenAI's default for completions
-    logprobs: Optional[int] = Field(None, ge=0, le=5)
-    echo: bool = False
-
-
-# --------------------------------------------------------------------------- batching
-
-@dataclass
-class _Job:
-    prompts: list[list[int]]
-    n: int
-    sampling: Sampling
-    done: Any  # callable(result | exception), thread-safe
-    key: tuple = field(default=())
-
-
-class Batcher:
-    """One thread owns the engine; requests that arrive together and share sampling
-    parameters become one `generate` call. `calls` counts those calls."""
-
-    def __init__(self, engine, max_batch: int, wait_s: float):
-        self.engine, self.max_batch, self.wait_s = engine, max_batch, wait_s
-        self.calls = 0
-        self._q: queue.Queue[_Job | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="rlvr-serve-engine", daemon=True)
-        self._thread.start()
-
-    def submit(self, prompts: list[list[int]], n: int, sampling: Sampling, done) -> None:
-        # A seeded job is alone in its group: a shared generator would make its samples
-        # depend on whatever else is in the batch.
-        key = (sampling, object()) if sampling.seed is not None else (sampling,)
-        self._q.put(_Job(prompts, n, sampling, done, key))
-
-    def close(self) -> None:
-        self._q.put(None)
-        self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while True:
-            job = self._q.get()
-            if job is None:
-                return
-            jobs, size = [job], len(job.prompts) * job.n
-            deadline = time.monotonic() + self.wait_s
-            stop = False
-            while size < self.max_batch:
-                try:
-                    more = self._q.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                jobs.append(more)
-                size += len(more.prompts) * more.n
-            groups: dict[tuple, list[_Job]] = {}
-            for j in jobs:
-                groups.setdefault(j.key, []).append(j)
-            for group in groups.values():
-                self._run(group)
-            if stop:
-                return
-
-    def _run(self, group: list[_Job]) -> None:
-        try:
-            ns = {j.n for j in group}
-            prompts = [p for j in group for p in j.prompts]
-            if len(ns) == 1:
-                n = ns.pop()
-                flat = self._generate(prompts, n, group[0].sampling)
-                results, at = [], 0
-                for j in group:
-                    results.append(flat[at:at + len(j.prompts)])
-                    at += len(j.prompts)
-            else:
-                # Different n: one row per completion (each prompt repeated n times).
-                rows = [p for j in group for p in j.prompts for _ in range(j.n)]
-                flat = [g[0] for g in self._generate(rows, 1, group[0].sampling)]
-                results, at = [], 0
-                for j in group:
-                    results.append([flat[at + i * j.n: at + (i + 1) * j.n] for i in range(len(j.prompts))])
-                    at += len(j.prompts) * j.n
-        except Exception as e:  # the engine's failure is every request's failure, not the server's
-            log.exception("generate failed")
-            for j in group:
-                j.done(e)
-            return
-        for j, r in zip(group, results):
-            j.done(r)
-
-    def _generate(self, prompts, n, sampling) -> list[list[Sample]]:
-        self.calls += 1
-        return self.engine.generate(prompts, n, sampling)
-
-
-# --------------------------------------------------------------------------- completions to JSON
-
-def _finite(x: float) -> float:
-    return x if math.isfinite(x) else -9999.0
-
-
-@dataclass
-class _Choice:
-    text: str
-    finish_reason: str
-    tokens: list[str]          # visible tokens (trailing EOS and tokens past a stop string dropped)
-    logprobs: list[float]
-    pieces: list[str]          # text split by token: "".join(pieces) == text
-    completion_tokens: int
-
-
-class _Decoder:
-    def __init__(self, tok):
-        self.tok = tok
-        self.special = set(getattr(tok, "all_special_ids", []) or [])
-
-    def choice(self, s: Sample, stops: list[str], detail: bool) -> _Choice:
-        text, reason = s.text, s.finish_reason
-        cut = min((i for i in (text.find(x) for x in stops) if i >= 0), default=-1)
-        if not detail and cut < 0:
-            return _Choice(text, reason, [], [], [text], len(s.completion_ids))
-        ids = list(s.completion_ids)
-        lps = list(s.logprobs)
-        while ids and ids[-1] in self.special:  # the EOS that ended it is not content
-            ids.pop()
-            lps.pop()
-        ends = self._ends(ids, text)
-        if cut >= 0:
-            text, reason = text[:cut], "stop"
-            keep = sum(1 for j in range(len(ids)) if (ends[j - 1] if j else 0) < cut)
-            ids, lps, ends = ids[:keep], lps[:keep], [min(e, cut) for e in ends[:keep]]
-        if ends:
-            ends[-1] = len(text)
-        starts = [0] + ends[:-1]
-        pieces = [text[a:b] for a, b in zip(starts, ends)] or [text]
-        tokens = [self.tok.decode([i]) for i in ids]
-        used = len(ids) if cut >= 0 else len(s.completion_ids)
-        return _Choice(text, reason, tokens, [_finite(x) for x in lps], pieces, used)
-
-    def _ends(self, ids: list[int], text: str) -> list[int]:
-        """End offset in `text` of each token, monotone and within the text."""
-        singles = [self.tok.decode([i], skip_special_tokens=True) for i in ids]
-        if "".join(singles) == text:  # char and byte-level tokenizers: cheap
-            ends, at = [], 0
-            for p in singles:
-                at += len(p)
-                ends.append(at)
-            return ends
-        ends, last = [], 0  # otherwise decode each prefix (sentencepiece spaces, split UTF-8)
-        for j in range(len(ids)):
-            last = min(max(last, len(self.tok.decode(ids[:j + 1], skip_special_tokens=True))), len(text))
-            ends.append(last)
-        return ends
-
-
-def _chat_logprobs(tokens: list[str], lps: list[float]) -> dict[str, Any]:
-    return {"content": [{"token": t, "logprob": lp, "bytes": list(t.encode("utf-8")), "top_logprobs": []}
-                        for t, lp in zip(tokens, lps)]}
-
-
-def _completion_logprobs(tokens: list[str], lps: list[float], pieces: list[str]) -> dict[str, Any]:
-    offsets, at = [], 0
-    for p in pieces:
-        offsets.append(at)
-        at += len(p)
-    return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": [{} for _ in tokens],
-            "text_offset": offsets[:len(tokens)]}
-
-
-def _sse(obj: Any) -> str:
-    return f"data: {json.dumps(obj)}\n\n"
 
 
 # --------------------------------------------------------------------------- the app
@@ -326,7 +85,7 @@ def make_app(model, tok, cfg: ServeConfig):
     context = int(getattr(model.config, "max_position_embeddings", 0) or 0) or None
     engine = TorchEngine(model, tok, max_batch=cfg.max_batch)
     batcher = Batcher(engine, cfg.max_batch, cfg.batch_wait_ms / 1000)
-    decoder = _Decoder(tok)
+    decoder = ChoiceDecoder(tok)
     created = int(time.time())
 
     @asynccontextmanager
@@ -369,7 +128,7 @@ def make_app(model, tok, cfg: ServeConfig):
 
     # ---- shared request handling
 
-    def check(req: _Common, prompt_lens: list[int], max_tokens: int | None) -> Sampling:
+    def check(req: RequestBase, prompt_lens: list[int], max_tokens: int | None) -> Sampling:
         if req.model != name:
             raise APIError(404, f"the model {req.model!r} does not exist; this server serves {name!r}",
                            "model", "model_not_found")
@@ -399,7 +158,7 @@ def make_app(model, tok, cfg: ServeConfig):
         batcher.submit(prompts, n, sampling, lambda r: loop.call_soon_threadsafe(settle, r))
         return await fut
 
-    def usage(prompt_lens, choices: list[_Choice]) -> dict[str, int]:
+    def usage(prompt_lens, choices: list[Choice]) -> dict[str, int]:
         p, c = sum(prompt_lens), sum(ch.completion_tokens for ch in choices)
         return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
@@ -438,14 +197,14 @@ def make_app(model, tok, cfg: ServeConfig):
                        "choices": choices_}
                 if include_usage:
                     out["usage"] = usage_
-                return _sse(out)
+                return sse(out)
 
             async def events():
                 for i, ch in enumerate(choices):
                     yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""},
                                   "logprobs": None, "finish_reason": None}])
                     for j, piece in enumerate(ch.pieces):
-                        lp = _chat_logprobs(ch.tokens[j:j + 1], ch.logprobs[j:j + 1]) if req.logprobs else None
+                        lp = chat_logprobs(ch.tokens[j:j + 1], ch.logprobs[j:j + 1]) if req.logprobs else None
                         yield chunk([{"index": i, "delta": {"content": piece}, "logprobs": lp, "finish_reason": None}])
                     yield chunk([{"index": i, "delta": {}, "logprobs": None, "finish_reason": ch.finish_reason}])
                 if include_usage:
@@ -456,7 +215,7 @@ def make_app(model, tok, cfg: ServeConfig):
         return {
             "id": rid, "object": "chat.completion", "created": now, "model": name,
             "choices": [{"index": i, "message": {"role": "assistant", "content": ch.text},
-                         "logprobs": _chat_logprobs(ch.tokens, ch.logprobs) if req.logprobs else None,
+                         "logprobs": chat_logprobs(ch.tokens, ch.logprobs) if req.logprobs else None,
                          "finish_reason": ch.finish_reason} for i, ch in enumerate(choices)],
             "usage": use,
         }
@@ -479,11 +238,11 @@ def make_app(model, tok, cfg: ServeConfig):
         use = usage(lens, choices)
         # usage counts each prompt once per request (as OpenAI does), completions all
 
-        def lp(ch: _Choice, j: slice | None = None):
+        def lp(ch: Choice, j: slice | None = None):
             if req.logprobs is None:
                 return None
             if j is None:
-                return _completion_logprobs(ch.tokens, ch.logprobs, ch.pieces)
+                return completion_logprobs(ch.tokens, ch.logprobs, ch.pieces)
             return {"tokens": ch.tokens[j], "token_logprobs": ch.logprobs[j],
                     "top_logprobs": [{} for _ in ch.tokens[j]], "text_offset": []}
 
@@ -494,7 +253,7 @@ def make_app(model, tok, cfg: ServeConfig):
                 out = {"id": rid, "object": "text_completion", "created": now, "model": name, "choices": choices_}
                 if include_usage:
                     out["usage"] = usage_
-                return _sse(out)
+                return sse(out)
 
             async def events():
                 for i, ch in enumerate(choices):

@@ -12,15 +12,11 @@ answer; transient failures (429, 5xx, connection errors, timeouts) are retried w
 exponential backoff and full jitter, honouring `Retry-After`; anything else (a 400, a
 401) fails at once with the server's own message; and a token budget stops the run cleanly.
 
-The cache: one JSON file per answered request, `cache_dir/<key[:2]>/<key>.json`, written
-atomically (temp file + rename, `rlvr.atomic.write_json`), so concurrent writers and kills
-can never leave half a file under a real name; a file that does not parse anyway (a stray
-edit, a foreign tool) is ignored and the request is sent again. The key is the sha256 of
-the canonical request: base_url, model, messages, n, temperature, top_p, max_tokens, seed;
-never the API key, which is read from the environment variable named by `api_key_env` at
-call time and only ever sent as `Authorization: Bearer ...`. A cached answer is reused
-whatever the temperature: the same request with `seed=None` gets the same completions
-back. Change `seed` to get fresh samples.
+The cache (`teacher_cache.py`): one JSON file per answered request, written atomically
+and keyed by the sha256 of the canonical request, never by the API key, which is read
+from the environment variable named by `api_key_env` at call time and only ever sent
+as `Authorization: Bearer ...`. A cached answer is reused whatever the temperature:
+change `seed` to get fresh samples.
 
 The budget (`budget_tokens`, prompt + completion tokens as the server's `usage` reports
 them; cache hits are free) counts what this teacher object spent (`spent_tokens`). A
@@ -37,21 +33,19 @@ template, usage counted from token ids) and shares the cache format.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import random
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from rlvr.atomic import write_json
+from rlvr.distill.teacher_cache import ChatRequest, ChatResult, ResultCache, cache_key, canonical_request
 from rlvr.types import Sampling
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})  # 408/409/425: transient by spec
@@ -89,72 +83,6 @@ class TeacherConfig:
     backoff_max_s: float = 60.0
     budget_tokens: int | None = None  # prompt + completion tokens this teacher may spend; None = no cap
     cache_dir: str | None = None  # None = no cache
-
-
-@dataclass
-class ChatRequest:
-    messages: list[dict[str, str]]
-    n: int = 1
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_tokens: int | None = None
-    seed: int | None = None
-
-
-@dataclass
-class ChatResult:
-    texts: list[str]
-    finish_reasons: list[str]
-    usage: dict[str, int] = field(default_factory=dict)  # prompt_tokens, completion_tokens, total_tokens
-    cached: bool = False
-
-    @property
-    def total_tokens(self) -> int:
-        u = self.usage
-        return int(u.get("total_tokens") or (u.get("prompt_tokens", 0) + u.get("completion_tokens", 0)))
-
-
-# ---------------------------------------------------------------- the cache
-
-
-def canonical_request(base_url: str, model: str, req: ChatRequest) -> dict[str, Any]:
-    return {"base_url": base_url.rstrip("/"), "model": model,
-            "messages": [dict(m) for m in req.messages], "n": req.n, "temperature": req.temperature,
-            "top_p": req.top_p, "max_tokens": req.max_tokens, "seed": req.seed}
-
-
-def cache_key(base_url: str, model: str, req: ChatRequest) -> str:
-    blob = json.dumps(canonical_request(base_url, model, req), sort_keys=True, ensure_ascii=False,
-                      separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-class ResultCache:
-    """One atomically written JSON file per answered request; unreadable files count as absent."""
-
-    def __init__(self, root: str | Path | None):
-        self.root = Path(root) if root is not None else None
-
-    def path(self, key: str) -> Path:
-        assert self.root is not None
-        return self.root / key[:2] / f"{key}.json"
-
-    def get(self, key: str) -> ChatResult | None:
-        if self.root is None:
-            return None
-        try:
-            d = json.loads(self.path(key).read_text())
-            r = d["result"]
-            return ChatResult(texts=list(r["texts"]), finish_reasons=list(r["finish_reasons"]),
-                              usage=dict(r["usage"]), cached=True)
-        except (OSError, ValueError, KeyError, TypeError):
-            return None  # missing, or a file we did not write whole: ask again
-
-    def put(self, key: str, request: dict[str, Any], result: ChatResult) -> None:
-        if self.root is None:
-            return
-        write_json(self.path(key), {"key": key, "request": request, "result": {
-            "texts": result.texts, "finish_reasons": result.finish_reasons, "usage": result.usage}})
 
 
 # ---------------------------------------------------------------- HTTP teacher
