@@ -4,6 +4,8 @@
     rlvr pretrain --steps 500         make a weak base model from a synthetic corpus
     rlvr rl --model runs/base --env arithmetic:digits=3,ops=add
     rlvr sft --model runs/base --data distilled.jsonl
+    rlvr rs --model runs/base --rounds 3 --n 8     best-of-N self-training
+    rlvr compare runs/rl runs/rs runs/sft         report: accuracy against compute, pass@k
     rlvr eval --model runs/rl --samples 16
     rlvr CMD --help                   every key of CMD, with its default and meaning
 """
@@ -12,22 +14,25 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Callable
 
 from rlvr.config import ConfigError, describe, load_config
 
 
 def _commands() -> dict[str, tuple[type, Callable, str]]:
-    from rlvr import demo, eval as evaluation, inspect_envs
+    from rlvr import demo, eval as evaluation, inspect_envs, report
     from rlvr.distill import distill, serve
-    from rlvr.train import pretrain, rl, sft
+    from rlvr.train import pretrain, rl, rs, sft
     return {
         "demo": (demo.DemoConfig, demo.main, "pretrain a tiny base, run zero RL on it, show before/after"),
         "pretrain": (pretrain.PretrainConfig, pretrain.main, "train the tiny model on a synthetic corpus"),
         "rl": (rl.RLConfig, rl.main, "RL on verifiable rewards (GRPO family)"),
         "sft": (sft.SFTConfig, sft.main, "supervised fine-tuning on JSONL chat conversations"),
+        "rs": (rs.RSConfig, rs.main, "best-of-N rejection sampling / expert iteration (RAFT, ReST-EM)"),
         "serve": (serve.ServeConfig, serve.main, "OpenAI-compatible HTTP server for a checkpoint"),
         "distill": (distill.DistillConfig, distill.main, "a teacher writes solutions, the verifier filters, JSONL out"),
+        "compare": (report.CompareConfig, _print_report(report.main), "report: accuracy against tokens and FLOPs, pass@k, table"),
         "eval": (evaluation.EvalConfig, _print_eval(evaluation.main), "pass@1, pass@k, maj@k, greedy, with CIs"),
         "envs": (inspect_envs.EnvsConfig, inspect_envs.envs_main, "list environments with a sample problem and its gold"),
         "audit": (inspect_envs.AuditConfig, inspect_envs.audit_main, "throw hack probes at an environment's verifier"),
@@ -45,6 +50,15 @@ def _print_eval(fn: Callable) -> Callable:
     def run(cfg):
         result = fn(cfg)
         print(json.dumps(result["metrics"], indent=2))
+        return result
+    return run
+
+
+def _print_report(fn: Callable) -> Callable:
+    def run(cfg):
+        result = fn(cfg)
+        print(Path(result["markdown"]).read_text())
+        print(f"report: {result['html']}")
         return result
     return run
 
@@ -80,8 +94,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rlvr {name}: {help_}\n\nusage: rlvr {name} [RECIPE.yaml] [--key=value ...]\n\nkeys:\n{describe(cls)}")
         return 0
     positional = getattr(cls, "positional", None)
-    if positional and rest and not rest[0].startswith("--") and not rest[0].endswith((".yaml", ".yml")):
-        rest = [f"--{positional}={rest[0]}"] + rest[1:]
+    if positional:
+        lead = []
+        while rest and not rest[0].startswith("--") and not rest[0].endswith((".yaml", ".yml")):
+            lead.append(rest.pop(0))
+        if lead:  # a list field takes every leading argument (`rlvr compare RUN RUN ...`)
+            many = getattr(cls.model_fields[positional].annotation, "__origin__", None) is list
+            if len(lead) > 1 and not many:
+                print(f"rlvr {name}: one {positional} expected, got {lead}", file=sys.stderr)
+                return 2
+            rest = [f"--{positional}={json.dumps(lead) if many else lead[0]}"] + rest
     recipe = rest.pop(0) if rest and not rest[0].startswith("--") else None
     try:
         cfg = load_config(cls, recipe, rest)

@@ -88,6 +88,10 @@ class Compute:
         """A forward without backward, e.g. a frozen reference model's log-probs."""
         self.own.forward_flops += 2.0 * (n_params or self.n_params) * tokens
 
+    def add(self, spent: Totals) -> None:
+        """Spending done elsewhere on this run's behalf, e.g. by an SFT sub-run."""
+        self.own = self.own + spent
+
     def teacher(self, tokens: int, flops: float = 0.0) -> None:
         self.own.teacher_tokens += tokens
         self.own.teacher_flops += flops

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from pydantic import Field, ValidationInfo, field_validator
@@ -32,6 +32,7 @@ COMPUTE = ("generated_tokens", "teacher_tokens", "flops")  # what the curves nee
 
 
 class CompareConfig(Config):
+    positional: ClassVar[str] = "runs"
     runs: list[str] = Field(default_factory=list, description="Run directories to compare (positional on the command line).")
     out: str = Field("", description="Report directory (default: <first run's parent>/compare, e.g. runs/compare).")
     labels: list[str] = Field(default_factory=list, description="Display names, one per run (default: each run directory's name).")

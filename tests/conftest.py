@@ -1,4 +1,4 @@
-"""Suite-wide test settings."""
+"""Suite-wide test settings, and the pretrained micro base the trainer tests share."""
 
 import pytest
 import torch
@@ -12,3 +12,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# 1-digit additions with a worked scratchpad; half of the pretraining solutions slip.
+ENV = {"name": "arithmetic", "digits": 1, "ops": ["add"], "template": "{expr}"}
+
+
+@pytest.fixture(scope="session")
+def micro_base(tmp_path_factory):
+    """A micro model pretrained for a few seconds: a weak but real signal on ENV."""
+    from rlvr.train import pretrain
+
+    run_dir = tmp_path_factory.mktemp("base")
+    pretrain.main(pretrain.PretrainConfig(run_dir=str(run_dir), env=ENV, preset="micro", steps=400,
+                                          batch_size=64, lr=1e-2, warmup=10, slip=0.5, seed=0))
+    return run_dir

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from rlvr.models import load_model
-from rlvr.train import pretrain, rl
+from rlvr.train import rl
 from rlvr.train.run import last_model
 
-ENV = {"name": "arithmetic", "digits": 1, "ops": ["add"], "template": "{expr}"}
+from conftest import ENV
 
 
 def _metrics(run_dir):
@@ -22,11 +22,8 @@ def _metrics(run_dir):
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("base")
-    pretrain.main(pretrain.PretrainConfig(run_dir=str(run_dir), env=ENV, preset="micro", steps=400,
-                                          batch_size=64, lr=1e-2, warmup=10, slip=0.5, seed=0))
-    return run_dir
+def base(micro_base):
+    return micro_base
 
 
 def test_pretrain_learns_the_corpus(base):

@@ -44,7 +44,6 @@ class Run:
                                   "it, or choose another --run_dir")
         self.dir.mkdir(parents=True, exist_ok=True)
         write_text(self.dir / "config.yaml", to_yaml(cfg))
-        self.started = time.time()
         self.tensorboard, self._tb, self._resumed_at = tensorboard, None, None
 
     # -- logging -------------------------------------------------------------------
@@ -74,7 +73,7 @@ class Run:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
-        return self.write_json("summary.json", {**summary, "wall_seconds": time.time() - self.started})
+        return self.write_json("summary.json", summary)
 
     def log_samples(self, step: int, rows: list[dict[str, Any]]) -> None:
         for r in rows:
@@ -105,7 +104,8 @@ class Run:
     def resume_state(self) -> tuple[Path, dict[str, Any]] | None:
         """(model dir, trainer state) of the newest checkpoint, or None when there is none."""
         ckpts = self.checkpoints()
-        if not ckpts:
+        if not ckpts:  # killed before its first checkpoint: it starts again, so do its logs
+            self._trim_logs(-1)
             return None
         state = torch.load(ckpts[-1] / "trainer_state.pt", weights_only=False)
         _set_rng_state(state["rng"])
