@@ -42,8 +42,10 @@ def _commands() -> dict[str, tuple[type, Callable, str]]:
 
 
 def _experiments() -> dict[str, tuple[type, Callable, str]]:
-    from rlvr.experiments import ceiling
-    return {"ceiling": (ceiling.CeilingConfig, ceiling.main, "can a distilled student pass its teacher? and after RL?")}
+    from rlvr.experiments import ceiling, regimes
+    return {"ceiling": (ceiling.CeilingConfig, ceiling.main, "can a distilled student pass its teacher? and after RL?"),
+            "regimes": (regimes.RegimesConfig, regimes.main,
+                        "zero RL, best-of-N, distillation, distillation + RL from one base at equal FLOPs")}
 
 
 def _print_eval(fn: Callable) -> Callable:

@@ -61,7 +61,7 @@ class RSConfig(TrainerFields):
     sft_batch_size: int = Field(64, ge=1, description="SFT rows per step.")
     sft_lr: float = Field(5e-4, gt=0, description="SFT peak learning rate.")
     sft_warmup: int = Field(5, ge=0, description="SFT warm-up steps.")
-    sft_max_length: int = Field(512, ge=2, description="SFT token limit of a conversation (and of a packed row).")
+    sft_max_length: int = Field(512, ge=2, description="SFT token limit of a conversation.")
     eval_every: int = Field(1, ge=0, description="Evaluate every N rounds (and always after the last; 0: only after the last).")
     seed: int = Field(0, description="Seed of problem streams, sampling and SFT data order.")
     resume: bool = Field(False, description="Continue the run in run_dir from its last finished round.")
@@ -137,7 +137,7 @@ def main(cfg: RSConfig) -> Run:
                 sub = sft.main(sft.SFTConfig(
                     run_dir=str(out / "sft"), model=str(tune),
                     data=str(_training_data(run, cfg, rnd)), epochs=cfg.sft_epochs, batch_size=cfg.sft_batch_size,
-                    lr=cfg.sft_lr, warmup=cfg.sft_warmup, max_length=cfg.sft_max_length, pack=True,
+                    lr=cfg.sft_lr, warmup=cfg.sft_warmup, max_length=cfg.sft_max_length,
                     eval_problems=0, seed=cfg.seed + rnd, resume=(out / "sft" / "metrics.jsonl").exists()))
                 summary = json.loads((sub.dir / "summary.json").read_text())
                 compute.add(Totals.from_dict({**summary["compute"], "wall_seconds": 0}))  # our clock ran meanwhile
