@@ -118,3 +118,19 @@ def test_compare_two_tiny_runs(micro_base, tmp_path):
         curve = _jsonl(run.dir / "evals.jsonl")
         assert [p["flops"] for p in row["curve"]] == [e["compute"]["flops"] for e in curve]
     assert [p["step"] for p in out["rows"][0]["curve"]] == [0, 1, 2, 3]
+
+
+def test_an_sft_budget_sets_the_schedule(micro_base, tmp_path):
+    """With a FLOP budget the cosine schedule spans the steps the budget affords, not the epochs."""
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"{a}+1"},
+                                                     {"role": "assistant", "content": f"#### {a + 1}"}]}) + "\n"
+                            for a in range(8)))
+    model, tok = load_model(last_model(micro_base))
+    per_step = 6 * count_parameters(model) * sum(len(sft.encode(tok, json.loads(x)["messages"]).ids)
+                                                 for x in data.read_text().splitlines()[:4])
+    run = sft.main(sft.SFTConfig(run_dir=str(tmp_path / "sft"), model=str(micro_base), data=str(data), epochs=1000,
+                                 batch_size=4, lr=1e-3, warmup=0, max_length=64, budget_flops=5.5 * per_step))
+    m = _jsonl(run.dir / "metrics.jsonl")
+    assert len(m) == 6 and m[-1]["compute/flops"] >= 5.5 * per_step
+    assert m[0]["lr"] == 1e-3 and m[-1]["lr"] < 2e-4  # decayed by the budget's end, not by epoch 1000

@@ -26,6 +26,7 @@ same conversations unpacked, with no padding to compute.
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -185,6 +186,9 @@ def main(cfg: SFTConfig) -> Run:
     rows = make_rows(load_conversations(cfg.data, tok, cfg.max_length), cfg.pack, cfg.max_length, cfg.seed)
     per_epoch = -(-len(rows) // cfg.batch_size)
     total = cfg.max_steps or cfg.epochs * per_epoch
+    if cfg.budget_flops:  # the schedule spans the steps the budget affords (the same after a resume)
+        per_step = 6.0 * compute.n_params * sum(len(ex.ids) for row in rows for ex in row) / per_epoch
+        total = max(1, min(total, math.ceil((cfg.budget_flops - compute.inherited.flops) / per_step)))
     model.train()
     parts = parts_of(model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
