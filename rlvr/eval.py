@@ -77,7 +77,7 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
     from rlvr.engine import TorchEngine
     from rlvr.envs import make_env
     from rlvr.models import load_model
-    from rlvr.train.run import last_model
+    from rlvr.run import last_model
     from rlvr.atomic import write_json
 
     model, tok = load_model(last_model(cfg.model))

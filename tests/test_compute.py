@@ -14,7 +14,7 @@ from rlvr.atomic import write_json
 from rlvr.compute import Totals, inherited_from
 from rlvr.models import count_parameters, load_model
 from rlvr.train import pretrain, rl, rs, sft
-from rlvr.train.run import last_model
+from rlvr.run import last_model
 
 
 def _jsonl(path):

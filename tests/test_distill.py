@@ -2,19 +2,8 @@
 
 import json
 
-from rlvr.distill.distill import DistillConfig, keep, main
-from rlvr.models import build_tiny_model, save_model
-from rlvr.types import Verdict
-
-RIGHT, WRONG = Verdict(1.0, True, 5), Verdict(0.0, False, 4)
-
-
-def test_filters():
-    scored = [("long right", RIGHT), ("wrong", WRONG), ("right", RIGHT), ("right", RIGHT)]
-    assert keep(scored, "none") == [("long right", RIGHT), ("wrong", WRONG), ("right", RIGHT)]  # duplicate dropped
-    assert keep(scored, "correct") == [("long right", RIGHT), ("right", RIGHT)]
-    assert keep(scored, "best_of_k") == [("right", RIGHT)]  # the shortest of the best
-    assert keep([("wrong", WRONG)], "best_of_k") == []
+from rlvr.distill.distill import DistillConfig, main
+from rlvr.models import build_tiny_model, count_parameters, save_model
 
 
 def test_distill_writes_a_dataset_and_resumes_from_the_cache(tmp_path):
@@ -34,8 +23,14 @@ def test_distill_writes_a_dataset_and_resumes_from_the_cache(tmp_path):
     assert set(row["verdict"]) == {"reward", "correct", "parsed", "flags"}
     ds = datasets.load_dataset("json", data_files=str(tmp_path / "d" / "data.jsonl"), split="train")
     assert len(ds) == len(rows)
+    # What the data cost: the teacher's tokens and FLOPs (2·N per prompt and completion token).
+    log = [json.loads(line) for line in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2]  # a line per chunk
+    assert first["total"]["teacher_flops"] == 2 * count_parameters(model) * first["spent_tokens"]
+    assert log[-1]["compute/teacher_tokens"] == first["teacher_tokens"] > 0
     again = main(cfg)  # a rerun (or a resumed kill) sends nothing that was answered
     assert again["cache_hits"] == 6 and again["kept"] == first["kept"]
+    assert again["spent_tokens"] == 0 and again["total"]["teacher_flops"] == first["total"]["teacher_flops"]
 
 
 def test_killed_distill_resumes_without_resending_answered_requests(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import ENV
 from rlvr.train import rs
-from rlvr.train.run import last_model
+from rlvr.run import last_model
 from rlvr.types import Verdict
 from rlvr.verify.filters import keep
 

@@ -8,7 +8,7 @@ import torch
 from rlvr.atomic import atomic_dir
 from rlvr.models import build_tiny_model
 from rlvr.train.rl import RLConfig
-from rlvr.train.run import Run, last_model
+from rlvr.run import Run, last_model
 
 
 def test_checkpoints_are_atomic_and_pruned(tmp_path):

@@ -14,7 +14,7 @@ from rlvr.models import build_tiny_model, load_model, save_model
 from rlvr.models.forward import parts_of
 from rlvr.train import sft
 from rlvr.train.corpus import worked_addition
-from rlvr.train.run import last_model
+from rlvr.run import last_model
 from rlvr.types import Sampling
 
 ENV = {"name": "arithmetic", "digits": 1, "ops": ["add"], "template": "{expr}"}

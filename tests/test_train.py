@@ -12,7 +12,7 @@ import torch
 
 from rlvr.models import load_model
 from rlvr.train import rl
-from rlvr.train.run import last_model
+from rlvr.run import last_model
 
 from conftest import ENV
 

@@ -20,7 +20,6 @@ killed run resumes without sending again any request that was already answered.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,12 +27,13 @@ from pydantic import Field
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rlvr.atomic import write_text
+from rlvr.compute import Compute
 from rlvr.config import Config
 from rlvr.distill.teacher import BudgetExceeded, ChatRequest, HTTPTeacher, LocalTeacher, TeacherConfig
 from rlvr.envs import make_env
 from rlvr.models import count_parameters
 from rlvr.rollout import TRUNCATED
-from rlvr.compute import Totals
+from rlvr.run import Run
 from rlvr.types import Problem, Verdict
 from rlvr.verify.filters import FILTERS, keep
 
@@ -55,6 +55,7 @@ class DistillConfig(Config):
     chunk: int = Field(32, ge=1, description="Problems sent per batch (progress and resumption granularity).")
     cache_dir: str = Field("", description="Request cache (default: RUN_DIR/teacher_cache); share it to reuse answers.")
     seed: int = Field(0, description="Seed of the problem stream and of the teacher's sampling.")
+    tensorboard: bool = Field(False, description="Also write the per-chunk log as TensorBoard events in RUN_DIR/tensorboard.")
     teacher_params: int = Field(0, ge=0, description="The teacher's parameter count, for its FLOPs (0: unknown; a local teacher is counted).")
 
 
@@ -72,7 +73,10 @@ def judge_text(env, problem: Problem, text: str, finish_reason: str) -> Verdict:
 
 def main(cfg: DistillConfig) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # Always resumable: a rerun replays every answered request from the cache, so its
+    # per-chunk log starts afresh.
+    run = Run(run_dir, cfg, resume=True, tensorboard=cfg.tensorboard)
+    (run.dir / "metrics.jsonl").unlink(missing_ok=True)
     env = make_env(cfg.env)
     stream = env.problems("train", cfg.seed)
     problems = [next(stream) for _ in range(cfg.problems)]
@@ -85,9 +89,8 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
     # What the data cost its teacher, cache hits included: a second filter over the same
     # cached answers is charged the same tokens (compute.py); `spent_tokens` is what this run paid.
     n_teacher = cfg.teacher_params or _local_params(teacher)
-    cost = Totals()
+    compute = Compute(0, "distill")
     stopped = None
-    t0 = time.time()
     progress = Progress(TextColumn("[bold]distill"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.fields[counts]}"))
     with progress:
@@ -107,8 +110,7 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
                           for text, reason in zip(result.texts, result.finish_reasons)]
                 counts["generated"] += len(scored)
                 counts["correct"] += sum(v.correct for _, v in scored)
-                cost.teacher_tokens += result.usage.get("completion_tokens", 0)
-                cost.teacher_flops += 2.0 * n_teacher * result.total_tokens
+                compute.teacher(result.usage.get("completion_tokens", 0), 2.0 * n_teacher * result.total_tokens)
                 kept = keep(scored, cfg.filter)
                 counts["kept"] += len(kept)
                 counts["rejected"] += len(scored) - len(kept)
@@ -118,14 +120,15 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
                                       "flags": sorted(v.flags)}}
                          for text, v in kept]
             progress.update(task, advance=len(chunk), counts=" ".join(f"{k}={v}" for k, v in counts.items()))
+            run.log(start // cfg.chunk + 1, {**counts, **compute.metrics()})
     write_text(run_dir / "data.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in rows))
-    cost.wall_seconds = time.time() - t0
-    summary = {"command": "distill", **counts, "teacher_tokens": cost.teacher_tokens, "spent_tokens": teacher.spent_tokens,
+    total = compute.total()
+    summary = {"command": "distill", **counts, "teacher_tokens": total.teacher_tokens, "spent_tokens": teacher.spent_tokens,
                "teacher_pass_rate": counts["correct"] / max(1, counts["generated"]), "teacher": cfg.teacher,
                "teacher_params": n_teacher or None, "problems": len(problems), "filter": cfg.filter,
-               "seconds": cost.wall_seconds, "stopped": stopped, "data": str(run_dir / "data.jsonl"),
-               "compute": cost.as_dict(), "inherited": Totals().as_dict(), "total": cost.as_dict()}
-    write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+               "seconds": total.wall_seconds, "stopped": stopped, "data": str(run_dir / "data.jsonl"),
+               **compute.summary()}
+    run.finish(summary)
     if stopped:
         print(f"rlvr distill: stopped early, {stopped}; kept what was answered ({counts['kept']} rows)")
     return summary

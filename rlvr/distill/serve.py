@@ -330,7 +330,7 @@ def main(cfg: ServeConfig) -> None:
     import uvicorn
 
     from rlvr.models import load_model
-    from rlvr.train.run import last_model
+    from rlvr.run import last_model
 
     model, tok = load_model(last_model(cfg.model))
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key_env:

@@ -88,9 +88,11 @@ class Served:
         self.proc.wait(timeout=30)
 
 
-def _metric_sum(run_dir: Path, key: str) -> float:
-    path = run_dir / "metrics.jsonl"
-    return sum(json.loads(line).get(key, 0) for line in path.read_text().splitlines()) if path.exists() else 0.0
+def _spent(run_dir: Path) -> dict[str, float]:
+    """Tokens sampled to make a model (its own and its teacher's) and trained on, inherited
+    stages included (rlvr/compute.py): a student is charged its teacher's answers."""
+    total = json.loads((run_dir / "summary.json").read_text())["total"]
+    return {"generated": total["generated_tokens"] + total["teacher_tokens"], "trained": total["trained_tokens"]}
 
 
 def main(cfg: CeilingConfig) -> dict[str, Any]:
@@ -128,39 +130,29 @@ def main(cfg: CeilingConfig) -> dict[str, Any]:
 
     # 2-3. Serve the teacher, distill over HTTP, fine-tune one student per filter.
     rows: dict[str, dict[str, Any]] = {"base": {"metrics": measure(base_model), "generated": 0, "trained": 0},
-                                       "teacher": {"metrics": teacher, "generated": _metric_sum(root / "teacher", "generated_tokens"),
-                                                   "trained": _metric_sum(root / "teacher", "trained_tokens")}}
+                                       "teacher": {"metrics": teacher, **_spent(root / "teacher")}}
     console.print("[bold]2/4 distilling[/] over HTTP from `rlvr serve`")
-    summaries = {}
     with Served(teacher_model) as server:
         for filt in ("none", "correct"):
-            summaries[filt] = distill.main(distill.DistillConfig(
+            distill.main(distill.DistillConfig(
                 run_dir=str(root / f"distill-{filt}"), env=env_spec, problems=cfg.distill_problems, k=cfg.k,
                 filter=filt, teacher=server.name, base_url=server.url, max_tokens=32, seed=cfg.seed,
                 cache_dir=str(root / "teacher_cache")))  # one set of teacher answers, two filters
-    # Both students read the same teacher samples (the second run is served from the
-    # cache), so each is charged the teacher tokens that produced them.
-    teacher_tokens = max(s["teacher_tokens"] for s in summaries.values())
-    for filt, summary in summaries.items():
-        rows[f"student ({filt})"] = {"summary": summary, "generated": teacher_tokens}
     console.print("[bold]3/4 fine-tuning the students[/]")
     for filt in ("none", "correct"):
         run_dir = root / f"sft-{filt}"
         sft.main(sft.SFTConfig(run_dir=str(run_dir), model=str(base_model), data=str(root / f"distill-{filt}" / "data.jsonl"),
                                epochs=cfg.sft_epochs, batch_size=64, lr=cfg.sft_lr, max_length=64, seed=cfg.seed))
-        row = rows[f"student ({filt})"]
-        row["metrics"] = measure(run_dir / "checkpoints" / "last" / "model")
-        row["trained"] = _metric_sum(run_dir, "trained_tokens")
+        # Both students read the same teacher samples (the second distill run is served
+        # from the cache); each is charged the teacher tokens behind its data.
+        rows[f"student ({filt})"] = {"metrics": measure(run_dir / "checkpoints" / "last" / "model"), **_spent(run_dir)}
 
     # 4. RL on each student.
     console.print(f"[bold]4/4 RL on each student[/] ({cfg.rl_steps} steps)")
     for filt in ("none", "correct"):
         run_dir = rl_run(f"rl-{filt}", root / f"sft-{filt}" / "checkpoints" / "last" / "model", cfg.rl_steps)
-        before = rows[f"student ({filt})"]
-        rows[f"student ({filt}) + RL"] = {
-            "metrics": measure(run_dir / "checkpoints" / "last" / "model"),
-            "generated": before["generated"] + _metric_sum(run_dir, "generated_tokens"),
-            "trained": before["trained"] + _metric_sum(run_dir, "trained_tokens")}
+        rows[f"student ({filt}) + RL"] = {"metrics": measure(run_dir / "checkpoints" / "last" / "model"),
+                                          **_spent(run_dir)}
 
     table = Table(title=f"the ceiling experiment ({cfg.eval_problems} held-out 3-digit additions)")
     for col in ("model", "pass@1 (T=1) [95% CI]", "greedy", "generated tokens", "trained tokens"):

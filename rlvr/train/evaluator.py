@@ -25,7 +25,7 @@ from rlvr.engine import TorchEngine
 from rlvr.envs import make_env
 from rlvr.eval import eval_problems, evaluate
 from rlvr.compute import Compute
-from rlvr.train.run import Run
+from rlvr.run import Run
 from rlvr.types import Sampling
 
 

@@ -23,7 +23,7 @@ from rlvr.models import build_tiny_model, count_parameters, load_model
 from rlvr.compute import Compute
 from rlvr.train.corpus import documents
 from rlvr.train.progress import StepBar
-from rlvr.train.run import Run
+from rlvr.run import Run
 from rlvr.train.schedule import lr_at
 
 DEMO_ENV = {"name": "arithmetic", "digits": 3, "ops": ["add"], "template": "{expr}"}

@@ -28,7 +28,7 @@ from rlvr.compute import Compute, inherited_from
 from rlvr.train.evaluator import Evaluator, TrainerFields
 from rlvr.train.producer import Producer, RolloutQueue
 from rlvr.train.progress import StepBar
-from rlvr.train.run import Run, last_model
+from rlvr.run import Run, last_model
 from rlvr.train.schedule import lr_at
 from rlvr.types import Rollout, Sampling
 

@@ -39,7 +39,7 @@ from rlvr.rollout import generate_rollouts, rollout_stats
 from rlvr.train import sft
 from rlvr.train.evaluator import Evaluator, TrainerFields
 from rlvr.train.progress import StepBar
-from rlvr.train.run import Run, last_model
+from rlvr.run import Run, last_model
 from rlvr.types import Sampling
 from rlvr.verify.filters import FILTERS, keep
 

@@ -41,7 +41,7 @@ from rlvr.models.forward import forward, parts_of
 from rlvr.compute import Compute, inherited_from
 from rlvr.train.evaluator import Evaluator, TrainerFields
 from rlvr.train.progress import StepBar
-from rlvr.train.run import Run, last_model
+from rlvr.run import Run, last_model
 from rlvr.train.schedule import lr_at
 
 ROLES = {"system", "user", "assistant", "tool"}
@@ -186,9 +186,10 @@ def main(cfg: SFTConfig) -> Run:
     rows = make_rows(load_conversations(cfg.data, tok, cfg.max_length), cfg.pack, cfg.max_length, cfg.seed)
     per_epoch = -(-len(rows) // cfg.batch_size)
     total = cfg.max_steps or cfg.epochs * per_epoch
-    if cfg.budget_flops:  # the schedule spans the steps the budget affords (the same after a resume)
+    horizon = total  # of the LR schedule
+    if cfg.budget_flops:  # it spans the steps the budget affords (estimated; the same after a resume)
         per_step = 6.0 * compute.n_params * sum(len(ex.ids) for row in rows for ex in row) / per_epoch
-        total = max(1, min(total, math.ceil((cfg.budget_flops - compute.inherited.flops) / per_step)))
+        horizon = max(1, min(total, math.ceil((cfg.budget_flops - compute.inherited.flops) / per_step)))
     model.train()
     parts = parts_of(model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
@@ -209,10 +210,10 @@ def main(cfg: SFTConfig) -> Run:
     step, done = start, start >= total
     if start == 0 and cfg.eval_every:  # where the accuracy-against-compute curve starts
         run.log(0, {**evaluator(0, compute), **compute.metrics()})
-    with StepBar("sft", total, start) as bar:
+    with StepBar("sft", horizon, start) as bar:
         while not done:
             t0 = time.perf_counter()
-            lr = lr_at(step, cfg.lr, cfg.warmup, total)
+            lr = lr_at(step, cfg.lr, cfg.warmup, horizon)
             for g in opt.param_groups:
                 g["lr"] = lr
             batch = collate(batch_at(step), tok.pad_token_id, device)
