@@ -26,6 +26,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from rlvr import report_plots as plots
 from rlvr.atomic import write_json, write_text
 from rlvr.config import Config, ConfigError
+from rlvr.jsonl import JSONLError, read_jsonl
 
 FILES = ("config.yaml", "summary.json", "metrics.jsonl", "evals.jsonl", "eval.json")
 COMPUTE = ("generated_tokens", "teacher_tokens", "flops")  # what the curves need of a compute dict
@@ -85,24 +86,10 @@ def _read_json(path: Path) -> Any:
 
 
 def _read_jsonl(path: Path, notes: list[str]) -> list[tuple[int, dict[str, Any]]]:
-    text = path.read_text()
-    lines = text.splitlines()
-    rows = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            # A run killed mid-write leaves half a last line: the rest is still good.
-            if i == len(lines) and not text.endswith("\n"):
-                notes.append(f"{path.name}: ignored a truncated last line")
-                break
-            raise RunError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise RunError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
-        rows.append((i, row))
-    return rows
+    try:  # a run killed mid-write leaves half a last line: the rest is still good
+        return list(read_jsonl(path, truncated_tail=notes))
+    except JSONLError as e:
+        raise RunError(str(e)) from None
 
 
 def _check_metrics(m: Any, where: str) -> dict[str, Any]:

@@ -202,7 +202,7 @@ def test_math_env_duplicate_text_stays_in_one_split(tmp_path):
 
 
 @pytest.mark.parametrize("line, message", [
-    ('{"problem": "1+1?", "answer": "2"', "invalid JSON"),
+    ('{"problem": "1+1?", "answer": "2"', "not valid JSON"),
     ('{"problem": "1+1?"}', "'answer'"),
     ('{"answer": "2"}', "'problem'"),
     ('[1, 2]', "JSON object"),

@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
 
+from rlvr.jsonl import read_jsonl
 from rlvr.envs.base import SPLITS, ProceduralEnv, split_of
 from rlvr.types import Problem, Verdict
 from rlvr.verify.extract import format_answer
@@ -46,29 +46,20 @@ TEMPLATE = "{problem}\n\nEnd your response with #### followed by the final answe
 def load_jsonl(path: str | Path) -> list[dict]:
     """Rows with "problem", "answer", "id" (given or the line number), "level" (or None), "line"."""
     rows, seen = [], {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            problem = row.get("problem", row.get("question"))
-            if not isinstance(problem, str) or not problem.strip():
-                raise ValueError(f"{where}: missing or empty 'problem' (or 'question'); keys: {sorted(row)}")
-            answer = row.get("answer")
-            if isinstance(answer, bool) or not isinstance(answer, (str, int, float)) or not str(answer).strip():
-                raise ValueError(f"{where}: missing or empty 'answer' (a string or number); keys: {sorted(row)}")
-            pid = str(row.get("id", f"line{lineno}"))
-            if pid in seen:
-                raise ValueError(f"{where}: duplicate id {pid!r} (first on line {seen[pid]})")
-            seen[pid] = lineno
-            rows.append({"problem": problem, "answer": str(answer).strip(), "id": pid,
-                         "level": row.get("level"), "line": lineno})
+    for lineno, row in read_jsonl(path):
+        where = f"{path}:{lineno}"
+        problem = row.get("problem", row.get("question"))
+        if not isinstance(problem, str) or not problem.strip():
+            raise ValueError(f"{where}: missing or empty 'problem' (or 'question'); keys: {sorted(row)}")
+        answer = row.get("answer")
+        if isinstance(answer, bool) or not isinstance(answer, (str, int, float)) or not str(answer).strip():
+            raise ValueError(f"{where}: missing or empty 'answer' (a string or number); keys: {sorted(row)}")
+        pid = str(row.get("id", f"line{lineno}"))
+        if pid in seen:
+            raise ValueError(f"{where}: duplicate id {pid!r} (first on line {seen[pid]})")
+        seen[pid] = lineno
+        rows.append({"problem": problem, "answer": str(answer).strip(), "id": pid,
+                     "level": row.get("level"), "line": lineno})
     if not rows:
         raise ValueError(f"{path}: no problems")
     return rows

@@ -25,7 +25,6 @@ same conversations unpacked, with no padding to compute.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -39,6 +38,7 @@ from pydantic import Field
 from rlvr.models import count_parameters, load_model
 from rlvr.models.forward import forward, parts_of
 from rlvr.compute import Compute, inherited_from
+from rlvr.jsonl import read_jsonl
 from rlvr.train.evaluator import Evaluator, TrainerFields
 from rlvr.train.progress import StepBar
 from rlvr.run import Run, last_model
@@ -97,15 +97,9 @@ def load_conversations(path: str | Path, tok, max_length: int) -> list[Example]:
     path, out = Path(path), []
     if not path.exists():
         raise FileNotFoundError(f"SFT data {str(path)!r} does not exist")
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, row in read_jsonl(path):
         where = f"{path}:{n}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
-        msgs = row.get("messages") if isinstance(row, dict) else None
+        msgs = row.get("messages")
         if not isinstance(msgs, list) or not msgs:
             raise ValueError(f'{where}: expected an object with a non-empty "messages" list')
         for m in msgs:
