@@ -90,13 +90,26 @@ def load_config(cls: type[Config], recipe: str | Path | None = None,
 
 
 def describe(cls: type[Config]) -> str:
-    """The `--help` text: every key with its type, default and documentation."""
-    rows = []
-    for name, f in cls.model_fields.items():
-        typ = getattr(f.annotation, "__name__", str(f.annotation)).replace("typing.", "")
-        default = f.default if f.default_factory is None else f.default_factory()
-        rows.append(f"  --{name}={default!r}  [{typ}]\n      {f.description or ''}")
+    """The `--help` text: every key with its type, default and documentation; the
+    command's own keys first, then those it shares with other commands (a base class's)."""
+    own = [n for n in cls.model_fields if n in cls.__annotations__ and n not in _inherited(cls)]
+    shared = [n for n in cls.model_fields if n not in own]
+    rows = [_key_help(cls, n) for n in own]
+    if shared:
+        rows.append("\n  shared by every trainer:" if own else "")
+        rows += [_key_help(cls, n) for n in shared]
     return "\n".join(rows)
+
+
+def _inherited(cls: type) -> set[str]:
+    return {n for base in cls.__mro__[1:] for n in getattr(base, "model_fields", {}) if base is not Config}
+
+
+def _key_help(cls: type[Config], name: str) -> str:
+    f = cls.model_fields[name]
+    typ = getattr(f.annotation, "__name__", str(f.annotation)).replace("typing.", "")
+    default = f.default if f.default_factory is None else f.default_factory()
+    return f"  --{name}={default!r}  [{typ}]\n      {f.description or ''}"
 
 
 def to_yaml(cfg: Config) -> str:
