@@ -17,7 +17,11 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from rlvr.config import ConfigError, describe, load_config
+from rlvr.config import ConfigError, InputError, describe, load_config
+
+# Errors that are about the input (a bad key or line, a missing file, a run directory in
+# use), not bugs: printed as one line naming the problem. Others keep their traceback.
+USER_ERRORS = (InputError, FileNotFoundError, FileExistsError)
 
 
 def _commands() -> dict[str, tuple[type, Callable, str]]:
@@ -92,10 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rlvr: unknown command {name!r}\n\n{usage(commands)}", file=sys.stderr)
         return 2
     cls, fn, help_ = commands[name]
-    if "-h" in rest or "--help" in rest:
-        print(f"rlvr {name}: {help_}\n\nusage: rlvr {name} [RECIPE.yaml] [--key=value ...]\n\nkeys:\n{describe(cls)}")
-        return 0
     positional = getattr(cls, "positional", None)
+    if "-h" in rest or "--help" in rest:
+        lead = f"{positional.upper()} " if positional else ""
+        print(f"rlvr {name}: {help_}\n\nusage: rlvr {name} {lead}[RECIPE.yaml] [--key=value ...]\n\nkeys:\n{describe(cls)}")
+        return 0
     if positional:
         lead = []
         while rest and not rest[0].startswith("--") and not rest[0].endswith((".yaml", ".yml")):
@@ -112,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"rlvr {name}: {e}", file=sys.stderr)
         return 2
-    fn(cfg)
+    try:
+        fn(cfg)
+    except USER_ERRORS as e:  # bad input named by its message; a traceback would bury it
+        print(f"rlvr {name}: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

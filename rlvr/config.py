@@ -21,7 +21,12 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
-class ConfigError(ValueError):
+class InputError(ValueError):
+    """Bad input (a key, a file, a line) named in the message: the CLI prints it as one
+    line without a traceback. Bugs are other exceptions and keep theirs."""
+
+
+class ConfigError(InputError):
     pass
 
 

@@ -16,8 +16,10 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
+from rlvr.config import InputError
 
-class JSONLError(ValueError):
+
+class JSONLError(InputError):
     """A line that is not a JSON object; the message starts with `file:line:`."""
 
 

@@ -25,7 +25,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from rlvr import report_plots as plots
 from rlvr.atomic import write_json, write_text
-from rlvr.config import Config, ConfigError
+from rlvr.config import Config, ConfigError, InputError
 from rlvr.jsonl import JSONLError, read_jsonl
 
 FILES = ("config.yaml", "summary.json", "metrics.jsonl", "evals.jsonl", "eval.json")
@@ -52,7 +52,7 @@ class CompareConfig(Config):
         return labels
 
 
-class RunError(ValueError):
+class RunError(InputError):
     """A run directory that cannot be read; the message names the file (and line)."""
 
 

@@ -68,3 +68,19 @@ def test_envs_and_audit_commands(capsys):
     assert cli(["audit", "linear", "--problems", "3"]) == 0
     out = capsys.readouterr().out
     assert "grader_override" in out and "FAIL" not in out
+
+
+def test_bad_input_is_one_line_not_a_traceback(capsys, tmp_path):
+    assert cli(["compare", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.strip() == f"rlvr compare: {tmp_path / 'nope'}: no such run directory"
+    (tmp_path / "data.jsonl").write_text('{"messages": []}\n{oops\n')
+    assert cli(["sft", "--model", str(tmp_path / "missing"), "--data", str(tmp_path / "data.jsonl")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_help_puts_a_command_s_own_keys_before_the_shared_ones(capsys):
+    assert cli(["rs", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("--rounds") < out.index("shared by every trainer") < out.index("--budget_flops")
+    assert cli(["compare", "--help"]) == 0
+    assert "usage: rlvr compare RUNS" in capsys.readouterr().out
