@@ -48,6 +48,13 @@ def generate_rollouts(engine, env: Environment, problems: list[Problem], n: int,
     return rollouts
 
 
+def token_counts(rollouts: list[Rollout]) -> dict[str, int]:
+    """Prompt tokens (once per problem: the engine prefills a prompt once for its group)
+    and generated tokens: what generating these rollouts cost (rlvr/compute.py)."""
+    return {"prompt_tokens": sum(len(r.samples[0].prompt_ids) for r in rollouts if r.samples),
+            "generated_tokens": sum(len(s.completion_ids) for r in rollouts for s in r.samples)}
+
+
 def rollout_stats(rollouts: list[Rollout]) -> dict[str, float]:
     """Reward, pass rate, lengths and flag rates of a batch of rollouts."""
     samples = [s for r in rollouts for s in r.samples]

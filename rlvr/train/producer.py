@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 
 from torch import Tensor
 
-from rlvr.rollout import generate_rollouts, rollout_stats
+from rlvr.rollout import generate_rollouts, rollout_stats, token_counts
 from rlvr.types import Environment, Rollout, Sampling
 
 
@@ -68,9 +68,7 @@ class Producer:
                 break
         stats = rollout_stats(generated)
         stats["groups_kept"] = len(kept) / max(1, len(generated))
-        # Compute spent, dropped groups included (see rlvr.compute).
-        stats["generated_tokens"] = sum(len(s.completion_ids) for r in generated for s in r.samples)
-        stats["prompt_tokens"] = sum(len(r.samples[0].prompt_ids) for r in generated if r.samples)
+        stats.update(token_counts(generated))  # the compute spent, dropped groups included
         stats.update(getattr(self.env, "stats", dict)())
         version = min((r.min_version for r in kept), default=self.engine.version)
         return Batch(index, kept[:self.prompts], version, time.perf_counter() - t0, stats)

@@ -35,7 +35,7 @@ from rlvr.compute import Compute, Totals, inherited_from
 from rlvr.engine import TorchEngine
 from rlvr.envs import make_env
 from rlvr.models import count_parameters, load_model
-from rlvr.rollout import generate_rollouts, rollout_stats
+from rlvr.rollout import generate_rollouts, rollout_stats, token_counts
 from rlvr.train import sft
 from rlvr.train.evaluator import Evaluator, TrainerFields
 from rlvr.train.progress import StepBar
@@ -85,9 +85,7 @@ def sample_round(engine, env, cfg: RSConfig, rnd: int, out: Path) -> dict[str, A
                  for text, v in kept]
     write_text(out / "data.jsonl", "".join(json.dumps(row, default=str) + "\n" for row in rows))
     stats = {**rollout_stats(rollouts), "kept": len(rows),
-             "problems_kept": len({row["problem_id"] for row in rows}) / len(problems),
-             "generated_tokens": sum(len(s.completion_ids) for r in rollouts for s in r.samples),
-             "prompt_tokens": sum(len(r.samples[0].prompt_ids) for r in rollouts if r.samples)}
+             "problems_kept": len({row["problem_id"] for row in rows}) / len(problems), **token_counts(rollouts)}
     write_json(out / "round.json", stats)  # written last: a round with round.json has its data
     return stats
 
