@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             if len(lead) > 1 and not many:
                 print(f"rlvr {name}: one {positional} expected, got {lead}", file=sys.stderr)
                 return 2
-            rest = [f"--{positional}={json.dumps(lead) if many else lead[0]}"] + rest
+            # Appended, so a recipe may still come first; JSON-quoted, so YAML reads it verbatim.
+            rest = rest + [f"--{positional}={json.dumps(lead if many else lead[0])}"]
     recipe = rest.pop(0) if rest and not rest[0].startswith("--") else None
     try:
         cfg = load_config(cls, recipe, rest)
@@ -120,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fn(cfg)
     except USER_ERRORS as e:  # bad input named by its message; a traceback would bury it
+        if isinstance(e, OSError) and e.errno is not None:
+            raise  # raised by Python itself (a file rlvr expected to exist): a bug, keep the traceback
         print(f"rlvr {name}: {e}", file=sys.stderr)
         return 2
     return 0

@@ -292,7 +292,7 @@ def main(cfg: CompareConfig) -> dict[str, Any]:
     pngs = {"accuracy_vs_tokens.png": plots.accuracy_vs_compute(plots.curve_series(rows, colors, "tokens"), teacher,
                                                                 "generated tokens (own + teacher)"),
             "accuracy_vs_flops.png": plots.accuracy_vs_compute(plots.curve_series(rows, colors, "flops"), teacher,
-                                                               "training FLOPs"),
+                                                               "FLOPs (generation + training + teacher)"),
             "pass_at_k.png": plots.pass_at_k(plots.passk_series(rows, colors), f"final pass@k ({env})")}
 
     out = Path(cfg.out) if cfg.out else Path(cfg.runs[0]).parent / "compare"

@@ -28,6 +28,7 @@ import torch
 
 from rlvr.atomic import atomic_dir, point_link, write_json, write_text
 from rlvr.config import Config, to_yaml
+from rlvr.jsonl import read_jsonl
 from rlvr.models.io import save_model
 
 
@@ -68,7 +69,11 @@ class Run:
                 self._tb.add_scalar(key, value, step)
 
     def finish(self, summary: dict[str, Any]) -> Path:
-        """Write summary.json and flush TensorBoard: the last thing a trainer does."""
+        """Write summary.json and flush TensorBoard: the last thing a trainer does. A run
+        resumed after its last step evaluates nothing new: its final metrics stay those
+        of eval.json."""
+        if summary.get("final") is None and (self.dir / "eval.json").exists():
+            summary = {**summary, "final": json.loads((self.dir / "eval.json").read_text())["metrics"]}
         if self._tb is not None:
             self._tb.close()
             self._tb = None
@@ -104,7 +109,7 @@ class Run:
         """(model dir, trainer state) of the newest checkpoint, or None when there is none."""
         ckpts = self.checkpoints()
         if not ckpts:  # killed before its first checkpoint: it starts again, so do its logs
-            self._trim_logs(-1)
+            self.restart_logs()
             return None
         state = torch.load(ckpts[-1] / "trainer_state.pt", weights_only=False)
         _set_rng_state(state["rng"])
@@ -112,12 +117,17 @@ class Run:
         self._resumed_at = state["step"] + 1
         return ckpts[-1] / "model", state
 
+    def restart_logs(self) -> None:
+        """Forget everything logged so far (JSONL logs and TensorBoard events): the run starts over."""
+        self._trim_logs(-1)
+        self._resumed_at = 0
+
     def _trim_logs(self, step: int) -> None:
         for name in LOGS:
             path = self.dir / name
-            if path.exists():
-                keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-                write_text(path, "".join(ln + "\n" for ln in keep))
+            if path.exists():  # a half-written last line (a kill mid-write) is dropped too
+                keep = [row for _, row in read_jsonl(path, truncated_tail=[]) if row["step"] <= step]
+                write_text(path, "".join(json.dumps(row, default=str) + "\n" for row in keep))
 
 
 def last_model(path: str | Path) -> Path:

@@ -84,3 +84,10 @@ def test_help_puts_a_command_s_own_keys_before_the_shared_ones(capsys):
     assert out.index("--rounds") < out.index("shared by every trainer") < out.index("--budget_flops")
     assert cli(["compare", "--help"]) == 0
     assert "usage: rlvr compare RUNS" in capsys.readouterr().out
+
+
+def test_a_recipe_may_follow_positional_arguments(tmp_path, capsys):
+    recipe = tmp_path / "audit.yaml"
+    recipe.write_text("problems: 3\n")
+    assert cli(["audit", "linear", str(recipe)]) == 0
+    assert "linear" in capsys.readouterr().out

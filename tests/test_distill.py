@@ -69,3 +69,12 @@ def test_killed_distill_resumes_without_resending_answered_requests(tmp_path):
     assert summary["requests"] == 40 and summary["cache_hits"] >= 20
     assert max(server.successes.values()) == 1  # no answered request was ever sent again
     assert sum(server.successes.values()) == len(server.successes)
+
+
+def test_distill_refuses_another_command_s_run_directory(tmp_path):
+    import pytest
+
+    (tmp_path / "rl").mkdir()
+    (tmp_path / "rl" / "summary.json").write_text('{"command": "rl"}')
+    with pytest.raises(FileExistsError, match="another command"):
+        main(DistillConfig(run_dir=str(tmp_path / "rl"), teacher=str(tmp_path / "nope"), problems=1))

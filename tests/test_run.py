@@ -46,3 +46,25 @@ def test_resume_restores_state_and_trims_metrics(tmp_path):
     assert torch.equal(torch.rand(3), expected)  # RNG continues where the checkpoint left it
     steps = [json.loads(line)["step"] for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2]
+
+
+def test_resume_survives_a_half_written_log_line(tmp_path):
+    model, tok = build_tiny_model("micro")
+    run = Run(tmp_path / "r", RLConfig())
+    for step in (1, 2, 3):
+        run.log(step, {"x": step})
+    run.save(2, model, tok, {})
+    with open(tmp_path / "r" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 4, "x"')  # killed mid-write
+    Run(tmp_path / "r", RLConfig(), resume=True).resume_state()
+    steps = [json.loads(line)["step"] for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]
+
+
+def test_a_run_without_a_checkpoint_starts_its_logs_over(tmp_path):
+    run = Run(tmp_path / "r", RLConfig())
+    run.log(0, {"x": 0})
+    run.log(1, {"x": 1})
+    again = Run(tmp_path / "r", RLConfig(), resume=True)
+    assert again.resume_state() is None
+    assert (tmp_path / "r" / "metrics.jsonl").read_text() == ""

@@ -75,8 +75,12 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
     # Always resumable: a rerun replays every answered request from the cache, so its
     # per-chunk log starts afresh.
+    summary_file = run_dir / "summary.json"
+    if (run_dir / "checkpoints").exists() or (
+            summary_file.exists() and json.loads(summary_file.read_text()).get("command", "distill") != "distill"):
+        raise FileExistsError(f"{run_dir} holds another command's run; choose another --run_dir")
     run = Run(run_dir, cfg, resume=True, tensorboard=cfg.tensorboard)
-    (run.dir / "metrics.jsonl").unlink(missing_ok=True)
+    run.restart_logs()
     env = make_env(cfg.env)
     stream = env.problems("train", cfg.seed)
     problems = [next(stream) for _ in range(cfg.problems)]

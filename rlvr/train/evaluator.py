@@ -52,7 +52,8 @@ class Evaluator:
         self.cfg, self.run, self.model, self.tok = cfg, run, model, tok
         self.enabled = spec is not None and cfg.eval_problems > 0
         self.env = make_env(spec) if self.enabled else None
-        self.problems = eval_problems(self.env, cfg.eval_problems, seed) if self.enabled else []
+        # The same problems for every run (seed 0), so runs compare; the run's seed drives sampling.
+        self.problems = eval_problems(self.env, cfg.eval_problems) if self.enabled else []
         self.max_new_tokens = cfg.eval_max_new_tokens or max_new_tokens
         self.seed = seed
         self._engine: TorchEngine | None = None

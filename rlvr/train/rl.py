@@ -164,7 +164,7 @@ def main(cfg: RLConfig) -> Run:
     state = lambda: {"optimizer": opt.state_dict(), "compute": compute.state()}  # noqa: E731
     try:
         with StepBar("rl", cfg.steps, start) as bar:
-            done = step >= cfg.steps
+            done = step >= cfg.steps or bool(cfg.budget_flops and compute.total().flops >= cfg.budget_flops)
             while not done:
                 t0 = time.perf_counter()
                 for g in opt.param_groups:
@@ -192,7 +192,7 @@ def main(cfg: RLConfig) -> Run:
                     run.log_samples(step, _sample_rows(batch.rollouts, cfg.log_samples))
                 bar.update(step, reward=metrics["reward"], len=metrics["response_len"],
                            ent=metrics.get("entropy", 0.0))
-                if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
+                if cfg.save_every and step % cfg.save_every == 0 and not done:
                     run.save(step, model, tok, state(), cfg.keep_last)
     finally:
         rollouts_q.close()

@@ -33,6 +33,7 @@ from pydantic import Field
 from rlvr.atomic import write_json, write_text
 from rlvr.compute import Compute, Totals, inherited_from
 from rlvr.engine import TorchEngine
+from rlvr.jsonl import read_jsonl
 from rlvr.envs import make_env
 from rlvr.models import count_parameters, load_model
 from rlvr.rollout import generate_rollouts, rollout_stats, token_counts
@@ -141,7 +142,7 @@ def main(cfg: RSConfig) -> Run:
                 compute.add(Totals.from_dict({**summary["compute"], "wall_seconds": 0}))  # our clock ran meanwhile
                 trained, _ = load_model(last_model(sub.dir))
                 model.load_state_dict(trained.state_dict())
-                last = [json.loads(x) for x in (sub.dir / "metrics.jsonl").read_text().splitlines()][-1]
+                last = list(read_jsonl(sub.dir / "metrics.jsonl"))[-1][1]
                 metrics.update({"sft_loss": last["loss"], "sft_steps": summary["steps"]})
             # 3. Evaluate, log, checkpoint the round.
             final = rnd == cfg.rounds or bool(cfg.budget_flops and compute.total().flops >= cfg.budget_flops)

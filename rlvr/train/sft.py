@@ -38,6 +38,7 @@ from pydantic import Field
 from rlvr.models import count_parameters, load_model
 from rlvr.models.forward import forward, parts_of
 from rlvr.compute import Compute, inherited_from
+from rlvr.config import InputError
 from rlvr.jsonl import read_jsonl
 from rlvr.train.evaluator import Evaluator, TrainerFields
 from rlvr.train.progress import StepBar
@@ -87,7 +88,7 @@ def encode(tok, messages: list[dict], where: str = "conversation") -> Example:
             continue
         start, end = _ids(tok, messages[:i], generation_prompt=True), _ids(tok, messages[:i + 1])
         if ids[:len(start)] != start or ids[:len(end)] != end:
-            raise ValueError(f"{where}: the chat template is not prefix-stable (rendering later turns changes "
+            raise InputError(f"{where}: the chat template is not prefix-stable (rendering later turns changes "
                              f"earlier tokens at message {i}), so assistant tokens cannot be located")
         mask[len(start):len(end)] = [True] * (len(end) - len(start))
     return Example(ids, mask)
@@ -101,19 +102,19 @@ def load_conversations(path: str | Path, tok, max_length: int) -> list[Example]:
         where = f"{path}:{n}"
         msgs = row.get("messages")
         if not isinstance(msgs, list) or not msgs:
-            raise ValueError(f'{where}: expected an object with a non-empty "messages" list')
+            raise InputError(f'{where}: expected an object with a non-empty "messages" list')
         for m in msgs:
             if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-                raise ValueError(f"{where}: a message needs a role in {sorted(ROLES)} and a string content; got {m!r}")
+                raise InputError(f"{where}: a message needs a role in {sorted(ROLES)} and a string content; got {m!r}")
         if not any(m["role"] == "assistant" for m in msgs):
-            raise ValueError(f"{where}: no assistant turn, so nothing to train on")
+            raise InputError(f"{where}: no assistant turn, so nothing to train on")
         ex = encode(tok, [{"role": m["role"], "content": m["content"]} for m in msgs], where)
         if len(ex.ids) > max_length:
-            raise ValueError(f"{where}: {len(ex.ids)} tokens > max_length={max_length} "
+            raise InputError(f"{where}: {len(ex.ids)} tokens > max_length={max_length} "
                              "(raise --max_length or drop the conversation)")
         out.append(ex)
     if not out:
-        raise ValueError(f"{path}: no conversations")
+        raise InputError(f"{path}: no conversations")
     return out
 
 
@@ -201,7 +202,8 @@ def main(cfg: SFTConfig) -> Run:
         random.Random(f"sft/{cfg.seed}/{epoch}").shuffle(order)
         return [rows[j] for j in order[i * cfg.batch_size:(i + 1) * cfg.batch_size]]
 
-    step, done = start, start >= total
+    step = start
+    done = step >= total or bool(cfg.budget_flops and compute.total().flops >= cfg.budget_flops)
     if start == 0 and cfg.eval_every:  # where the accuracy-against-compute curve starts
         run.log(0, {**evaluator(0, compute), **compute.metrics()})
     with StepBar("sft", horizon, start) as bar:
