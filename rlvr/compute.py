@@ -116,8 +116,11 @@ class Compute:
         return {"stage": self.stage, "n_params": self.n_params, "own": self.own.as_dict(),
                 "inherited": self.inherited.as_dict(), "total": total.as_dict()}
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Continue a resumed run's meter where its checkpoint left it."""
+    def load_state(self, state: dict[str, Any] | None) -> None:
+        """Continue a resumed run's meter where its checkpoint left it (a checkpoint from
+        before compute accounting has none: the meter then counts from the resume)."""
+        if not state:
+            return
         self.own = Totals.from_dict(state["own"])
         self.inherited = Totals.from_dict(state["inherited"])
         self._since = time.time()

@@ -67,7 +67,7 @@ def main(cfg: PretrainConfig) -> Run:
     # Counted like any run's, but never inherited: the base is every regime's shared start.
     compute = Compute(count_parameters(model), "pretrain")
     if resumed:
-        compute.load_state(resumed[1]["compute"])
+        compute.load_state(resumed[1].get("compute"))
     # The stream is deterministic, so a resumed run skips what it already read.
     docs = itertools.islice(documents(env, tok, cfg.slip, cfg.seed), start * cfg.batch_size, None)
     model.train()

@@ -152,7 +152,7 @@ def main(cfg: RLConfig) -> Run:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     if resumed:
         opt.load_state_dict(resumed[1]["optimizer"])
-        compute.load_state(resumed[1]["compute"])
+        compute.load_state(resumed[1].get("compute"))
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
     engine = TorchEngine(model, tok, version=start)
     producer = Producer(engine, env, cfg.prompts, cfg.group_size, sampling, cfg.seed, cfg.drop_uniform_groups)

@@ -110,7 +110,7 @@ def main(cfg: RSConfig) -> Run:
     model, tok = load_model(resumed[0] if resumed else start_model)
     compute = Compute(count_parameters(model), "rs", inherited_from(cfg.model))
     if resumed:
-        compute.load_state(resumed[1]["compute"])
+        compute.load_state(resumed[1].get("compute"))
     engine = TorchEngine(model, tok, version=done_rounds)
     evaluator = Evaluator(cfg, run, cfg.env, model, tok, cfg.max_new_tokens, cfg.seed)
     if done_rounds == 0 and evaluator.enabled:  # where the accuracy-against-compute curve starts

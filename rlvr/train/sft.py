@@ -190,7 +190,7 @@ def main(cfg: SFTConfig) -> Run:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     if resumed:
         opt.load_state_dict(resumed[1]["optimizer"])
-        compute.load_state(resumed[1]["compute"])
+        compute.load_state(resumed[1].get("compute"))
     evaluator = Evaluator(cfg, run, None, model, tok, seed=cfg.seed)
     state = lambda: {"optimizer": opt.state_dict(), "compute": compute.state()}  # noqa: E731
 
