@@ -36,7 +36,7 @@ def generate_rollouts(engine, env: Environment, problems: list[Problem], n: int,
     groups = engine.generate(prompts, n, sampling)
     rollouts = []
     for problem, samples in zip(problems, groups):
-        judged, verdicts, dropped = [], [], 0
+        judged, verdicts, dropped, dropped_tokens = [], [], 0, 0
         for s in samples:
             s.problem = problem
             try:
@@ -44,15 +44,19 @@ def generate_rollouts(engine, env: Environment, problems: list[Problem], n: int,
                 judged.append(s)
             except VerifierError:
                 dropped += 1
-        rollouts.append(Rollout(problem, judged, verdicts, dropped=dropped))
+                dropped_tokens += len(s.completion_ids)
+        rollouts.append(Rollout(problem, judged, verdicts, dropped=dropped, dropped_tokens=dropped_tokens,
+                                prompt_tokens=len(samples[0].prompt_ids) if samples else 0))
     return rollouts
 
 
 def token_counts(rollouts: list[Rollout]) -> dict[str, int]:
     """Prompt tokens (once per problem: the engine prefills a prompt once for its group)
     and generated tokens: what generating these rollouts cost (rlvr/compute.py)."""
-    return {"prompt_tokens": sum(len(r.samples[0].prompt_ids) for r in rollouts if r.samples),
-            "generated_tokens": sum(len(s.completion_ids) for r in rollouts for s in r.samples)}
+    return {"prompt_tokens": sum(r.prompt_tokens or (len(r.samples[0].prompt_ids) if r.samples else 0)
+                                 for r in rollouts),
+            "generated_tokens": sum(len(s.completion_ids) for r in rollouts for s in r.samples)
+            + sum(r.dropped_tokens for r in rollouts)}
 
 
 def rollout_stats(rollouts: list[Rollout]) -> dict[str, float]:

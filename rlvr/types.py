@@ -84,6 +84,8 @@ class Rollout:
     verdicts: list[Verdict]
     advantages: list[float] | None = None
     dropped: int = 0  # samples the verifier could not judge (VerifierError), left out
+    dropped_tokens: int = 0  # their completion tokens: generated all the same (compute accounting)
+    prompt_tokens: int = 0  # the prompt's length, kept even when every sample was dropped
 
     @property
     def rewards(self) -> list[float]:

@@ -8,7 +8,7 @@ from rlvr.engine import TorchEngine
 from rlvr.envs import make_env
 from rlvr.models import build_tiny_model
 from rlvr.models.forward import parts_of
-from rlvr.rollout import generate_rollouts, rollout_stats
+from rlvr.rollout import generate_rollouts, rollout_stats, token_counts
 from rlvr.train.batch import make_batch, policy_logprobs
 from rlvr.train.producer import Producer, RolloutQueue
 from rlvr.types import Sample, Sampling
@@ -136,3 +136,6 @@ def test_undecided_samples_are_dropped_not_scored():
     for r in rollouts:
         assert len(r.samples) == len(r.verdicts) == 2
     assert rollout_stats(rollouts)["verifier_errors"] == 0.5
+    # Dropped samples were still generated: compute counts all 12 completion tokens.
+    assert token_counts(rollouts) == {"prompt_tokens": sum(r.prompt_tokens for r in rollouts), "generated_tokens": 12}
+    assert all(r.prompt_tokens == len(r.samples[0].prompt_ids) > 0 for r in rollouts)
