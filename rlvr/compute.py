@@ -144,7 +144,9 @@ def inherited_from(*sources: str | Path | None) -> Totals:
 def _compute_behind(path: Path) -> Totals:
     state_file = _trainer_state(path)
     if state_file is not None:
-        state = torch.load(state_file, weights_only=False, map_location="cpu").get("compute")
+        small = state_file.parent / "compute.json"  # beside it since compute accounting; no optimizer to load
+        state = (json.loads(small.read_text()) if small.exists()
+                 else torch.load(state_file, weights_only=False, map_location="cpu").get("compute"))
         if state and state.get("stage") not in NOT_INHERITED:
             return Totals.from_dict(state["total"])
         return Totals()

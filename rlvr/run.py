@@ -94,6 +94,8 @@ class Run:
             save_model(model, tok, tmp / "model")
             full = {**state, "step": step, "rng": _rng_state()}
             torch.save(full, tmp / "trainer_state.pt")
+            if "compute" in state:  # readable without loading the optimizer (rlvr/compute.py)
+                (tmp / "compute.json").write_text(json.dumps(state["compute"]))
         point_link(self.ckpt_dir / "last", path.name)
         for old in self.checkpoints()[:-keep_last] if keep_last > 0 else []:
             shutil.rmtree(old, ignore_errors=True)

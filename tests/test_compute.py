@@ -68,7 +68,9 @@ def test_sft_compute_and_what_it_inherits(micro_base, tmp_path):
     assert s["compute"]["backward_flops"] == pytest.approx(4 * n * tokens)
     assert s["inherited"]["teacher_tokens"] == 300 and s["inherited"]["teacher_flops"] == 1e9
     assert s["total"]["flops"] == pytest.approx(6 * n * tokens + 1e9)
-    # RL from the student carries the student's whole bill, the teacher's tokens included.
+    # RL from the student carries the student's whole bill, the teacher's tokens included
+    # (read from the checkpoint's compute.json, without loading its optimizer state).
+    assert json.loads((run.dir / "checkpoints" / "last" / "compute.json").read_text())["total"] == s["total"]
     assert inherited_from(run.dir).as_dict() == pytest.approx(
         {**s["total"], "wall_seconds": pytest.approx(s["total"]["wall_seconds"], abs=1.0)})
     after = rl.main(_rl(run.dir, tmp_path / "rl", steps=1))
