@@ -101,6 +101,10 @@ class Compute:
         self.tick()
         return self.own + self.inherited
 
+    def spent(self, budget: float) -> bool:
+        """Whether a FLOP budget (0: none) is used up, inherited compute included."""
+        return bool(budget) and self.total().flops >= budget
+
     def tick(self) -> None:
         now = time.time()
         self.own.wall_seconds += now - self._since

@@ -164,7 +164,7 @@ def main(cfg: RLConfig) -> Run:
     state = lambda: {"optimizer": opt.state_dict(), "compute": compute.state()}  # noqa: E731
     try:
         with StepBar("rl", cfg.steps, start) as bar:
-            done = step >= cfg.steps or bool(cfg.budget_flops and compute.total().flops >= cfg.budget_flops)
+            done = step >= cfg.steps or compute.spent(cfg.budget_flops)
             while not done:
                 t0 = time.perf_counter()
                 for g in opt.param_groups:
@@ -184,7 +184,7 @@ def main(cfg: RLConfig) -> Run:
                     "step_time": dt, "gen_time": batch.seconds, "wait_time": t_wait,
                     "tokens_per_s": batch.stats["generated_tokens"] / dt,
                     "staleness": step - 1 - batch.version, "lr": opt.param_groups[0]["lr"], **compute.metrics()})
-                done = step >= cfg.steps or bool(cfg.budget_flops and compute.total().flops >= cfg.budget_flops)
+                done = step >= cfg.steps or compute.spent(cfg.budget_flops)
                 if done or evaluator.due(step):
                     metrics.update(evaluator(step, compute, final=done))
                 run.log(step, metrics)

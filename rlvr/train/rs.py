@@ -118,7 +118,7 @@ def main(cfg: RSConfig) -> Run:
 
     rnd = done_rounds
     with StepBar("rs", cfg.rounds, done_rounds) as bar:
-        while rnd < cfg.rounds and not (cfg.budget_flops and compute.total().flops >= cfg.budget_flops):
+        while rnd < cfg.rounds and not compute.spent(cfg.budget_flops):
             rnd += 1
             out = run.dir / f"round_{rnd}"
             out.mkdir(exist_ok=True)
@@ -145,7 +145,7 @@ def main(cfg: RSConfig) -> Run:
                 last = list(read_jsonl(sub.dir / "metrics.jsonl"))[-1][1]
                 metrics.update({"sft_loss": last["loss"], "sft_steps": summary["steps"]})
             # 3. Evaluate, log, checkpoint the round.
-            final = rnd == cfg.rounds or bool(cfg.budget_flops and compute.total().flops >= cfg.budget_flops)
+            final = rnd == cfg.rounds or compute.spent(cfg.budget_flops)
             if final or evaluator.due(rnd):
                 metrics.update(evaluator(rnd, compute, final=final))
             run.log(rnd, {**metrics, **compute.metrics()})

@@ -203,7 +203,7 @@ def main(cfg: SFTConfig) -> Run:
         return [rows[j] for j in order[i * cfg.batch_size:(i + 1) * cfg.batch_size]]
 
     step = start
-    done = step >= total or bool(cfg.budget_flops and compute.total().flops >= cfg.budget_flops)
+    done = step >= total or compute.spent(cfg.budget_flops)
     if start == 0 and cfg.eval_every:  # where the accuracy-against-compute curve starts
         run.log(0, {**evaluator(0, compute), **compute.metrics()})
     with StepBar("sft", horizon, start) as bar:
@@ -226,7 +226,7 @@ def main(cfg: SFTConfig) -> Run:
             m = {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr, "epoch": (step - 1) // per_epoch,
                  "loss_tokens": n_tokens, "trained_tokens": seen, "tokens_per_s": seen / dt, "step_time": dt,
                  **compute.metrics()}
-            done = step >= total or bool(cfg.budget_flops and compute.total().flops >= cfg.budget_flops)
+            done = step >= total or compute.spent(cfg.budget_flops)
             if done or evaluator.due(step):
                 m.update(evaluator(step, compute, final=done))
             run.log(step, m)
