@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: demo test test-slow bench install clean
+.PHONY: demo test test-kernels test-slow bench install clean
 
 $(VENV_STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -19,6 +19,12 @@ demo: $(VENV_STAMP)
 
 test: $(VENV_STAMP)
 	$(PY) -m pytest -q
+
+# The learning tests again under PyTorch's generic kernels and under AVX2 kernels with
+# oneDNN and MKL capped at AVX2: the float paths other CPUs take.
+test-kernels: $(VENV_STAMP)
+	ATEN_CPU_CAPABILITY=default $(PY) -m pytest -q -m "learning and not slow"
+	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 $(PY) -m pytest -q -m "learning and not slow"
 
 test-slow: $(VENV_STAMP)
 	$(PY) -m pytest -q -m slow

@@ -46,8 +46,10 @@ def _commands() -> dict[str, tuple[type, Callable, str]]:
 
 
 def _experiments() -> dict[str, tuple[type, Callable, str]]:
-    from rlvr.experiments import ceiling, regimes
+    from rlvr.experiments import ceiling, coldstart, regimes
     return {"ceiling": (ceiling.CeilingConfig, ceiling.main, "can a distilled student pass its teacher? and after RL?"),
+            "coldstart": (coldstart.ColdstartConfig, coldstart.main,
+                          "what makes RL after a cold start help or hurt: RL variants from one SFT student"),
             "regimes": (regimes.RegimesConfig, regimes.main,
                         "zero RL, best-of-N, distillation, distillation + RL from one base at equal FLOPs")}
 

@@ -113,6 +113,7 @@ def _cfg(micro, data, run_dir, **kw):
     return sft.SFTConfig(**{**cfg, **kw})
 
 
+@pytest.mark.learning
 def test_sft_lowers_loss_and_raises_accuracy(micro, data, tmp_path):
     before = _greedy(micro)
     run = sft.main(_cfg(micro, data, tmp_path / "sft", eval_every=120))

@@ -1,6 +1,6 @@
 """Smoke tests of the trainers on a tiny task: training moves the parameters and the reward.
 
-A micro model is pretrained for a few seconds on worked 1-digit additions (half of
+A micro model is pretrained for a few seconds on worked 1-digit additions (70% of
 them with a slip), then RL runs on held-in problems of the same task.
 """
 
@@ -26,27 +26,37 @@ def base(micro_base):
     return micro_base
 
 
+@pytest.mark.learning
 def test_pretrain_learns_the_corpus(base):
     m = _metrics(base)
-    assert len(m) == 400 and m[-1]["loss"] < 0.5 * m[0]["loss"]
+    summary = json.loads((base / "summary.json").read_text())
+    assert summary["in_band"] and summary["steps"] == m[-1]["step"] < 1000  # stopped by its check
+    assert m[-1]["loss"] < 0.5 * m[0]["loss"]
+    assert m[-1]["check/pass@8"] >= 0.8 and m[-1]["check/greedy"] <= 0.3
     model, tok = load_model(last_model(base))
     assert sum(p.numel() for p in model.parameters()) > 0
     assert (base / "checkpoints" / "last" / "trainer_state.pt").exists()
 
 
 def _rl_cfg(base, run_dir, **kw):
-    cfg = dict(run_dir=str(run_dir), model=str(base), env=ENV, steps=20, prompts=16, group_size=8,
-               max_new_tokens=16, lr=1e-3, warmup=3, eval_problems=0, save_every=0, seed=0)
+    cfg = dict(run_dir=str(run_dir), model=str(base), env=ENV, steps=30, prompts=32, group_size=8,
+               max_new_tokens=16, lr=5e-4, warmup=3, eval_problems=0, save_every=0, seed=0)
     return rl.RLConfig(**{**cfg, **kw})
 
 
+def rl_gain(run_dir) -> tuple[float, float]:
+    m = _metrics(run_dir)
+    return sum(r["reward"] for r in m[:3]) / 3, sum(r["reward"] for r in m[-5:]) / 5
+
+
+@pytest.mark.learning
 def test_rl_raises_reward_and_moves_parameters(base, tmp_path):
     before = {k: v.clone() for k, v in load_model(last_model(base))[0].state_dict().items()}
     rl.main(_rl_cfg(base, tmp_path / "rl"))
     m = _metrics(tmp_path / "rl")
-    first = sum(r["reward"] for r in m[:3]) / 3
-    last = sum(r["reward"] for r in m[-5:]) / 5
-    assert last > first + 0.15, (first, last)
+    first, last = rl_gain(tmp_path / "rl")
+    # Measured (tests/margins.py): +0.12 to +0.24 over 3 bases x 2 RL seeds x 3 kernel paths.
+    assert last > first + 0.06, (first, last)
     after = load_model(last_model(tmp_path / "rl"))[0].state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
     for key in ("reward", "pass_rate", "entropy", "approx_kl", "clip_frac", "response_len", "tokens_per_s", "step_time"):

@@ -35,13 +35,14 @@ from rlvr.envs import make_env
 from rlvr.eval import eval_problems, evaluate
 from rlvr.models import load_model
 from rlvr.demo import pretrained_base
+from rlvr.experiments import seeds
 from rlvr.train import pretrain, rl, sft
 from rlvr.types import Sampling
 
 
 class CeilingConfig(Config):
     run_dir: str = Field("runs/ceiling", description="Experiment directory (one sub-run per stage, results.json).")
-    pretrain_steps: int = Field(600, ge=1, description="Pretraining steps of the shared base (cached like the demo's).")
+    pretrain_steps: int = Field(1500, ge=1, description="Most pretraining steps of the base (its held-out check usually stops it at 300-500; see rlvr pretrain --help).")
     teacher_band: tuple[float, float] = Field((0.5, 0.75), description="Teacher pass@1 wanted (low, high).")
     teacher_chunk: int = Field(5, ge=1, description="RL steps between teacher evaluations.")
     teacher_max_steps: int = Field(60, ge=1, description="Give up growing the teacher after this many RL steps.")
@@ -53,7 +54,8 @@ class CeilingConfig(Config):
     eval_problems: int = Field(200, ge=1, description="Held-out problems for every evaluation.")
     eval_samples: int = Field(8, ge=1, description="Samples per held-out problem (pass@1 is their mean).")
     seed: int = Field(0, description="Seed of sampling, RL and evaluation problems (the base has its own).")
-    base_seed: int = Field(0, description="Seed of the base's pretraining, apart from `seed`: at 600 steps pretraining seeds 1 and 3 stay on the loss plateau (a base with no signal; EXPERIMENTS.md).")
+    seeds: list[int] = Field([], description="Run once per seed, each with its own base (base_seed = seed), in RUN_DIR/seed_N, and report every figure as mean [min, max] (e.g. --seeds 0,1,2); empty: one run with `seed`.")
+    base_seed: int = Field(0, description="Seed of the base's pretraining, apart from `seed` (the base is cached per config, so runs with other seeds share it).")
 
 
 def _free_port() -> int:
@@ -97,6 +99,11 @@ def _spent(run_dir: Path) -> dict[str, float]:
 
 
 def main(cfg: CeilingConfig) -> dict[str, Any]:
+    if cfg.seeds:
+        out = seeds.over_seeds(main, cfg, cfg.seeds, figures)
+        seeds.print_spread(f"the ceiling experiment over seeds {cfg.seeds}: mean [min, max]", out["spread"],
+                           {"pass@1": True, "greedy": True, "teacher RL steps": False}, len(cfg.seeds))
+        return out
     console, root, t0 = Console(), Path(cfg.run_dir), time.time()
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} already holds an experiment: remove it or pass another --run_dir")
@@ -104,7 +111,7 @@ def main(cfg: CeilingConfig) -> dict[str, Any]:
     base_model = pretrained_base(pre, console=console)
     env_spec = pre.env
     env = make_env(env_spec)
-    problems = eval_problems(env, cfg.eval_problems, cfg.seed)
+    problems = eval_problems(env, cfg.eval_problems)  # one held-out set for every seed
     sampling = Sampling(temperature=1.0, max_new_tokens=32, seed=cfg.seed)
 
     def measure(model_dir: Path) -> dict[str, Any]:
@@ -171,3 +178,10 @@ def main(cfg: CeilingConfig) -> dict[str, Any]:
     (root / "results.json").write_text(json.dumps(out, indent=2) + "\n")
     console.print(f"results: {root / 'results.json'}   ({out['seconds']:.0f} s)")
     return out
+
+
+def figures(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """{model: {column: value}} of one run, for the spread over seeds."""
+    rows = {name: {"pass@1": r["pass@1"]["mean"], "greedy": r["greedy"]["mean"]} for name, r in result["results"].items()}
+    rows["teacher"]["teacher RL steps"] = result["teacher_rl_steps"]
+    return rows

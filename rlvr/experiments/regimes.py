@@ -36,6 +36,7 @@ from rlvr.config import Config
 from rlvr.demo import pretrained_base
 from rlvr.distill import distill
 from rlvr import report
+from rlvr.experiments import seeds
 from rlvr.train import pretrain, rl, rs, sft
 
 REGIMES = ("rl", "rs", "distill", "distill_rl")
@@ -46,7 +47,7 @@ class RegimesConfig(Config):
     regimes: list[str] = Field(list(REGIMES), description=f"Which regimes to run, of {list(REGIMES)} (distill runs both filters).")
     budget_flops: float = Field(4e12, gt=0, description="FLOPs each regime may spend (inherited compute included).")
     target: float = Field(0.8, gt=0, le=1, description="pass@1 whose cost (tokens, FLOPs) the report compares.")
-    pretrain_steps: int = Field(600, ge=1, description="Pretraining steps of the shared base (cached like the demo's).")
+    pretrain_steps: int = Field(1500, ge=1, description="Most pretraining steps of the base (its held-out check usually stops it at 300-500; see rlvr pretrain --help).")
     teacher_steps: int = Field(80, ge=1, description="RL steps that make the teacher from the base.")
     distill_problems: int = Field(2000, ge=1, description="Training problems the teacher solves.")
     k: int = Field(4, ge=1, description="Teacher solutions per problem.")
@@ -61,10 +62,17 @@ class RegimesConfig(Config):
     eval_samples: int = Field(8, ge=1, description="Samples per problem during training (pass@1 is their mean).")
     final_eval_samples: int = Field(64, ge=1, description="Samples per problem at each run's final evaluation (pass@k to k=64).")
     seed: int = Field(0, description="Seed of sampling, RL and evaluation problems (the base has its own).")
-    base_seed: int = Field(0, description="Seed of the base's pretraining, apart from `seed`: at 600 steps pretraining seeds 1 and 3 stay on the loss plateau (a base with no signal; EXPERIMENTS.md).")
+    seeds: list[int] = Field([], description="Run once per seed, each with its own base (base_seed = seed), in RUN_DIR/seed_N, and report every figure as mean [min, max] (e.g. --seeds 0,1,2); empty: one run with `seed`.")
+    base_seed: int = Field(0, description="Seed of the base's pretraining, apart from `seed` (the base is cached per config, so runs with other seeds share it).")
 
 
 def main(cfg: RegimesConfig) -> dict[str, Any]:
+    if cfg.seeds:
+        out = seeds.over_seeds(main, cfg, cfg.seeds, figures)
+        seeds.print_spread(f"the regimes over seeds {cfg.seeds} at {cfg.budget_flops:.3g} FLOPs each: mean [min, max]",
+                           out["spread"], {"pass@1": True, "greedy": True, "pass@64": True, "FLOPs to target": False},
+                           len(cfg.seeds))
+        return out
     unknown = set(cfg.regimes) - set(REGIMES)
     if unknown:
         raise ValueError(f"unknown regimes {sorted(unknown)}; choose from {list(REGIMES)}")
@@ -73,9 +81,7 @@ def main(cfg: RegimesConfig) -> dict[str, Any]:
     pre = pretrain.PretrainConfig(steps=cfg.pretrain_steps, seed=cfg.base_seed)
     base = str(pretrained_base(pre, console=console))
     env, B = pre.env, cfg.budget_flops
-    evals = dict(eval_problems=cfg.eval_problems, eval_samples=cfg.eval_samples,
-                 final_eval_samples=cfg.final_eval_samples, seed=cfg.seed)
-    endless = 100_000  # steps, rounds, epochs: the budget is what stops a regime
+    evals = _evals(cfg)
 
     def stage(name: str, fn: Callable, config) -> str:
         run_dir = root / name
@@ -88,21 +94,19 @@ def main(cfg: RegimesConfig) -> dict[str, Any]:
         return str(run_dir)
 
     def rl_cfg(model: str, **kw) -> rl.RLConfig:
-        return rl.RLConfig(model=model, env=env, max_new_tokens=32, save_every=20, **{**evals, **kw})
+        return rl_config(cfg, env, model, **kw)
 
     def sft_cfg(data: str, budget: float) -> sft.SFTConfig:
-        return sft.SFTConfig(model=base, data=data, epochs=endless, batch_size=64, lr=cfg.sft_lr, max_length=64,
-                             budget_flops=budget, eval_env=env, eval_every=cfg.sft_eval_every, save_every=100,
-                             eval_max_new_tokens=32, **evals)
+        return sft_config(cfg, env, base, data, budget)
 
     teacher = stage("teacher", rl.main, rl_cfg(base, steps=cfg.teacher_steps))
     runs: dict[str, str] = {}
     if "rl" in cfg.regimes:
-        runs["zero RL"] = stage("rl-zero", rl.main, rl_cfg(base, steps=endless, budget_flops=B,
+        runs["zero RL"] = stage("rl-zero", rl.main, rl_cfg(base, steps=ENDLESS, budget_flops=B,
                                                           eval_every=cfg.rl_eval_every))
     if "rs" in cfg.regimes:
         runs["best-of-N self-SFT"] = stage("rs", rs.main, rs.RSConfig(
-            model=base, env=env, rounds=endless, problems=cfg.rs_problems, n=cfg.rs_n, sft_lr=cfg.sft_lr,
+            model=base, env=env, rounds=ENDLESS, problems=cfg.rs_problems, n=cfg.rs_n, sft_lr=cfg.sft_lr,
             sft_max_length=64, budget_flops=B, eval_every=cfg.rs_eval_every, **evals))
     if {"distill", "distill_rl"} & set(cfg.regimes):
         for filt in ("none", "correct"):  # one set of teacher answers (a shared cache), two filters
@@ -115,7 +119,7 @@ def main(cfg: RegimesConfig) -> dict[str, Any]:
     if "distill_rl" in cfg.regimes:
         student = stage("sft-short", sft.main, sft_cfg(str(root / "distill-correct" / "data.jsonl"), cfg.sft_share * B))
         runs["distill (correct) + RL"] = stage("rl-after-sft", rl.main, rl_cfg(
-            student, steps=endless, budget_flops=B, eval_every=cfg.rl_eval_every))
+            student, steps=ENDLESS, budget_flops=B, eval_every=cfg.rl_eval_every))
 
     console.print("[bold]report[/]")
     rep = report.main(report.CompareConfig(runs=list(runs.values()), labels=list(runs), out=str(root / "report"),
@@ -127,6 +131,36 @@ def main(cfg: RegimesConfig) -> dict[str, Any]:
     write_json(root / "results.json", results)
     console.print(f"report: {rep['html']}   results: {root / 'results.json'}   ({results['seconds']:.0f} s)")
     return results
+
+
+ENDLESS = 100_000  # steps, rounds, epochs: the budget is what stops a regime
+
+
+def _evals(cfg: RegimesConfig) -> dict[str, Any]:
+    return dict(eval_problems=cfg.eval_problems, eval_samples=cfg.eval_samples,
+                final_eval_samples=cfg.final_eval_samples, seed=cfg.seed)
+
+
+def rl_config(cfg: RegimesConfig, env: Any, model: str, **kw) -> rl.RLConfig:
+    """An RL stage of the experiment: RL's own defaults, the experiment's evaluation."""
+    return rl.RLConfig(model=model, env=env, max_new_tokens=32, save_every=20, **{**_evals(cfg), **kw})
+
+
+def sft_config(cfg: RegimesConfig, env: Any, base: str, data: str, budget: float) -> sft.SFTConfig:
+    """An SFT stage: the data's epochs until `budget` FLOPs (inherited included) are spent."""
+    return sft.SFTConfig(model=base, data=data, epochs=ENDLESS, batch_size=64, lr=cfg.sft_lr, max_length=64,
+                         budget_flops=budget, eval_env=env, eval_every=cfg.sft_eval_every, save_every=100,
+                         eval_max_new_tokens=32, **_evals(cfg))
+
+
+def figures(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """{regime: {column: value}} of one run, for the spread over seeds."""
+    rows = {"teacher": {"pass@1": result["teacher"]["mean"]}}
+    for label, row in result["regimes"].items():
+        rows[label] = {"pass@1": row["pass@1"]["mean"], "greedy": (row.get("greedy") or {}).get("mean"),
+                       "pass@64": (row.get("pass@64") or {}).get("mean"),
+                       "FLOPs to target": (row.get("target") or {}).get("flops")}
+    return rows
 
 
 def _final(run_dir: Path) -> dict[str, Any]:

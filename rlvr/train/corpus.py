@@ -2,21 +2,27 @@
 
 Text from the wild is full of worked solutions that go wrong somewhere. This corpus
 imitates that for column addition: each solution is written least-significant column
-first, one numbered "digit carry" entry per column, then `#### answer`:
+first, one numbered entry per column (the column's two operand digits, then the digit
+written and the carry), then `#### answer`:
 
-    457+386  ->  1:31 2:41 3:80 #### 843
+    457+386  ->  1:7631 2:5841 3:4380 #### 843
 
-The column numbers matter: a RoPE model has no absolute positions, and without them
-it must infer which column it is writing (and so which operand digits to read) by
-counting, which left a ~700-step plateau before it learned anything; with them the
-plateau is ~300 steps.
+Why this shape. A RoPE model has no absolute positions: it must learn which prompt
+digits each column reads, and until it does it sits on a loss plateau. The column
+numbers tell it which column it is in. Copying the two operand digits first gives that
+lookup a target of its own, exact and free of slips, so it is learned apart from the
+addition (which then reads the digits just written, next to it); without the copies
+the plateau lasted 250 to over 600 steps depending on the seed and the CPU's float
+kernels, with them it ends after 200 to 300 (EXPERIMENTS.md).
 
 With probability `slip` each column's written digit is one too high (the carry stays
 right, later columns follow from the slipped work, and the answer is what the work
 says). With slip > 0.5 the most likely digit of every column is wrong, so a model
 trained on it has a *wrong mode*: low greedy accuracy, low pass@1, yet every correct
 solution has real probability (high pass@k). RL then has to move the mode, not merely
-sharpen the distribution. Only "train"-split problems are ever written here.
+sharpen the distribution. The default 0.6 keeps that margin wide (0.6 against 0.4 in
+every column), so greedy decoding stays wrong on any machine, not just on one rounding
+path. Only "train"-split problems are ever written here.
 """
 
 from __future__ import annotations
@@ -32,11 +38,11 @@ def worked_addition(a: int, b: int, slip: float, rng: random.Random) -> str:
     da, db = str(a)[::-1], str(b)[::-1]
     carry, cols, written = 0, [], []
     for i in range(max(len(da), len(db))):
-        s = int(da[i] if i < len(da) else 0) + int(db[i] if i < len(db) else 0) + carry
-        digit, carry = s % 10, s // 10
+        x, y = int(da[i] if i < len(da) else 0), int(db[i] if i < len(db) else 0)
+        digit, carry = (x + y + carry) % 10, (x + y + carry) // 10
         if rng.random() < slip:
             digit = (digit + 1) % 10
-        cols.append(f"{i + 1}:{digit}{carry}")
+        cols.append(f"{i + 1}:{x}{y}{digit}{carry}")
         written.append(str(digit))
     answer = int((str(carry) if carry else "") + "".join(reversed(written)))
     return " ".join(cols) + " " + format_answer(answer)

@@ -94,3 +94,8 @@ def flat(result: dict[str, Any]) -> dict[str, float]:
         if max(ks) > 1:
             out[f"eval/{name}/pass@{max(ks)}"] = m[f"pass@{max(ks)}"]["mean"]
     return out
+
+
+def headline_pass_at_1(result: dict[str, Any]) -> float:
+    """pass@1 of one environment, or of "all" for a mixture."""
+    return (result["all"] if "all" in result else next(iter(result.values())))["pass@1"]["mean"]

@@ -5,7 +5,21 @@ wrong (see corpus.py), until it writes solutions like them. It never sees a rewa
 The result is an HF checkpoint in `RUN/checkpoints/last/model`, the `--model` of
 every later stage.
 
-    rlvr pretrain --run_dir runs/base --steps 400
+When it stops is measured, not fixed. A randomly initialised model sits on a loss
+plateau until it learns which prompt digits each column reads, and how long that
+takes depends on the seed and on the CPU's float kernels (the same seed leaves the
+plateau a hundred steps apart on two kernel paths). So a small held-out check
+(`check_problems` problems, `check_samples` samples at T = 1, plus greedy) runs every
+`check_every` steps, and the run stops at the first check that finds the base in its
+band: it has learned the procedure (pass@k >= `band_pass_at_k`) but its answers are
+still mostly wrong (pass@1 <= `band_pass_at_1`, greedy <= `band_greedy`). The band is
+kept inside the demo's contract (pass@16 >= 50%, pass@1 and greedy <= 25%) so that a
+check on 64 problems that passes it leaves the base inside the contract on 200.
+`summary.json` holds the last check. `--check_every 0` trains a fixed `steps` with a
+cosine decay instead.
+
+    rlvr pretrain --run_dir runs/base
+    rlvr pretrain --run_dir runs/base --check_every 0 --steps 400
 """
 
 from __future__ import annotations
@@ -16,29 +30,44 @@ from typing import Any
 
 import torch
 from pydantic import Field
+from rich.console import Console
 
 from rlvr.config import Config
+from rlvr.engine import TorchEngine
 from rlvr.envs import make_env
+from rlvr.eval import eval_problems, evaluate
 from rlvr.models import build_tiny_model, count_parameters, load_model
 from rlvr.compute import Compute
 from rlvr.train.corpus import documents
 from rlvr.train.progress import StepBar
 from rlvr.run import Run
 from rlvr.train.schedule import lr_at
+from rlvr.types import Sampling
 
 DEMO_ENV = {"name": "arithmetic", "digits": 3, "ops": ["add"], "template": "{expr}"}
+# The check's problems come from the eval split at a seed of their own, apart from the
+# held-out set every later evaluation uses (seed 0): stopping on those would select on them.
+CHECK_SEED = 7919
 
 
 class PretrainConfig(Config):
     run_dir: str = Field("runs/base", description="Run directory (config, metrics, checkpoints).")
     env: Any = Field(DEMO_ENV, description="Environment whose train-split problems the corpus is written from.")
     preset: str = Field("tiny", description="Model size preset (see rlvr.models.tiny.PRESETS).")
-    slip: float = Field(0.55, ge=0.0, le=1.0, description="Probability that a column of a worked solution slips (+1).")
-    steps: int = Field(600, ge=1, description="Optimizer steps.")
+    slip: float = Field(0.55, ge=0.0, le=1.0, description="Probability that a column of a worked solution slips (+1); above 0.5 the base's most likely answer is wrong.")
+    steps: int = Field(1500, ge=1, description="Most optimizer steps (with the check on, the run usually ends at 300-500).")
     batch_size: int = Field(64, ge=1, description="Documents per step.")
-    lr: float = Field(2e-3, gt=0, description="Peak learning rate (AdamW), cosine-decayed to 10%.")
+    lr: float = Field(2e-3, gt=0, description="Learning rate (AdamW) after warm-up (check_every 0: decayed along a cosine to 10%).")
     warmup: int = Field(30, ge=0, description="Linear warm-up steps.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    check_every: int = Field(50, ge=0, description="Run the held-out check every N steps; 0: no check, train `steps` with a cosine decay.")
+    check_from: int = Field(150, ge=0, description="First step of a check (before it the model is still on its plateau).")
+    check_problems: int = Field(64, ge=1, description="Held-out problems of the check (eval split, a seed apart from every evaluation's).")
+    check_samples: int = Field(16, ge=1, description="Samples per check problem at T=1 (the check's pass@k has k = this).")
+    check_max_new_tokens: int = Field(32, ge=1, description="Completion token limit of the check.")
+    band_pass_at_k: float = Field(0.6, ge=0, le=1, description="Stop once pass@k on the check is at least this (the procedure is learned) ...")
+    band_pass_at_1: float = Field(0.2, ge=0, le=1, description="... while pass@1 is at most this ...")
+    band_greedy: float = Field(0.15, ge=0, le=1, description="... and greedy accuracy at most this (the base's most likely answer is still wrong).")
     seed: int = Field(0, description="Seed of the model init and the corpus stream.")
     save_every: int = Field(0, ge=0, description="Checkpoint every N steps (0: only at the end).")
     resume: bool = Field(False, description="Continue the run in run_dir from its last checkpoint.")
@@ -51,46 +80,89 @@ def batch_tensors(texts: list[str], tok) -> tuple[torch.Tensor, torch.Tensor, to
     return enc["input_ids"], enc["attention_mask"], labels
 
 
+class Check:
+    """The held-out check: pass@1, pass@k and greedy accuracy of the live model."""
+
+    def __init__(self, env, cfg: PretrainConfig):
+        self.env, self.k = env, cfg.check_samples
+        self.problems = eval_problems(env, cfg.check_problems, CHECK_SEED)
+        self.sampling = Sampling(temperature=1.0, max_new_tokens=cfg.check_max_new_tokens, seed=cfg.seed)
+
+    def __call__(self, model, tok) -> dict[str, float]:
+        result = evaluate(TorchEngine(model, tok), self.env, self.problems, self.k, [1, self.k], self.sampling)
+        m = next(iter(result.values())) if len(result) == 1 else result["all"]
+        model.train()
+        return {"check/pass@1": m["pass@1"]["mean"], f"check/pass@{self.k}": m[f"pass@{self.k}"]["mean"],
+                "check/greedy": m["greedy"]["mean"]}
+
+
+def in_band(check: dict[str, float], cfg: PretrainConfig) -> bool:
+    k = cfg.check_samples
+    return (check[f"check/pass@{k}"] >= cfg.band_pass_at_k and check["check/pass@1"] <= cfg.band_pass_at_1
+            and check["check/greedy"] <= cfg.band_greedy)
+
+
 def main(cfg: PretrainConfig) -> Run:
     run = Run(cfg.run_dir, cfg, resume=cfg.resume, tensorboard=cfg.tensorboard)
     env = make_env(cfg.env)
     model, tok = build_tiny_model(cfg.preset, seed=cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
-    start = 0
+    start, finished, last_check = 0, False, {}
     resumed = run.resume_state() if cfg.resume else None
     if resumed:
         path, state = resumed
         model, tok = load_model(path, device="cpu")
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
         opt.load_state_dict(state["optimizer"])
-        start = state["step"]
+        start, finished, last_check = state["step"], state.get("finished", False), state.get("check", {})
     # Counted like any run's, but never inherited: the base is every regime's shared start.
     compute = Compute(count_parameters(model), "pretrain")
     if resumed:
         compute.load_state(resumed[1].get("compute"))
+    check = Check(env, cfg) if cfg.check_every else None
     # The stream is deterministic, so a resumed run skips what it already read.
     docs = itertools.islice(documents(env, tok, cfg.slip, cfg.seed), start * cfg.batch_size, None)
     model.train()
+    step, done, shown = start, finished or start >= cfg.steps, {}
     with StepBar("pretrain", cfg.steps, start) as bar:
-        for step in range(start, cfg.steps):
+        while not done:
             t0 = time.perf_counter()
             ids, attn, labels = batch_tensors([next(docs) for _ in range(cfg.batch_size)], tok)
+            # With the check on, the rate stays at its peak: when the run ends is the check's call.
+            lr = lr_at(step, cfg.lr, cfg.warmup, None if check else cfg.steps)
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
+                g["lr"] = lr
             loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
+            step += 1
             tokens = int(attn.sum())
             compute.trained(tokens)
             dt = time.perf_counter() - t0
-            m = {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr_at(step, cfg.lr, cfg.warmup, cfg.steps),
+            m = {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr,
                  "trained_tokens": tokens, "tokens_per_s": tokens / dt, "step_time": dt, **compute.metrics()}
-            run.log(step + 1, m)
-            bar.update(step + 1, loss=m["loss"])
-            if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-                run.save(step + 1, model, tok, {"optimizer": opt.state_dict(), "compute": compute.state()})
-    run.save(cfg.steps, model, tok, {"optimizer": opt.state_dict(), "compute": compute.state()})
-    run.finish({"command": "pretrain", "steps": cfg.steps, **compute.summary()})
+            done = step >= cfg.steps
+            if check is not None and ((step % cfg.check_every == 0 and step >= cfg.check_from) or done):
+                last_check = check(model, tok)
+                m.update(last_check)
+                shown = {k.split("/")[1]: v for k, v in last_check.items()}
+                done = done or in_band(last_check, cfg)
+            run.log(step, m)
+            bar.update(step, loss=m["loss"], **shown)
+            if cfg.save_every and step % cfg.save_every == 0 and not done:
+                run.save(step, model, tok, {"optimizer": opt.state_dict(), "compute": compute.state()})
+    band = in_band(last_check, cfg) if last_check else None
+    if band is False:
+        Console(stderr=True).print(f"[yellow]warning:[/] the base never entered its band in {cfg.steps} steps "
+                                   f"(last check: {_show(last_check)}); raise --steps or change --seed")
+    if not finished:
+        run.save(step, model, tok, {"optimizer": opt.state_dict(), "compute": compute.state(),
+                                          "finished": True, "check": last_check})
+    run.finish({"command": "pretrain", "steps": step, "in_band": band, "check": last_check, **compute.summary()})
     return run
+
+
+def _show(check: dict[str, float]) -> str:
+    return ", ".join(f"{k.split('/')[1]} {v:.1%}" for k, v in check.items())

@@ -22,6 +22,14 @@ class StepBar:
     def __exit__(self, *exc) -> None:
         self.progress.stop()
 
+    def set_total(self, total: int) -> None:
+        """The run learned when it ends (e.g. pretraining's check): the bar's length follows."""
+        self.progress.update(self.task, total=total)
+
+    def warn(self, message: str) -> None:
+        """A warning above the bar (printed to stderr when there is no bar)."""
+        self.progress.console.print(f"[yellow]warning:[/] {message}")
+
     def update(self, step: int, **metrics: float) -> None:
         shown = " ".join(f"{k}={v:.3g}" for k, v in metrics.items())
         self.progress.update(self.task, completed=step, metrics=shown)

@@ -12,8 +12,9 @@ here. `max_staleness` > 0 lets generation run ahead of training (see producer.py
 
 from __future__ import annotations
 
+import math
 import time
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -25,7 +26,9 @@ from rlvr.models import count_parameters, load_model
 from rlvr.models.forward import parts_of
 from rlvr.train.batch import make_batch, policy_logprobs
 from rlvr.compute import Compute, inherited_from
-from rlvr.train.evaluator import Evaluator, TrainerFields
+from rlvr.train.evaluator import Evaluator, TrainerFields, headline_pass_at_1
+from rlvr.train.guard import DeclineGuard
+from rlvr.jsonl import read_jsonl
 from rlvr.train.producer import Producer, RolloutQueue
 from rlvr.train.progress import StepBar
 from rlvr.run import Run, last_model
@@ -51,6 +54,7 @@ class RLConfig(TrainerFields):
     kl_coef: float = Field(0.0, ge=0, description="Weight of the k3 KL penalty to the frozen starting model (0: none).")
     lr: float = Field(2e-4, gt=0, description="AdamW learning rate.")
     warmup: int = Field(10, ge=0, description="Linear learning-rate warm-up steps (Adam's first steps move every weight by ~lr).")
+    lr_schedule: Literal["constant", "cosine"] = Field("constant", description="After warm-up: constant, or cosine to 10% over `steps` (under --budget_flops: over the steps the budget affords, estimated from the first step's cost).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     grad_clip: float = Field(1.0, gt=0, description="Gradient norm clip.")
     epochs: int = Field(1, ge=1, description="Passes over each batch.")
@@ -61,6 +65,7 @@ class RLConfig(TrainerFields):
     save_every: int = Field(50, ge=0, description="Checkpoint every N steps (0: only at the end).")
     keep_last: int = Field(2, ge=1, description="Checkpoints kept.")
     log_samples: int = Field(2, ge=0, description="Rollouts per step written to samples.jsonl.")
+    guard_patience: int = Field(3, ge=1, description="Warn when held-out pass@1 falls at this many evaluations in a row while the training reward does not rise (needs --eval_every).")
     seed: int = Field(0, description="Seed of problem streams and sampling.")
     resume: bool = Field(False, description="Continue the run in run_dir from its last checkpoint.")
 
@@ -153,22 +158,30 @@ def main(cfg: RLConfig) -> Run:
     if resumed:
         opt.load_state_dict(resumed[1]["optimizer"])
         compute.load_state(resumed[1].get("compute"))
-    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
+    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
     engine = TorchEngine(model, tok, version=start)
     producer = Producer(engine, env, cfg.prompts, cfg.group_size, sampling, cfg.seed, cfg.drop_uniform_groups)
     rollouts_q = RolloutQueue(producer, cfg.max_staleness, start=start, version=start)
     evaluator = Evaluator(cfg, run, cfg.env, model, tok, cfg.max_new_tokens, cfg.seed)
+    guard = DeclineGuard(cfg.guard_patience)
+    if resumed and (run.dir / "metrics.jsonl").exists():
+        guard.replay(row for _, row in read_jsonl(run.dir / "metrics.jsonl"))
     step = start
     if start == 0 and cfg.eval_every:  # where the accuracy-against-compute curve starts
         run.log(0, {**evaluator(0, compute), **compute.metrics()})
-    state = lambda: {"optimizer": opt.state_dict(), "compute": compute.state()}  # noqa: E731
+        guard.evaluation(headline_pass_at_1(evaluator.last))
+    horizon = resumed[1].get("horizon") if resumed else None  # of a cosine schedule; set after step 1 under a budget
+    if cfg.lr_schedule == "cosine" and not cfg.budget_flops:
+        horizon = cfg.steps
+    state = lambda: {"optimizer": opt.state_dict(), "compute": compute.state(), "horizon": horizon}  # noqa: E731
     try:
         with StepBar("rl", cfg.steps, start) as bar:
             done = step >= cfg.steps or compute.spent(cfg.budget_flops)
             while not done:
                 t0 = time.perf_counter()
+                flops_before = compute.total().flops
                 for g in opt.param_groups:
-                    g["lr"] = lr_at(step, cfg.lr, cfg.warmup)
+                    g["lr"] = lr_at(step, cfg.lr, cfg.warmup, horizon)  # horizon None: constant
                 batch = rollouts_q.get(step)
                 t_wait = time.perf_counter() - t0
                 metrics = train_on(batch.rollouts, model, parts, ref_parts, opt, cfg, tok.pad_token_id)
@@ -178,6 +191,9 @@ def main(cfg: RLConfig) -> Run:
                 compute.trained(metrics["trained_tokens"])  # prompts once per micro-batch + completions, all epochs
                 if ref_parts is not None:
                     compute.forward_only(metrics["trained_tokens"])
+                if horizon is None and cfg.lr_schedule == "cosine":  # the steps the budget affords, at this step's cost
+                    per_step = compute.total().flops - flops_before
+                    horizon = min(cfg.steps, step + math.ceil(max(0.0, cfg.budget_flops - compute.total().flops) / per_step))
                 dt = time.perf_counter() - t0
                 metrics.update(batch.stats)
                 metrics.update({
@@ -185,8 +201,14 @@ def main(cfg: RLConfig) -> Run:
                     "tokens_per_s": batch.stats["generated_tokens"] / dt,
                     "staleness": step - 1 - batch.version, "lr": opt.param_groups[0]["lr"], **compute.metrics()})
                 done = step >= cfg.steps or compute.spent(cfg.budget_flops)
+                guard.reward(metrics.get("reward", 0.0))
                 if done or evaluator.due(step):
                     metrics.update(evaluator(step, compute, final=done))
+                    if evaluator.last is not None:
+                        warning = guard.evaluation(headline_pass_at_1(evaluator.last))
+                        metrics.update(guard.metrics())
+                        if warning:
+                            bar.warn(f"step {step}: {warning}")
                 run.log(step, metrics)
                 if cfg.log_samples:
                     run.log_samples(step, _sample_rows(batch.rollouts, cfg.log_samples))

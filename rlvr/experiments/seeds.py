@@ -1,0 +1,69 @@
+"""An experiment over several seeds: each figure as its mean and range.
+
+A tiny model's training lands somewhere else with another seed or on another CPU, so
+a claim that rests on one run may be luck. `over_seeds` runs an experiment once per
+seed, each in `RUN_DIR/seed_N` with its own base (base_seed = seed) and its own
+sampling, and `spread` turns each figure into mean, min and max over the seeds.
+`results.json` in RUN_DIR holds every seed's results and the spread; the table
+prints "mean [min, max]".
+
+    rlvr experiment regimes --seeds 0,1,2
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any, Callable
+
+from rich.console import Console
+from rich.table import Table
+
+from rlvr.atomic import write_json
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def show(s: dict[str, float] | None, percent: bool = True, runs: int = 0) -> str:
+    """"mean [min, max]", with "(n of N)" when only n of the N runs have the figure."""
+    if s is None:
+        return "-"
+    f = (lambda v: f"{v:.1%}") if percent else (lambda v: f"{v:.3g}")
+    text = f"{f(s['mean'])} [{f(s['min'])}, {f(s['max'])}]" if s["n"] > 1 else f(s["mean"])
+    return text + (f" ({s['n']} of {runs})" if runs and s["n"] < runs else "")
+
+
+def over_seeds(main: Callable[[Any], dict[str, Any]], cfg, seeds: list[int],
+               figures: Callable[[dict[str, Any]], dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """Run `main` once per seed; `figures(result)` -> {row: {column: value}} of one run.
+    Returns {"seeds", "runs" (each seed's result), "spread" ({row: {column: spread}})}."""
+    root = Path(cfg.run_dir)
+    runs: dict[int, dict[str, Any]] = {}
+    for seed in seeds:
+        Console().rule(f"seed {seed} ({len(runs) + 1} of {len(seeds)})")
+        runs[seed] = main(cfg.model_copy(update={"run_dir": str(root / f"seed_{seed}"), "seed": seed,
+                                                 "base_seed": seed, "seeds": []}))
+    per_seed = [figures(r) for r in runs.values()]
+    rows: dict[str, dict[str, dict[str, float]]] = {}
+    for row in per_seed[0]:
+        for col in per_seed[0][row]:
+            values = [f[row][col] for f in per_seed if row in f and f[row].get(col) is not None]
+            if values:
+                rows.setdefault(row, {})[col] = spread(values)
+    out = {"seeds": seeds, "spread": rows, "runs": {str(s): r for s, r in runs.items()}}
+    write_json(root / "results.json", out)
+    return out
+
+
+def print_spread(title: str, spread_rows: dict[str, dict[str, dict[str, float]]], columns: dict[str, bool],
+                 runs: int) -> None:
+    """columns: {name: is_a_percentage}; runs: how many seeds ran."""
+    table = Table(title=title)
+    table.add_column("")
+    for col in columns:
+        table.add_column(col, justify="right")
+    for row, cols in spread_rows.items():
+        table.add_row(row, *[show(cols.get(c), pct, runs) for c, pct in columns.items()])
+    Console().print(table)
