@@ -33,9 +33,11 @@ def test_rs_raises_the_pass_rate_within_two_rounds(micro_base, tmp_path):
     run = rs.main(_cfg(micro_base, tmp_path / "rs"))
     assert [e["step"] for e in _evals(run.dir)] == [0, 1, 2]  # the start, then after each round
     acc, own = rs_gains(run.dir)
-    # Measured (scripts/learning_margins.py): best round +X over the start, own pass rate +Y.
-    assert max(acc[1:]) > acc[0] + 0.04, acc
-    assert own > 0.0, own  # its own samples improved too
+    # scripts/learning_margins.py, 5 base seeds x 2 seeds on each kernel path (native = AVX2 on the
+    # machine measured, and ATEN_CPU_CAPABILITY=default): the best round +0.13 to +0.43 over the start,
+    # its own samples' pass rate +0.25 to +0.47; 20 of 20 pass at +0.08 and +0.15.
+    assert max(acc[1:]) > acc[0] + 0.08, acc
+    assert own > 0.15, own  # its own samples improved too
     # The data of a round: chat conversations of verified solutions only.
     rows = [json.loads(x) for x in (run.dir / "round_1" / "data.jsonl").read_text().splitlines()]
     assert rows and all(r["verdict"]["correct"] for r in rows)

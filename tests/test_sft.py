@@ -29,21 +29,29 @@ def _write(path, rows):
     return path
 
 
-@pytest.fixture(scope="module")
-def micro(tmp_path_factory):
-    model, tok = build_tiny_model("micro", seed=0)
-    return save_model(model, tok, tmp_path_factory.mktemp("micro") / "model")
+def random_micro(path, seed=0):
+    model, tok = build_tiny_model("micro", seed=seed)
+    return save_model(model, tok, path)
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def worked_data(path):
     """200 worked 1-digit additions from the train split, with extra keys that are ignored."""
     env, rng = make_env(ENV), random.Random(0)
     rows = []
     for _, p in zip(range(200), env.problems("train", 0)):
         reply = worked_addition(p.meta["a"], p.meta["b"], 0.0, rng)
         rows.append({"messages": p.messages() + [{"role": "assistant", "content": reply}], "provenance": "test"})
-    return _write(tmp_path_factory.mktemp("data") / "add.jsonl", rows)
+    return _write(path, rows)
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    return random_micro(tmp_path_factory.mktemp("micro") / "model")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return worked_data(tmp_path_factory.mktemp("data") / "add.jsonl")
 
 
 def test_mask_covers_assistant_content_and_end_token():
@@ -117,13 +125,16 @@ def _cfg(micro, data, run_dir, **kw):
 def test_sft_lowers_loss_and_raises_accuracy(micro, data, tmp_path):
     before = _greedy(micro)
     run = sft.main(_cfg(micro, data, tmp_path / "sft", eval_every=120))
+    after = _greedy(last_model(run.dir))
+    # scripts/learning_margins.py, 5 model seeds x 2 data-order seeds on each kernel path (native =
+    # AVX2 on the machine measured, and ATEN_CPU_CAPABILITY=default): +0.20 to +0.92 (this seed: +0.48
+    # native, +0.38 default); 20 of 20 pass at +0.1. Held-out problems: it learned to add, not the data.
+    assert after > before + 0.1, (before, after)
     m = _metrics(run.dir)
     assert m[0]["step"] == 0 and "loss" not in m[0]  # the evaluation before training
     assert m[-1]["loss"] < 0.3 * m[1]["loss"], (m[1]["loss"], m[-1]["loss"])
     for key in ("loss", "trained_tokens", "tokens_per_s", "step_time", "lr", "grad_norm"):
         assert key in m[-1]
-    after = _greedy(last_model(run.dir))
-    assert after > before + 0.4, (before, after)  # held-out problems: it learned to add, not the data
     assert [r["step"] for r in m if "eval/arithmetic" in r] == [0, 120, 240, 360]
     assert m[-1]["eval/arithmetic"] == pytest.approx(after)
     assert json.loads((run.dir / "eval.json").read_text())["metrics"]["arithmetic"]["pass@1"]["mean"] == after

@@ -55,8 +55,9 @@ def test_rl_raises_reward_and_moves_parameters(base, tmp_path):
     rl.main(_rl_cfg(base, tmp_path / "rl"))
     m = _metrics(tmp_path / "rl")
     first, last = rl_gain(tmp_path / "rl")
-    # Measured (tests/margins.py): +0.12 to +0.24 over 3 bases x 2 RL seeds x 3 kernel paths.
-    assert last > first + 0.06, (first, last)
+    # scripts/learning_margins.py, 5 base seeds x 2 RL seeds on each kernel path (native = AVX2
+    # on the machine measured, and ATEN_CPU_CAPABILITY=default): +0.38 to +0.56; 20 of 20 pass at +0.25.
+    assert last > first + 0.25, (first, last)
     after = load_model(last_model(tmp_path / "rl"))[0].state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
     for key in ("reward", "pass_rate", "entropy", "approx_kl", "clip_frac", "response_len", "tokens_per_s", "step_time"):
