@@ -37,12 +37,10 @@ class DemoConfig(Config):
     run_dir: str = Field("", description="Demo run directory (default: runs/demo-<timestamp>).")
     base_dir: str = Field("", description="Where the pretrained base is cached (default: runs/base-<config hash>).")
     pretrain_steps: int = Field(1500, ge=1, description="Most pretraining steps of the base (its held-out check usually stops it at 300-500; see rlvr pretrain --help).")
-    slip: float = Field(pretrain.PretrainConfig.model_fields["slip"].default, ge=0, le=1,
-                        description="Slip probability per column in the pretraining corpus.")
-    rl_steps: int = Field(80, ge=1, description="RL steps.")
+    rl_steps: int = Field(60, ge=1, description="RL steps.")
     prompts: int = Field(64, ge=1, description="Problems per RL step.")
     group_size: int = Field(8, ge=1, description="Completions per problem.")
-    lr: float = Field(2.5e-4, gt=0, description="RL learning rate.")
+    lr: float = Field(3e-4, gt=0, description="RL learning rate (after a 10-step warm-up, cosine-decayed to 10% by the last step).")
     eval_problems: int = Field(200, ge=1, description="Held-out problems for the before/after evaluation.")
     eval_samples: int = Field(16, ge=1, description="Samples per problem (pass@1 is their mean; pass@k for k = this).")
     seed: int = Field(0, description="Seed of sampling, RL and evaluation problems (the base has its own).")
@@ -76,7 +74,7 @@ def pretrained_base(pre: pretrain.PretrainConfig, base_dir: str = "", console: C
 def main(cfg: DemoConfig) -> dict:
     console = Console()
     t0 = time.time()
-    pre = pretrain.PretrainConfig(steps=cfg.pretrain_steps, slip=cfg.slip, seed=cfg.base_seed)
+    pre = pretrain.PretrainConfig(steps=cfg.pretrain_steps, seed=cfg.base_seed)
     run_dir = Path(cfg.run_dir or time.strftime("runs/demo-%Y%m%d-%H%M%S"))
     console.print("[bold]1/3 the base[/]")
     base_model = pretrained_base(pre, cfg.base_dir, console)
@@ -92,7 +90,7 @@ def main(cfg: DemoConfig) -> dict:
 
     console.print(f"[bold]3/3 zero RL[/] from the base ({cfg.rl_steps} steps of {cfg.prompts} x {cfg.group_size})")
     rl_cfg = rl.RLConfig(run_dir=str(run_dir / "rl"), model=str(base_model), env=pre.env, steps=cfg.rl_steps,
-                         prompts=cfg.prompts, group_size=cfg.group_size, lr=cfg.lr, seed=cfg.seed,
+                         prompts=cfg.prompts, group_size=cfg.group_size, lr=cfg.lr, lr_schedule="cosine", seed=cfg.seed,
                          max_new_tokens=32, eval_problems=0, save_every=0)
     t_rl = time.time()
     rl.main(rl_cfg)
@@ -107,7 +105,7 @@ def main(cfg: DemoConfig) -> dict:
         "env": pre.env, "eval_problems": cfg.eval_problems, "eval_samples": k,
         "base_pass_at_1": b["pass_at_1"], "base_greedy": b["greedy"], f"base_pass_at_{k}": b.get(f"pass_at_{k}"),
         "final_pass_at_1": a["pass_at_1"], "final_greedy": a["greedy"], f"final_pass_at_{k}": a.get(f"pass_at_{k}"),
-        "base_in_band": band, "rl_steps": cfg.rl_steps, "rl_seconds": rl_seconds, "wall_seconds": time.time() - t0,
+        "base_in_band": band, "base_pretrain": _pretrain_summary(base_dir), "rl_steps": cfg.rl_steps, "rl_seconds": rl_seconds, "wall_seconds": time.time() - t0,
         "base": before, "final": after, "base_dir": str(base_dir), "run_dir": str(run_dir),
     }
     (run_dir).mkdir(parents=True, exist_ok=True)
@@ -127,3 +125,8 @@ def main(cfg: DemoConfig) -> dict:
                       f"pass@{k} >= {BAND_MIN_PASS_AT_K:.0%}): what RL did here is not the demo's claim")
     console.print(f"run directory: [bold]{run_dir}[/]   ({result['wall_seconds']:.0f} s in all)")
     return result
+
+
+def _pretrain_summary(base_dir: Path) -> dict:
+    s = json.loads((base_dir / "summary.json").read_text())
+    return {k: s.get(k) for k in ("steps", "learned_at_step", "in_band", "check")} | {"seconds": s["compute"]["wall_seconds"]}

@@ -34,13 +34,13 @@ from rlvr.types import Environment, Problem
 from rlvr.verify.extract import format_answer
 
 
-def worked_addition(a: int, b: int, slip: float, rng: random.Random) -> str:
+def worked_addition(a: int, b: int, slip: float, rng: random.Random, slip_later: float | None = None) -> str:
     da, db = str(a)[::-1], str(b)[::-1]
     carry, cols, written = 0, [], []
     for i in range(max(len(da), len(db))):
         x, y = int(da[i] if i < len(da) else 0), int(db[i] if i < len(db) else 0)
         digit, carry = (x + y + carry) % 10, (x + y + carry) // 10
-        if rng.random() < slip:
+        if rng.random() < (slip if i == 0 or slip_later is None else slip_later):
             digit = (digit + 1) % 10
         cols.append(f"{i + 1}:{x}{y}{digit}{carry}")
         written.append(str(digit))
@@ -48,18 +48,18 @@ def worked_addition(a: int, b: int, slip: float, rng: random.Random) -> str:
     return " ".join(cols) + " " + format_answer(answer)
 
 
-def worked_solution(problem: Problem, slip: float, rng: random.Random) -> str:
+def worked_solution(problem: Problem, slip: float, rng: random.Random, slip_later: float | None = None) -> str:
     m = problem.meta
     if problem.env != "arithmetic" or m.get("op") != "add":
         raise ValueError(f"the synthetic corpus writes column additions only; got {problem.id!r} "
                          "(use an env spec like arithmetic:digits=3,ops=add)")
-    return worked_addition(m["a"], m["b"], slip, rng)
+    return worked_addition(m["a"], m["b"], slip, rng, slip_later)
 
 
-def documents(env: Environment, tok, slip: float, seed: int) -> Iterator[str]:
+def documents(env: Environment, tok, slip: float, seed: int, slip_later: float | None = None) -> Iterator[str]:
     """An endless stream of chat-formatted worked problems from the train split."""
     rng = random.Random(f"corpus/{seed}")
     for problem in env.problems("train", seed):
-        reply = worked_solution(problem, slip, rng)
+        reply = worked_solution(problem, slip, rng, slip_later)
         yield tok.apply_chat_template(problem.messages() + [{"role": "assistant", "content": reply}],
                                       tokenize=False)

@@ -6,17 +6,19 @@ The result is an HF checkpoint in `RUN/checkpoints/last/model`, the `--model` of
 every later stage.
 
 When it stops is measured, not fixed. A randomly initialised model sits on a loss
-plateau until it learns which prompt digits each column reads, and how long that
-takes depends on the seed and on the CPU's float kernels (the same seed leaves the
-plateau a hundred steps apart on two kernel paths). So a small held-out check
-(`check_problems` problems, `check_samples` samples at T = 1, plus greedy) runs every
-`check_every` steps, and the run stops at the first check that finds the base in its
-band: it has learned the procedure (pass@k >= `band_pass_at_k`) but its answers are
-still mostly wrong (pass@1 <= `band_pass_at_1`, greedy <= `band_greedy`). The band is
-kept inside the demo's contract (pass@16 >= 50%, pass@1 and greedy <= 25%) so that a
-check on 64 problems that passes it leaves the base inside the contract on 200.
-`summary.json` holds the last check. `--check_every 0` trains a fixed `steps` with a
-cosine decay instead.
+plateau until it learns which prompt digits each column reads, and how long that takes
+depends on the seed and on the CPU's float kernels (the same seed leaves the plateau a
+hundred steps apart on two kernel paths). So a small held-out check (`check_problems`
+problems, `check_samples` samples at T = 1, plus greedy) runs every `check_every`
+steps. The learning rate stays at its peak until the check sees the procedure learned
+(pass@k >= `learned_at`); it then decays along a cosine over `decay_steps`, and the run
+stops at the first check, at least `settle_steps` into the decay, that finds the base
+in its band: the procedure learned (pass@k >= `band_pass_at_k`) but its answers still
+mostly wrong (pass@1 <= `band_pass_at_1`, greedy <= `band_greedy`). Until then it
+trains on at the decayed rate, up to `steps`. The band sits inside the demo's contract (pass@16 >= 50%, pass@1 and
+greedy <= 25%), so that a check on 64 problems that passes it leaves the base inside
+the contract on 200. `summary.json` holds the last check and whether it was in band.
+`--check_every 0` trains a fixed `steps` with a cosine decay instead.
 
     rlvr pretrain --run_dir runs/base
     rlvr pretrain --run_dir runs/base --check_every 0 --steps 400
@@ -54,20 +56,24 @@ class PretrainConfig(Config):
     run_dir: str = Field("runs/base", description="Run directory (config, metrics, checkpoints).")
     env: Any = Field(DEMO_ENV, description="Environment whose train-split problems the corpus is written from.")
     preset: str = Field("tiny", description="Model size preset (see rlvr.models.tiny.PRESETS).")
-    slip: float = Field(0.55, ge=0.0, le=1.0, description="Probability that a column of a worked solution slips (+1); above 0.5 the base's most likely answer is wrong.")
+    slip: float = Field(0.7, ge=0.0, le=1.0, description="Probability that the units column of a worked solution slips (+1); above 0.5 the base's most likely answer is wrong.")
+    slip_later: float | None = Field(0.35, ge=0.0, le=1.0, description="Probability that each later column slips (None: `slip`).")
     steps: int = Field(1500, ge=1, description="Most optimizer steps (with the check on, the run usually ends at 300-500).")
     batch_size: int = Field(64, ge=1, description="Documents per step.")
     lr: float = Field(2e-3, gt=0, description="Learning rate (AdamW) after warm-up (check_every 0: decayed along a cosine to 10%).")
     warmup: int = Field(30, ge=0, description="Linear warm-up steps.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     check_every: int = Field(50, ge=0, description="Run the held-out check every N steps; 0: no check, train `steps` with a cosine decay.")
-    check_from: int = Field(150, ge=0, description="First step of a check (before it the model is still on its plateau).")
+    check_from: int = Field(200, ge=0, description="First step of a check (before it the model is still on its plateau).")
     check_problems: int = Field(64, ge=1, description="Held-out problems of the check (eval split, a seed apart from every evaluation's).")
     check_samples: int = Field(16, ge=1, description="Samples per check problem at T=1 (the check's pass@k has k = this).")
     check_max_new_tokens: int = Field(32, ge=1, description="Completion token limit of the check.")
-    band_pass_at_k: float = Field(0.6, ge=0, le=1, description="Stop once pass@k on the check is at least this (the procedure is learned) ...")
+    learned_at: float = Field(0.3, ge=0, le=1, description="pass@k on the check at which the procedure counts as learned: the rate then decays over decay_steps.")
+    decay_steps: int = Field(150, ge=1, description="Cosine decay (to 10%, where the rate then stays) after the check sees the procedure learned.")
+    settle_steps: int = Field(100, ge=0, description="Steps into the decay before a check may stop the run: the model consolidates what it just learned.")
+    band_pass_at_k: float = Field(0.6, ge=0, le=1, description="Stop at a check where pass@k is at least this ...")
     band_pass_at_1: float = Field(0.2, ge=0, le=1, description="... while pass@1 is at most this ...")
-    band_greedy: float = Field(0.15, ge=0, le=1, description="... and greedy accuracy at most this (the base's most likely answer is still wrong).")
+    band_greedy: float = Field(0.1, ge=0, le=1, description="... and greedy accuracy at most this (the base's most likely answer is still wrong).")
     seed: int = Field(0, description="Seed of the model init and the corpus stream.")
     save_every: int = Field(0, ge=0, description="Checkpoint every N steps (0: only at the end).")
     resume: bool = Field(False, description="Continue the run in run_dir from its last checkpoint.")
@@ -102,12 +108,22 @@ def in_band(check: dict[str, float], cfg: PretrainConfig) -> bool:
             and check["check/greedy"] <= cfg.band_greedy)
 
 
+def rate(cfg: PretrainConfig, step: int, learned: int | None, checked: bool) -> float:
+    """Without a check: warm-up and a cosine over `steps`. With one: warm-up, the peak
+    until the check sees the procedure learned, then a cosine over `decay_steps`."""
+    if not checked:
+        return lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
+    if learned is None or step < learned:
+        return lr_at(step, cfg.lr, cfg.warmup)
+    return lr_at(step - learned, cfg.lr, 0, cfg.decay_steps)
+
+
 def main(cfg: PretrainConfig) -> Run:
     run = Run(cfg.run_dir, cfg, resume=cfg.resume, tensorboard=cfg.tensorboard)
     env = make_env(cfg.env)
     model, tok = build_tiny_model(cfg.preset, seed=cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
-    start, finished, last_check = 0, False, {}
+    start, finished, last_check, learned = 0, False, {}, None
     resumed = run.resume_state() if cfg.resume else None
     if resumed:
         path, state = resumed
@@ -115,21 +131,24 @@ def main(cfg: PretrainConfig) -> Run:
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
         opt.load_state_dict(state["optimizer"])
         start, finished, last_check = state["step"], state.get("finished", False), state.get("check", {})
+        learned = state.get("learned")
     # Counted like any run's, but never inherited: the base is every regime's shared start.
     compute = Compute(count_parameters(model), "pretrain")
     if resumed:
         compute.load_state(resumed[1].get("compute"))
     check = Check(env, cfg) if cfg.check_every else None
+    k = cfg.check_samples
     # The stream is deterministic, so a resumed run skips what it already read.
-    docs = itertools.islice(documents(env, tok, cfg.slip, cfg.seed), start * cfg.batch_size, None)
+    docs = itertools.islice(documents(env, tok, cfg.slip, cfg.seed, cfg.slip_later), start * cfg.batch_size, None)
+    trainer_state = lambda: {"optimizer": opt.state_dict(), "compute": compute.state(),  # noqa: E731
+                             "learned": learned, "finished": done, "check": last_check}
     model.train()
     step, done, shown = start, finished or start >= cfg.steps, {}
     with StepBar("pretrain", cfg.steps, start) as bar:
         while not done:
             t0 = time.perf_counter()
             ids, attn, labels = batch_tensors([next(docs) for _ in range(cfg.batch_size)], tok)
-            # With the check on, the rate stays at its peak: when the run ends is the check's call.
-            lr = lr_at(step, cfg.lr, cfg.warmup, None if check else cfg.steps)
+            lr = rate(cfg, step, learned, check is not None)
             for g in opt.param_groups:
                 g["lr"] = lr
             loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
@@ -147,20 +166,23 @@ def main(cfg: PretrainConfig) -> Run:
             if check is not None and ((step % cfg.check_every == 0 and step >= cfg.check_from) or done):
                 last_check = check(model, tok)
                 m.update(last_check)
-                shown = {k.split("/")[1]: v for k, v in last_check.items()}
-                done = done or in_band(last_check, cfg)
+                shown = {key.split("/")[1]: v for key, v in last_check.items()}
+                if learned is None and last_check[f"check/pass@{k}"] >= cfg.learned_at:
+                    learned = step  # the procedure is learned: decay from here
+                settled = learned is not None and step >= learned + cfg.settle_steps
+                done = done or (settled and in_band(last_check, cfg))
             run.log(step, m)
             bar.update(step, loss=m["loss"], **shown)
             if cfg.save_every and step % cfg.save_every == 0 and not done:
-                run.save(step, model, tok, {"optimizer": opt.state_dict(), "compute": compute.state()})
+                run.save(step, model, tok, trainer_state())
     band = in_band(last_check, cfg) if last_check else None
     if band is False:
         Console(stderr=True).print(f"[yellow]warning:[/] the base never entered its band in {cfg.steps} steps "
                                    f"(last check: {_show(last_check)}); raise --steps or change --seed")
     if not finished:
-        run.save(step, model, tok, {"optimizer": opt.state_dict(), "compute": compute.state(),
-                                          "finished": True, "check": last_check})
-    run.finish({"command": "pretrain", "steps": step, "in_band": band, "check": last_check, **compute.summary()})
+        run.save(step, model, tok, trainer_state())
+    run.finish({"command": "pretrain", "steps": step, "learned_at_step": learned, "in_band": band,
+                "check": last_check, **compute.summary()})
     return run
 
 
