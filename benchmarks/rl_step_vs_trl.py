@@ -16,7 +16,7 @@ compared after both sides' warm-up steps.
 - TRL: `GRPOTrainer` with `per_device_train_batch_size=64, num_generations=8`; a
   `TrainerCallback` times each optimizer step from `on_step_begin` to `on_step_end`
   (generation, reward, loss forward, backward, optimizer; Trainer logging lies outside).
-- rlvr: exactly what `rlvr.train.rl.main` does per step: `RolloutQueue.get` (the
+- rlvr: exactly what `rlvr.train.rl.main` does per step: `queue.get` (the
   producer samples with `TorchEngine` and verifies), `train_on`, and `push_weights`
   (the engine takes the new weights).
 
@@ -65,7 +65,8 @@ from rlvr.envs import make_env  # noqa: E402
 from rlvr.models import count_parameters, load_model, save_model  # noqa: E402
 from rlvr.models.forward import parts_of  # noqa: E402
 from rlvr.models.tiny import PRESETS, build_tiny_model  # noqa: E402
-from rlvr.train.producer import Producer, RolloutQueue  # noqa: E402
+from rlvr.train.producer import Producer  # noqa: E402
+from rlvr.train.queues import make_queue  # noqa: E402
 from rlvr.train.rl import RLConfig, train_on  # noqa: E402
 from rlvr.types import Sampling  # noqa: E402
 
@@ -97,7 +98,7 @@ class RlvrLoop:
         engine = TorchEngine(self.model, self.tok, version=0)
         producer = Producer(engine, make_env(cfg.env), cfg.prompts, cfg.group_size, sampling, cfg.seed,
                             cfg.drop_uniform_groups)
-        self.queue = RolloutQueue(producer, cfg.max_staleness, start=0, version=0)
+        self.queue = make_queue(producer, cfg.max_staleness, start=0, version=0)
         self.done = 0
         self.times, self.gen, self.sync, self.len, self.reward, self.shapes = [], [], [], [], [], []
 

@@ -25,7 +25,7 @@ USER_ERRORS = (InputError, FileNotFoundError, FileExistsError)
 
 
 def _commands() -> dict[str, tuple[type, Callable, str]]:
-    from rlvr import demo, eval as evaluation, inspect_envs, report
+    from rlvr import demo, eval as evaluation, inspect_envs, noise_audit, report
     from rlvr.distill import distill, serve
     from rlvr.train import pretrain, rl, rs, sft
     return {
@@ -42,14 +42,20 @@ def _commands() -> dict[str, tuple[type, Callable, str]]:
         "audit": (inspect_envs.AuditConfig, inspect_envs.audit_main, "throw hack probes at an environment's verifier"),
         "verify-audit": (inspect_envs.VerifyAuditConfig, inspect_envs.verify_audit_main,
                          "precision/recall of math equivalence on labelled pairs"),
+        "noise-audit": (noise_audit.NoiseAuditConfig, noise_audit.main,
+                        "a verifier's false-positive and false-negative rates, for rl --reward_correction"),
     }
 
 
 def _experiments() -> dict[str, tuple[type, Callable, str]]:
-    from rlvr.experiments import ceiling, coldstart, regimes
+    from rlvr.experiments import ceiling, coldstart, hacking, noise, regimes
     return {"ceiling": (ceiling.CeilingConfig, ceiling.main, "can a distilled student pass its teacher? and after RL?"),
             "coldstart": (coldstart.ColdstartConfig, coldstart.main,
                           "what makes RL after a cold start help or hurt: RL variants from one SFT student"),
+            "noise": (noise.NoiseConfig, noise.main,
+                      "RL behind verifiers that err (fn x fp), uncorrected and corrected, and a coin-flip control"),
+            "hacking": (hacking.HackingConfig, hacking.main,
+                        "RL on a verifier with a hole, with and without the defences; hack rate over steps"),
             "regimes": (regimes.RegimesConfig, regimes.main,
                         "zero RL, best-of-N, distillation, distillation + RL from one base at equal FLOPs")}
 

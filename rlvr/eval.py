@@ -43,13 +43,14 @@ def eval_problems(env: Environment, n: int, seed: int = 0) -> list[Problem]:
 def evaluate(engine, env: Environment, problems: list[Problem], samples: int, ks: list[int],
              sampling: Sampling, greedy: bool = True) -> dict[str, Any]:
     """Metrics per environment name (a mixture reports each child) plus "all"."""
-    rows = [{"env": r.problem.env, "correct": [v.correct for v in r.verdicts],
+    # The truth, also behind a noisy verifier (rlvr.envs.noisy): evaluation measures the model.
+    rows = [{"env": r.problem.env, "correct": [v.true_correct for v in r.verdicts],
              "answers": [v.parsed for v in r.verdicts]}
             for r in generate_rollouts(engine, env, problems, samples, sampling)]
     if greedy:
         g = Sampling(temperature=0.0, max_new_tokens=sampling.max_new_tokens)
         for row, r in zip(rows, generate_rollouts(engine, env, problems, 1, g)):
-            row["greedy"] = [r.verdicts[0].correct]
+            row["greedy"] = [r.verdicts[0].true_correct]
     by_env: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_env.setdefault(row["env"], []).append(row)

@@ -77,4 +77,16 @@ def rollout_stats(rollouts: list[Rollout]) -> dict[str, float]:
         "solved_groups": sum(any(v.correct for v in r.verdicts) for r in rollouts) / len(rollouts),
         "verifier_errors": sum(r.dropped for r in rollouts) / (n + sum(r.dropped for r in rollouts)),
         **{f"flag_{k}": c / n for k, c in sorted(flags.items())},
+        **true_stats(verdicts),
     }
+
+
+def true_stats(verdicts: list[Verdict]) -> dict[str, float]:
+    """Behind a noisy verifier (rlvr.envs.noisy): the true reward and pass rate, and
+    how often the verdict trained on was wrong, beside the noisy ones."""
+    if not verdicts or all(v.truth is None for v in verdicts):
+        return {}
+    truths = [v.truth or v for v in verdicts]
+    n = len(verdicts)
+    return {"true_reward": sum(t.reward for t in truths) / n, "true_pass_rate": sum(t.correct for t in truths) / n,
+            "noise_flips": sum(v.correct != t.correct for v, t in zip(verdicts, truths)) / n}

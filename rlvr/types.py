@@ -46,6 +46,13 @@ class Verdict:
     correct: bool
     parsed: Any = None
     flags: frozenset[str] = frozenset()
+    # A noisy verifier's (rlvr.envs.noisy) true verdict, kept aside: the trainer learns
+    # from the noisy reward, runs log both. None when the verdict is the truth.
+    truth: "Verdict | None" = None
+
+    @property
+    def true_correct(self) -> bool:
+        return (self.truth or self).correct
 
 
 class VerifierError(RuntimeError):
@@ -126,7 +133,13 @@ class Environment(Protocol):
 
 @runtime_checkable
 class Engine(Protocol):
-    """Turns prompts into samples; takes new weights with a version number."""
+    """Turns prompts into samples; takes new weights with a version number.
+
+    `tok` encodes prompts and decodes completions (the producer and evaluation read it);
+    `version` is the version of the weights it holds, stamped on every sample."""
+
+    tok: Any
+    version: int
 
     def generate(self, prompts: list[list[int]], n: int, sampling: Sampling) -> list[list[Sample]]:
         ...

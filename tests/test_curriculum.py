@@ -53,12 +53,19 @@ def test_bad_specs_name_the_problem():
         Curriculum([make_env("arithmetic"), make_env("countdown")])
 
 
-def test_a_mixture_forwards_results_and_the_producer_reports_them():
+def test_a_mixture_forwards_results_the_trainer_reports():
     cur = make_env({**SPEC, "start": 2})
     mix = Mixture([cur, make_env("countdown")], [1.0, 1.0])
     model, tok = build_tiny_model("micro", seed=0)
     producer = Producer(TorchEngine(model, tok), mix, prompts=8, group_size=2, sampling=Sampling(max_new_tokens=4))
     batch = producer.produce(0)
+    assert cur.level == 2  # the producer only generates; the trainer tells the curriculum
+    mix.observe(batch.generated)
     # An untrained model solves nothing: the curriculum steps down to an easier level.
     assert cur.level < 2
-    assert batch.stats["curriculum/arithmetic/level"] == cur.level
+    assert mix.stats()["curriculum/arithmetic/level"] == cur.level
+    # Its state carries across a resume (and to rollout workers).
+    state = mix.state()
+    fresh = Mixture([make_env({**SPEC, "start": 2}), make_env("countdown")], [1.0, 1.0])
+    fresh.load_state(state)
+    assert fresh.envs[0].level == cur.level and list(fresh.envs[0].recent) == list(cur.recent)

@@ -10,7 +10,8 @@ from rlvr.models import build_tiny_model
 from rlvr.models.forward import parts_of
 from rlvr.rollout import generate_rollouts, rollout_stats, token_counts
 from rlvr.train.batch import make_batch, policy_logprobs
-from rlvr.train.producer import Producer, RolloutQueue
+from rlvr.train.producer import Producer
+from rlvr.train.queues import make_queue
 from rlvr.types import Sample, Sampling
 
 ENV = {"name": "arithmetic", "digits": 2, "ops": ["add", "sub"], "template": "{expr}"}
@@ -81,7 +82,7 @@ def test_queue_bounds_staleness(staleness):
     model, tok = build_tiny_model("micro", seed=5)
     engine = _CountingEngine(TorchEngine(model, tok))
     producer = Producer(engine, make_env(ENV), prompts=2, group_size=2, sampling=Sampling(max_new_tokens=4))
-    q = RolloutQueue(producer, max_staleness=staleness)
+    q = make_queue(producer, max_staleness=staleness)
     try:
         lags = []
         for step in range(5):

@@ -14,20 +14,24 @@ import torch
 
 from rlvr.algos.advantages import ADVANTAGES
 from rlvr.algos.losses import AGG_WEIGHT, AGGREGATIONS, LOSSES, LossConfig
+from rlvr.algos.noise import REWARD_CORRECTIONS, corrected_advantages
 from rlvr.types import Rollout
 
-__all__ = ["ADVANTAGES", "AGG_WEIGHT", "AGGREGATIONS", "LOSSES", "LossConfig", "compute_advantages"]
+__all__ = ["ADVANTAGES", "AGG_WEIGHT", "AGGREGATIONS", "LOSSES", "REWARD_CORRECTIONS", "LossConfig",
+           "compute_advantages"]
 
 
-def compute_advantages(rollouts: list[Rollout], name: str) -> list[Rollout]:
-    """Fills each rollout's `advantages` (one float per sample) with estimator `name`.
+def compute_advantages(rollouts: list[Rollout], name: str, correction: str = "none", fp: float = 0.0,
+                       fn: float = 0.0) -> list[Rollout]:
+    """Fills each rollout's `advantages` (one float per sample) with estimator `name`,
+    after the reward-noise `correction` for a verifier with rates fp, fn (rlvr.algos.noise).
 
     Rollouts may have different group sizes: groups of equal size are stacked into
     one [G, n] batch, so estimators only ever see rectangular tensors.
     """
     if name not in ADVANTAGES:
         raise KeyError(f"unknown advantage estimator {name!r}; valid: {sorted(ADVANTAGES)}")
-    fn = ADVANTAGES[name]
+    estimator = ADVANTAGES[name]
     by_size: dict[int, list[Rollout]] = {}
     for r in rollouts:
         if len(r.samples) != len(r.verdicts):
@@ -40,7 +44,7 @@ def compute_advantages(rollouts: list[Rollout], name: str) -> list[Rollout]:
         # float64 so that reward arithmetic is not rounded before it reaches the loss
         rewards = torch.tensor([r.rewards for r in group], dtype=torch.float64)
         lengths = torch.tensor([[len(s.completion_ids) for s in r.samples] for r in group])
-        adv = fn(rewards, lengths)
+        adv = corrected_advantages(rewards, lengths, estimator, correction, fp, fn)
         for r, row in zip(group, adv.tolist()):
             r.advantages = row
     return rollouts

@@ -7,8 +7,9 @@ loss `mask` [B, T] to a scalar loss and a dict of float metrics:
     loss, metrics = LOSSES["ppo_clip"](logp, old_logp, adv, mask, LossConfig(agg="token_mean"))
     loss.backward()
 
-Gradients flow only through `logp`: old log-probs, reference log-probs and
-advantages are treated as constants. How per-token losses become one number is a
+Gradients flow only through `logp`: old log-probs, reference log-probs, advantages
+and the optional per-token `weights` (an off-policy correction's importance weights,
+rlvr/algos/offpolicy.py) are treated as constants. How per-token losses become one number is a
 separate, named choice (`AGGREGATIONS`) because it is exactly where GRPO, DAPO and
 Dr. GRPO differ; see each aggregation's docstring.
 """
@@ -124,8 +125,15 @@ def _finish(pg: Tensor, logp: Tensor, old_logp: Tensor, mask: Tensor, cfg: LossC
     return loss, metrics
 
 
+def _weighted(pg: Tensor, weights: Tensor | None, mask: Tensor) -> Tensor:
+    if weights is None:
+        return pg
+    return pg * weights.detach().to(pg.dtype).masked_fill(~(mask > 0), 0.0)
+
+
 def ppo_clip(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
-             cfg: LossConfig, ref_logp: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+             cfg: LossConfig, ref_logp: Tensor | None = None,
+             weights: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
     """PPO's clipped surrogate, -min(ratio * A, clip(ratio) * A), per token.
 
     The min makes clipping one-sided: a token stops pushing only once the ratio has
@@ -134,7 +142,7 @@ def ppo_clip(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
     logp, old_logp, adv, mask, ref_logp = _prepare(logp, old_logp, advantages, mask, ref_logp)
     ratio = torch.exp(logp - old_logp)
     clipped = ratio.clamp(1 - cfg.clip_low, 1 + cfg.clip_high)
-    pg = -torch.minimum(ratio * adv, clipped * adv)
+    pg = _weighted(-torch.minimum(ratio * adv, clipped * adv), weights, mask)
     with torch.no_grad():
         low = (adv < 0) & (ratio < 1 - cfg.clip_low)
         high = (adv > 0) & (ratio > 1 + cfg.clip_high)
@@ -147,11 +155,12 @@ def ppo_clip(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
 
 
 def reinforce(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
-              cfg: LossConfig, ref_logp: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+              cfg: LossConfig, ref_logp: Tensor | None = None,
+              weights: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
     """Plain policy gradient, -A * logp per token: no ratio, so unbiased only on-policy.
     `old_logp` only feeds the metrics; clip fractions are reported as 0 (nothing clips)."""
     logp, old_logp, adv, mask, ref_logp = _prepare(logp, old_logp, advantages, mask, ref_logp)
-    pg = -adv * logp
+    pg = _weighted(-adv * logp, weights, mask)
     metrics = {"clip_frac_low": 0.0, "clip_frac_high": 0.0, "clip_frac": 0.0}
     return _finish(pg, logp, old_logp, mask, cfg, ref_logp, metrics)
 

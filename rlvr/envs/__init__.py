@@ -45,6 +45,23 @@ def make_env(spec: str | dict[str, Any]):
     if name == "curriculum":  # one environment at a ladder of difficulties (rlvr.envs.curriculum)
         from rlvr.envs.curriculum import make_curriculum
         return make_curriculum(spec if isinstance(spec, dict) else {})
+    if name == "noisy" or (isinstance(name, str) and name.startswith("noisy:")):  # a verifier that errs (rlvr.envs.noisy)
+        from rlvr.envs.noisy import Noisy, parse_noisy_spec
+        if isinstance(spec, dict):
+            params = {k: v for k, v in spec.items() if k != "name"}
+            if "env" not in params:
+                raise ValueError(f"env spec {spec!r}: a noisy env needs 'env' (the environment it wraps)")
+            return Noisy(make_env(params.pop("env")), **params)
+        params, inner = parse_noisy_spec(spec)
+        return Noisy(make_env(inner), **params)
+    if name == "lenient" or (isinstance(name, str) and name.startswith("lenient:")):  # planted holes (rlvr.envs.lenient)
+        from rlvr.envs.lenient import Lenient, parse_lenient_spec
+        if isinstance(spec, dict):
+            if "env" not in spec:
+                raise ValueError(f"env spec {spec!r}: a lenient env needs 'env' (the strict environment it wraps)")
+            return Lenient(make_env(spec["env"]), **{k: v for k, v in spec.items() if k not in ("name", "env")})
+        hole, inner = parse_lenient_spec(spec)
+        return Lenient(make_env(inner), hole)
     if isinstance(name, str) and name.startswith("gym:"):  # any reasoning-gym task, by name (rlvr.envs.gym)
         from rlvr.envs.gym import make_gym_env
         return make_gym_env(spec)

@@ -5,8 +5,10 @@ never solves) gives zero advantage everywhere. A curriculum holds an environment
 a ladder of difficulty levels and moves up when the recent pass rate rises above the
 band's top and down when it falls below its bottom, so training problems stay where
 the policy is right about as often as the band says. The trainer reports results with
-`observe(rollouts)` (the RL producer does it after every batch); a `Mixture` of
-curricula passes each environment's rollouts to its own curriculum.
+`observe(rollouts)` after every batch (every group generated, dynamic sampling's
+dropped ones included); a `Mixture` of curricula passes each environment's rollouts to
+its own curriculum. `state()` / `load_state()` carry the level across a resume and to
+Ray rollout workers.
 
 Evaluation is not moved by the curriculum: the "eval" split mixes all levels evenly.
 
@@ -66,6 +68,15 @@ class Curriculum:
         if step and 0 <= self.level + step < len(self.levels):
             self.level += step
             self.recent.clear()  # the old level's results say nothing about the new one
+
+    def state(self) -> dict[str, Any]:
+        """What a resumed run (and a Ray rollout worker) needs to continue at this level."""
+        return {"level": self.level, "recent": list(self.recent)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.level = state["level"]
+        self.recent.clear()
+        self.recent.extend(state["recent"])
 
     def stats(self) -> dict[str, float]:
         rate = sum(self.recent) / len(self.recent) if self.recent else float("nan")

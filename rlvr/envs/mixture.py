@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator
+from typing import Any
 
 from rlvr.types import Environment, Problem, Verdict
 
@@ -61,11 +62,26 @@ class Mixture:
             raise KeyError(f"no environment {problem.env!r} in mixture {self.name!r}; has {sorted(self.routes)}")
         return env.verify(problem, completion)
 
+    def heldout(self, problem: Problem, completion: str) -> Verdict:
+        """The child's held-out verifier when it names one (rlvr.train.monitor), else its own."""
+        env = self.routes.get(problem.env)
+        if env is None:
+            raise KeyError(f"no environment {problem.env!r} in mixture {self.name!r}; has {sorted(self.routes)}")
+        return getattr(env, "heldout", env.verify)(problem, completion)
+
     def observe(self, rollouts) -> None:
         """Pass results to the children that learn from them (curricula)."""
         for env in self.envs:
             if hasattr(env, "observe"):
                 env.observe(rollouts)
+
+    def state(self) -> dict[str, Any]:
+        return {str(i): env.state() for i, env in enumerate(self.envs) if hasattr(env, "state")}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        for i, env in enumerate(self.envs):
+            if str(i) in state:
+                env.load_state(state[str(i)])
 
     def stats(self) -> dict[str, float]:
         return {k: v for env in self.envs if hasattr(env, "stats") for k, v in env.stats().items()}

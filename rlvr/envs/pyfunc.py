@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from rlvr.envs.base import ProceduralEnv
+from rlvr.verify.extract import extract_final
 from rlvr.types import Problem, Verdict
 from rlvr.verify.sandbox import run_tests
 
@@ -279,6 +280,15 @@ class PyFunctions(ProceduralEnv):
 
     def gold_text(self, problem: Problem) -> str:
         return fenced(problem.answer["source"])
+
+    def code_from(self, completion: str) -> str | None:
+        """The code a completion submits (the answer block after ####), or None."""
+        answer, _ = extract_final(completion)
+        return None if answer is None else code_from_answer(answer)
+
+    def code_tests(self, problem: Problem) -> tuple[list[str], str]:
+        """The hidden tests (they call `candidate` and `same`) and the function's name."""
+        return problem.answer["tests"], problem.answer["entry_point"]
 
     def check(self, problem: Problem, answer: str) -> Verdict:
         code = code_from_answer(answer)

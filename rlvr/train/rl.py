@@ -5,21 +5,25 @@ One step: take a batch of groups from the rollout queue (n completions of each o
 advantages (`algos.ADVANTAGES[advantage]`), and minimise `algos.LOSSES[loss]` over
 the batch for `epochs` x `mini_batches` optimizer steps; then hand the new weights to
 the producer. Which estimator and which loss are names in the config, never branches
-here. `max_staleness` > 0 lets generation run ahead of training (see producer.py).
+here. `max_staleness` > 0 lets generation run ahead of training, in a thread or on
+`rollout_workers` Ray actors (see queues.py), with `offpolicy` correcting the lag.
 
     rlvr rl --model runs/demo/base --env arithmetic:digits=3,ops=add --steps 100
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from pydantic import Field, field_validator
 
-from rlvr.algos import ADVANTAGES, AGG_WEIGHT, AGGREGATIONS, LOSSES, LossConfig, compute_advantages
+from rlvr.algos import ADVANTAGES, AGG_WEIGHT, AGGREGATIONS, LOSSES, REWARD_CORRECTIONS, LossConfig, compute_advantages
+from rlvr.algos.offpolicy import NEEDS_PROXIMAL, OFFPOLICY
 from rlvr.engine import TorchEngine
 from rlvr.envs import make_env
 from rlvr.models import count_parameters, load_model
@@ -28,8 +32,10 @@ from rlvr.train.batch import make_batch, policy_logprobs
 from rlvr.compute import Compute, inherited_from
 from rlvr.train.evaluator import Evaluator, TrainerFields, headline_pass_at_1
 from rlvr.train.guard import DeclineGuard
+from rlvr.train.monitor import HackMonitor
 from rlvr.jsonl import read_jsonl
-from rlvr.train.producer import Producer, RolloutQueue
+from rlvr.train.producer import Producer
+from rlvr.train.queues import make_queue
 from rlvr.train.progress import StepBar
 from rlvr.run import Run, last_model
 from rlvr.train.schedule import lr_at
@@ -47,6 +53,10 @@ class RLConfig(TrainerFields):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold of rollouts.")
     max_new_tokens: int = Field(32, ge=1, description="Completion token limit; a cut completion earns 0.")
     advantage: str = Field("dr_grpo", description="Advantage estimator: grpo | dr_grpo | rloo.")
+    reward_correction: str = Field("none", description="Correction for a noisy verifier (rlvr.algos.noise): none | backward | forward; needs the rates.")
+    noise_fp: float = Field(0.0, ge=0, lt=1, description="The verifier's false-positive rate, for --reward_correction (see rlvr noise-audit).")
+    noise_fn: float = Field(0.0, ge=0, lt=1, description="The verifier's false-negative rate, for --reward_correction.")
+    noise_rates: str = Field("", description="A noise-audit JSON whose fp and fn estimates set --noise_fp and --noise_fn.")
     loss: str = Field("ppo_clip", description="Policy loss: ppo_clip | reinforce.")
     agg: str = Field("token_mean", description="Loss aggregation: token_mean | seq_mean_token_mean | seq_mean_token_sum_norm.")
     clip_low: float = Field(0.2, ge=0, description="PPO ratio clip below 1.")
@@ -62,17 +72,25 @@ class RLConfig(TrainerFields):
     micro_batch: int = Field(128, ge=1, description="Completions per forward/backward (gradient accumulation; memory and speed only).")
     drop_uniform_groups: bool = Field(False, description="DAPO dynamic sampling: drop groups whose rewards are all equal and draw more.")
     max_staleness: int = Field(0, ge=0, description="Policy versions a rollout may lag (0: synchronous, on-policy).")
+    rollout_workers: int = Field(0, ge=0, description="Generate on this many Ray actors, each with its own engine (0: in this process). Needs rlvr[ray].")
+    ray_address: str = Field("", description="Join this Ray cluster (e.g. ray://host:10001 or auto); empty: start a local one.")
+    offpolicy: str = Field("none", description="Off-policy correction (rlvr.algos.offpolicy): none | tis | seq_tis | mask | decoupled.")
+    offpolicy_cap: float = Field(2.0, gt=1, description="The correction's cap C: importance weights truncated at C; mask keeps ratios in [1/C, C].")
     save_every: int = Field(50, ge=0, description="Checkpoint every N steps (0: only at the end).")
     keep_last: int = Field(2, ge=1, description="Checkpoints kept.")
     log_samples: int = Field(2, ge=0, description="Rollouts per step written to samples.jsonl.")
+    hack_monitor: int = Field(32, ge=0, description="Completions per step re-scored by the environment's held-out verifier, when it names one (lenient:, noisy:): hack/rate, hack/gap (0: off).")
+    hack_penalty: float = Field(0.0, ge=0, description="Reward a completion the hack monitor catches -this instead of its training reward (0: none).")
+    stop_on_hack: float = Field(0.0, ge=0, le=1, description="End the run when the monitor's hack rate reaches this; the final checkpoint is the last step below it (0: never).")
     guard_patience: int = Field(3, ge=1, description="Warn when held-out pass@1 falls at this many evaluations in a row while the training reward does not rise (needs --eval_every).")
     seed: int = Field(0, description="Seed of problem streams and sampling.")
     resume: bool = Field(False, description="Continue the run in run_dir from its last checkpoint.")
 
-    @field_validator("advantage", "loss", "agg")
+    @field_validator("advantage", "loss", "agg", "reward_correction", "offpolicy")
     @classmethod
     def _registered(cls, value: str, info) -> str:
-        registry = {"advantage": ADVANTAGES, "loss": LOSSES, "agg": AGGREGATIONS}[info.field_name]
+        registry = {"advantage": ADVANTAGES, "loss": LOSSES, "agg": AGGREGATIONS,
+                    "reward_correction": REWARD_CORRECTIONS, "offpolicy": OFFPOLICY}[info.field_name]
         if value not in registry:
             raise ValueError(f"unknown {info.field_name} {value!r}; choose one of {sorted(registry)}")
         return value
@@ -90,34 +108,46 @@ def train_on(rollouts: list[Rollout], model, parts, ref_parts, opt, cfg: RLConfi
     `micro_batch` completions (whole groups, so prompts stay shared); each micro-batch's
     loss is weighted by its share of what the aggregation averages over, so the
     gradient equals the whole mini-batch's. Small micro-batches keep activations in
-    cache, which on CPU is faster than one large batch.
+    cache, which on CPU is faster than one large batch. The off-policy correction
+    (`algos.OFFPOLICY[offpolicy]`) sets what the loss's ratio is taken against and
+    weighs or masks tokens; the proximal policy it may read is the model's own
+    log-probs before this step's first update.
     """
     # A group cut to one sample (its others undecided by the verifier) has no baseline.
     rollouts = [r for r in rollouts if len(r.samples) > 1]
     if not rollouts:  # e.g. dynamic sampling found no group with a learning signal
         return {"trained_tokens": 0, "loss_tokens": 0, "updates": 0}
-    compute_advantages(rollouts, cfg.advantage)
+    compute_advantages(rollouts, cfg.advantage, cfg.reward_correction, cfg.noise_fp, cfg.noise_fn)
     loss_fn, lcfg, weigh = LOSSES[cfg.loss], loss_config(cfg), AGG_WEIGHT[cfg.agg]
+    correct = OFFPOLICY[cfg.offpolicy]
     device = next(model.parameters()).device
     groups_per_micro = max(1, cfg.micro_batch // max(len(r.samples) for r in rollouts))
+    chunks = [[make_batch(m, pad_id, device) for m in _split(chunk, groups_per_micro)]
+              for chunk in _split(rollouts, -(-len(rollouts) // cfg.mini_batches))]
+    proximal = None  # one update per step: the current log-probs are the proximal ones
+    if cfg.offpolicy in NEEDS_PROXIMAL and cfg.epochs * len(chunks) > 1:
+        with torch.no_grad():
+            proximal = [[policy_logprobs(parts, b, cfg.temperature, with_entropy=False)[0] for b in micro]
+                        for micro in chunks]
     sums: dict[str, float] = {}
     updates = 0
     for _ in range(cfg.epochs):
-        for chunk in _split(rollouts, -(-len(rollouts) // cfg.mini_batches)):
-            micro = [make_batch(m, pad_id, device) for m in _split(chunk, groups_per_micro)]
+        for c, micro in enumerate(chunks):
             total = sum(weigh(b.mask) for b in micro)
-            for batch in micro:
+            for m, batch in enumerate(micro):
                 share = weigh(batch.mask) / max(total, 1.0)
                 logp, entropy = policy_logprobs(parts, batch, cfg.temperature)
+                prox = proximal[c][m] if proximal is not None else logp.detach()
+                off = correct(logp, batch.old_logp, prox, batch.mask, cfg.offpolicy_cap)
                 ref_logp = None
                 sums["trained_tokens"] = sums.get("trained_tokens", 0.0) + batch.forward_tokens
                 if ref_parts is not None:
                     with torch.no_grad():
                         ref_logp, _ = policy_logprobs(ref_parts, batch, cfg.temperature, with_entropy=False)
-                loss, metrics = loss_fn(logp, batch.old_logp, batch.advantages, batch.mask, lcfg, ref_logp)
+                loss, metrics = loss_fn(logp, off.anchor, batch.advantages, off.mask, lcfg, ref_logp, off.weights)
                 (loss * share).backward()
                 metrics["entropy"] = float((entropy * batch.mask).sum() / batch.mask.sum().clamp(min=1))
-                for k, v in metrics.items():
+                for k, v in {**metrics, **off.metrics}.items():
                     sums[k] = sums.get(k, 0.0) + v * share
                 sums["loss_tokens"] = sums.get("loss_tokens", 0.0) + batch.tokens
             sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(
@@ -128,6 +158,17 @@ def train_on(rollouts: list[Rollout], model, parts, ref_parts, opt, cfg: RLConfi
     out = {k: v / updates for k, v in sums.items()}
     out["trained_tokens"], out["loss_tokens"], out["updates"] = sums["trained_tokens"], sums["loss_tokens"], updates
     return out
+
+
+def _env_state(env) -> Any:
+    """What an environment that learns (a curriculum) must carry across a resume, or None."""
+    return env.state() if hasattr(env, "state") else None
+
+
+def staleness(rollouts: list[Rollout], version: int) -> dict[str, float]:
+    """Policy versions each trained sample lags the weights it trains (0: on-policy)."""
+    lags = [version - s.policy_version for r in rollouts for s in r.samples] or [0]
+    return {"staleness": float(max(lags)), "staleness_mean": sum(lags) / len(lags)}
 
 
 def _split(rollouts: list[Rollout], size: int) -> list[list[Rollout]]:
@@ -142,6 +183,9 @@ def _sample_rows(rollouts: list[Rollout], n: int) -> list[dict[str, Any]]:
 
 
 def main(cfg: RLConfig) -> Run:
+    if cfg.noise_rates:  # rlvr noise-audit's estimates
+        rates = json.loads(Path(cfg.noise_rates).read_text())
+        cfg = cfg.model_copy(update={"noise_fp": rates["fp"]["estimate"], "noise_fn": rates["fn"]["estimate"]})
     run = Run(cfg.run_dir, cfg, resume=cfg.resume, tensorboard=cfg.tensorboard)
     env = make_env(cfg.env)
     resumed = run.resume_state() if cfg.resume else None
@@ -159,11 +203,21 @@ def main(cfg: RLConfig) -> Run:
         opt.load_state_dict(resumed[1]["optimizer"])
         compute.load_state(resumed[1].get("compute"))
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
-    engine = TorchEngine(model, tok, version=start)
-    producer = Producer(engine, env, cfg.prompts, cfg.group_size, sampling, cfg.seed, cfg.drop_uniform_groups)
-    rollouts_q = RolloutQueue(producer, cfg.max_staleness, start=start, version=start)
+    if resumed and resumed[1].get("env_state") is not None and hasattr(env, "load_state"):
+        env.load_state(resumed[1]["env_state"])  # a curriculum continues at its level
+    if cfg.rollout_workers:
+        from rlvr.train.ray_queue import RayQueue
+        rollouts_q = RayQueue(cfg, str(resumed[0] if resumed else last_model(cfg.model)), sampling,
+                              start=start, env_state=_env_state(env))
+    else:
+        producer = Producer(TorchEngine(model, tok, version=start), env, cfg.prompts, cfg.group_size, sampling,
+                            cfg.seed, cfg.drop_uniform_groups)
+        rollouts_q = make_queue(producer, cfg.max_staleness, start=start, version=start)
     evaluator = Evaluator(cfg, run, cfg.env, model, tok, cfg.max_new_tokens, cfg.seed)
     guard = DeclineGuard(cfg.guard_patience)
+    monitor = HackMonitor(env, cfg.hack_monitor, cfg.seed, cfg.hack_penalty)
+    clean: tuple[int, dict] | None = None  # (step, weights) of the last step under stop_on_hack
+    stopped = ""
     if resumed and (run.dir / "metrics.jsonl").exists():
         guard.replay(row for _, row in read_jsonl(run.dir / "metrics.jsonl"))
     step = start
@@ -173,7 +227,8 @@ def main(cfg: RLConfig) -> Run:
     horizon = resumed[1].get("horizon") if resumed else None  # of a cosine schedule; set after step 1 under a budget
     if cfg.lr_schedule == "cosine" and not cfg.budget_flops:
         horizon = cfg.steps
-    state = lambda: {"optimizer": opt.state_dict(), "compute": compute.state(), "horizon": horizon}  # noqa: E731
+    state = lambda: {"optimizer": opt.state_dict(), "compute": compute.state(), "horizon": horizon,  # noqa: E731
+                     "env_state": _env_state(env)}
     try:
         with StepBar("rl", cfg.steps, start) as bar:
             done = step >= cfg.steps or compute.spent(cfg.budget_flops)
@@ -184,8 +239,24 @@ def main(cfg: RLConfig) -> Run:
                     g["lr"] = lr_at(step, cfg.lr, cfg.warmup, horizon)  # horizon None: constant
                 batch = rollouts_q.get(step)
                 t_wait = time.perf_counter() - t0
+                if hasattr(env, "observe"):  # a curriculum moves with the policy's pass rate
+                    env.observe(batch.generated)
+                hack = monitor(batch.rollouts, step)
+                if cfg.stop_on_hack and hack and hack["hack/rate"] >= cfg.stop_on_hack:
+                    stopped = (f"stopped at step {step + 1}: hack rate {hack['hack/rate']:.1%} >= --stop_on_hack "
+                               f"{cfg.stop_on_hack:.1%}; the final checkpoint holds the weights of step "
+                               f"{clean[0] if clean else start}, the last below it")
+                    bar.warn(stopped)
+                    run.log(step + 1, {**hack, **batch.stats, "stopped_on_hack": 1.0})
+                    break
+                if cfg.stop_on_hack and monitor.enabled:
+                    clean = (step, {k: v.detach().clone() for k, v in model.state_dict().items()})
                 metrics = train_on(batch.rollouts, model, parts, ref_parts, opt, cfg, tok.pad_token_id)
-                rollouts_q.push_weights(model.state_dict(), step + 1)
+                metrics.update(hack)
+                hack_warning = monitor.warning(hack, step + 1)
+                if hack_warning:
+                    bar.warn(hack_warning)
+                rollouts_q.push_weights(model.state_dict(), step + 1, _env_state(env))
                 step += 1
                 compute.generated(batch.stats.pop("prompt_tokens"), batch.stats["generated_tokens"])
                 compute.trained(metrics["trained_tokens"])  # prompts once per micro-batch + completions, all epochs
@@ -196,10 +267,11 @@ def main(cfg: RLConfig) -> Run:
                     horizon = min(cfg.steps, step + math.ceil(max(0.0, cfg.budget_flops - compute.total().flops) / per_step))
                 dt = time.perf_counter() - t0
                 metrics.update(batch.stats)
+                metrics.update(getattr(env, "stats", dict)())
                 metrics.update({
                     "step_time": dt, "gen_time": batch.seconds, "wait_time": t_wait,
                     "tokens_per_s": batch.stats["generated_tokens"] / dt,
-                    "staleness": step - 1 - batch.version, "lr": opt.param_groups[0]["lr"], **compute.metrics()})
+                    **staleness(batch.rollouts, step - 1), "lr": opt.param_groups[0]["lr"], **compute.metrics()})
                 done = step >= cfg.steps or compute.spent(cfg.budget_flops)
                 guard.reward(metrics.get("reward", 0.0))
                 if done or evaluator.due(step):
@@ -218,6 +290,10 @@ def main(cfg: RLConfig) -> Run:
                     run.save(step, model, tok, state(), cfg.keep_last)
     finally:
         rollouts_q.close()
+    if stopped and clean is not None:
+        model.load_state_dict(clean[1])
+        step = clean[0]
     run.save(step, model, tok, state(), cfg.keep_last)
-    run.finish({"command": "rl", "steps": step, **compute.summary(), "final": evaluator.last})
+    run.finish({"command": "rl", "steps": step, **compute.summary(), "final": evaluator.last,
+                **({"stopped": stopped} if stopped else {})})
     return run

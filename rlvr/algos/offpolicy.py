@@ -1,0 +1,120 @@
+"""Off-policy corrections: how a loss treats samples from a policy older than the one it trains.
+
+With asynchronous rollouts (`max_staleness` > 0, Ray workers) a sample was generated
+by the behaviour policy π_b, some versions behind the current π_θ; even on-policy, an
+inference engine's log-probs differ from the trainer's by rounding. Each correction is
+a pure function of the current log-probs `logp` [B, T] (with gradient), the
+behaviour's `behaviour` [B, T], the proximal `proximal` [B, T] (the trainer's own
+log-probs of the batch at the start of the step, before any update in it; None when
+not computed) and the loss `mask`, with a cap C > 1. It returns what the loss needs:
+
+    anchor   the log-probs the loss's ratio is taken against (constants)
+    weights  per-token importance weights multiplying the per-token loss (constants)
+    mask     the loss mask after the correction (a masked token gets zero gradient)
+
+and its metrics: `is_ess` (effective sample size of the weights over the trained
+tokens, 1 = all equal), `behaviour_kl` (k3 estimate of KL(π_b || π_θ) on the
+samples), `is_clipped` (share of tokens whose weight hit the cap) and `is_masked`.
+
+    none       anchor π_b, weight 1: the behaviour policy is PPO's old policy (the default).
+    tis        token-level truncated importance sampling: weight min(π_θ/π_b, C) per token,
+               anchor π_θ itself (so PPO's ratio is 1 and the cap is the trust region).
+    seq_tis    the same with one weight per sequence, min(Π_t π_θ/π_b, C).
+    mask       tokens whose π_prox/π_b (π_θ/π_b without a proximal) leaves [1/C, C] are
+               masked; the others train as under `none`.
+    decoupled  decoupled PPO (AReaL; Fu et al. 2025): PPO clipped against the proximal
+               policy, each token weighted by the behaviour-to-proximal ratio capped at C.
+
+When behaviour, proximal and current log-probs are equal every correction gives the
+on-policy loss exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class OffPolicy:
+    anchor: Tensor
+    weights: Tensor
+    mask: Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _metrics(weights: Tensor, logp: Tensor, behaviour: Tensor, mask: Tensor, clipped: Tensor,
+             masked: Tensor) -> dict[str, float]:
+    with torch.no_grad():
+        on = mask > 0
+        n = on.sum().clamp(min=1)
+        w = weights[on]
+        ess = float(w.sum() ** 2 / (n * (w * w).sum()).clamp(min=1e-12)) if on.any() else 1.0
+        d = (logp.detach() - behaviour)[on]
+        kl = float((torch.exp(d) - d - 1).mean()) if on.any() else 0.0
+        return {"is_ess": ess, "behaviour_kl": kl, "is_clipped": float(clipped[on].float().sum() / n),
+                "is_masked": float(masked[on].float().sum() / n)}
+
+
+def _check_cap(cap: float) -> None:
+    if not cap > 1.0:
+        raise ValueError(f"an off-policy cap must be > 1, got {cap}")
+
+
+def none(logp: Tensor, behaviour: Tensor, proximal: Tensor | None, mask: Tensor, cap: float) -> OffPolicy:
+    ones, no = torch.ones_like(behaviour), torch.zeros_like(mask, dtype=torch.bool)
+    return OffPolicy(behaviour, ones, mask, _metrics(ones, logp, behaviour, mask, no, no))
+
+
+def tis(logp: Tensor, behaviour: Tensor, proximal: Tensor | None, mask: Tensor, cap: float) -> OffPolicy:
+    _check_cap(cap)
+    ratio = torch.exp(logp.detach() - behaviour)
+    weights = ratio.clamp(max=cap)
+    no = torch.zeros_like(mask, dtype=torch.bool)
+    return OffPolicy(logp.detach(), weights, mask, _metrics(weights, logp, behaviour, mask, ratio > cap, no))
+
+
+def seq_tis(logp: Tensor, behaviour: Tensor, proximal: Tensor | None, mask: Tensor, cap: float) -> OffPolicy:
+    _check_cap(cap)
+    on = mask > 0
+    log_ratio = torch.where(on, logp.detach() - behaviour, torch.zeros_like(behaviour)).sum(dim=1, keepdim=True)
+    ratio = torch.exp(log_ratio).expand_as(behaviour)
+    weights = ratio.clamp(max=cap)
+    no = torch.zeros_like(mask, dtype=torch.bool)
+    return OffPolicy(logp.detach(), weights, mask, _metrics(weights, logp, behaviour, mask, ratio > cap, no))
+
+
+def mask(logp: Tensor, behaviour: Tensor, proximal: Tensor | None, mask: Tensor, cap: float) -> OffPolicy:
+    _check_cap(cap)
+    reference = proximal if proximal is not None else logp.detach()
+    ratio = torch.exp(reference - behaviour)
+    out = (ratio < 1.0 / cap) | (ratio > cap)
+    ones, no = torch.ones_like(behaviour), torch.zeros_like(out)
+    kept = torch.where(out, torch.zeros_like(mask), mask)
+    return OffPolicy(behaviour, ones, kept, _metrics(ones, logp, behaviour, mask, no, out))
+
+
+def decoupled(logp: Tensor, behaviour: Tensor, proximal: Tensor | None, mask: Tensor, cap: float) -> OffPolicy:
+    _check_cap(cap)
+    if proximal is None:
+        raise ValueError("decoupled PPO needs the proximal log-probs (the trainer's at the start of the step)")
+    ratio = torch.exp(proximal - behaviour)
+    weights = ratio.clamp(max=cap)
+    no = torch.zeros_like(mask, dtype=torch.bool)
+    return OffPolicy(proximal, weights, mask, _metrics(weights, logp, behaviour, mask, ratio > cap, no))
+
+
+OFFPOLICY: dict[str, Callable[..., OffPolicy]] = {
+    "none": none,
+    "tis": tis,
+    "seq_tis": seq_tis,
+    "mask": mask,
+    "decoupled": decoupled,
+}
+# Corrections that read the proximal policy: the trainer computes it (one forward
+# without gradient) when a step makes more than one optimizer update, and otherwise
+# passes the current log-probs, which are then the same numbers.
+NEEDS_PROXIMAL = {"mask", "decoupled"}

@@ -1,0 +1,88 @@
+"""`noisy:`: any environment behind a verifier that errs at known rates.
+
+Real verifiers are imperfect: a rule-based checker rejects a right answer it cannot
+parse (a false negative), a lenient one accepts a wrong answer (a false positive).
+`Noisy` wraps an environment so that its verdicts flip: a correct completion is
+judged wrong with probability `fn`, a wrong one right with probability `fp`. Each
+flip is a deterministic function of (seed, problem, completion), so a run repeats
+and the same completion always gets the same verdict. The true verdict travels
+beside the noisy one (`Verdict.truth`): the trainer learns from the noisy reward,
+the run logs both (`reward` and `true_reward`, `pass_rate` and `true_pass_rate`),
+and evaluation always reports the truth. `random=1` is the control: the reward is a
+fair coin whatever the completion (fn = fp = 0.5).
+
+    env = make_env("noisy:fn=0.2,fp=0.05:arithmetic:digits=3,ops=add")
+    env = make_env({"name": "noisy", "fn": 0.2, "fp": 0.05, "env": "countdown"})
+
+Problems, splits and validation are the inner environment's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Any
+
+from rlvr.types import Environment, Problem, Verdict
+
+
+class Noisy:
+    def __init__(self, env: Environment, fn: float = 0.0, fp: float = 0.0, seed: int = 0, random: bool = False):
+        for key, rate in (("fn", fn), ("fp", fp)):
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"noisy: {key} must be a rate in [0, 1], got {rate!r}")
+        if random:  # the control: reward a fair coin whatever the completion (fn = fp = 0.5)
+            fn = fp = 0.5
+        elif fn + fp >= 1.0:
+            raise ValueError(f"noisy: fn + fp must be < 1 (got {fn} + {fp}): at 1 the verdict carries no information; "
+                             "random=1 is the coin-flip control")
+        self.env, self.fn, self.fp, self.seed, self.random = env, fn, fp, seed, bool(random)
+        self.name = env.name
+        self.routes = getattr(env, "routes", {env.name: env})
+
+    def problems(self, split: str, seed: int):
+        return self.env.problems(split, seed)
+
+    def validate(self, n: int = 100) -> list[str]:
+        return self.env.validate(n)
+
+    def heldout(self, problem: Problem, completion: str) -> Verdict:
+        """The clean verifier behind the noise (the hack monitor's held-out check)."""
+        return self.env.verify(problem, completion)
+
+    def flip(self, problem: Problem, completion: str, correct: bool) -> bool:
+        """Whether the verifier errs on this completion (seeded by its content)."""
+        key = f"{self.seed}/{problem.id}/{completion}".encode()
+        u = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") / 2**64
+        return u < (self.fn if correct else self.fp)
+
+    def verify(self, problem: Problem, completion: str) -> Verdict:
+        truth = self.env.verify(problem, completion)
+        if not self.flip(problem, completion, truth.correct):
+            return dataclasses.replace(truth, truth=truth)
+        correct = not truth.correct
+        return Verdict(reward=1.0 if correct else 0.0, correct=correct, parsed=truth.parsed, flags=truth.flags,
+                       truth=truth)
+
+    def __getattr__(self, name: str) -> Any:  # observe / stats / state of a wrapped curriculum
+        if name in ("observe", "stats", "state", "load_state"):
+            return getattr(self.env, name)
+        raise AttributeError(name)
+
+
+def parse_noisy_spec(spec: str) -> tuple[dict[str, float], str]:
+    """"noisy:fn=0.2,fp=0.05:INNER" -> ({"fn": 0.2, "fp": 0.05}, "INNER")."""
+    _, _, rest = spec.partition(":")
+    params_text, sep, inner = rest.partition(":")
+    if not sep or not inner:
+        raise ValueError(f"env spec {spec!r}: expected noisy:fn=F,fp=P[,seed=S]:INNER_SPEC")
+    params: dict[str, float] = {}
+    for item in filter(None, params_text.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or key.strip() not in ("fn", "fp", "seed", "random"):
+            raise ValueError(f"env spec {spec!r}: noisy takes fn=, fp=, seed= and random=, got {item!r}")
+        try:
+            params[key.strip()] = int(value) if key.strip() in ("seed", "random") else float(value)
+        except ValueError:
+            raise ValueError(f"env spec {spec!r}: bad number {value!r} for {key.strip()}") from None
+    return params, inner

@@ -1,0 +1,72 @@
+"""The hack monitor: every RL step, a sample of rollouts re-scored by a held-out verifier.
+
+A policy trained on an imperfect verifier looks for its holes, and its training reward
+then rises while what it really earns does not. An environment that names a held-out
+strict verifier (a `heldout(problem, completion) -> Verdict` method: the lenient
+variants' strict check, a noisy verifier's clean one) gets a monitor in every RL run:
+each step it re-scores `samples` completions (a seeded draw) and logs
+
+    hack/rate        of the sampled completions the training verifier rewarded, the
+                     share the held-out verifier rejects
+    hack/gap         training reward minus held-out accuracy on the sample
+    hack/heldout     held-out accuracy on the sample
+
+With `penalty` > 0 a completion it catches is rewarded -penalty instead (a defence).
+`Rollout.verdicts` are changed in place, before advantages are computed.
+
+    monitor = HackMonitor(env, samples=32, seed=0)
+    metrics = monitor(rollouts, step)
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from rlvr.types import Environment, Rollout, VerifierError
+
+
+class HackMonitor:
+    def __init__(self, env: Environment, samples: int = 32, seed: int = 0, penalty: float = 0.0):
+        self.env, self.samples, self.seed, self.penalty = env, samples, seed, penalty
+        self.enabled = samples > 0 and callable(getattr(env, "heldout", None))
+        self._warned = 0.0
+
+    def __call__(self, rollouts: list[Rollout], step: int) -> dict[str, float]:
+        if not self.enabled:
+            return {}
+        cells = [(r, i) for r in rollouts for i in range(len(r.samples))]
+        rng = random.Random(f"hack-monitor/{self.seed}/{step}")
+        picked = rng.sample(cells, min(self.samples, len(cells)))
+        rewarded = hacks = right = checked = 0
+        train_reward = 0.0
+        for r, i in picked:
+            verdict = r.verdicts[i]
+            try:
+                held = self.env.heldout(r.problem, r.samples[i].text)
+            except VerifierError:
+                continue
+            checked += 1
+            train_reward += verdict.reward
+            right += held.correct
+            if verdict.correct:
+                rewarded += 1
+                if not held.correct:
+                    hacks += 1
+                    if self.penalty:
+                        r.verdicts[i] = replace(verdict, reward=-self.penalty, correct=False,
+                                                flags=verdict.flags | {"hack"})
+        if not checked:
+            return {}
+        return {"hack/rate": hacks / rewarded if rewarded else 0.0, "hack/caught": float(hacks),
+                "hack/gap": train_reward / checked - right / checked, "hack/heldout": right / checked}
+
+    def warning(self, metrics: dict[str, float], step: int) -> str | None:
+        """A warning when the hack rate passes 5%, and again each time it doubles."""
+        rate = metrics.get("hack/rate", 0.0)
+        if rate < 0.05 or rate < 2 * self._warned:
+            return None
+        self._warned = rate
+        return (f"step {step}: {rate:.0%} of the completions the training verifier rewards fail its held-out check "
+                f"(training reward {metrics['hack/gap']:+.0%} over held-out accuracy): the policy may be exploiting "
+                "the verifier; see --hack_penalty, --stop_on_hack")

@@ -1,0 +1,127 @@
+"""Rollout workers as Ray actors: `rlvr rl --rollout_workers N`.
+
+Each worker is an actor holding its own engine, built from the run's model directory
+(CPU or GPU, as Ray places it). A batch is split into N shards, one per worker,
+generated in parallel and joined in shard order, so the trainer consumes the same
+batch whatever finished first. The trainer puts each new version of its weights in
+Ray's object store once (`push_weights`) and every task carries a reference to the
+newest; a worker fetches the weights only when their version is newer than its own.
+
+Pacing enforces `max_staleness`: batch i is submitted only once the trainer holds
+weights of version >= i - max_staleness, with those weights, so nothing generated is
+ever thrown away for being stale. With 0 the workers parallelise each synchronous
+batch; with k they also run up to k batches ahead of the trainer.
+
+Faults: actors restart when their process dies (kill -9 included) and Ray retries the
+task they were running on the new process, which reloads the model and fetches the
+weights the task names, so the batch is regenerated and no step is lost. A killed
+trainer resumes from its checkpoint with fresh workers (`--resume`).
+
+`ray.init()` starts a local cluster unless `--ray_address` names one to join.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import Any
+
+from torch import Tensor
+
+from rlvr.train.producer import Batch, batch_stats
+from rlvr.train.queues import check_fit
+from rlvr.types import Sampling
+
+try:
+    import ray
+except ImportError:  # pragma: no cover - the error is raised where a user asks for workers
+    ray = None
+
+
+def _require_ray() -> None:
+    if ray is None:
+        raise ImportError("--rollout_workers needs Ray: pip install 'rlvr[ray]'") from None
+
+
+class _Worker:
+    """One rollout worker (wrapped as a Ray actor by RayQueue)."""
+
+    def __init__(self, model_dir: str, env_spec: Any, prompts: int, group_size: int, sampling: Sampling,
+                 seed: int, drop_uniform: bool, version: int, threads: int):
+        import torch
+
+        from rlvr.engine import TorchEngine
+        from rlvr.envs import make_env
+        from rlvr.models import load_model
+        from rlvr.train.producer import Producer
+
+        torch.set_num_threads(threads)
+        model, tok = load_model(model_dir)
+        self.env = make_env(env_spec)
+        self.producer = Producer(TorchEngine(model, tok, version=version), self.env, prompts, group_size, sampling,
+                                 seed, drop_uniform)
+        self.version = version  # the weights loaded from model_dir
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def produce(self, index: int, shard: int, shards: int, weights: list, version: int, env_state: Any) -> Batch:
+        if version != self.version and weights[0] is not None:
+            self.producer.sync_weights(ray.get(weights[0]), version)
+            self.version = version
+        if env_state is not None and hasattr(self.env, "load_state"):
+            self.env.load_state(env_state)
+        return self.producer.produce(index, shard, shards)
+
+
+class RayQueue:
+    def __init__(self, cfg, model_dir: str, sampling: Sampling, start: int = 0, env_state: Any = None,
+                 threads: int = 1):
+        _require_ray()
+        self._started = not ray.is_initialized()
+        if self._started:
+            ray.init(address=cfg.ray_address or None, include_dashboard=False, log_to_driver=False,
+                     **({} if cfg.ray_address else {"num_cpus": max(cfg.rollout_workers, os.cpu_count() or 1)}))
+        actor = ray.remote(num_cpus=threads, max_restarts=4, max_task_retries=4)(_Worker)
+        run = uuid.uuid4().hex[:8]  # actor names, unique per queue: rlvr-rollout-RUN-I
+        self.names = [f"rlvr-rollout-{run}-{i}" for i in range(cfg.rollout_workers)]
+        self.workers = [actor.options(name=name).remote(
+            model_dir, cfg.env, cfg.prompts, cfg.group_size, sampling, cfg.seed, cfg.drop_uniform_groups, start,
+            threads) for name in self.names]
+        self.max_staleness, self.version, self.env_state = cfg.max_staleness, start, env_state
+        self.weights_ref = None  # None: the workers' own (the model directory's) weights are current
+        self.next_index = start
+        self.pending: dict[int, list] = {}
+
+    def _submit(self, index: int) -> None:
+        n = len(self.workers)
+        self.pending[index] = [w.produce.remote(index, k, n, [self.weights_ref], self.version, self.env_state)
+                               for k, w in enumerate(self.workers)]
+
+    def get(self, step: int) -> Batch:
+        t0 = time.perf_counter()
+        while self.next_index <= step + self.max_staleness:  # pacing: only batches these weights may make
+            self._submit(self.next_index)
+            self.next_index += 1
+        parts: list[Batch] = ray.get(self.pending.pop(step))
+        kept = [r for p in parts for r in p.rollouts]
+        generated = [r for p in parts for r in p.generated]
+        batch = Batch(step, kept, min(p.version for p in parts), max(p.seconds for p in parts),
+                      batch_stats(generated, kept), generated)
+        batch.stats["wait_for_workers"] = time.perf_counter() - t0
+        return check_fit(batch, step, self.max_staleness)
+
+    def push_weights(self, state: dict[str, Tensor], version: int, env_state: Any = None) -> None:
+        self.weights_ref = ray.put({k: v.detach().cpu() for k, v in state.items()})
+        self.version, self.env_state = version, env_state
+
+    def worker_pids(self) -> list[int]:
+        return ray.get([w.pid.remote() for w in self.workers])
+
+    def close(self) -> None:
+        for w in self.workers:
+            ray.kill(w, no_restart=True)
+        self.workers, self.pending = [], {}
+        if self._started:
+            ray.shutdown()

@@ -1,0 +1,90 @@
+"""Off-policy corrections: hand-computed weights and masks, the on-policy identity, zero gradients."""
+
+import math
+
+import pytest
+import torch
+
+from rlvr.algos.losses import LOSSES, LossConfig
+from rlvr.algos.offpolicy import OFFPOLICY
+
+
+def _case():
+    # Two sequences of three tokens; the last token of the second is padding.
+    behaviour = torch.log(torch.tensor([[0.5, 0.2, 0.4], [0.1, 0.5, 0.9]]))
+    current = torch.log(torch.tensor([[0.5, 0.4, 0.1], [0.3, 0.5, 0.3]]))
+    proximal = torch.log(torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3]]))
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    return current, behaviour, proximal, mask
+
+
+def test_weights_and_masks_by_hand():
+    cur, beh, prox, mask = _case()
+    tis = OFFPOLICY["tis"](cur, beh, prox, mask, 1.5)
+    # pi/pi_b = 1, 2, 0.25 | 3, 1, (pad) -> capped at 1.5
+    assert tis.weights[0].tolist() == pytest.approx([1.0, 1.5, 0.25])
+    assert tis.weights[1, :2].tolist() == pytest.approx([1.5, 1.0])
+    assert torch.equal(tis.anchor, cur) and tis.metrics["is_clipped"] == pytest.approx(2 / 5)
+    seq = OFFPOLICY["seq_tis"](cur, beh, prox, mask, 4.0)
+    # products over trained tokens: 1 * 2 * 0.25 = 0.5 and 3 * 1 = 3 (the padding ignored)
+    assert seq.weights[0].tolist() == pytest.approx([0.5] * 3) and seq.weights[1].tolist() == pytest.approx([3.0] * 3)
+    m = OFFPOLICY["mask"](cur, beh, prox, mask, 1.6)
+    # pi_prox/pi_b = 1, 1.5, 0.5 | 1, 1.2 -> 0.5 < 1/1.6 is masked
+    assert m.mask.tolist() == [[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]] and torch.equal(m.anchor, beh)
+    assert m.metrics["is_masked"] == pytest.approx(1 / 5)
+    dec = OFFPOLICY["decoupled"](cur, beh, prox, mask, 1.4)
+    assert dec.weights[0].tolist() == pytest.approx([1.0, 1.4, 0.5]) and torch.equal(dec.anchor, prox)
+    none = OFFPOLICY["none"](cur, beh, prox, mask, 2.0)
+    assert torch.equal(none.anchor, beh) and none.weights.eq(1).all() and none.metrics["is_ess"] == 1.0
+    # ESS of tis's trained weights (1, 1.5, 0.25, 1.5, 1): (sum w)^2 / (n * sum w^2)
+    w = [1.0, 1.5, 0.25, 1.5, 1.0]
+    assert tis.metrics["is_ess"] == pytest.approx(sum(w) ** 2 / (5 * sum(x * x for x in w)))
+    # k3 of KL(pi_b || pi): mean of r - 1 - log r over trained tokens, r = pi / pi_b
+    r = [1.0, 2.0, 0.25, 3.0, 1.0]
+    assert none.metrics["behaviour_kl"] == pytest.approx(sum(x - 1 - math.log(x) for x in r) / 5, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(OFFPOLICY))
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_on_policy_each_correction_is_the_on_policy_loss(name, loss):
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, 5)
+    ids = torch.randint(0, 5, (3, 4))
+    mask = torch.tensor([[1.0, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]])
+    adv = torch.tensor([0.7, -0.3, 1.2])
+    cfg = LossConfig(clip_low=0.2, clip_high=0.28)
+
+    def run(correction):
+        leaf = logits.clone().requires_grad_(True)
+        logp = torch.log_softmax(leaf, -1).gather(-1, ids[..., None]).squeeze(-1)
+        same = logp.detach().clone()
+        off = correction(logp, same, same, mask, 2.0)
+        value, _ = LOSSES[loss](logp, off.anchor, adv, off.mask, cfg, None, off.weights)
+        value.backward()
+        return float(value.detach()), leaf.grad
+
+    plain_leaf = logits.clone().requires_grad_(True)
+    logp = torch.log_softmax(plain_leaf, -1).gather(-1, ids[..., None]).squeeze(-1)
+    expected, _ = LOSSES[loss](logp, logp.detach(), adv, mask, cfg)
+    expected.backward()
+    value, grad = run(OFFPOLICY[name])
+    assert value == pytest.approx(float(expected), abs=1e-6)
+    assert torch.allclose(grad, plain_leaf.grad, atol=1e-6)
+
+
+def test_masked_tokens_get_no_gradient():
+    cur, beh, prox, mask = _case()
+    leaf = cur.clone().requires_grad_(True)
+    off = OFFPOLICY["mask"](leaf, beh, prox, mask, 1.6)
+    loss, _ = LOSSES["ppo_clip"](leaf, off.anchor, torch.tensor([1.0, -1.0]), off.mask, LossConfig(), None, off.weights)
+    loss.backward()
+    assert leaf.grad[0, 2] == 0 and leaf.grad[1, 2] == 0  # masked by the correction, and padding
+    assert leaf.grad[0, 0] != 0 and leaf.grad[1, 1] != 0
+
+
+def test_bad_caps_and_a_missing_proximal_say_so():
+    cur, beh, _, mask = _case()
+    with pytest.raises(ValueError, match="cap must be > 1"):
+        OFFPOLICY["tis"](cur, beh, None, mask, 1.0)
+    with pytest.raises(ValueError, match="proximal"):
+        OFFPOLICY["decoupled"](cur, beh, None, mask, 2.0)
