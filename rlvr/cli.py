@@ -62,8 +62,11 @@ def _experiments() -> dict[str, tuple[type, Callable, str]]:
 
 def _print_eval(fn: Callable) -> Callable:
     def run(cfg):
+        from rlvr.eval import print_table
         result = fn(cfg)
-        print(json.dumps(result["metrics"], indent=2))
+        print_table(result["metrics"])
+        if cfg.run_dir is None:
+            print(json.dumps(result["metrics"], indent=2))
         return result
     return run
 

@@ -40,7 +40,7 @@ class DemoConfig(Config):
     rl_steps: int = Field(60, ge=1, description="RL steps.")
     prompts: int = Field(64, ge=1, description="Problems per RL step.")
     group_size: int = Field(8, ge=1, description="Completions per problem.")
-    lr: float = Field(3e-4, gt=0, description="RL learning rate (after a 10-step warm-up, cosine-decayed to 10% by the last step).")
+    lr: float = Field(5e-4, gt=0, description="RL learning rate (after a 10-step warm-up, cosine-decayed to 10% by the last step).")
     eval_problems: int = Field(200, ge=1, description="Held-out problems for the before/after evaluation.")
     eval_samples: int = Field(16, ge=1, description="Samples per problem (pass@1 is their mean; pass@k for k = this).")
     seed: int = Field(0, description="Seed of sampling, RL and evaluation problems (the base has its own).")

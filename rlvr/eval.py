@@ -45,7 +45,7 @@ def evaluate(engine, env: Environment, problems: list[Problem], samples: int, ks
     """Metrics per environment name (a mixture reports each child) plus "all"."""
     # The truth, also behind a noisy verifier (rlvr.envs.noisy): evaluation measures the model.
     rows = [{"env": r.problem.env, "correct": [v.true_correct for v in r.verdicts],
-             "answers": [v.parsed for v in r.verdicts]}
+             "answers": [v.parsed for v in r.verdicts], "flags": [sorted(v.flags) for v in r.verdicts]}
             for r in generate_rollouts(engine, env, problems, samples, sampling)]
     if greedy:
         g = Sampling(temperature=0.0, max_new_tokens=sampling.max_new_tokens)
@@ -92,3 +92,30 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
     if cfg.run_dir:
         write_json(Path(cfg.run_dir) / "eval.json", result)
     return result
+
+
+def print_table(metrics: dict[str, Any]) -> None:
+    """Accuracy per environment with the share of each verdict flag beside it: a bare 0
+    has a reason (no answer written, truncated, a format error, several answers)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    flags = sorted({f for m in metrics.values() for f in m.get("flags", {})})
+    table = Table(title="evaluation (95% CIs); flags: share of all samples")
+    for col in ["env", "pass@1", "greedy", *flags]:
+        table.add_column(col, justify="left" if col == "env" else "right")
+    notes = []
+    for name, m in metrics.items():
+        p, g = m["pass@1"], m.get("greedy")
+        table.add_row(name, f"{p['mean']:.1%} [{p['ci'][0]:.0%}, {p['ci'][1]:.0%}]",
+                      f"{g['mean']:.1%}" if g else "-", *[f"{m.get('flags', {}).get(f, 0.0):.1%}" for f in flags])
+        missing = m.get("flags", {}).get("no_answer", 0.0)
+        if missing >= 0.5:
+            notes.append(f"{name}: {missing:.0%} of completions never wrote an answer in the format the verifier "
+                         "reads: the model does not follow this answer format (see the environment's prompt)")
+        if m.get("flags", {}).get("truncated", 0.0) >= 0.5:
+            notes.append(f"{name}: most completions hit the token limit: raise --max_new_tokens")
+    console = Console()
+    console.print(table)
+    for note in notes:
+        console.print(f"[yellow]note:[/] {note}")

@@ -100,6 +100,13 @@ def summarize(per_problem: list[dict[str, Any]], ks: list[int]) -> dict[str, Any
         raise ValueError("every problem needs at least one sample")
     out: dict[str, Any] = {"n_problems": len(per_problem), "n_samples": int(sum(sizes))}
     out["pass@1"] = _stat([float(np.mean(p["correct"])) for p in per_problem])
+    if any("flags" in p for p in per_problem):  # why samples lost reward: share of all samples per flag
+        counts: dict[str, int] = {}
+        for p in per_problem:
+            for flags in p.get("flags", []):
+                for f in flags:
+                    counts[f] = counts.get(f, 0) + 1
+        out["flags"] = {f: c / out["n_samples"] for f, c in sorted(counts.items())}
     for k in sorted(set(ks)):
         if k > min(sizes) or k < 1:
             continue

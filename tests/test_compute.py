@@ -34,9 +34,14 @@ def test_rl_compute_equals_a_hand_count(micro_base, tmp_path):
     assert len(samples) == 2 * 4 * 4  # every sample of both steps
     generated = sum(s["tokens"] for s in samples)
     prompts = sum(s["prompt_tokens"] for s in samples) // 4  # a prompt is prefilled once for its group
-    # Training: each distinct prompt of a step once (shared by its group), plus every completion token.
-    distinct = {step: {s["problem"]: s["prompt_tokens"] for s in samples if s["step"] == step} for step in (1, 2)}
-    trained = generated + sum(sum(d.values()) for d in distinct.values())
+    # Training: each group with a learning signal (some advantage not 0), its prompt once
+    # (shared by the group) plus every completion token; a group of equal rewards is skipped.
+    groups: dict[tuple, list] = {}
+    for s in samples:
+        groups.setdefault((s["step"], s["problem"]), []).append(s)
+    live = [g for g in groups.values() if any(s["advantage"] != 0 for s in g)]
+    assert 0 < len(live) < len(groups)  # both kinds occur, so the count is tested
+    trained = sum(g[0]["prompt_tokens"] + sum(s["tokens"] for s in g) for g in live)
     m = _jsonl(run.dir / "metrics.jsonl")[-1]
     assert m["compute/generated_tokens"] == generated
     assert m["compute/prompt_tokens"] == prompts

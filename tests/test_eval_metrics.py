@@ -94,3 +94,14 @@ def test_summarize_hand_example():
         assert lo <= s[key]["mean"] <= hi
     with pytest.raises(ValueError):
         summarize([], ks=[1])
+
+
+def test_flag_shares_say_why_samples_lost_reward(capsys):
+    from rlvr.eval import print_table
+    rows = [{"correct": [False, False], "answers": [None, None], "flags": [["no_answer"], ["no_answer"]]},
+            {"correct": [True, False], "answers": [3, None], "flags": [[], ["truncated"]]}]
+    m = summarize(rows, [1])
+    assert m["flags"] == {"no_answer": 0.5, "truncated": 0.25}
+    print_table({"arithmetic": {**m, "flags": {"no_answer": 0.75}}})
+    out = capsys.readouterr().out
+    assert "no_answer" in out and "75.0%" in out and "never wrote an answer" in out

@@ -140,3 +140,52 @@ def test_undecided_samples_are_dropped_not_scored():
     # Dropped samples were still generated: compute counts all 12 completion tokens.
     assert token_counts(rollouts) == {"prompt_tokens": sum(r.prompt_tokens for r in rollouts), "generated_tokens": 12}
     assert all(r.prompt_tokens == len(r.samples[0].prompt_ids) > 0 for r in rollouts)
+
+
+def test_groups_with_equal_rewards_are_skipped_and_the_gradient_is_the_whole_batchs():
+    import copy
+
+    from rlvr.algos import LOSSES, compute_advantages
+    from rlvr.models.forward import parts_of
+    from rlvr.train import rl
+    from rlvr.train.batch import make_batch, policy_logprobs
+    from rlvr.types import Verdict
+
+    model, tok = build_tiny_model("micro", seed=3)
+    producer = Producer(TorchEngine(model, tok), make_env(ENV), prompts=6, group_size=4,
+                        sampling=Sampling(max_new_tokens=6, seed=1))
+    rollouts = producer.produce(0).rollouts
+    for i, r in enumerate(rollouts):  # mixed groups and uniform ones
+        r.verdicts = [Verdict(float(i % 3 == 0 and j % 2 == 0), i % 3 == 0 and j % 2 == 0) for j in range(4)]
+    rollouts[1].verdicts = [Verdict(1.0, True)] * 4
+    cfg = rl.RLConfig(model="x", env=ENV, micro_batch=8, loss="ppo_clip", agg="token_mean")
+
+    class Capture:  # an optimizer that records the gradient it is handed
+        def __init__(self, params):
+            self.params, self.grads = list(params), None
+
+        def step(self):
+            self.grads = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in self.params]
+
+        def zero_grad(self, set_to_none=True):
+            for p in self.params:
+                p.grad = None
+
+    trained = copy.deepcopy(model).train()
+    opt = Capture(trained.parameters())
+    m = rl.train_on(rollouts, trained, parts_of(trained), None, opt, cfg, tok.pad_token_id)
+    assert m["skipped_groups"] == pytest.approx(4 / 6) and m["updates"] == 1
+    # The same loss over every sample, uniform groups included, in one batch.
+    full = copy.deepcopy(model).train()
+    compute_advantages(rollouts, cfg.advantage)
+    batch = make_batch(rollouts, tok.pad_token_id)
+    logp, _ = policy_logprobs(parts_of(full), batch)
+    loss, _ = LOSSES["ppo_clip"](logp, batch.old_logp, batch.advantages, batch.mask, rl.loss_config(cfg))
+    loss.backward()
+    for got, p in zip(opt.grads, full.parameters()):
+        assert torch.allclose(got, p.grad, atol=1e-6)
+    # Nothing to learn from: no forward, no update.
+    for r in rollouts:
+        r.verdicts = [Verdict(0.0, False)] * 4
+    assert rl.train_on(rollouts, trained, parts_of(trained), None, opt, cfg, tok.pad_token_id)["updates"] == 0
+    assert "never earns reward" in rl.dead_warning({"pass_rate": 0.0, "flag_no_answer": 1.0})

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from rlvr.models import load_model
-from rlvr.train import rl
+from rlvr.envs import make_env
+from rlvr.train import pretrain, rl
 from rlvr.run import last_model
 
-from conftest import ENV
+from conftest import ENV, MICRO_BASE
 
 
 def _metrics(run_dir):
@@ -30,11 +31,14 @@ def base(micro_base):
 def test_pretrain_learns_the_corpus(base):
     m = _metrics(base)
     summary = json.loads((base / "summary.json").read_text())
-    assert summary["in_band"] and summary["steps"] == m[-1]["step"] < 1000  # stopped by its check
-    assert m[-1]["loss"] < 0.5 * m[0]["loss"]
-    assert m[-1]["check/pass@8"] >= 0.8 and m[-1]["check/greedy"] <= 0.3
+    assert summary["steps"] == m[-1]["step"] == MICRO_BASE["steps"] and summary["in_band"] is None  # no check
+    assert m[-1]["loss"] < 0.1 * m[0]["loss"]
     model, tok = load_model(last_model(base))
-    assert sum(p.numel() for p in model.parameters()) > 0
+    check = pretrain.Check(make_env(ENV), pretrain.PretrainConfig(run_dir="unused", **{**MICRO_BASE, "check_every": 50}))
+    c = check(model, tok)
+    # Seeds 0-4 on the native (AVX2) and ATEN_CPU_CAPABILITY=default paths: pass@16 0.875-1.0,
+    # pass@1 0.26-0.40, greedy 0.0-0.41; loss 4.5 -> 0.27. A weak but real signal, not a solved task.
+    assert c["check/pass@16"] >= 0.75 and 0.15 <= c["check/pass@1"] <= 0.6 and c["check/greedy"] <= 0.6, c
     assert (base / "checkpoints" / "last" / "trainer_state.pt").exists()
 
 

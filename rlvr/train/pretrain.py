@@ -64,7 +64,7 @@ class PretrainConfig(Config):
     warmup: int = Field(30, ge=0, description="Linear warm-up steps.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     check_every: int = Field(50, ge=0, description="Run the held-out check every N steps; 0: no check, train `steps` with a cosine decay.")
-    check_from: int = Field(200, ge=0, description="First step of a check (before it the model is still on its plateau).")
+    check_from: int = Field(150, ge=0, description="First step of a check (before it the model is still on its plateau).")
     check_problems: int = Field(64, ge=1, description="Held-out problems of the check (eval split, a seed apart from every evaluation's).")
     check_samples: int = Field(16, ge=1, description="Samples per check problem at T=1 (the check's pass@k has k = this).")
     check_max_new_tokens: int = Field(32, ge=1, description="Completion token limit of the check.")

@@ -122,20 +122,32 @@ def train_on(rollouts: list[Rollout], model, parts, ref_parts, opt, cfg: RLConfi
     correct = OFFPOLICY[cfg.offpolicy]
     device = next(model.parameters()).device
     groups_per_micro = max(1, cfg.micro_batch // max(len(r.samples) for r in rollouts))
-    chunks = [[make_batch(m, pad_id, device) for m in _split(chunk, groups_per_micro)]
-              for chunk in _split(rollouts, -(-len(rollouts) // cfg.mini_batches))]
+    # A group whose advantages are all 0 (equal rewards) adds exactly nothing to the policy
+    # gradient, so it is not computed at all; it still counts in what the aggregation
+    # divides by, so the gradient is the whole batch's. (Not with a KL term, which every
+    # token feels.)
+    skip = cfg.kl_coef == 0
+    chunks, totals, skipped = [], [], 0
+    for chunk in _split(rollouts, -(-len(rollouts) // cfg.mini_batches)):
+        totals.append(weigh(_mask_of(chunk)))
+        live = [r for r in chunk if not skip or any(a != 0 for a in r.advantages)]
+        skipped += len(chunk) - len(live)
+        chunks.append([make_batch(m, pad_id, device) for m in _split(live, groups_per_micro)])
+    if not any(chunks):  # no group with a learning signal: no forward, no backward, no update
+        return {"trained_tokens": 0, "loss_tokens": 0, "updates": 0, "skipped_groups": 1.0}
     proximal = None  # one update per step: the current log-probs are the proximal ones
     if cfg.offpolicy in NEEDS_PROXIMAL and cfg.epochs * len(chunks) > 1:
         with torch.no_grad():
             proximal = [[policy_logprobs(parts, b, cfg.temperature, with_entropy=False)[0] for b in micro]
                         for micro in chunks]
     sums: dict[str, float] = {}
-    updates = 0
+    updates, weight = 0, 0.0  # metrics average over the trained samples, weighted as the loss weighs them
     for _ in range(cfg.epochs):
         for c, micro in enumerate(chunks):
-            total = sum(weigh(b.mask) for b in micro)
+            if not micro:
+                continue
             for m, batch in enumerate(micro):
-                share = weigh(batch.mask) / max(total, 1.0)
+                share = weigh(batch.mask) / max(totals[c], 1.0)
                 logp, entropy = policy_logprobs(parts, batch, cfg.temperature)
                 prox = proximal[c][m] if proximal is not None else logp.detach()
                 off = correct(logp, batch.old_logp, prox, batch.mask, cfg.offpolicy_cap)
@@ -149,15 +161,39 @@ def train_on(rollouts: list[Rollout], model, parts, ref_parts, opt, cfg: RLConfi
                 metrics["entropy"] = float((entropy * batch.mask).sum() / batch.mask.sum().clamp(min=1))
                 for k, v in {**metrics, **off.metrics}.items():
                     sums[k] = sums.get(k, 0.0) + v * share
+                weight += share
                 sums["loss_tokens"] = sums.get("loss_tokens", 0.0) + batch.tokens
             sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
             opt.step()
             opt.zero_grad(set_to_none=True)
             updates += 1
-    out = {k: v / updates for k, v in sums.items()}
+    out = {k: v / max(weight, 1e-12) for k, v in sums.items()}
+    out["grad_norm"] = sums["grad_norm"] / updates
     out["trained_tokens"], out["loss_tokens"], out["updates"] = sums["trained_tokens"], sums["loss_tokens"], updates
+    out["skipped_groups"] = skipped / len(rollouts)
     return out
+
+
+def _mask_of(rollouts: list[Rollout]) -> torch.Tensor:
+    """The loss mask of these rollouts' samples, padded [B, T] (what an aggregation counts)."""
+    masks = [s.mask() for r in rollouts for s in r.samples]
+    out = torch.zeros(len(masks), max(1, max(len(m) for m in masks)))
+    for b, m in enumerate(masks):
+        out[b, :len(m)] = torch.tensor(m, dtype=torch.float)
+    return out
+
+
+def dead_warning(metrics: dict[str, float]) -> str:
+    """Why a run has no learning signal, from the batch it just drew."""
+    rate = metrics.get("pass_rate", 0.0)
+    if rate == 0.0:
+        flags = {k[5:]: v for k, v in metrics.items() if k.startswith("flag_") and v > 0}
+        why = (f"the policy never earns reward (flags: {', '.join(f'{k} {v:.0%}' for k, v in flags.items())}): "
+               "the model may not write the answer format the verifier reads, or the task is too hard for it")
+    else:
+        why = "every completion earns the same reward: the task is solved at this difficulty"
+    return f"3 steps in a row with no group whose rewards differ, so nothing to learn from: {why}"
 
 
 def _env_state(env) -> Any:
@@ -218,6 +254,7 @@ def main(cfg: RLConfig) -> Run:
     monitor = HackMonitor(env, cfg.hack_monitor, cfg.seed, cfg.hack_penalty)
     clean: tuple[int, dict] | None = None  # (step, weights) of the last step under stop_on_hack
     stopped = ""
+    dead = 0  # steps in a row without a single group whose rewards differ
     if resumed and (run.dir / "metrics.jsonl").exists():
         guard.replay(row for _, row in read_jsonl(run.dir / "metrics.jsonl"))
     step = start
@@ -281,6 +318,10 @@ def main(cfg: RLConfig) -> Run:
                         metrics.update(guard.metrics())
                         if warning:
                             bar.warn(f"step {step}: {warning}")
+                dead = dead + 1 if metrics["updates"] == 0 else 0
+                metrics["dead_steps"] = float(dead)
+                if dead == 3:
+                    bar.warn(dead_warning(metrics))
                 run.log(step, metrics)
                 if cfg.log_samples:
                     run.log_samples(step, _sample_rows(batch.rollouts, cfg.log_samples))
