@@ -13,18 +13,21 @@ from __future__ import annotations
 import torch
 
 from rlvr.algos.advantages import ADVANTAGES
+from rlvr.algos.length import mask_truncated, overlong_penalty
 from rlvr.algos.losses import AGG_WEIGHT, AGGREGATIONS, LOSSES, LossConfig
 from rlvr.algos.noise import REWARD_CORRECTIONS, corrected_advantages
 from rlvr.types import Rollout
 
 __all__ = ["ADVANTAGES", "AGG_WEIGHT", "AGGREGATIONS", "LOSSES", "REWARD_CORRECTIONS", "LossConfig",
-           "compute_advantages"]
+           "compute_advantages", "mask_truncated", "overlong_penalty"]
 
 
 def compute_advantages(rollouts: list[Rollout], name: str, correction: str = "none", fp: float = 0.0,
-                       fn: float = 0.0) -> list[Rollout]:
+                       fn: float = 0.0, max_len: int = 0, overlong_buffer: int = 0) -> list[Rollout]:
     """Fills each rollout's `advantages` (one float per sample) with estimator `name`,
-    after the reward-noise `correction` for a verifier with rates fp, fn (rlvr.algos.noise).
+    after the reward-noise `correction` for a verifier with rates fp, fn (rlvr.algos.noise)
+    and DAPO's soft overlong punishment over the last `overlong_buffer` of `max_len`
+    tokens (rlvr.algos.length; 0: none).
 
     Rollouts may have different group sizes: groups of equal size are stacked into
     one [G, n] batch, so estimators only ever see rectangular tensors.
@@ -44,7 +47,8 @@ def compute_advantages(rollouts: list[Rollout], name: str, correction: str = "no
         # float64 so that reward arithmetic is not rounded before it reaches the loss
         rewards = torch.tensor([r.rewards for r in group], dtype=torch.float64)
         lengths = torch.tensor([[len(s.completion_ids) for s in r.samples] for r in group])
-        adv = corrected_advantages(rewards, lengths, estimator, correction, fp, fn)
+        adv = corrected_advantages(rewards, lengths, estimator, correction, fp, fn,
+                                   overlong_penalty(lengths, max_len, overlong_buffer) if overlong_buffer else None)
         for r, row in zip(group, adv.tolist()):
             r.advantages = row
     return rollouts

@@ -58,10 +58,13 @@ REWARD_CORRECTIONS: dict[str, Correction] = {
 
 
 def corrected_advantages(rewards: Tensor, lengths: Tensor, estimator: Callable[[Tensor, Tensor], Tensor],
-                         correction: str, fp: float = 0.0, fn: float = 0.0) -> Tensor:
-    """Advantages [G, n] from observed rewards [G, n] under the named correction."""
+                         correction: str, fp: float = 0.0, fn: float = 0.0, shaping: Tensor | None = None) -> Tensor:
+    """Advantages [G, n] from observed rewards [G, n] under the named correction; `shaping`
+    (a length penalty, rlvr.algos.length) is added after it: the verifier's noise is not its."""
     if correction not in REWARD_CORRECTIONS:
         raise KeyError(f"unknown reward correction {correction!r}; valid: {sorted(REWARD_CORRECTIONS)}")
     c = REWARD_CORRECTIONS[correction]
     values = rewards if c.rewards is None else c.rewards(rewards, fp, fn)
+    if shaping is not None:
+        values = values + shaping
     return estimator(values, lengths) if c.baseline else values

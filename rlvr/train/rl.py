@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from rlvr.algos import ADVANTAGES, AGG_WEIGHT, AGGREGATIONS, LOSSES, REWARD_CORRECTIONS, LossConfig, compute_advantages
+from rlvr.algos import (ADVANTAGES, AGG_WEIGHT, AGGREGATIONS, LOSSES, REWARD_CORRECTIONS, LossConfig, compute_advantages,
+                        mask_truncated)
 from rlvr.algos.offpolicy import NEEDS_PROXIMAL, OFFPOLICY
 from rlvr.engine import TorchEngine
 from rlvr.envs import make_env
@@ -70,6 +71,8 @@ class RLConfig(TrainerFields):
     epochs: int = Field(1, ge=1, description="Passes over each batch.")
     mini_batches: int = Field(1, ge=1, description="Optimizer steps per pass (the batch is split by groups).")
     micro_batch: int = Field(128, ge=1, description="Completions per forward/backward (gradient accumulation; memory and speed only).")
+    overlong_buffer: int = Field(0, ge=0, description="DAPO soft overlong punishment: reward falls linearly by up to 1 over the last N tokens before --max_new_tokens (0: off).")
+    mask_truncated: bool = Field(False, description="DAPO overlong filtering: completions cut by --max_new_tokens add no gradient (they still count in their group's baseline).")
     drop_uniform_groups: bool = Field(False, description="DAPO dynamic sampling: drop groups whose rewards are all equal and draw more.")
     max_staleness: int = Field(0, ge=0, description="Policy versions a rollout may lag (0: synchronous, on-policy).")
     rollout_workers: int = Field(0, ge=0, description="Generate on this many Ray actors, each with its own engine (0: in this process). Needs rlvr[ray].")
@@ -95,6 +98,15 @@ class RLConfig(TrainerFields):
             raise ValueError(f"unknown {info.field_name} {value!r}; choose one of {sorted(registry)}")
         return value
 
+    @model_validator(mode="after")
+    def _consistent(self) -> "RLConfig":
+        if self.overlong_buffer > self.max_new_tokens:
+            raise ValueError(f"overlong_buffer {self.overlong_buffer} is longer than max_new_tokens {self.max_new_tokens}")
+        if self.reward_correction != "none" and self.noise_fp + self.noise_fn >= 1:
+            raise ValueError(f"noise_fp + noise_fn = {self.noise_fp + self.noise_fn:g} >= 1: the verifier carries no "
+                             "information and reward_correction is undefined")
+        return self
+
 
 def loss_config(cfg: RLConfig) -> LossConfig:
     return LossConfig(clip_low=cfg.clip_low, clip_high=cfg.clip_high, kl_coef=cfg.kl_coef, agg=cfg.agg,
@@ -117,7 +129,9 @@ def train_on(rollouts: list[Rollout], model, parts, ref_parts, opt, cfg: RLConfi
     rollouts = [r for r in rollouts if len(r.samples) > 1]
     if not rollouts:  # e.g. dynamic sampling found no group with a learning signal
         return {"trained_tokens": 0, "loss_tokens": 0, "updates": 0}
-    compute_advantages(rollouts, cfg.advantage, cfg.reward_correction, cfg.noise_fp, cfg.noise_fn)
+    compute_advantages(rollouts, cfg.advantage, cfg.reward_correction, cfg.noise_fp, cfg.noise_fn,
+                       cfg.max_new_tokens, cfg.overlong_buffer)
+    masked = mask_truncated(rollouts) if cfg.mask_truncated else 0
     loss_fn, lcfg, weigh = LOSSES[cfg.loss], loss_config(cfg), AGG_WEIGHT[cfg.agg]
     correct = OFFPOLICY[cfg.offpolicy]
     device = next(model.parameters()).device
@@ -172,6 +186,8 @@ def train_on(rollouts: list[Rollout], model, parts, ref_parts, opt, cfg: RLConfi
     out["grad_norm"] = sums["grad_norm"] / updates
     out["trained_tokens"], out["loss_tokens"], out["updates"] = sums["trained_tokens"], sums["loss_tokens"], updates
     out["skipped_groups"] = skipped / len(rollouts)
+    if cfg.mask_truncated:
+        out["masked_truncated"] = masked / sum(len(r.samples) for r in rollouts)
     return out
 
 
