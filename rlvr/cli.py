@@ -48,7 +48,7 @@ def _commands() -> dict[str, tuple[type, Callable, str]]:
 
 
 def _experiments() -> dict[str, tuple[type, Callable, str]]:
-    from rlvr.experiments import ceiling, coldstart, hacking, noise, regimes
+    from rlvr.experiments import ceiling, coldstart, hacking, noise, regimes, staleness
     return {"ceiling": (ceiling.CeilingConfig, ceiling.main, "can a distilled student pass its teacher? and after RL?"),
             "coldstart": (coldstart.ColdstartConfig, coldstart.main,
                           "what makes RL after a cold start help or hurt: RL variants from one SFT student"),
@@ -56,6 +56,8 @@ def _experiments() -> dict[str, tuple[type, Callable, str]]:
                       "RL behind verifiers that err (fn x fp), uncorrected and corrected, and a coin-flip control"),
             "hacking": (hacking.HackingConfig, hacking.main,
                         "RL on a verifier with a hole, with and without the defences; hack rate over steps"),
+            "staleness": (staleness.StalenessConfig, staleness.main,
+                          "RL on rollouts of a fixed staleness (0-8 versions) x off-policy correction"),
             "regimes": (regimes.RegimesConfig, regimes.main,
                         "zero RL, best-of-N, distillation, distillation + RL from one base at equal FLOPs")}
 

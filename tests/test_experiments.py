@@ -33,3 +33,43 @@ def test_regimes_experiment_runs_every_regime_to_the_budget(tmp_path):
                                                distill_problems=100, eval_problems=30, final_eval_samples=8,
                                                rs_problems=64, sft_eval_every=5, rl_eval_every=1))
     assert again["regimes"] == out["regimes"]
+
+
+def _tiny_grid(cfg_cls, tmp_path, micro_base, **kw):
+    from conftest import ENV
+    return cfg_cls(run_dir=str(tmp_path / "x"), env=ENV, model=str(micro_base), steps=4, eval_every=2,
+                   eval_problems=16, eval_samples=2, target=0.5, **kw)
+
+
+@pytest.mark.slow
+def test_noise_experiment_runs_every_cell_and_draws_them(tmp_path, micro_base):
+    from rlvr.experiments import noise
+    out = noise.main(_tiny_grid(noise.NoiseConfig, tmp_path, micro_base, fns=[0.0, 0.4], fps=[0.0]))
+    assert set(out["results"]) == {"fn=0 fp=0 none", "fn=0 fp=0 forward", "fn=0.4 fp=0 none", "fn=0.4 fp=0 backward",
+                                   "fn=0.4 fp=0 forward", "coin-flip reward"}
+    for r in out["results"].values():
+        assert [s for s, _ in r["curve"]] == [0, 2, 4] and 0 <= r["pass@1"]["mean"] <= 1
+    assert (tmp_path / "x" / "noise.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_staleness_experiment_lags_every_batch_as_asked(tmp_path, micro_base):
+    from rlvr.experiments import staleness
+    out = staleness.main(_tiny_grid(staleness.StalenessConfig, tmp_path, micro_base, lags=[0, 2],
+                                    corrections=["none", "decoupled"]))
+    assert list(out["results"]) == ["synchronous", "staleness 2, none", "staleness 2, decoupled"]
+    assert out["results"]["synchronous"]["staleness_mean"] == 0
+    # steps 0-3 at lag 2: batches of versions 0, 0, 0, 1 -> lags 0, 1, 2, 2
+    assert out["results"]["staleness 2, none"]["staleness_mean"] == pytest.approx(5 / 4)
+    assert (tmp_path / "x" / "staleness.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_hacking_experiment_runs_every_arm(tmp_path, micro_base):
+    from conftest import ENV
+    from rlvr.experiments import hacking
+    out = hacking.main(hacking.HackingConfig(run_dir=str(tmp_path / "h"), env=ENV, model=str(micro_base), steps=3,
+                                             eval_every=3, eval_problems=16, monitor=16, max_new_tokens=16))
+    assert set(out["results"]) == set(hacking.ARMS)
+    assert out["results"]["no defence"]["hack_rate"] and not out["results"]["held-out reward"]["hack_rate"]
+    assert (tmp_path / "h" / "hacking.png").stat().st_size > 0

@@ -97,6 +97,24 @@ def test_queue_bounds_staleness(staleness):
         q.close()
 
 
+@pytest.mark.parametrize("lag", [1, 3])
+def test_lagged_queue_gives_every_batch_exactly_its_lag(lag):
+    model, tok = build_tiny_model("micro", seed=5)
+    engine = _CountingEngine(TorchEngine(model, tok))
+    producer = Producer(engine, make_env(ENV), prompts=2, group_size=2, sampling=Sampling(max_new_tokens=4, seed=0))
+    q = make_queue(producer, max_staleness=lag, exact=True)
+    states = {}
+    for step in range(6):
+        batch = q.get(step)
+        assert batch.index == step and batch.version == max(0, step - lag)
+        assert all(s.policy_version == batch.version for r in batch.rollouts for s in r.samples)
+        states[step + 1] = {k: v + (step + 1) for k, v in model.state_dict().items()}  # a distinct "update"
+        q.push_weights(states[step + 1], step + 1)
+        assert len(q.snapshots) <= lag + 1
+    assert engine.synced == list(range(1, 6 - lag))  # each older version synced once, in order
+    q.close()
+
+
 def test_dynamic_sampling_drops_uniform_groups():
     model, tok = build_tiny_model("micro", seed=6)
     producer = Producer(TorchEngine(model, tok), make_env(ENV), prompts=4, group_size=3,

@@ -28,7 +28,7 @@ from rich.table import Table
 
 from rlvr.atomic import write_json
 from rlvr.config import Config
-from rlvr.experiments import regimes, seeds
+from rlvr.experiments import grid, regimes, seeds
 from rlvr.train import rl, sft
 
 # The RL settings before the fix: the cold-start runs of EXPERIMENTS.md used these.
@@ -65,14 +65,8 @@ def _settings(name: str) -> dict[str, Any]:
     return {} if VARIANTS[name] is None else {**REFERENCE, **VARIANTS[name]}
 
 
-def _pass_at_1(run_dir: Path) -> dict[str, Any]:
-    metrics = json.loads((run_dir / "eval.json").read_text())["metrics"]
-    return next(iter(metrics.values()))["pass@1"]
-
-
 def _curve(run_dir: Path) -> list[float]:
-    return [next(iter(json.loads(line)["metrics"].values()))["pass@1"]["mean"]
-            for line in (run_dir / "evals.jsonl").read_text().splitlines()]
+    return [p for _, p in grid.curve(run_dir)]
 
 
 def main(cfg: ColdstartConfig) -> dict[str, Any]:
@@ -101,7 +95,7 @@ def main(cfg: ColdstartConfig) -> dict[str, Any]:
                                                 share * cfg.budget_flops).model_copy(update={"run_dir": str(student)}))
             run_dir = seed_dir / "coldstart" / _slug(name)
             _rl_stage(rcfg, env, str(student), run_dir, settings, cfg, console, name)
-            start, end = _pass_at_1(student), _pass_at_1(run_dir)
+            start, end = grid.final(student), grid.final(run_dir)
             curve = _curve(run_dir)
             rows.setdefault(name, []).append({
                 "seed": seed, "start": start["mean"], "start_ci": start["ci"], "end": end["mean"], "end_ci": end["ci"],
@@ -113,8 +107,8 @@ def main(cfg: ColdstartConfig) -> dict[str, Any]:
                 _rl_stage(rcfg, env, base, run_dir, _settings(name), cfg, console, f"zero RL, {name}")
                 curve = _curve(run_dir)
                 rows.setdefault(f"zero RL, {name}", []).append({
-                    "seed": seed, "start": curve[0], "end": _pass_at_1(run_dir)["mean"], "min": min(curve),
-                    "delta": _pass_at_1(run_dir)["mean"] - curve[0], "steps": _steps(run_dir),
+                    "seed": seed, "start": curve[0], "end": grid.final(run_dir)["mean"], "min": min(curve),
+                    "delta": grid.final(run_dir)["mean"] - curve[0], "steps": _steps(run_dir),
                     "curve": curve})
     table = Table(title=f"RL after a cold start (SFT on {cfg.sft_share:.0%} of {cfg.budget_flops:.3g} FLOPs), "
                         f"seeds {cfg.seeds}: held-out pass@1, mean [min, max] over seeds")

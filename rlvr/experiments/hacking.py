@@ -27,16 +27,16 @@ from rich.table import Table
 
 from rlvr.atomic import write_json
 from rlvr.config import Config
-from rlvr.demo import pretrained_base
-from rlvr.train import pretrain, rl
+from rlvr.experiments import grid
+from rlvr.train import rl
 
 ARMS = ("no defence", "held-out reward", "hack penalty", "stop on hack")
 
 
 class HackingConfig(Config):
     run_dir: str = Field("runs/hacking", description="Experiment directory: one RL run per arm, hacking.png, results.json.")
-    env: Any = Field(None, description="The strict environment the lenient verifier wraps (default: the demo's).")
-    model: str = Field("", description="Starting model (default: the demo's pretrained base).")
+    env: Any = Field(None, description="The strict environment the lenient verifier wraps (default: the demo's task).")
+    model: str = Field("", description="Starting model (default: the demo's pretrained base of --base_seed, cached).")
     hole: str = Field("substring", description="The lenient verifier's hole: substring | last_number | trust_output.")
     arms: list[str] = Field(list(ARMS), description=f"Which arms to run, of {list(ARMS)}.")
     steps: int = Field(60, ge=1, description="RL steps of every arm.")
@@ -55,9 +55,7 @@ def main(cfg: HackingConfig) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown arms {sorted(unknown)}; choose from {list(ARMS)}")
     console, root, t0 = Console(), Path(cfg.run_dir), time.time()
-    pre = pretrain.PretrainConfig(seed=cfg.base_seed)
-    strict = cfg.env if cfg.env is not None else pre.env
-    model = cfg.model or str(pretrained_base(pre, console=console))
+    strict, model = grid.start(cfg, console)
     lenient = {"name": "lenient", "hole": cfg.hole, "env": strict}
     batch = 64 * 8
     arms = {"no defence": {"env": lenient, "hack_monitor": cfg.monitor},

@@ -25,8 +25,8 @@ from rich.table import Table
 
 from rlvr.atomic import write_json
 from rlvr.config import Config
-from rlvr.demo import pretrained_base
-from rlvr.train import pretrain, rl
+from rlvr.experiments import grid
+from rlvr.train import rl
 
 
 class NoiseConfig(Config):
@@ -36,11 +36,13 @@ class NoiseConfig(Config):
     corrections: list[str] = Field(["none", "backward", "forward"], description="Reward corrections (rlvr.algos.noise).")
     control: bool = Field(True, description="Also run the control whose reward is a fair coin.")
     steps: int = Field(40, ge=1, description="RL steps of every run.")
-    lr: float = Field(3e-4, gt=0, description="RL learning rate (the demo's).")
+    lr: float = Field(5e-4, gt=0, description="RL learning rate (the demo's, cosine-decayed).")
     eval_every: int = Field(10, ge=1, description="RL steps between evaluations.")
     eval_problems: int = Field(200, ge=1, description="Held-out problems of every evaluation.")
     eval_samples: int = Field(8, ge=1, description="Samples per problem (pass@1 is their mean).")
     target: float = Field(0.8, gt=0, le=1, description="True pass@1 whose steps-to-reach the table reports.")
+    env: Any = Field(None, description="Environment of every run (default: the demo's task).")
+    model: str = Field("", description="Starting model (default: the demo's pretrained base of --base_seed, cached).")
     seed: int = Field(0, description="Seed of sampling and of the noise.")
     base_seed: int = Field(0, description="Seed of the base's pretraining (the demo's base, cached).")
 
@@ -58,49 +60,40 @@ def _cells(cfg: NoiseConfig) -> list[tuple[str, dict[str, Any]]]:
     return cells
 
 
-def _reach(run_dir: Path, target: float) -> int | None:
-    for line in (run_dir / "evals.jsonl").read_text().splitlines():
-        e = json.loads(line)
-        if next(iter(e["metrics"].values()))["pass@1"]["mean"] >= target:
-            return e["step"]
-    return None
-
-
 def main(cfg: NoiseConfig) -> dict[str, Any]:
     console, root, t0 = Console(), Path(cfg.run_dir), time.time()
-    pre = pretrain.PretrainConfig(seed=cfg.base_seed)
-    base = str(pretrained_base(pre, console=console))
+    env, base = grid.start(cfg, console)
     results: dict[str, Any] = {}
     for label, cell in _cells(cfg):
         run_dir = root / label.replace(" ", "_").replace("=", "")
-        noisy = {"name": "noisy", "env": pre.env, "seed": cfg.seed,
+        noisy = {"name": "noisy", "env": env, "seed": cfg.seed,
                  **({"random": 1} if cell.get("random") else {"fn": cell["fn"], "fp": cell["fp"]})}
         if not (run_dir / "summary.json").exists():
             console.print(f"[bold]{label}[/]")
             rl.main(rl.RLConfig(
-                run_dir=str(run_dir), model=base, env=noisy, eval_env=pre.env, steps=cfg.steps, lr=cfg.lr,
+                run_dir=str(run_dir), model=base, env=noisy, eval_env=env, steps=cfg.steps, lr=cfg.lr,
                 lr_schedule="cosine", max_new_tokens=32, reward_correction=cell["correction"],
                 noise_fp=cell.get("fp", 0.0), noise_fn=cell.get("fn", 0.0), eval_every=cfg.eval_every,
                 eval_problems=cfg.eval_problems, eval_samples=cfg.eval_samples, save_every=0, seed=cfg.seed,
                 resume=(run_dir / "metrics.jsonl").exists()))
-        final = next(iter(json.loads((run_dir / "eval.json").read_text())["metrics"].values()))
         rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
         trained = [r for r in rows if "reward" in r]
-        results[label] = {**cell, "pass@1": final["pass@1"], "greedy": final.get("greedy"),
+        results[label] = {**cell, "pass@1": grid.final(run_dir), "curve": grid.curve(run_dir),
                           "reward": sum(r["reward"] for r in trained[-5:]) / min(5, len(trained)),
                           "true_reward": sum(r["true_reward"] for r in trained[-5:]) / min(5, len(trained)),
-                          "steps_to_target": _reach(run_dir, cfg.target), "run_dir": str(run_dir)}
+                          "steps_to_target": grid.steps_to(run_dir, cfg.target), "run_dir": str(run_dir)}
+    grid.plot_curves({k: r["curve"] for k, r in results.items()}, root / "noise.png",
+                     f"zero RL behind a noisy verifier: true held-out pass@1 ({cfg.steps} steps)", cfg.target)
     table = Table(title=f"zero RL behind a noisy verifier ({cfg.steps} steps; true held-out pass@1)")
-    for col in ("verifier / correction", "pass@1 [95% CI]", "greedy", "reward (last 5)", "true reward (last 5)",
+    for col in ("verifier / correction", "pass@1 [95% CI]", "reward (last 5)", "true reward (last 5)",
                 f"steps to {cfg.target:.0%}"):
         table.add_column(col, justify="left" if col.startswith("verifier") else "right")
     for label, r in results.items():
-        p = r["pass@1"]
-        table.add_row(label, f"{p['mean']:.1%} [{p['ci'][0]:.1%}, {p['ci'][1]:.1%}]",
-                      f"{r['greedy']['mean']:.1%}" if r["greedy"] else "-", f"{r['reward']:.1%}",
+        table.add_row(label, grid.ci_text(r["pass@1"]), f"{r['reward']:.1%}",
                       f"{r['true_reward']:.1%}", str(r["steps_to_target"] or "not reached"))
     console.print(table)
-    out = {"results": results, "seconds": time.time() - t0, "config": cfg.model_dump(mode="json")}
+    out = {"results": results, "seconds": time.time() - t0, "config": cfg.model_dump(mode="json"),
+           "plot": str(root / "noise.png")}
     write_json(root / "results.json", out)
-    console.print(f"results: {root / 'results.json'}   ({out['seconds']:.0f} s)")
+    console.print(f"results: {root / 'results.json'}, figure: {root / 'noise.png'}   ({out['seconds']:.0f} s)")
     return out

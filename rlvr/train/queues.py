@@ -9,6 +9,9 @@ by weights of version >= i - max_staleness. It is enforced by pacing (generation
 for weights fresh enough), never by throwing finished work away.
 
     SyncQueue    generation and training alternate in the trainer's thread (max_staleness 0)
+    LaggedQueue  the same, but batch i comes from the weights of version exactly i - lag:
+                 off-policy data of a known, repeatable age, for studying its bias
+                 (`--exact_staleness`)
     ThreadQueue  a background thread generates up to max_staleness batches ahead with the
                  newest weights it has, overlapping generation with training
     RayQueue     rollout workers as Ray actors (rlvr/train/ray_queue.py, `--rollout_workers N`)
@@ -62,6 +65,35 @@ class SyncQueue:
 
     def close(self) -> None:
         pass
+
+
+class LaggedQueue:
+    """Batch `step` is generated, in the trainer's thread, by the weights of version
+    max(first, step - lag): every batch exactly `lag` versions stale once the run is `lag`
+    steps in. Keeps the last `lag` weight snapshots in memory. After a resume the lag
+    builds up again from the resumed weights (older snapshots are not checkpointed)."""
+
+    def __init__(self, producer: Producer, lag: int, version: int = 0):
+        if lag < 1:
+            raise ValueError(f"a LaggedQueue needs lag >= 1, got {lag}")
+        self.producer, self.max_staleness = producer, lag
+        self.current = version  # the version the producer's engine holds
+        self.snapshots: dict[int, dict[str, Tensor]] = {}
+
+    def push_weights(self, state: dict[str, Tensor], version: int, env_state: Any = None) -> None:
+        self.snapshots[version] = {k: v.detach().clone() for k, v in state.items()}
+        for old in [v for v in self.snapshots if v < version - self.max_staleness]:
+            del self.snapshots[old]
+
+    def get(self, step: int) -> Batch:
+        target = max(self.current, step - self.max_staleness)
+        if target != self.current:
+            self.producer.sync_weights(self.snapshots[target], target)
+            self.current = target
+        return check_fit(self.producer.produce(step), step, self.max_staleness)
+
+    def close(self) -> None:
+        self.snapshots.clear()
 
 
 class ThreadQueue:
@@ -130,8 +162,12 @@ class ThreadQueue:
             self._error = e
 
 
-def make_queue(producer: Producer, max_staleness: int = 0, start: int = 0, version: int = 0) -> RolloutQueue:
-    """The in-process queue for `max_staleness` (Ray's is built by rlvr.train.ray_queue)."""
+def make_queue(producer: Producer, max_staleness: int = 0, start: int = 0, version: int = 0,
+               exact: bool = False) -> RolloutQueue:
+    """The in-process queue for `max_staleness` (Ray's is built by rlvr.train.ray_queue);
+    `exact`: a LaggedQueue instead of a producer thread."""
     if max_staleness < 0:
         raise ValueError(f"max_staleness must be >= 0, got {max_staleness}")
-    return SyncQueue(producer) if max_staleness == 0 else ThreadQueue(producer, max_staleness, start, version)
+    if max_staleness == 0:
+        return SyncQueue(producer)
+    return LaggedQueue(producer, max_staleness, version) if exact else ThreadQueue(producer, max_staleness, start, version)

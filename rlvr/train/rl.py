@@ -75,6 +75,7 @@ class RLConfig(TrainerFields):
     mask_truncated: bool = Field(False, description="DAPO overlong filtering: completions cut by --max_new_tokens add no gradient (they still count in their group's baseline).")
     drop_uniform_groups: bool = Field(False, description="DAPO dynamic sampling: drop groups whose rewards are all equal and draw more.")
     max_staleness: int = Field(0, ge=0, description="Policy versions a rollout may lag (0: synchronous, on-policy).")
+    exact_staleness: bool = Field(False, description="With --max_staleness k: generate batch i with the weights of version exactly i - k, in the trainer's thread (repeatable off-policy data of a known age, for studying its bias) instead of a producer thread running ahead.")
     rollout_workers: int = Field(0, ge=0, description="Generate on this many Ray actors, each with its own engine (0: in this process). Needs rlvr[ray].")
     ray_address: str = Field("", description="Join this Ray cluster (e.g. ray://host:10001 or auto); empty: start a local one.")
     offpolicy: str = Field("none", description="Off-policy correction (rlvr.algos.offpolicy): none | tis | seq_tis | mask | decoupled.")
@@ -100,6 +101,8 @@ class RLConfig(TrainerFields):
 
     @model_validator(mode="after")
     def _consistent(self) -> "RLConfig":
+        if self.exact_staleness and self.rollout_workers:
+            raise ValueError("exact_staleness runs in the trainer's process; it cannot be combined with rollout_workers")
         if self.overlong_buffer > self.max_new_tokens:
             raise ValueError(f"overlong_buffer {self.overlong_buffer} is longer than max_new_tokens {self.max_new_tokens}")
         if self.reward_correction != "none" and self.noise_fp + self.noise_fn >= 1:
@@ -264,7 +267,7 @@ def main(cfg: RLConfig) -> Run:
     else:
         producer = Producer(TorchEngine(model, tok, version=start), env, cfg.prompts, cfg.group_size, sampling,
                             cfg.seed, cfg.drop_uniform_groups)
-        rollouts_q = make_queue(producer, cfg.max_staleness, start=start, version=start)
+        rollouts_q = make_queue(producer, cfg.max_staleness, start=start, version=start, exact=cfg.exact_staleness)
     evaluator = Evaluator(cfg, run, cfg.env, model, tok, cfg.max_new_tokens, cfg.seed)
     guard = DeclineGuard(cfg.guard_patience)
     monitor = HackMonitor(env, cfg.hack_monitor, cfg.seed, cfg.hack_penalty)

@@ -1,0 +1,70 @@
+"""What the grid experiments (noise, staleness) read back from each RL run and draw.
+
+Every cell of a grid is one `rlvr rl` run directory with evaluations every few steps;
+these helpers read its held-out pass@1 curve and final figure, the step at which it
+first reached a target, and draw every cell's curve in one PNG.
+
+    curve(run_dir)                 [(step, pass@1)] from evals.jsonl
+    final(run_dir)                 eval.json's pass@1: {"mean", "ci", ...}
+    steps_to(run_dir, target)      first evaluated step with pass@1 >= target, or None
+    plot_curves(curves, path, ...) one line per cell
+    start(cfg, console)            the cells' environment and starting model (default: the demo's)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def start(cfg, console) -> tuple[Any, str]:
+    """(env spec, model path) every cell starts from: `cfg.env` and `cfg.model` when set,
+    else the demo's task and its pretrained base of seed `cfg.base_seed` (cached)."""
+    from rlvr.demo import pretrained_base
+    from rlvr.train import pretrain
+
+    pre = pretrain.PretrainConfig(seed=cfg.base_seed)
+    env = cfg.env if cfg.env is not None else pre.env
+    return env, cfg.model or str(pretrained_base(pre, console=console))
+
+
+def _first_env(metrics: dict[str, Any]) -> dict[str, Any]:
+    return metrics["all"] if "all" in metrics else next(iter(metrics.values()))
+
+
+def curve(run_dir: Path) -> list[tuple[int, float]]:
+    rows = [json.loads(line) for line in (run_dir / "evals.jsonl").read_text().splitlines() if line.strip()]
+    return [(r["step"], _first_env(r["metrics"])["pass@1"]["mean"]) for r in rows]
+
+
+def final(run_dir: Path) -> dict[str, Any]:
+    return _first_env(json.loads((run_dir / "eval.json").read_text())["metrics"])["pass@1"]
+
+
+def steps_to(run_dir: Path, target: float) -> int | None:
+    return next((step for step, p in curve(run_dir) if p >= target), None)
+
+
+def ci_text(p: dict[str, Any]) -> str:
+    return f"{p['mean']:.1%} [{p['ci'][0]:.1%}, {p['ci'][1]:.1%}]"
+
+
+def plot_curves(curves: dict[str, list[tuple[int, float]]], path: Path, title: str, target: float | None = None) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label, points in curves.items():
+        if points:
+            ax.plot(*zip(*points), marker="o", markersize=3, label=label)
+    if target is not None:
+        ax.axhline(target, color="grey", linestyle=":", linewidth=1)
+    ax.set(title=title, xlabel="RL step", ylabel="held-out pass@1 (true verdict)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
