@@ -78,3 +78,57 @@ def test_a_killed_worker_is_restarted_and_no_step_is_lost(micro_base, tmp_path):
     assert killed, "the worker was never killed"
     assert [r["step"] for r in _metrics(run_dir)] == [1, 2, 3, 4, 5, 6]
     assert (run_dir / "summary.json").exists()
+
+
+def _ours(before):
+    return {n for n in ray.util.list_named_actors() if n.startswith("rlvr-rollout-")} - before
+
+
+def test_a_worker_that_keeps_dying_ends_the_run_in_one_line_and_leaves_nothing(micro_base, tmp_path):
+    from rlvr.run import last_model
+    from rlvr.train.ray_queue import WorkerError
+
+    run_dir = tmp_path / "rl"
+    before = set(ray.util.list_named_actors())
+
+    def kill_one_worker():
+        while not (run_dir / "metrics.jsonl").exists() or len((run_dir / "metrics.jsonl").read_text().splitlines()) < 2:
+            time.sleep(0.05)
+        os.kill(ray.get(ray.get_actor(sorted(_ours(before))[0]).pid.remote()), signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_one_worker, daemon=True)
+    killer.start()
+    with pytest.raises(WorkerError, match=r"rollout worker \d died and was not brought back \(--worker_restarts 0\)"):
+        rl.main(_cfg(micro_base, run_dir, steps=50, worker_restarts=0, save_every=1))
+    killer.join(timeout=30)
+    assert not _ours(before)  # every actor of the run is gone
+    steps = [r["step"] for r in _metrics(run_dir)]
+    assert 2 <= steps[-1] < 50
+    assert last_model(run_dir).exists()  # the last checkpoint, intact
+
+
+def test_a_model_a_worker_cannot_load_is_named(tmp_path):
+    from rlvr.train.ray_queue import RayQueue, WorkerError
+    from rlvr.types import Sampling
+
+    before = set(ray.util.list_named_actors())
+    q = RayQueue(rl.RLConfig(model="x", env=ENV, rollout_workers=1), str(tmp_path / "no-model"), Sampling())
+    try:
+        with pytest.raises(WorkerError, match="rollout worker 0 could not start"):
+            q.get(0)
+    finally:
+        q.close()
+    assert not _ours(before)
+
+
+def test_an_address_where_nothing_answers_is_refused_in_one_line(micro_base, tmp_path):
+    import subprocess
+    import sys
+
+    t0 = time.time()
+    out = subprocess.run([sys.executable, "-m", "rlvr.cli", "rl", "--model", str(micro_base), "--env", json.dumps(ENV),
+                          "--run_dir", str(tmp_path / "rl"), "--rollout_workers", "1", "--ray_address", "127.0.0.1:1",
+                          "--steps", "1"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "--ray_address '127.0.0.1:1': no Ray cluster answers at 127.0.0.1:1" in out.stderr
+    assert "Traceback" not in out.stderr and time.time() - t0 < 60

@@ -23,7 +23,6 @@ Each stage is skipped when its run already finished, so a killed experiment resu
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -36,7 +35,7 @@ from rlvr.config import Config
 from rlvr.demo import pretrained_base
 from rlvr.distill import distill
 from rlvr import report
-from rlvr.experiments import seeds
+from rlvr.experiments import grid, seeds
 from rlvr.train import pretrain, rl, rs, sft
 
 REGIMES = ("rl", "rs", "distill", "distill_rl")
@@ -126,7 +125,7 @@ def main(cfg: RegimesConfig) -> dict[str, Any]:
                                            teacher=teacher, target=cfg.target))
     print(Path(rep["markdown"]).read_text())
     results = {"budget_flops": B, "target": cfg.target, "seconds": time.time() - t0, "report": rep["html"],
-               "teacher": _final(Path(teacher)), "regimes": {label: _row(row) for label, row in zip(runs, rep["rows"])},
+               "teacher": grid.final(Path(teacher)), "regimes": {label: _row(row) for label, row in zip(runs, rep["rows"])},
                "config": cfg.model_dump(mode="json")}
     write_json(root / "results.json", results)
     console.print(f"report: {rep['html']}   results: {root / 'results.json'}   ({results['seconds']:.0f} s)")
@@ -161,11 +160,6 @@ def figures(result: dict[str, Any]) -> dict[str, dict[str, float]]:
                        "pass@64": (row.get("pass@64") or {}).get("mean"),
                        "FLOPs to target": (row.get("target") or {}).get("flops")}
     return rows
-
-
-def _final(run_dir: Path) -> dict[str, Any]:
-    metrics = json.loads((run_dir / "eval.json").read_text())["metrics"]
-    return next(iter(metrics.values()))["pass@1"]
 
 
 def _row(row: dict[str, Any]) -> dict[str, Any]:

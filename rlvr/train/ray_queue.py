@@ -18,17 +18,25 @@ weights the task names, so the batch is regenerated and no step is lost. A kille
 trainer resumes from its checkpoint with fresh workers (`--resume`).
 
 `ray.init()` starts a local cluster unless `--ray_address` names one to join.
+
+Failures end the run with one line (`WorkerError`, printed by the CLI without a
+traceback) and leave its last checkpoint as it was: an address where nothing answers
+(probed for 5 s first, since Ray itself retries for minutes), a worker that dies more
+often than `--worker_restarts`, a worker that cannot load the model. The queue's actors
+are killed on the way out, so none outlives the run.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import time
 import uuid
 from typing import Any
 
 from torch import Tensor
 
+from rlvr.config import InputError
 from rlvr.train.producer import Batch, batch_stats
 from rlvr.train.queues import check_fit
 from rlvr.types import Sampling
@@ -42,6 +50,31 @@ except ImportError:  # pragma: no cover - the error is raised where a user asks 
 def _require_ray() -> None:
     if ray is None:
         raise ImportError("--rollout_workers needs Ray: pip install 'rlvr[ray]'") from None
+
+
+class WorkerError(InputError):
+    """The rollout workers cannot go on (or start): the message says which and why."""
+
+
+def probe(address: str, timeout: float = 5.0) -> None:
+    """Refuse an address where nothing answers, quickly (Ray's own connect retries for
+    minutes). "auto" and "" are Ray's to resolve."""
+    if address in ("", "auto", "local"):
+        return
+    hostport = address.removeprefix("ray://").rsplit("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise WorkerError(f"--ray_address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise WorkerError(f"--ray_address {address!r}: no Ray cluster answers at {host}:{port} ({e})") from None
+
+
+def _reason(e: BaseException) -> str:
+    """The last meaningful line of a Ray error: the worker's own exception, not Ray's frame dump."""
+    lines = [x.strip() for x in str(e).splitlines() if x.strip() and not x.strip().startswith(("File ", "^", "~"))]
+    return lines[-1] if lines else type(e).__name__
 
 
 class _Worker:
@@ -81,9 +114,14 @@ class RayQueue:
         _require_ray()
         self._started = not ray.is_initialized()
         if self._started:
-            ray.init(address=cfg.ray_address or None, include_dashboard=False, log_to_driver=False,
-                     **({} if cfg.ray_address else {"num_cpus": max(cfg.rollout_workers, os.cpu_count() or 1)}))
-        actor = ray.remote(num_cpus=threads, max_restarts=4, max_task_retries=4)(_Worker)
+            probe(cfg.ray_address)
+            try:
+                ray.init(address=cfg.ray_address or None, include_dashboard=False, log_to_driver=False,
+                         **({} if cfg.ray_address else {"num_cpus": max(cfg.rollout_workers, os.cpu_count() or 1)}))
+            except ConnectionError as e:
+                raise WorkerError(f"--ray_address {cfg.ray_address!r}: {e}") from None
+        self.restarts = cfg.worker_restarts
+        actor = ray.remote(num_cpus=threads, max_restarts=self.restarts, max_task_retries=self.restarts)(_Worker)
         run = uuid.uuid4().hex[:8]  # actor names, unique per queue: rlvr-rollout-RUN-I
         self.names = [f"rlvr-rollout-{run}-{i}" for i in range(cfg.rollout_workers)]
         self.workers = [actor.options(name=name).remote(
@@ -104,13 +142,28 @@ class RayQueue:
         while self.next_index <= step + self.max_staleness:  # pacing: only batches these weights may make
             self._submit(self.next_index)
             self.next_index += 1
-        parts: list[Batch] = ray.get(self.pending.pop(step))
+        parts: list[Batch] = self._collect(self.pending.pop(step))
         kept = [r for p in parts for r in p.rollouts]
         generated = [r for p in parts for r in p.generated]
         batch = Batch(step, kept, min(p.version for p in parts), max(p.seconds for p in parts),
                       batch_stats(generated, kept), generated)
         batch.stats["wait_for_workers"] = time.perf_counter() - t0
         return check_fit(batch, step, self.max_staleness)
+
+    def _collect(self, refs: list) -> list[Batch]:
+        parts = []
+        for k, ref in enumerate(refs):
+            try:
+                parts.append(ray.get(ref))
+            except ray.exceptions.RayActorError as e:
+                why = _reason(e)
+                if "creation task" in str(e) or "__init__" in str(e):
+                    raise WorkerError(f"rollout worker {k} could not start: {why}") from None
+                raise WorkerError(f"rollout worker {k} died and was not brought back (--worker_restarts "
+                                  f"{self.restarts}): {why}") from None
+            except ray.exceptions.RayError as e:
+                raise WorkerError(f"rollout worker {k} failed: {_reason(e)}") from None
+        return parts
 
     def push_weights(self, state: dict[str, Tensor], version: int, env_state: Any = None) -> None:
         self.weights_ref = ray.put({k: v.detach().cpu() for k, v in state.items()})

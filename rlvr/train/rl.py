@@ -77,6 +77,7 @@ class RLConfig(TrainerFields):
     max_staleness: int = Field(0, ge=0, description="Policy versions a rollout may lag (0: synchronous, on-policy).")
     exact_staleness: bool = Field(False, description="With --max_staleness k: generate batch i with the weights of version exactly i - k, in the trainer's thread (repeatable off-policy data of a known age, for studying its bias) instead of a producer thread running ahead.")
     rollout_workers: int = Field(0, ge=0, description="Generate on this many Ray actors, each with its own engine (0: in this process). Needs rlvr[ray].")
+    worker_restarts: int = Field(4, ge=0, description="Times Ray restarts a rollout worker whose process died (its batch is regenerated); past that the run ends.")
     ray_address: str = Field("", description="Join this Ray cluster (e.g. ray://host:10001 or auto); empty: start a local one.")
     offpolicy: str = Field("none", description="Off-policy correction (rlvr.algos.offpolicy): none | tis | seq_tis | mask | decoupled.")
     offpolicy_cap: float = Field(2.0, gt=1, description="The correction's cap C: importance weights truncated at C; mask keeps ratios in [1/C, C].")
