@@ -31,3 +31,18 @@ def micro_base(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("base")
     pretrain.main(pretrain.PretrainConfig(run_dir=str(run_dir), **MICRO_BASE))
     return run_dir
+
+
+class GradCapture:
+    """An optimizer that records the gradient it is handed instead of stepping."""
+
+    def __init__(self, params):
+        self.params, self.grads = list(params), None
+
+    def step(self):
+        import torch
+        self.grads = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in self.params]
+
+    def zero_grad(self, set_to_none=True):
+        for p in self.params:
+            p.grad = None

@@ -5,6 +5,7 @@ import copy
 import pytest
 import torch
 
+from conftest import GradCapture
 from rlvr.algos import compute_advantages, mask_truncated, overlong_penalty
 from rlvr.engine import TorchEngine
 from rlvr.envs import make_env
@@ -67,32 +68,20 @@ def test_a_truncated_sample_adds_no_gradient():
     for r in masked_rollouts:
         r.samples[1].loss_mask = [0] * len(r.samples[1].completion_ids)
     m1 = copy.deepcopy(model).train()
-    opt1 = _Capture(m1.parameters())
+    opt1 = GradCapture(m1.parameters())
     out = rl.train_on(copy.deepcopy(rollouts), m1, parts_of(m1), None, opt1, cfg, tok.pad_token_id)
     assert out["masked_truncated"] == pytest.approx(2 / 8)
     m2 = copy.deepcopy(model).train()
-    opt2 = _Capture(m2.parameters())
+    opt2 = GradCapture(m2.parameters())
     rl.train_on(masked_rollouts, m2, parts_of(m2), None, opt2, cfg.model_copy(update={"mask_truncated": False}),
                 tok.pad_token_id)
     for a, b in zip(opt1.grads, opt2.grads):
         assert torch.allclose(a, b, atol=1e-7)
     m3 = copy.deepcopy(model).train()
-    opt3 = _Capture(m3.parameters())
+    opt3 = GradCapture(m3.parameters())
     rl.train_on(copy.deepcopy(rollouts), m3, parts_of(m3), None, opt3, cfg.model_copy(update={"mask_truncated": False}),
                 tok.pad_token_id)
     assert any(not torch.allclose(a, b) for a, b in zip(opt1.grads, opt3.grads))  # the mask mattered
-
-
-class _Capture:
-    def __init__(self, params):
-        self.params, self.grads = list(params), None
-
-    def step(self):
-        self.grads = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in self.params]
-
-    def zero_grad(self, set_to_none=True):
-        for p in self.params:
-            p.grad = None
 
 
 def test_bad_length_and_noise_settings_are_refused_by_name():

@@ -163,6 +163,7 @@ def test_undecided_samples_are_dropped_not_scored():
 def test_groups_with_equal_rewards_are_skipped_and_the_gradient_is_the_whole_batchs():
     import copy
 
+    from conftest import GradCapture
     from rlvr.algos import LOSSES, compute_advantages
     from rlvr.models.forward import parts_of
     from rlvr.train import rl
@@ -178,19 +179,8 @@ def test_groups_with_equal_rewards_are_skipped_and_the_gradient_is_the_whole_bat
     rollouts[1].verdicts = [Verdict(1.0, True)] * 4
     cfg = rl.RLConfig(model="x", env=ENV, micro_batch=8, loss="ppo_clip", agg="token_mean")
 
-    class Capture:  # an optimizer that records the gradient it is handed
-        def __init__(self, params):
-            self.params, self.grads = list(params), None
-
-        def step(self):
-            self.grads = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in self.params]
-
-        def zero_grad(self, set_to_none=True):
-            for p in self.params:
-                p.grad = None
-
     trained = copy.deepcopy(model).train()
-    opt = Capture(trained.parameters())
+    opt = GradCapture(trained.parameters())
     m = rl.train_on(rollouts, trained, parts_of(trained), None, opt, cfg, tok.pad_token_id)
     assert m["skipped_groups"] == pytest.approx(4 / 6) and m["updates"] == 1
     # The same loss over every sample, uniform groups included, in one batch.

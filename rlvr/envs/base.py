@@ -23,7 +23,7 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 
-from rlvr.types import Problem, Verdict
+from rlvr.types import Environment, Problem, Verdict
 from rlvr.verify.extract import extract_final, format_answer
 
 SPLITS = ("train", "eval")
@@ -90,6 +90,25 @@ class ProceduralEnv(ABC):
 
     def validate(self, n: int = 100) -> list[str]:
         return check_golds(self, {split: itertools.islice(self.problems(split, seed=0), n) for split in SPLITS})
+
+
+class Wrapped:
+    """An environment around another one whose verifier it changes (`noisy:`, `lenient:`):
+    problems, splits and validation stay the inner environment's, and the inner
+    verifier stays available as the held-out one (`heldout`) that the hack monitor
+    re-scores rollouts with. A subclass sets `self.env` and implements `verify`."""
+
+    env: Environment
+
+    def problems(self, split: str, seed: int):
+        return self.env.problems(split, seed)
+
+    def validate(self, n: int = 100) -> list[str]:
+        return self.env.validate(n)
+
+    def heldout(self, problem: Problem, completion: str) -> Verdict:
+        """The inner environment's own, strict verdict: what the completion really earns."""
+        return self.env.verify(problem, completion)
 
 
 def check_golds(env, problems: dict[str, Iterable[Problem]]) -> list[str]:

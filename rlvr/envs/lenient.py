@@ -26,6 +26,7 @@ import inspect
 import re
 from typing import Any
 
+from rlvr.envs.base import Wrapped
 from rlvr.types import Environment, Problem, Verdict
 
 HOLES = ("substring", "last_number", "trust_output")
@@ -33,7 +34,7 @@ _INTS = re.compile(r"[+-]?[0-9]+")
 PASSED = "ALL TESTS PASSED"
 
 
-class Lenient:
+class Lenient(Wrapped):
     def __init__(self, env: Environment, hole: str = "substring"):
         if hole not in HOLES:
             raise ValueError(f"lenient: unknown hole {hole!r}; choose one of {list(HOLES)}")
@@ -43,16 +44,6 @@ class Lenient:
             raise ValueError(f"lenient: {hole} needs an environment with a gold answer text, not {env.name!r}")
         self.env, self.hole, self.name = env, hole, env.name
         self.routes = {env.name: self}
-
-    def problems(self, split: str, seed: int):
-        return self.env.problems(split, seed)
-
-    def validate(self, n: int = 100) -> list[str]:
-        return self.env.validate(n)
-
-    def heldout(self, problem: Problem, completion: str) -> Verdict:
-        """The strict verifier: what the completion really earns."""
-        return self.env.verify(problem, completion)
 
     def verify(self, problem: Problem, completion: str) -> Verdict:
         if self.hole == "substring":

@@ -23,10 +23,11 @@ import dataclasses
 import hashlib
 from typing import Any
 
+from rlvr.envs.base import Wrapped
 from rlvr.types import Environment, Problem, Verdict
 
 
-class Noisy:
+class Noisy(Wrapped):
     def __init__(self, env: Environment, fn: float = 0.0, fp: float = 0.0, seed: int = 0, random: bool = False):
         for key, rate in (("fn", fn), ("fp", fp)):
             if not 0.0 <= rate <= 1.0:
@@ -39,16 +40,6 @@ class Noisy:
         self.env, self.fn, self.fp, self.seed, self.random = env, fn, fp, seed, bool(random)
         self.name = env.name
         self.routes = getattr(env, "routes", {env.name: env})
-
-    def problems(self, split: str, seed: int):
-        return self.env.problems(split, seed)
-
-    def validate(self, n: int = 100) -> list[str]:
-        return self.env.validate(n)
-
-    def heldout(self, problem: Problem, completion: str) -> Verdict:
-        """The clean verifier behind the noise (the hack monitor's held-out check)."""
-        return self.env.verify(problem, completion)
 
     def flip(self, problem: Problem, completion: str, correct: bool) -> bool:
         """Whether the verifier errs on this completion (seeded by its content)."""

@@ -9,6 +9,7 @@ first reached a target, and draw every cell's curve in one PNG.
     steps_to(run_dir, target)      first evaluated step with pass@1 >= target, or None
     plot_curves(curves, path, ...) one line per cell
     start(cfg, console)            the cells' environment and starting model (default: the demo's)
+    save(root, out, plot, console) results.json, and where the figure is
 """
 
 from __future__ import annotations
@@ -16,6 +17,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+
+from pydantic import Field
+
+from rlvr.atomic import write_json
+from rlvr.config import Config
+
+
+class GridConfig(Config):
+    """What every cell of a grid experiment shares: where it starts, how long, how judged."""
+
+    env: Any = Field(None, description="Environment of every run (default: the demo's task).")
+    model: str = Field("", description="Starting model (default: the demo's pretrained base of --base_seed, cached).")
+    steps: int = Field(40, ge=1, description="RL steps of every run.")
+    lr: float = Field(5e-4, gt=0, description="RL learning rate (the demo's, cosine-decayed).")
+    eval_every: int = Field(10, ge=1, description="RL steps between evaluations.")
+    eval_problems: int = Field(200, ge=1, description="Held-out problems of every evaluation.")
+    eval_samples: int = Field(8, ge=1, description="Samples per problem (pass@1 is their mean).")
+    target: float = Field(0.8, gt=0, le=1, description="Held-out (true) pass@1 whose steps-to-reach the table reports.")
+    seed: int = Field(0, description="Seed of sampling (and of a noisy verifier's flips).")
+    base_seed: int = Field(0, description="Seed of the base's pretraining, when no --model is given (the demo's base, cached).")
 
 
 def start(cfg, console) -> tuple[Any, str]:
@@ -27,6 +48,13 @@ def start(cfg, console) -> tuple[Any, str]:
     pre = pretrain.PretrainConfig(seed=cfg.base_seed)
     env = cfg.env if cfg.env is not None else pre.env
     return env, cfg.model or str(pretrained_base(pre, console=console))
+
+
+def save(root: Path, out: dict[str, Any], plot: Path, console) -> dict[str, Any]:
+    out = {**out, "plot": str(plot)}
+    write_json(root / "results.json", out)
+    console.print(f"results: {root / 'results.json'}, figure: {plot}   ({out['seconds']:.0f} s)")
+    return out
 
 
 def _first_env(metrics: dict[str, Any]) -> dict[str, Any]:

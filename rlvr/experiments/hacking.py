@@ -25,7 +25,6 @@ from pydantic import Field
 from rich.console import Console
 from rich.table import Table
 
-from rlvr.atomic import write_json
 from rlvr.config import Config
 from rlvr.experiments import grid
 from rlvr.train import rl
@@ -92,11 +91,8 @@ def main(cfg: HackingConfig) -> dict[str, Any]:
         table.add_row(arm, str(r["steps"]), trend, f"{p['mean']:.1%} [{p['ci'][0]:.1%}, {p['ci'][1]:.1%}]" if p else "-",
                       r["stopped"] or "")
     console.print(table)
-    out = {"results": results, "seconds": time.time() - t0, "config": cfg.model_dump(mode="json"),
-           "plot": str(root / "hacking.png")}
-    write_json(root / "results.json", out)
-    console.print(f"results: {root / 'results.json'}, figure: {root / 'hacking.png'}   ({out['seconds']:.0f} s)")
-    return out
+    return grid.save(root, {"results": results, "seconds": time.time() - t0, "config": cfg.model_dump(mode="json")},
+                     root / "hacking.png", console)
 
 
 def _mean(values: list[float]) -> float:

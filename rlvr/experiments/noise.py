@@ -19,32 +19,29 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from rich.console import Console
 from rich.table import Table
 
-from rlvr.atomic import write_json
-from rlvr.config import Config
+from rlvr.algos import REWARD_CORRECTIONS
 from rlvr.experiments import grid
 from rlvr.train import rl
 
 
-class NoiseConfig(Config):
+class NoiseConfig(grid.GridConfig):
     run_dir: str = Field("runs/noise", description="Experiment directory: one RL run per cell, results.json.")
     fns: list[float] = Field([0.0, 0.2, 0.4], description="False-negative rates of the verifier.")
     fps: list[float] = Field([0.0, 0.1], description="False-positive rates of the verifier.")
     corrections: list[str] = Field(["none", "backward", "forward"], description="Reward corrections (rlvr.algos.noise).")
     control: bool = Field(True, description="Also run the control whose reward is a fair coin.")
-    steps: int = Field(40, ge=1, description="RL steps of every run.")
-    lr: float = Field(5e-4, gt=0, description="RL learning rate (the demo's, cosine-decayed).")
-    eval_every: int = Field(10, ge=1, description="RL steps between evaluations.")
-    eval_problems: int = Field(200, ge=1, description="Held-out problems of every evaluation.")
-    eval_samples: int = Field(8, ge=1, description="Samples per problem (pass@1 is their mean).")
-    target: float = Field(0.8, gt=0, le=1, description="True pass@1 whose steps-to-reach the table reports.")
-    env: Any = Field(None, description="Environment of every run (default: the demo's task).")
-    model: str = Field("", description="Starting model (default: the demo's pretrained base of --base_seed, cached).")
-    seed: int = Field(0, description="Seed of sampling and of the noise.")
-    base_seed: int = Field(0, description="Seed of the base's pretraining (the demo's base, cached).")
+
+    @field_validator("corrections")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(REWARD_CORRECTIONS))
+        if unknown:
+            raise ValueError(f"unknown corrections {unknown}; choose from {sorted(REWARD_CORRECTIONS)}")
+        return value
 
 
 def _cells(cfg: NoiseConfig) -> list[tuple[str, dict[str, Any]]]:
@@ -92,8 +89,5 @@ def main(cfg: NoiseConfig) -> dict[str, Any]:
         table.add_row(label, grid.ci_text(r["pass@1"]), f"{r['reward']:.1%}",
                       f"{r['true_reward']:.1%}", str(r["steps_to_target"] or "not reached"))
     console.print(table)
-    out = {"results": results, "seconds": time.time() - t0, "config": cfg.model_dump(mode="json"),
-           "plot": str(root / "noise.png")}
-    write_json(root / "results.json", out)
-    console.print(f"results: {root / 'results.json'}, figure: {root / 'noise.png'}   ({out['seconds']:.0f} s)")
-    return out
+    return grid.save(root, {"results": results, "seconds": time.time() - t0, "config": cfg.model_dump(mode="json")},
+                     root / "noise.png", console)

@@ -25,27 +25,15 @@ from rich.console import Console
 from rich.table import Table
 
 from rlvr.algos.offpolicy import OFFPOLICY
-from rlvr.atomic import write_json
-from rlvr.config import Config
 from rlvr.experiments import grid
 from rlvr.train import rl
 
 
-class StalenessConfig(Config):
+class StalenessConfig(grid.GridConfig):
     run_dir: str = Field("runs/staleness", description="Experiment directory: one RL run per cell, staleness.png, results.json.")
     lags: list[int] = Field([0, 1, 2, 4, 8], description="Staleness of every batch, in policy versions (0: on-policy).")
     corrections: list[str] = Field(["none", "tis", "mask", "decoupled"], description=f"Off-policy corrections, of {sorted(OFFPOLICY)}.")
-    steps: int = Field(40, ge=1, description="RL steps of every run.")
-    lr: float = Field(5e-4, gt=0, description="RL learning rate (the demo's, cosine-decayed).")
     cap: float = Field(2.0, gt=1, description="The corrections' cap C (--offpolicy_cap).")
-    eval_every: int = Field(10, ge=1, description="RL steps between evaluations.")
-    eval_problems: int = Field(200, ge=1, description="Held-out problems of every evaluation.")
-    eval_samples: int = Field(8, ge=1, description="Samples per problem (pass@1 is their mean).")
-    target: float = Field(0.8, gt=0, le=1, description="Held-out pass@1 whose steps-to-reach the table reports.")
-    env: Any = Field(None, description="Environment of every run (default: the demo's task).")
-    model: str = Field("", description="Starting model (default: the demo's pretrained base of --base_seed, cached).")
-    seed: int = Field(0, description="Seed of sampling.")
-    base_seed: int = Field(0, description="Seed of the base's pretraining (the demo's base, cached).")
 
     @field_validator("corrections")
     @classmethod
@@ -109,8 +97,5 @@ def main(cfg: StalenessConfig) -> dict[str, Any]:
                       *(f"{r[k]:.3g}" if r[k] is not None else "-" for k in STATS[:3]),
                       f"{(r['is_clipped'] or 0) + (r['is_masked'] or 0):.1%}")
     console.print(table)
-    out = {"results": results, "seconds": time.time() - t0, "config": cfg.model_dump(mode="json"),
-           "plot": str(root / "staleness.png")}
-    write_json(root / "results.json", out)
-    console.print(f"results: {root / 'results.json'}, figure: {root / 'staleness.png'}   ({out['seconds']:.0f} s)")
-    return out
+    return grid.save(root, {"results": results, "seconds": time.time() - t0, "config": cfg.model_dump(mode="json")},
+                     root / "staleness.png", console)
