@@ -18,10 +18,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from rlvr.atomic import write_json
 from rlvr.config import Config
+
+
+def names_in(registry: dict[str, Any]):
+    """A validator of a list of names: each must be a key of `registry`."""
+    def check(value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(registry))
+        if unknown:
+            raise ValueError(f"unknown {unknown}; choose from {sorted(registry)}")
+        return value
+    return AfterValidator(check)
 
 
 class GridConfig(Config):

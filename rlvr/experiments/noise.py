@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from rich.console import Console
 from rich.table import Table
 
@@ -32,16 +32,8 @@ class NoiseConfig(grid.GridConfig):
     run_dir: str = Field("runs/noise", description="Experiment directory: one RL run per cell, results.json.")
     fns: list[float] = Field([0.0, 0.2, 0.4], description="False-negative rates of the verifier.")
     fps: list[float] = Field([0.0, 0.1], description="False-positive rates of the verifier.")
-    corrections: list[str] = Field(["none", "backward", "forward"], description="Reward corrections (rlvr.algos.noise).")
+    corrections: Annotated[list[str], grid.names_in(REWARD_CORRECTIONS)] = Field(["none", "backward", "forward"], description="Reward corrections (rlvr.algos.noise).")
     control: bool = Field(True, description="Also run the control whose reward is a fair coin.")
-
-    @field_validator("corrections")
-    @classmethod
-    def _known(cls, value: list[str]) -> list[str]:
-        unknown = sorted(set(value) - set(REWARD_CORRECTIONS))
-        if unknown:
-            raise ValueError(f"unknown corrections {unknown}; choose from {sorted(REWARD_CORRECTIONS)}")
-        return value
 
 
 def _cells(cfg: NoiseConfig) -> list[tuple[str, dict[str, Any]]]:

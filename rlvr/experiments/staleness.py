@@ -18,9 +18,9 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, NonNegativeInt
 from rich.console import Console
 from rich.table import Table
 
@@ -31,24 +31,9 @@ from rlvr.train import rl
 
 class StalenessConfig(grid.GridConfig):
     run_dir: str = Field("runs/staleness", description="Experiment directory: one RL run per cell, staleness.png, results.json.")
-    lags: list[int] = Field([0, 1, 2, 4, 8], description="Staleness of every batch, in policy versions (0: on-policy).")
-    corrections: list[str] = Field(["none", "tis", "mask", "decoupled"], description=f"Off-policy corrections, of {sorted(OFFPOLICY)}.")
+    lags: list[NonNegativeInt] = Field([0, 1, 2, 4, 8], description="Staleness of every batch, in policy versions (0: on-policy).")
+    corrections: Annotated[list[str], grid.names_in(OFFPOLICY)] = Field(["none", "tis", "mask", "decoupled"], description=f"Off-policy corrections, of {sorted(OFFPOLICY)}.")
     cap: float = Field(2.0, gt=1, description="The corrections' cap C (--offpolicy_cap).")
-
-    @field_validator("corrections")
-    @classmethod
-    def _known(cls, value: list[str]) -> list[str]:
-        unknown = sorted(set(value) - set(OFFPOLICY))
-        if unknown:
-            raise ValueError(f"unknown corrections {unknown}; choose from {sorted(OFFPOLICY)}")
-        return value
-
-    @field_validator("lags")
-    @classmethod
-    def _lags(cls, value: list[int]) -> list[int]:
-        if any(v < 0 for v in value):
-            raise ValueError(f"lags must be >= 0, got {value}")
-        return value
 
 
 # Per-step metrics the table averages over each run: the lag and the importance weights' health.
