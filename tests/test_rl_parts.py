@@ -197,3 +197,21 @@ def test_groups_with_equal_rewards_are_skipped_and_the_gradient_is_the_whole_bat
         r.verdicts = [Verdict(0.0, False)] * 4
     assert rl.train_on(rollouts, trained, parts_of(trained), None, opt, cfg, tok.pad_token_id)["updates"] == 0
     assert "never earns reward" in rl.dead_warning({"pass_rate": 0.0, "flag_no_answer": 1.0})
+
+
+def test_lr_by_signal_scales_the_step_by_the_share_of_informative_groups():
+    from rlvr.models.forward import parts_of
+    from rlvr.train import rl
+    from rlvr.types import Verdict
+
+    model, tok = build_tiny_model("micro", seed=3)
+    producer = Producer(TorchEngine(model, tok), make_env(ENV), prompts=4, group_size=4,
+                        sampling=Sampling(max_new_tokens=6, seed=1))
+    rollouts = producer.produce(0).rollouts
+    for i, r in enumerate(rollouts):  # group 0 mixed, the others uniform
+        r.verdicts = [Verdict(float(i == 0 and j == 0), i == 0 and j == 0) for j in range(4)]
+    for on, expected in ((False, 1e-3), (True, 1e-3 / 4)):
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        cfg = rl.RLConfig(model="x", env=ENV, lr_by_signal=on)
+        m = rl.train_on(rollouts, model, parts_of(model), None, opt, cfg, tok.pad_token_id)
+        assert m["signal"] == 0.25 and opt.param_groups[0]["lr"] == pytest.approx(expected)

@@ -66,6 +66,7 @@ class RLConfig(TrainerFields):
     lr: float = Field(2e-4, gt=0, description="AdamW learning rate.")
     warmup: int = Field(10, ge=0, description="Linear learning-rate warm-up steps (Adam's first steps move every weight by ~lr).")
     lr_schedule: Literal["constant", "cosine"] = Field("constant", description="After warm-up: constant, or cosine to 10% over `steps` (under --budget_flops: over the steps the budget affords, estimated from the first step's cost).")
+    lr_by_signal: bool = Field(False, description="Scale each step's learning rate by the share of groups whose rewards differ: Adam's normalisation moves every weight by ~lr however few groups carry a signal, which on a strong model (most groups all right) is mostly noise.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     grad_clip: float = Field(1.0, gt=0, description="Gradient norm clip.")
     epochs: int = Field(1, ge=1, description="Passes over each batch.")
@@ -152,7 +153,11 @@ def train_on(rollouts: list[Rollout], model, parts, ref_parts, opt, cfg: RLConfi
         skipped += len(chunk) - len(live)
         chunks.append([make_batch(m, pad_id, device) for m in _split(live, groups_per_micro)])
     if not any(chunks):  # no group with a learning signal: no forward, no backward, no update
-        return {"trained_tokens": 0, "loss_tokens": 0, "updates": 0, "skipped_groups": 1.0}
+        return {"trained_tokens": 0, "loss_tokens": 0, "updates": 0, "skipped_groups": 1.0, "signal": 0.0}
+    signal = sum(any(a != 0 for a in r.advantages) for r in rollouts) / len(rollouts)
+    if cfg.lr_by_signal:  # the trainer sets each step's rate afresh, so this does not compound
+        for g in opt.param_groups:
+            g["lr"] *= signal
     proximal = None  # one update per step: the current log-probs are the proximal ones
     if cfg.offpolicy in NEEDS_PROXIMAL and cfg.epochs * len(chunks) > 1:
         with torch.no_grad():
@@ -189,7 +194,7 @@ def train_on(rollouts: list[Rollout], model, parts, ref_parts, opt, cfg: RLConfi
     out = {k: v / max(weight, 1e-12) for k, v in sums.items()}
     out["grad_norm"] = sums["grad_norm"] / updates
     out["trained_tokens"], out["loss_tokens"], out["updates"] = sums["trained_tokens"], sums["loss_tokens"], updates
-    out["skipped_groups"] = skipped / len(rollouts)
+    out["skipped_groups"], out["signal"] = skipped / len(rollouts), signal
     if cfg.mask_truncated:
         out["masked_truncated"] = masked / sum(len(r.samples) for r in rollouts)
     return out
