@@ -66,7 +66,8 @@ def pretrained_base(pre: pretrain.PretrainConfig, base_dir: str = "", console: C
     if model.exists():
         console.print(f"[green]reusing the pretrained base[/] in {run_dir}")
     else:
-        console.print(f"[bold]pretraining[/] the tiny base ({pre.steps} steps) -> {run_dir}")
+        console.print(f"[bold]pretraining[/] the tiny base until its held-out check finds it in band "
+                      f"(at most {pre.steps} steps) -> {run_dir}")
         pretrain.main(pre.model_copy(update={"run_dir": str(run_dir)}))
     return model
 
