@@ -214,9 +214,12 @@ def test_rl_on_a_noisy_verifier_logs_the_truth_and_corrects(micro_base, tmp_path
 def test_stop_on_hack_ends_the_run_with_the_weights_from_before(micro_base, tmp_path):
     from conftest import ENV
     lenient = {"name": "lenient", "hole": "substring", "env": ENV}
-    run = _rl(micro_base, tmp_path / "rl", lenient, steps=10, hack_monitor=64, stop_on_hack=0.05)
+    run = _rl(micro_base, tmp_path / "rl", lenient, steps=10, hack_monitor=64, stop_on_hack=0.05,
+              eval_problems=8, eval_samples=2, eval_every=100)
     summary = json.loads((run.dir / "summary.json").read_text())
-    m = _metrics(run.dir)
+    m = [r for r in _metrics(run.dir) if "hack/rate" in r]
     assert "stopped at step" in summary["stopped"] and m[-1]["stopped_on_hack"] == 1.0
     assert m[-1]["hack/rate"] >= 0.05 and all(r["hack/rate"] < 0.05 for r in m[:-1])
     assert summary["steps"] == len(m) - 1  # the last step below the threshold, whose weights were kept
+    evals = [json.loads(x) for x in (run.dir / "evals.jsonl").read_text().splitlines()]
+    assert evals[-1]["final"] and evals[-1]["step"] == summary["steps"]  # the kept weights are what was evaluated

@@ -359,6 +359,8 @@ def main(cfg: RLConfig) -> Run:
     if stopped and clean is not None:
         model.load_state_dict(clean[1])
         step = clean[0]
+    if stopped:  # the final evaluation is of the weights kept, not of the last one that ran
+        evaluator(step, compute, final=True)
     run.save(step, model, tok, state(), cfg.keep_last)
     run.finish({"command": "rl", "steps": step, **compute.summary(), "final": evaluator.last,
                 **({"stopped": stopped} if stopped else {})})
