@@ -146,15 +146,16 @@ def train_on(rollouts: list[Rollout], model, parts, ref_parts, opt, cfg: RLConfi
     # divides by, so the gradient is the whole batch's. (Not with a KL term, which every
     # token feels.)
     skip = cfg.kl_coef == 0
+    informative = {id(r) for r in rollouts if any(a != 0 for a in r.advantages)}
     chunks, totals, skipped = [], [], 0
     for chunk in _split(rollouts, -(-len(rollouts) // cfg.mini_batches)):
         totals.append(weigh(_mask_of(chunk)))
-        live = [r for r in chunk if not skip or any(a != 0 for a in r.advantages)]
+        live = [r for r in chunk if not skip or id(r) in informative]
         skipped += len(chunk) - len(live)
         chunks.append([make_batch(m, pad_id, device) for m in _split(live, groups_per_micro)])
     if not any(chunks):  # no group with a learning signal: no forward, no backward, no update
         return {"trained_tokens": 0, "loss_tokens": 0, "updates": 0, "skipped_groups": 1.0, "signal": 0.0}
-    signal = sum(any(a != 0 for a in r.advantages) for r in rollouts) / len(rollouts)
+    signal = len(informative) / len(rollouts)
     if cfg.lr_by_signal:  # the trainer sets each step's rate afresh, so this does not compound
         for g in opt.param_groups:
             g["lr"] *= signal
