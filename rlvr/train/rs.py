@@ -13,10 +13,13 @@ this one loop:
     STaR-like accumulation   --accumulate true                 train on every round's solutions so far
 
 Each round's data is a JSONL of chat conversations (the format `rlvr distill` writes),
-so what the model taught itself can be read. The solutions are fine-tuned on as text
-through the chat template, as SFT on any other data (with the char tokenizer this
-gives back the sampled ids exactly). Compute: the sampling (prompt + completion tokens)
-and every SFT sub-run's training are charged to this run; see rlvr/compute.py.
+so what the model taught itself can be read, and each row also carries the token ids
+the engine sampled (`input_ids`: prompt + completion as sampled, with the EOS that
+ended it; `loss_mask`: 1 on the completion). SFT trains on those ids, not on the text: decoding
+and re-tokenizing a completion need not give back the sampled ids (a BPE tokenizer
+merges what the model wrote one piece at a time). Compute: the sampling (prompt +
+completion tokens) and every SFT sub-run's training are charged to this run; see
+rlvr/compute.py.
 
     rlvr rs --model runs/base --env arithmetic:digits=3,ops=add --rounds 3 --n 8
 """
@@ -78,12 +81,17 @@ def sample_round(engine, env, cfg: RSConfig, rnd: int, out: Path) -> dict[str, A
     rows = []
     for r in rollouts:
         kept = keep([(s.text, v) for s, v in zip(r.samples, r.verdicts)], cfg.keep)
-        rows += [{"messages": r.problem.messages() + [{"role": "assistant", "content": text}],
-                  "problem_id": r.problem.id, "env": r.problem.env,
-                  "provenance": {"round": rnd, "policy_version": engine.version, "n": cfg.n,
-                                 "temperature": cfg.temperature, "keep": cfg.keep},
-                  "verdict": {"reward": v.reward, "correct": v.correct, "parsed": v.parsed, "flags": sorted(v.flags)}}
-                 for text, v in kept]
+        sampled = {s.text: s for s in r.samples}  # the filter keeps one sample a distinct text
+        for text, v in kept:
+            s = sampled[text]
+            rows.append({"messages": r.problem.messages() + [{"role": "assistant", "content": text}],
+                         "input_ids": s.prompt_ids + s.completion_ids,
+                         "loss_mask": [0] * len(s.prompt_ids) + [1] * len(s.completion_ids),
+                         "problem_id": r.problem.id, "env": r.problem.env,
+                         "provenance": {"round": rnd, "policy_version": engine.version, "n": cfg.n,
+                                        "temperature": cfg.temperature, "keep": cfg.keep},
+                         "verdict": {"reward": v.reward, "correct": v.correct, "parsed": v.parsed,
+                                     "flags": sorted(v.flags)}})
     write_text(out / "data.jsonl", "".join(json.dumps(row, default=str) + "\n" for row in rows))
     stats = {**rollout_stats(rollouts), "kept": len(rows),
              "problems_kept": len({row["problem_id"] for row in rows}) / len(problems), **token_counts(rollouts)}

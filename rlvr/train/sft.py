@@ -15,6 +15,11 @@ and named rather than silently mis-masked. A conversation without an assistant t
 or longer than `max_length`, is an error naming its file and line (truncating would
 train on answers cut mid-way).
 
+A row may also carry its own token ids, `input_ids` and `loss_mask` (1 on the tokens
+to learn): they are trained on as given, and its messages are only for reading.
+`rlvr rs` writes the ids its engine sampled this way: a decoded completion need not
+re-tokenize to the ids the model wrote (BPE merges).
+
 With `pack`, conversations are concatenated into rows of up to `max_length` tokens;
 positions restart at each conversation and attention is block-diagonal (explicit
 masks through rlvr.models.forward), so a packed batch gives exactly the loss of the
@@ -94,6 +99,16 @@ def encode(tok, messages: list[dict], where: str = "conversation") -> Example:
     return Example(ids, mask)
 
 
+def given_ids(row: dict, where: str, vocab: int) -> Example:
+    """A row's own `input_ids` and `loss_mask`, used untouched (see the module docstring)."""
+    ids, mask = row.get("input_ids"), row.get("loss_mask")
+    if not (isinstance(ids, list) and isinstance(mask, list) and ids and len(ids) == len(mask)
+            and all(type(i) is int and 0 <= i < vocab for i in ids) and all(m in (0, 1) for m in mask) and any(mask)):
+        raise InputError(f'{where}: "input_ids" must be token ids below the vocabulary size {vocab}, and '
+                         '"loss_mask" as many 0/1 flags with at least one 1')
+    return Example(list(ids), [bool(m) for m in mask])
+
+
 def load_conversations(path: str | Path, tok, max_length: int) -> list[Example]:
     path, out = Path(path), []
     if not path.exists():
@@ -108,7 +123,8 @@ def load_conversations(path: str | Path, tok, max_length: int) -> list[Example]:
                 raise InputError(f"{where}: a message needs a role in {sorted(ROLES)} and a string content; got {m!r}")
         if not any(m["role"] == "assistant" for m in msgs):
             raise InputError(f"{where}: no assistant turn, so nothing to train on")
-        ex = encode(tok, [{"role": m["role"], "content": m["content"]} for m in msgs], where)
+        ex = (given_ids(row, where, len(tok)) if "input_ids" in row else
+              encode(tok, [{"role": m["role"], "content": m["content"]} for m in msgs], where))
         if len(ex.ids) > max_length:
             raise InputError(f"{where}: {len(ex.ids)} tokens > max_length={max_length} "
                              "(raise --max_length or drop the conversation)")
