@@ -6,12 +6,17 @@ samples at the sampling temperature; greedy accuracy is reported beside it becau
 base whose greedy answer is already right makes RL look better than it is.
 
     rlvr eval --model runs/demo/rl --env arithmetic --problems 200 --samples 16
+    rlvr eval --model smollm2-135m --env arithmetic:digits=2 --answer_format answer_is
+
+A model that was not trained on rlvr's ``####`` answers (any instruct model) is asked
+for its own habit with `--answer_format` (``boxed``, ``answer_is``), optionally with a
+`--system_prompt` and `--few_shot` worked examples (rlvr.envs.prompting).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -19,6 +24,7 @@ from rlvr.config import Config
 from rlvr.eval_metrics import summarize
 from rlvr.rollout import generate_rollouts
 from rlvr.types import Environment, Problem, Sampling
+from rlvr.verify.formats import FORMATS
 
 
 class EvalConfig(Config):
@@ -33,6 +39,12 @@ class EvalConfig(Config):
     greedy: bool = Field(True, description="Also measure greedy (temperature 0) accuracy.")
     seed: int = Field(0, description="Seed of the eval problem stream and of sampling.")
     run_dir: str | None = Field(None, description="Where to write eval.json (default: print only).")
+    answer_format: Literal[tuple(FORMATS)] = Field(
+        "hashes", description=f"How prompts ask for the final answer and the verifier reads it: {' | '.join(FORMATS)} "
+                              "(#### <answer>, \\boxed{<answer>}, 'The answer is <answer>.'; code envs: hashes only).")
+    system_prompt: str | None = Field(None, description="A system message before every prompt (default: none).")
+    few_shot: int = Field(0, ge=0, description="Worked examples (train problems with their gold answers, in the "
+                                               "answer format) before every prompt.")
 
 
 def eval_problems(env: Environment, n: int, seed: int = 0) -> list[Problem]:
@@ -76,13 +88,13 @@ def headline(metrics: dict[str, Any], ks: list[int]) -> dict[str, float]:
 
 def main(cfg: EvalConfig) -> dict[str, Any]:
     from rlvr.engine import TorchEngine
-    from rlvr.envs import make_env
+    from rlvr.envs import make_env, with_prompting
     from rlvr.models import load_model
     from rlvr.run import last_model
     from rlvr.atomic import write_json
 
     model, tok = load_model(last_model(cfg.model))
-    env = make_env(cfg.env)
+    env = make_env(with_prompting(cfg.env, cfg.answer_format, cfg.system_prompt, cfg.few_shot))
     engine = TorchEngine(model, tok)
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p,
                         max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
@@ -112,7 +124,8 @@ def print_table(metrics: dict[str, Any]) -> None:
         missing = m.get("flags", {}).get("no_answer", 0.0)
         if missing >= 0.5:
             notes.append(f"{name}: {missing:.0%} of completions never wrote an answer in the format the verifier "
-                         "reads: the model does not follow this answer format (see the environment's prompt)")
+                         "reads: the model does not follow this answer format (see the environment's prompt; "
+                         "--answer_format boxed or answer_is asks in another)")
         if m.get("flags", {}).get("truncated", 0.0) >= 0.5:
             notes.append(f"{name}: most completions hit the token limit: raise --max_new_tokens")
     console = Console()

@@ -14,11 +14,12 @@ problems each probe fooled: every cell must be 0.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from rlvr.config import Config
+from rlvr.verify.formats import FORMATS
 
 
 class EnvsConfig(Config):
@@ -34,6 +35,9 @@ class AuditConfig(Config):
     env: Any = Field("arithmetic", description="Environment spec to audit (a name, 'name:key=value,...' or a mapping).")
     problems: int = Field(20, ge=1, description="Problems each probe is tried on.")
     seed: int = Field(0, description="Seed of the problem stream.")
+    answer_format: Literal[("all", *FORMATS)] = Field(
+        "all", description="Answer format the probes are written in: all (every format the env accepts; code "
+                           f"environments accept only hashes) or one of {' | '.join(FORMATS)}.")
 
 
 def list_envs(cfg: EnvsConfig) -> list[dict[str, str]]:
@@ -56,7 +60,8 @@ def envs_main(cfg: EnvsConfig) -> list[dict[str, str]]:
     from rich.table import Table
 
     rows = list_envs(cfg)
-    table = Table(title="environments (rlvr rl --env NAME; the answer follows ####)", show_lines=True)
+    table = Table(title="environments (rlvr rl --env NAME; the answer follows ####, or any answer format of "
+                        f"{', '.join(FORMATS)} with --answer_format or a prompt:format=F:NAME spec)", show_lines=True)
     for col in ("env", "sample prompt", "gold"):
         table.add_column(col, overflow="fold")
     for r in rows:
@@ -66,11 +71,25 @@ def envs_main(cfg: EnvsConfig) -> list[dict[str, str]]:
 
 
 def audit_main(cfg: AuditConfig) -> list[dict[str, Any]]:
+    """The probes in each answer format; every row carries its `format`."""
     from rlvr.envs import make_env
+    from rlvr.envs.prompting import Prompted, accepts_format, is_prompted
     from rlvr.verify.probes import format_audit, run_audit
 
-    rows = run_audit(make_env(cfg.env), n_problems=cfg.problems, seed=cfg.seed)
-    print(format_audit(rows))
+    env = make_env(cfg.env)
+    if is_prompted(env):  # its prompt: spec chose the format: audit that one
+        rows = run_audit(env, n_problems=cfg.problems, seed=cfg.seed)
+        print(f"format set by the env spec:\n{format_audit(rows)}")
+        return [{**r, "format": getattr(env, "answer_format", "mixed")} for r in rows]
+    formats = list(FORMATS) if cfg.answer_format == "all" else [cfg.answer_format]
+    rows = []
+    for name in formats:
+        if cfg.answer_format == "all" and not accepts_format(env, name):
+            print(f"format {name}: skipped ({env.name} reads only ####)\n")
+            continue
+        some = run_audit(env if name == "hashes" else Prompted(env, name), n_problems=cfg.problems, seed=cfg.seed)
+        print(f"format {name}:\n{format_audit(some)}\n")
+        rows += [{**r, "format": name} for r in some]
     return rows
 
 

@@ -4,13 +4,18 @@ and the audit does catch verifiers that are deliberately weak.
 The registry is looped over, so an environment added to ENVS is audited with no
 change here.
 
-Run: ``.venv/bin/python -m pytest tests/test_audit.py -q`` (CPU, well under a second).
+Every answer format (rlvr.verify.formats) is audited on the procedural environments
+through the `prompt:` wrapper.
+
+Run: ``.venv/bin/python -m pytest tests/test_audit.py -q`` (CPU, seconds).
 """
 
 import pytest
 
-from rlvr.envs import ENVS, Arithmetic, make_env, make_mixture
+from rlvr.envs import ENVS, Arithmetic, Prompted, make_env, make_mixture
+from rlvr.inspect_envs import AuditConfig, audit_main
 from rlvr.types import Problem, Verdict
+from rlvr.verify.formats import FORMATS
 from rlvr.verify.probes import GOLD, PROBES, format_audit, probe_completions, run_audit
 
 
@@ -107,3 +112,54 @@ def test_format_audit_is_a_plain_table():
     assert len(lines) == 1 + len(PROBES) + 1
     assert lines[0].split() == ["env", "probe", "rewarded", "expected", "errors", "ok", "example"]
     assert lines[-1].split()[:3] == ["arithmetic", "gold", "(control)"] and "3/3" in lines[-1]
+
+
+# ---- every answer format (rlvr.verify.formats) through the prompt: wrapper
+
+
+PROCEDURAL = ("arithmetic", "countdown", "linear", "lists", "word_problems")
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("name", PROCEDURAL)
+def test_every_probe_scores_zero_in_every_format(name, fmt):
+    rows = run_audit(make_env(f"prompt:format={fmt}:{name}"), n_problems=30, seed=0)
+    assert all(r["problems"] == 30 for r in rows)
+    assert all(r["ok"] for r in rows), "\n" + format_audit(rows)
+
+
+def test_audit_through_a_mixture_of_formats():
+    env = make_mixture(["prompt:format=boxed:arithmetic", "prompt:format=answer_is,shots=1:countdown",
+                        "lists", "noisy:fn=0,fp=0:prompt:format=boxed:linear"])
+    rows = run_audit(env, n_problems=40, seed=1)
+    assert all(r["ok"] for r in rows), "\n" + format_audit(rows)
+    rows = run_audit(Prompted(make_mixture(list(PROCEDURAL)), "answer_is"), n_problems=40, seed=2)
+    assert all(r["ok"] for r in rows), "\n" + format_audit(rows)
+
+
+def test_probe_completions_are_written_in_the_format():
+    p = Problem(id="arithmetic/900-57", prompt="", answer=843, env="arithmetic")
+    boxed = probe_completions(Prompted(Arithmetic(), "boxed"), p)
+    assert boxed["several_answers"] == "\\boxed{843}\n\\boxed{844}\n\\boxed{843}"
+    assert boxed["cut_mid_answer"] == "\\boxed{84}" and boxed["gold_with_trailing_junk"] == "\\boxed{843 junk}"
+    assert boxed["garbage_in_format"].startswith("\\boxed{") and boxed["garbage_in_format"].count("}") == 1
+    said = probe_completions(Prompted(Arithmetic(), "answer_is"), p)
+    assert said["all_options"] == "The answer is " + ", ".join(map(str, range(838, 849))) + "."
+    assert said["grader_override"].endswith("The answer is 844.")
+
+
+def test_audit_catches_a_weak_verifier_in_another_format():
+    rows = by_probe(run_audit(Prompted(SubstringArithmetic(), "boxed"), n_problems=10))
+    assert rows["all_options"]["rewarded"] == 10 and rows["all_options"]["example"].startswith("'\\\\boxed{")
+    assert rows[GOLD]["ok"]
+
+
+def test_rlvr_audit_runs_every_format(capsys):
+    rows = audit_main(AuditConfig(env="countdown", problems=5))
+    assert [r["format"] for r in rows] == [f for f in FORMATS for _ in range(len(PROBES) + 1)]
+    assert all(r["ok"] for r in rows)
+    assert "format boxed:" in capsys.readouterr().out
+    rows = audit_main(AuditConfig(env="prompt:format=answer_is:lists", problems=5))  # the spec's own format
+    assert {r["format"] for r in rows} == {"answer_is"} and all(r["ok"] for r in rows)
+    assert {r["format"] for r in audit_main(AuditConfig(env="arithmetic", problems=3, answer_format="boxed"))} == {
+        "boxed"}

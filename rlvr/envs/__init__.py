@@ -8,8 +8,16 @@ containing ``,`` or ``=`` such as templates. Unknown names and parameters fail
 with a message listing the valid ones, so a typo in a config never silently
 falls back to a default.
 
+Wrappers take the spec of the environment they wrap: ``noisy:fn=0.2:ENV``
+(rlvr.envs.noisy), ``lenient:HOLE:ENV`` (rlvr.envs.lenient),
+``prompt:format=boxed,shots=2:ENV`` (rlvr.envs.prompting: another answer format, a
+system prompt, few-shot examples; `with_prompting` builds it from the
+``--answer_format``, ``--system_prompt`` and ``--few_shot`` keys), and the dict
+forms ``{"name": "noisy" | "lenient" | "prompt", ..., "env": ENV}``.
+
     from rlvr.envs import make_env, make_mixture
     env = make_env("countdown:count=3")
+    env = make_env("prompt:format=answer_is:countdown:count=3")
 
 Run its tests: ``.venv/bin/python -m pytest tests/test_envs.py -q``.
 """
@@ -27,6 +35,7 @@ from rlvr.envs.linear import LinearEquation
 from rlvr.envs.lists import ListOps
 from rlvr.envs.math_jsonl import MathJSONL
 from rlvr.envs.mixture import Mixture
+from rlvr.envs.prompting import Prompted, with_prompting
 from rlvr.envs.pyfunc import PyFunctions
 from rlvr.envs.word_problems import WordProblems
 from rlvr.verify.extract import parse_int
@@ -36,7 +45,8 @@ ENVS: dict[str, type] = {"arithmetic": Arithmetic, "countdown": Countdown,
                          "math": MathJSONL,
                          "pyfunc": PyFunctions, "humaneval": HumanEval}
 
-__all__ = ["ENVS", "Arithmetic", "Countdown", "Mixture", "ProceduralEnv", "make_env", "make_mixture"]
+__all__ = ["ENVS", "Arithmetic", "Countdown", "Mixture", "ProceduralEnv", "Prompted", "make_env", "make_mixture",
+           "with_prompting"]
 
 
 def make_env(spec: str | dict[str, Any]):
@@ -62,6 +72,10 @@ def make_env(spec: str | dict[str, Any]):
             return Lenient(make_env(spec["env"]), **{k: v for k, v in spec.items() if k not in ("name", "env")})
         hole, inner = parse_lenient_spec(spec)
         return Lenient(make_env(inner), hole)
+    # Another answer format, a system prompt, few-shot examples (rlvr.envs.prompting).
+    if name == "prompt" or (isinstance(name, str) and name.startswith("prompt:")):
+        from rlvr.envs.prompting import make_prompted
+        return make_prompted(spec)
     if isinstance(name, str) and name.startswith("gym:"):  # any reasoning-gym task, by name (rlvr.envs.gym)
         from rlvr.envs.gym import make_gym_env
         return make_gym_env(spec)

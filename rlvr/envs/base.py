@@ -24,7 +24,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 
 from rlvr.types import Environment, Problem, Verdict
-from rlvr.verify.extract import extract_final, format_answer
+from rlvr.verify.extract import extract_final
+from rlvr.verify.formats import DEFAULT_FORMAT, get_format
 
 SPLITS = ("train", "eval")
 # Consecutive rejected draws before a stream gives up: reached only when a content
@@ -112,12 +113,13 @@ class Wrapped:
 
 
 def check_golds(env, problems: dict[str, Iterable[Problem]]) -> list[str]:
-    """The problems (by split) whose gold answer, in the agreed format, does not verify
-    as correct with reward 1 (must be [])."""
+    """The problems (by split) whose gold answer, in the answer format the env asks for
+    (`answer_format`, ``####`` by default), does not verify as correct with reward 1 (must be [])."""
+    fmt = get_format(getattr(env, "answer_format", DEFAULT_FORMAT))
     failures = []
     for split, some in problems.items():
         for p in some:
-            gold = format_answer(env.gold_text(p))
+            gold = fmt.render(env.gold_text(p))
             try:
                 v = env.verify(p, gold)
             except Exception as e:  # a crash on gold is a failure to report, not to hide

@@ -1,9 +1,10 @@
 """Verifier primitives shared by every environment.
 
-`extract` pulls the final answer out of a completion (the one agreed format:
-``#### <answer>`` once, at the end); `expr` evaluates arithmetic expressions
-without eval/exec. Environments import these instead of re-implementing them, so
-every task grades the format identically.
+`extract` pulls the final answer out of a completion (the format environments
+grade: ``#### <answer>`` once, at the end); `formats` holds it beside the other
+answer formats a prompt may ask for (``\\boxed{}``, "The answer is"); `expr`
+evaluates arithmetic expressions without eval/exec. Environments import these
+instead of re-implementing them, so every task grades the format identically.
 """
 
 from rlvr.verify.expr import ExprError, evaluate

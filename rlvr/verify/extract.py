@@ -1,11 +1,12 @@
-"""Strict final-answer extraction: the completion format every rlvr task shares.
+"""Strict final-answer extraction: the ``####`` format every rlvr environment grades.
 
 A completion carries its final answer after the marker ``####``, which must appear
 exactly once; the answer is everything after it, stripped, up to the end of the
 text. Strictness is deliberate: a lenient parser (last number in the text, first
 boxed value, ...) lets a policy collect reward for answers it never committed to,
 and RL finds such holes fast. Flags say why extraction failed so runs can count
-format failures separately from wrong answers.
+format failures separately from wrong answers. This is the default answer format;
+`rlvr.verify.formats` holds it beside the others (``\\boxed{}``, "The answer is").
 
     >>> extract_final("7*6 is 42\\n#### 42")
     ('42', frozenset())

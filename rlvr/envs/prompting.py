@@ -1,0 +1,261 @@
+"""`prompt:`: any environment asked for in another answer format, with a system prompt and few-shot turns.
+
+Environments ask for ``#### <answer>`` and grade it; rlvr's tiny model is trained on
+exactly that. A real instruct model is not: it works the sum out ("60 + 34 = 94 ...
+the answer is 94") and never writes ``####``, so it scores 0 for the prompt's sake.
+`Prompted` wraps an environment so that it asks for, and reads, one of the answer
+formats of rlvr.verify.formats (``hashes``, ``boxed``, ``answer_is``):
+
+- problems: the inner environment's problems (ids, answers, meta unchanged, so the
+  splits stay disjoint) with the prompt's ``####`` instruction sentence rewritten
+  to the format's ("End with #### and the result." -> "End with \\boxed{} containing
+  the result."), an optional system message first, and `shots` worked examples
+  before the question: user and assistant turns of problems drawn deterministically
+  from the inner environment's *train* split (never eval, never the problem itself),
+  each answered with its gold in the format. Without system and shots a text prompt
+  stays text; otherwise the prompt becomes chat messages.
+- verify: the format extracts the answer (None: reward 0 with the format's flags);
+  the inner environment then grades ``#### <answer>``, so its own checks apply
+  unchanged. In ``hashes`` the completion goes to the inner environment as it is.
+- `answer_format` says which format, so the hack probes (``rlvr audit``) and
+  `validate` write golds and probes in it; every format passes the probes.
+
+Code environments (pyfunc, humaneval) read a code block after ``####`` and accept
+only ``hashes``. A prompt that contains ``####`` in a sentence the rewrite does not
+know fails at its first problem, naming the environment. The wrapper composes with
+mixtures, curricula, `noisy:` and `lenient:` (noise belongs outside:
+``noisy:fn=0.2:prompt:format=boxed:arithmetic`` flips the verdicts of format
+failures too).
+
+    env = make_env("prompt:format=boxed,shots=2:arithmetic:digits=2")
+    env = make_env({"name": "prompt", "format": "answer_is", "system": "You are a careful solver.",
+                    "shots": 2, "env": "arithmetic:digits=2"})
+    spec = with_prompting("arithmetic", answer_format="boxed")   # what --answer_format does
+
+Run its tests: ``.venv/bin/python -m pytest tests/test_formats.py -q``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+import threading
+from typing import Any
+
+from rlvr.types import Environment, Message, Problem, Verdict
+from rlvr.verify.extract import ANSWER_MARKER
+from rlvr.verify.formats import DEFAULT_FORMAT, FORMATS, get_format
+from rlvr.verify.probes import gold_text as _gold_text
+
+# The instruction sentences environments end their prompts with: "End with #### and the
+# result." (procedural envs), "End your response with #### followed by the final answer."
+# (gym, math). `what` is what they ask for; the format's instruction asks for the same.
+_INSTRUCTION = re.compile(r"End (?:with|your response with) #### (?:and|followed by) (?P<what>.+?)\.(?=\s|$)")
+CODE_ENVS = ("pyfunc", "humaneval")  # their answer is a code block after ####: hashes only
+SHOTS_SEED = 0  # the train stream the examples come from: fixed, so every prompt of a run has the same ones
+MAX_SHOT_DRAWS = 10_000  # train problems scanned for one environment's examples (mixtures interleave)
+KEYS = ("format", "system", "shots")
+
+
+class Prompted:
+    def __init__(self, env: Environment, format: str = DEFAULT_FORMAT, system: str | None = None, shots: int = 0):
+        self.fmt = get_format(format, key="format")
+        if is_prompted(env):
+            raise ValueError("prompt: the environment it wraps has a prompt: wrapper already; give format, system and "
+                             "shots in one wrapper")
+        if type(shots) is not int or shots < 0:
+            raise ValueError(f"prompt: 'shots' must be an int >= 0, got {shots!r}")
+        if system is not None and not isinstance(system, str):
+            raise ValueError(f"prompt: 'system' must be text, got {system!r}")
+        if not accepts_format(env, format):
+            code = sorted({leaf.name for leaf in _leaves(env) if _is_code(leaf)})
+            raise ValueError(f"prompt: format {format!r} cannot be used with {code}: code environments read "
+                             f"a code block after ####, so their 'format' must be {DEFAULT_FORMAT!r}")
+        self.env, self.answer_format, self.system, self.shots = env, format, system or None, shots
+        self.name = env.name
+        # Every name the inner env answers for routes here, so an outer mixture sends its
+        # problems (and the probes read the format) through this wrapper.
+        self.routes = {name: self for name in getattr(env, "routes", {env.name: env})}
+        self._examples: dict[str, list[Problem]] = {}
+        self._lock = threading.Lock()  # the RL producer thread and the trainer may both draw problems
+
+    def problems(self, split: str, seed: int):
+        stream = self.env.problems(split, seed)  # checks the split name now, not at the first next()
+        return (dataclasses.replace(p, prompt=self.prompt(p)) for p in stream)
+
+    def prompt(self, problem: Problem):
+        """`problem`'s prompt as this wrapper asks it (see the module docstring)."""
+        messages = self._rewrite(problem)
+        if self.system is None and not self.shots and isinstance(problem.prompt, str):
+            return messages[0]["content"]
+        head = [m for m in messages if m["role"] == "system"]
+        if self.system is not None:
+            if head:
+                raise ValueError(f"prompt: {problem.env!r} prompts already have a system message; "
+                                 "'system' would add a second one")
+            head = [{"role": "system", "content": self.system}]
+        turns = []
+        for shot in self.examples(problem):
+            turns += [m for m in self._rewrite(shot) if m["role"] != "system"]
+            turns.append({"role": "assistant", "content": self.fmt.render(self.gold_text(shot))})
+        return head + turns + [m for m in messages if m["role"] != "system"]
+
+    def examples(self, problem: Problem) -> list[Problem]:
+        """The `shots` worked examples for `problem`: train problems of its own environment,
+        the same for every problem but never the problem itself."""
+        if not self.shots:
+            return []
+        with self._lock:
+            if problem.env not in self._examples:
+                self._draw_examples(problem.env)
+            pool = self._examples[problem.env]
+        return [p for p in pool if p.id != problem.id][:self.shots]
+
+    def _draw_examples(self, env_name: str) -> None:
+        # One spare, so that a train problem can skip itself and still have `shots` examples.
+        need = self.shots + 1
+        stream = self.env.problems("train", SHOTS_SEED)
+        for p in itertools.islice(stream, MAX_SHOT_DRAWS):
+            pool = self._examples.setdefault(p.env, [])
+            if len(pool) < need and all(q.id != p.id for q in pool):
+                pool.append(p)
+            if len(self._examples.get(env_name, ())) >= need:
+                return
+        raise RuntimeError(f"prompt: found fewer than {need} train problems of {env_name!r} for the few-shot "
+                           f"examples in {MAX_SHOT_DRAWS} draws; lower 'shots'")
+
+    def _rewrite(self, problem: Problem) -> list[Message]:
+        """`problem`'s messages with the ``####`` instruction asked in this format."""
+        if self.answer_format == DEFAULT_FORMAT:
+            return problem.messages()
+        out = []
+        for m in problem.messages():
+            content = _INSTRUCTION.sub(lambda match: self.fmt.instruction(match["what"]), m["content"])
+            if ANSWER_MARKER in content:
+                raise ValueError(f"prompt: env {problem.env!r} asks for {ANSWER_MARKER} in a sentence the "
+                                 f"{self.answer_format!r} rewrite does not know (expected e.g. 'End with #### and "
+                                 f"the result.'): {m['content'][-200:]!r}")
+            out.append({**m, "content": content})
+        return out
+
+    def verify(self, problem: Problem, completion: str) -> Verdict:
+        return self._grade(self.env.verify, problem, completion)
+
+    def _grade(self, grade, problem: Problem, completion: str) -> Verdict:
+        if self.answer_format == DEFAULT_FORMAT:
+            return grade(problem, completion)
+        answer, flags = self.fmt.extract(completion)
+        if answer is None:
+            return Verdict(reward=0.0, correct=False, parsed=None, flags=flags)
+        # The inner environment grades its own format, so its checks apply unchanged.
+        return grade(problem, get_format(DEFAULT_FORMAT).render(answer))
+
+    def gold_text(self, problem: Problem) -> str:
+        return _gold_text(self.env, problem)
+
+    def validate(self, n: int = 100) -> list[str]:
+        """The inner environment's own checks, then golds in this format through this wrapper."""
+        from rlvr.envs.base import SPLITS, check_golds
+
+        failures = self.env.validate(n)
+        if self.answer_format != DEFAULT_FORMAT or self.shots or self.system:
+            failures += check_golds(self, {s: itertools.islice(self.problems(s, seed=0), n) for s in SPLITS})
+        return failures
+
+    def __getattr__(self, name: str) -> Any:
+        # observe / stats / state of a wrapped curriculum; the held-out verifier of a wrapped
+        # noisy or lenient env, read in this format.
+        if name in ("observe", "stats", "state", "load_state"):
+            return getattr(self.env, name)
+        if name == "heldout" and callable(getattr(self.env, "heldout", None)):
+            return lambda problem, completion: self._grade(self.env.heldout, problem, completion)
+        raise AttributeError(name)
+
+
+def accepts_format(env, answer_format: str) -> bool:
+    """Whether `env` can be asked in `answer_format`: all can but code environments (hashes only)."""
+    return answer_format == DEFAULT_FORMAT or not any(_is_code(leaf) for leaf in _leaves(env))
+
+
+def is_prompted(env) -> bool:
+    """Whether a `prompt:` wrapper already sits anywhere in `env` (it sets the answer format)."""
+    return any(isinstance(node, Prompted) for node in _nodes(env))
+
+
+def _inner(env) -> list:
+    """The environments `env` is made of: a mixture's children, a wrapper's inner env, a curriculum's level."""
+    inner = [e for e in getattr(env, "routes", {}).values() if e is not env]
+    if not inner and hasattr(env, "env"):
+        inner = [env.env]
+    if not inner and getattr(env, "levels", None):
+        inner = list(env.levels[:1])
+    return inner
+
+
+def _nodes(env) -> list:
+    return [env] + [node for e in _inner(env) for node in _nodes(e)]
+
+
+def _leaves(env) -> list:
+    return [node for node in _nodes(env) if not _inner(node)]
+
+
+def _is_code(env) -> bool:
+    return getattr(env, "name", "") in CODE_ENVS or hasattr(env, "code_from")
+
+
+def parse_prompt_spec(spec: str) -> tuple[dict[str, Any], str]:
+    """"prompt:format=boxed,shots=2:INNER" -> ({"format": "boxed", "shots": 2}, "INNER")."""
+    usage = f"expected prompt:format=F[,shots=N][,system=TEXT]:INNER_SPEC with F one of {sorted(FORMATS)}"
+    _, _, rest = spec.partition(":")
+    params_text, sep, inner = rest.partition(":")
+    if not sep or not inner:
+        raise ValueError(f"env spec {spec!r}: {usage}")
+    params: dict[str, Any] = {}
+    for item in filter(None, params_text.split(",")):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or key not in KEYS:
+            raise ValueError(f"env spec {spec!r}: prompt takes {', '.join(k + '=' for k in KEYS)}; got {item!r}")
+        if key == "shots":
+            try:
+                params[key] = int(value)
+            except ValueError:
+                raise ValueError(f"env spec {spec!r}: bad value {value!r} for 'shots' (an int >= 0)") from None
+        else:
+            params[key] = value.strip()
+    return params, inner
+
+
+def make_prompted(spec: str | dict[str, Any]) -> Prompted:
+    """A `Prompted` env from a ``prompt:...`` string or a ``{"name": "prompt", ...}`` mapping."""
+    from rlvr.envs import make_env
+
+    if isinstance(spec, str):
+        params, inner = parse_prompt_spec(spec)
+        return Prompted(make_env(inner), **params)
+    params = {k: v for k, v in spec.items() if k != "name"}
+    if "env" not in params:
+        raise ValueError(f"env spec {spec!r}: a prompt env needs 'env' (the environment it wraps)")
+    unknown = sorted(set(params) - {"env", *KEYS})
+    if unknown:
+        raise ValueError(f"env spec {spec!r}: unknown key(s) {unknown} for prompt; valid: {['env', *KEYS]}")
+    return Prompted(make_env(params.pop("env")), **params)
+
+
+def with_prompting(spec: Any, answer_format: str = DEFAULT_FORMAT, system_prompt: str | None = None,
+                   few_shot: int = 0) -> Any:
+    """`spec` wrapped in a ``prompt`` spec when any of the three is set, else `spec` unchanged.
+
+    What the ``--answer_format``, ``--system_prompt`` and ``--few_shot`` keys of a command do;
+    a bad value fails here, naming its key."""
+    get_format(answer_format, key="answer_format")
+    if type(few_shot) is not int or few_shot < 0:
+        raise ValueError(f"'few_shot' must be an int >= 0, got {few_shot!r}")
+    if system_prompt is not None and not isinstance(system_prompt, str):
+        raise ValueError(f"'system_prompt' must be text, got {system_prompt!r}")
+    if answer_format == DEFAULT_FORMAT and not system_prompt and not few_shot:
+        return spec
+    return {"name": "prompt", "format": answer_format, "system": system_prompt or None, "shots": few_shot,
+            "env": spec}
