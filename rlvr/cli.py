@@ -51,7 +51,7 @@ def _commands() -> dict[str, tuple[type, Callable, str]]:
 
 
 def _experiments() -> dict[str, tuple[type, Callable, str]]:
-    from rlvr.experiments import ceiling, coldstart, hacking, noise, regimes, staleness
+    from rlvr.experiments import ceiling, coldstart, hacking, noise, real, regimes, staleness
     return {"ceiling": (ceiling.CeilingConfig, ceiling.main, "can a distilled student pass its teacher? and after RL?"),
             "coldstart": (coldstart.ColdstartConfig, coldstart.main,
                           "what makes RL after a cold start help or hurt: RL variants from one SFT student"),
@@ -62,7 +62,9 @@ def _experiments() -> dict[str, tuple[type, Callable, str]]:
             "staleness": (staleness.StalenessConfig, staleness.main,
                           "RL on rollouts of a fixed staleness (0-8 versions) x off-policy correction"),
             "regimes": (regimes.RegimesConfig, regimes.main,
-                        "zero RL, best-of-N, distillation, distillation + RL from one base at equal FLOPs")}
+                        "zero RL, best-of-N, distillation, distillation + RL from one base at equal FLOPs"),
+            "real": (real.RealConfig, real.main,
+                     "SmolLM2-135M with LoRA: base, zero RL, best-of-N cold start + RL, at equal FLOPs")}
 
 
 def _print_eval(fn: Callable) -> Callable:

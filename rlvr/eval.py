@@ -16,18 +16,17 @@ for its own habit with `--answer_format` (``boxed``, ``answer_is``), optionally 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
-from rlvr.config import Config
+from rlvr.envs.prompting import PromptFields
 from rlvr.eval_metrics import summarize
 from rlvr.rollout import generate_rollouts
 from rlvr.types import Environment, Problem, Sampling
-from rlvr.verify.formats import FORMATS
 
 
-class EvalConfig(Config):
+class EvalConfig(PromptFields):
     model: str = Field("runs/demo/base", description="Model to evaluate: HF directory, checkpoint, run dir or .gguf file.")
     env: Any = Field("arithmetic", description="Environment spec: a name, 'name:key=value,...', or a mapping.")
     problems: int = Field(200, description="Held-out problems per environment.")
@@ -39,12 +38,7 @@ class EvalConfig(Config):
     greedy: bool = Field(True, description="Also measure greedy (temperature 0) accuracy.")
     seed: int = Field(0, description="Seed of the eval problem stream and of sampling.")
     run_dir: str | None = Field(None, description="Where to write eval.json (default: print only).")
-    answer_format: Literal[tuple(FORMATS)] = Field(
-        "hashes", description=f"How prompts ask for the final answer and the verifier reads it: {' | '.join(FORMATS)} "
-                              "(#### <answer>, \\boxed{<answer>}, 'The answer is <answer>.'; code envs: hashes only).")
-    system_prompt: str | None = Field(None, description="A system message before every prompt (default: none).")
-    few_shot: int = Field(0, ge=0, description="Worked examples (train problems with their gold answers, in the "
-                                               "answer format) before every prompt.")
+
 
 
 def eval_problems(env: Environment, n: int, seed: int = 0) -> list[Problem]:
@@ -88,13 +82,13 @@ def headline(metrics: dict[str, Any], ks: list[int]) -> dict[str, float]:
 
 def main(cfg: EvalConfig) -> dict[str, Any]:
     from rlvr.engine import TorchEngine
-    from rlvr.envs import make_env, with_prompting
+    from rlvr.envs import make_env
     from rlvr.models import load_model
     from rlvr.run import last_model
     from rlvr.atomic import write_json
 
     model, tok = load_model(last_model(cfg.model))
-    env = make_env(with_prompting(cfg.env, cfg.answer_format, cfg.system_prompt, cfg.few_shot))
+    env = make_env(cfg.prompted(cfg.env))
     engine = TorchEngine(model, tok)
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p,
                         max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)

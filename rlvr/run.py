@@ -5,7 +5,8 @@
       metrics.jsonl        one JSON object per step (with cumulative `compute/...` keys)
       samples.jsonl        a sample of rollouts with verdicts
       evals.jsonl          one line per evaluation: step, compute so far, metrics
-      checkpoints/step_N/  HF format + trainer_state.pt, written atomically
+      checkpoints/step_N/  model/ (HF format; an adapter under LoRA), trainer_state.pt, and
+                           optimizer.pt in the newest only (what a resume needs), atomically
       checkpoints/last     symlink to the newest checkpoint
       eval.json            the final evaluation
       summary.json         what the run spent (own, inherited, total) and its final numbers
@@ -93,12 +94,16 @@ class Run:
         with atomic_dir(path) as tmp:
             save_model(model, tok, tmp / "model")
             full = {**state, "step": step, "rng": _rng_state()}
+            if "optimizer" in full:  # twice the trainable weights: kept where a resume reads it
+                torch.save(full.pop("optimizer"), tmp / "optimizer.pt")
             torch.save(full, tmp / "trainer_state.pt")
             if "compute" in state:  # readable without loading the optimizer (rlvr/compute.py)
                 (tmp / "compute.json").write_text(json.dumps(state["compute"]))
         point_link(self.ckpt_dir / "last", path.name)
         for old in self.checkpoints()[:-keep_last] if keep_last > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
+        for old in self.checkpoints()[:-1]:  # a resume starts from the newest
+            (old / "optimizer.pt").unlink(missing_ok=True)
         return path
 
     def checkpoints(self) -> list[Path]:
@@ -114,6 +119,8 @@ class Run:
             self.restart_logs()
             return None
         state = torch.load(ckpts[-1] / "trainer_state.pt", weights_only=False)
+        if (ckpts[-1] / "optimizer.pt").exists():
+            state["optimizer"] = torch.load(ckpts[-1] / "optimizer.pt", weights_only=False)
         _set_rng_state(state["rng"])
         self._trim_logs(state["step"])
         self._resumed_at = state["step"] + 1

@@ -151,7 +151,9 @@ def test_resume_after_losing_the_last_checkpoint(micro, data, tmp_path):
                       resume=True))
     m = _metrics(run_dir)
     assert [r["step"] for r in m] == list(range(1, 10))
-    # The resumed steps read the same batches as before (same data order, same model state).
+    # The resumed steps read the same batches as before (same data order); the first one's
+    # loss is of the same weights. (Only the newest checkpoint keeps the optimizer state,
+    # so from step_6 Adam's moments restart: later losses differ a little.)
     for a, b in zip(full[6:], m[6:]):
         assert a["trained_tokens"] == b["trained_tokens"]
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    assert m[6]["loss"] == pytest.approx(full[6]["loss"], rel=1e-4)

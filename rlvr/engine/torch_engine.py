@@ -2,11 +2,16 @@
 
 Each prompt is prefilled once and its keys and values are copied to its n samples'
 rows of a static cache; decoding then writes one position per step in place. Prompts
-are left-padded so every row decodes at the same cache position. The engine owns its
-own copy of the weights: the trainer changes its model freely and hands new weights
+are left-padded so every row decodes at the same cache position.
+
+Whose weights: by default the engine owns a copy, so the trainer changes its model
+freely (a producer thread generating ahead, an older snapshot) and hands new weights
 over with `sync_weights(state, version)`, which is also the seam a Ray rollout worker
-implements (the trainer pushes weights, workers generate). On CPU the weights are
-fused and prepacked for oneDNN (see models/forward.py).
+implements. With `share=True` the engine generates from the trainer's own model, one
+copy of the weights in memory (synchronous RL, evaluation between steps), and
+`sync_weights` only records the version. On CPU the weights are fused and prepacked
+for oneDNN (see models/forward.py; under LoRA the packed weights include the
+adapters); a shared engine packs them afresh for each `generate` and frees them after.
 
     engine = TorchEngine(model, tok)
     groups = engine.generate([prompt_ids], n=8, sampling=Sampling(temperature=1.0))
@@ -25,17 +30,19 @@ from rlvr.types import Sample, Sampling
 
 
 class TorchEngine:
-    def __init__(self, model: torch.nn.Module, tokenizer, version: int = 0, max_batch: int = 1024):
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+    def __init__(self, model: torch.nn.Module, tokenizer, version: int = 0, max_batch: int = 1024,
+                 share: bool = False):
+        self.shared = share
+        self.model = model if share else copy.deepcopy(model).eval().requires_grad_(False)
         self.tok = tokenizer
         self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
         self.version = version
         self.max_batch = max_batch  # completions decoded together (bounds KV-cache memory)
-        self._build()
+        self.parts = None if share else self._build()
 
-    def _build(self) -> None:
+    def _build(self):
         # Prepacked fused weights on CPU; the model's own modules elsewhere (GPU).
-        self.parts = parts_of(self.model, packed=can_pack(self.model))
+        return parts_of(self.model, packed=can_pack(self.model))
 
     @property
     def device(self) -> torch.device:
@@ -43,6 +50,9 @@ class TorchEngine:
 
     @torch.no_grad()
     def sync_weights(self, state: dict[str, Tensor], version: int) -> None:
+        if self.shared:  # the trainer's own weights: already current
+            self.version = version
+            return
         own = self.model.state_dict()
         missing = set(own) - set(state)
         if missing:
@@ -50,7 +60,7 @@ class TorchEngine:
         for name, t in own.items():
             t.copy_(state[name])
         self.version = version
-        self._build()
+        self.parts = self._build()
 
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], n: int, sampling: Sampling) -> list[list[Sample]]:
@@ -61,12 +71,13 @@ class TorchEngine:
             gen = torch.Generator(device=self.device).manual_seed(sampling.seed)
         per_chunk = max(1, self.max_batch // n)
         out: list[list[Sample]] = []
+        parts = self.parts or self._build()
         for start in range(0, len(prompts), per_chunk):
-            out.extend(self._generate_chunk(prompts[start:start + per_chunk], n, sampling, gen))
+            out.extend(self._generate_chunk(parts, prompts[start:start + per_chunk], n, sampling, gen))
         return out
 
-    def _generate_chunk(self, prompts, n, sampling: Sampling, gen) -> list[list[Sample]]:
-        p, dev = self.parts, self.device
+    def _generate_chunk(self, p, prompts, n, sampling: Sampling, gen) -> list[list[Sample]]:
+        dev = self.device
         ids, valid, pos = left_pad(prompts, self.pad_id, dev)
         G, P = ids.shape
         B, T = G * n, sampling.max_new_tokens

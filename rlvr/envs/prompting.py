@@ -41,7 +41,11 @@ import dataclasses
 import itertools
 import re
 import threading
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
+
+from rlvr.config import Config
 
 from rlvr.types import Environment, Message, Problem, Verdict
 from rlvr.verify.extract import ANSWER_MARKER
@@ -259,3 +263,19 @@ def with_prompting(spec: Any, answer_format: str = DEFAULT_FORMAT, system_prompt
         return spec
     return {"name": "prompt", "format": answer_format, "system": system_prompt or None, "shots": few_shot,
             "env": spec}
+
+
+class PromptFields(Config):
+    """The keys of every command that asks an environment's problems (eval, the trainers)."""
+
+    answer_format: Literal[tuple(FORMATS)] = Field(
+        DEFAULT_FORMAT, description=f"How prompts ask for the final answer and the verifier reads it: {' | '.join(FORMATS)} "
+                                    "(#### <answer>, what rlvr's tiny models learn; \\boxed{<answer>}; 'The answer is "
+                                    "<answer>.', what instruct models write; code envs: hashes only).")
+    system_prompt: str | None = Field(None, description="A system message before every prompt (default: none).")
+    few_shot: int = Field(0, ge=0, description="Worked examples (train problems with their gold answers, in the "
+                                               "answer format) before every prompt.")
+
+    def prompted(self, spec: Any) -> Any:
+        """`spec` as these keys ask for it (unchanged at their defaults)."""
+        return with_prompting(spec, self.answer_format, self.system_prompt, self.few_shot)

@@ -23,6 +23,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint as recompute
+
+from rlvr.models.lora import base_of, dense_bias, dense_weight
 
 KV = list[tuple[Tensor, Tensor]]  # per layer: keys, values [B, H_kv, S, D]
 Fn = Callable[[Tensor], Tensor]
@@ -49,6 +52,7 @@ class Parts:
     n_heads: int
     n_kv: int
     head_dim: int
+    checkpoint: bool = False  # activation checkpointing: recompute each layer in backward
 
 
 def _module_layer(m) -> Layer:
@@ -63,9 +67,10 @@ def _packed_layer(m) -> Layer:
     pack = torch.ops.mkldnn._reorder_linear_weight
     lin = torch.ops.mkldnn._linear_pointwise
 
-    def fused(*linears):
-        w = pack(torch.cat([x.weight for x in linears]).detach().contiguous(), 64)
-        b = None if linears[0].bias is None else torch.cat([x.bias for x in linears]).detach()
+    def fused(*linears):  # under LoRA: the effective weights, base + adapters
+        w = pack(torch.cat([dense_weight(x) for x in linears]).contiguous(), 64)
+        biases = [dense_bias(x) for x in linears]
+        b = None if biases[0] is None else torch.cat(biases)
         return lambda h: lin(h, w, b, "none", [], "")
 
     qkv, o = fused(a.q_proj, a.k_proj, a.v_proj), fused(a.o_proj)
@@ -97,7 +102,7 @@ def _fused_norm(norm: torch.nn.Module, train: bool = False) -> Fn:
 def can_pack(model: torch.nn.Module) -> bool:
     p = next(model.parameters())
     return (p.device.type == "cpu" and p.dtype == torch.float32 and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise") and not hasattr(model, "peft_config"))
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
 # Decoders whose layers compute exactly what this file does. Look-alikes differ in
@@ -105,7 +110,10 @@ def can_pack(model: torch.nn.Module) -> bool:
 SUPPORTED = ("llama", "qwen2", "qwen3", "mistral")
 
 
-def parts_of(model: torch.nn.Module, packed: bool = False) -> Parts:
+def parts_of(model: torch.nn.Module, packed: bool = False, checkpoint: bool = False) -> Parts:
+    """The model's layers as `Parts` (a peft model's adapters included). `checkpoint`
+    recomputes each layer's activations in backward instead of keeping them."""
+    model = base_of(model)
     inner = getattr(model, "model", None)
     kind = getattr(getattr(model, "config", None), "model_type", None)
     if kind not in SUPPORTED or inner is None or not hasattr(inner, "rotary_emb"):
@@ -116,7 +124,7 @@ def parts_of(model: torch.nn.Module, packed: bool = False) -> Parts:
     make = _packed_layer if packed else _module_layer
     return Parts(inner.embed_tokens, [make(m) for m in inner.layers], inner.norm, model.lm_head,
                  inner.rotary_emb, cfg.num_attention_heads,
-                 cfg.num_key_value_heads or cfg.num_attention_heads, head_dim)
+                 cfg.num_key_value_heads or cfg.num_attention_heads, head_dim, checkpoint)
 
 
 def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -157,20 +165,31 @@ def forward(p: Parts, ids: Tensor, pos: Tensor, mask: Tensor | None = None,
     cos, sin = p.rotary(h, pos)
     new_kv: KV = []
     for i, layer in enumerate(p.layers):
-        q, k, v = _qkv(layer, layer.in_norm(h), cos, sin, p)
+        args = (layer, h, cos, sin, mask, None if prefix is None else prefix[i], prefix_index, p)
+        if p.checkpoint and torch.is_grad_enabled():
+            h, k, v = recompute(_layer, *args, use_reentrant=False)
+        else:
+            h, k, v = _layer(*args)
         if return_kv:
             new_kv.append((k, v))
-        if prefix is not None:
-            pk, pv = prefix[i]
-            if prefix_index is not None:
-                pk, pv = pk.index_select(0, prefix_index), pv.index_select(0, prefix_index)
-            k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
-        # SDPA's is_causal aligns the diagonal top-left, right only without a prefix;
-        # with one the caller passes the full mask.
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and prefix is None,
-                                              enable_gqa=p.n_kv != p.n_heads)
-        h = _finish_layer(layer, h, attn)
     return p.norm(h), (new_kv if return_kv else None)
+
+
+def _layer(layer: Layer, h: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, prefix: tuple[Tensor, Tensor] | None,
+           prefix_index: Tensor | None, p: Parts) -> tuple[Tensor, Tensor, Tensor]:
+    """One decoder layer: the new residual stream and this call's own keys and values."""
+    q, k, v = _qkv(layer, layer.in_norm(h), cos, sin, p)
+    keys, values = k, v
+    if prefix is not None:
+        pk, pv = prefix
+        if prefix_index is not None:
+            pk, pv = pk.index_select(0, prefix_index), pv.index_select(0, prefix_index)
+        keys, values = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
+    # SDPA's is_causal aligns the diagonal top-left, right only without a prefix;
+    # with one the caller passes the full mask.
+    attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=mask is None and prefix is None,
+                                          enable_gqa=p.n_kv != p.n_heads)
+    return _finish_layer(layer, h, attn), k, v
 
 
 @dataclass

@@ -55,9 +55,21 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
+def flush_denormals() -> None:
+    """Flush subnormal floats to zero on CPU (FTZ/DAZ), for the whole process.
+
+    A real model's activations reach values where silu, softmax and exp underflow into
+    subnormals, and x86 handles those in microcode: SmolLM2 generated 13 tokens/s with
+    them and 190 without (same numbers otherwise; a tiny model's pretraining and RL
+    logs are identical to the digit either way). Every model rlvr builds or loads
+    passes through here."""
+    torch.set_flush_denormal(True)
+
+
 def load_model(path_or_id: str | Path, device: str | torch.device | None = None,
                dtype: torch.dtype | None = None):
     """(model, tokenizer) from a path, a registered name or a hub id (see the module docstring)."""
+    flush_denormals()
     name = str(path_or_id)
     path = Path(name).expanduser()
     device = torch.device(device) if device is not None else default_device()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+from rlvr.models.io import flush_denormals
 from rlvr.models.tokenizer import build_char_tokenizer
 
 # name -> (hidden, layers, heads, intermediate, init std). "tiny" is the demo's model
@@ -41,6 +42,7 @@ def tiny_config(preset: str, tok: PreTrainedTokenizerFast, max_positions: int = 
 
 
 def build_tiny_model(preset: str = "tiny", seed: int = 0) -> tuple[Qwen2ForCausalLM, PreTrainedTokenizerFast]:
+    flush_denormals()
     tok = build_char_tokenizer()
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(tiny_config(preset, tok))

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from rlvr.models.forward import Parts, forward, left_pad, prefix_mask
+from rlvr.models.lm_head import head_logprobs
 from rlvr.types import Rollout
 
 
@@ -91,13 +92,4 @@ def policy_logprobs(parts: Parts, batch: TrainBatch, temperature: float = 1.0,
     h, _ = forward(parts, batch.ids, batch.pos, mask=mask, prefix=kv, prefix_index=batch.group)
     # Token t is predicted from position t-1; the first from the prompt's last position.
     h = torch.cat([h_prompt[:, -1][batch.group][:, None], h[:, :-1]], dim=1)
-    logits = parts.lm_head(h).float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    logp_all = torch.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(-1, batch.ids[..., None]).squeeze(-1)
-    entropy = None
-    if with_entropy:
-        with torch.no_grad():
-            entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp, entropy
+    return head_logprobs(parts.lm_head, h, batch.ids, temperature, with_entropy)

@@ -10,8 +10,9 @@ what `rlvr compare` plots accuracy against compute from. The final evaluation ma
 draw more samples (`final_eval_samples`, e.g. 64 for pass@k curves) and is also
 written to `eval.json`.
 
-The evaluator samples from its own copy of the weights, so evaluating never races a
-background rollout producer that shares the trainer's engine.
+The evaluator generates from the trainer's own model (no second copy of the weights):
+it runs between steps in the trainer's thread, so it never races an update, and a
+background rollout producer has an engine of its own.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any
 
 from pydantic import Field
 
-from rlvr.config import Config
+from rlvr.envs.prompting import PromptFields
+from rlvr.train.setup import ModelFields
 from rlvr.engine import TorchEngine
 from rlvr.envs import make_env
 from rlvr.eval import eval_problems, evaluate
@@ -29,7 +31,7 @@ from rlvr.run import Run
 from rlvr.types import Sampling
 
 
-class TrainerFields(Config):
+class TrainerFields(ModelFields, PromptFields):
     eval_env: Any = Field(None, description="Environment to evaluate on (None: the training environment; sft: no evaluation).")
     eval_every: int = Field(0, ge=0, description="Evaluate every N steps (rs: rounds) during training; 0: only at the end.")
     eval_problems: int = Field(200, ge=0, description="Held-out problems per evaluation (0: no evaluation).")
@@ -51,7 +53,7 @@ class Evaluator:
         spec = cfg.eval_env if cfg.eval_env is not None else env_spec
         self.cfg, self.run, self.model, self.tok = cfg, run, model, tok
         self.enabled = spec is not None and cfg.eval_problems > 0
-        self.env = make_env(spec) if self.enabled else None
+        self.env = make_env(cfg.prompted(spec)) if self.enabled else None
         # The same problems for every run (seed 0), so runs compare; the run's seed drives sampling.
         self.problems = eval_problems(self.env, cfg.eval_problems) if self.enabled else []
         self.max_new_tokens = cfg.eval_max_new_tokens or max_new_tokens
@@ -67,7 +69,7 @@ class Evaluator:
         if not self.enabled:
             return {}
         if self._engine is None:
-            self._engine = TorchEngine(self.model, self.tok, version=step)
+            self._engine = TorchEngine(self.model, self.tok, version=step, share=True)
         self._engine.sync_weights(self.model.state_dict(), step)
         samples = (self.cfg.final_eval_samples or self.cfg.eval_samples) if final else self.cfg.eval_samples
         sampling = Sampling(temperature=self.cfg.eval_temperature, max_new_tokens=self.max_new_tokens, seed=self.seed)

@@ -43,6 +43,7 @@ from rlvr.compute import Compute
 from rlvr.train.corpus import documents
 from rlvr.train.progress import StepBar
 from rlvr.run import Run
+from rlvr.train.setup import restore_optimizer
 from rlvr.train.schedule import lr_at
 from rlvr.types import Sampling
 
@@ -129,7 +130,7 @@ def main(cfg: PretrainConfig) -> Run:
         path, state = resumed
         model, tok = load_model(path, device="cpu")
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
-        opt.load_state_dict(state["optimizer"])
+        restore_optimizer(opt, state, str(path.parent))
         start, finished, last_check = state["step"], state.get("finished", False), state.get("check", {})
         learned = state.get("learned")
     # Counted like any run's, but never inherited: the base is every regime's shared start.

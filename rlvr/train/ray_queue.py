@@ -125,7 +125,7 @@ class RayQueue:
         run = uuid.uuid4().hex[:8]  # actor names, unique per queue: rlvr-rollout-RUN-I
         self.names = [f"rlvr-rollout-{run}-{i}" for i in range(cfg.rollout_workers)]
         self.workers = [actor.options(name=name).remote(
-            model_dir, cfg.env, cfg.prompts, cfg.group_size, sampling, cfg.seed, cfg.drop_uniform_groups, start,
+            model_dir, cfg.prompted(cfg.env), cfg.prompts, cfg.group_size, sampling, cfg.seed, cfg.drop_uniform_groups, start,
             threads) for name in self.names]
         self.max_staleness, self.version, self.env_state = cfg.max_staleness, start, env_state
         self.weights_ref = None  # None: the workers' own (the model directory's) weights are current

@@ -17,7 +17,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 from pydantic import Field, field_validator, model_validator
@@ -29,7 +29,9 @@ from rlvr.engine import TorchEngine
 from rlvr.envs import make_env
 from rlvr.models import count_parameters, load_model
 from rlvr.models.forward import parts_of
-from rlvr.train.batch import make_batch, policy_logprobs
+from rlvr.models.lora import is_lora
+from rlvr.train.batch import TrainBatch, make_batch, policy_logprobs
+from rlvr.train.setup import memory_metrics, restore_optimizer, setup_model, trainable
 from rlvr.compute import Compute, inherited_from
 from rlvr.train.evaluator import Evaluator, TrainerFields, headline_pass_at_1
 from rlvr.train.guard import DeclineGuard
@@ -103,6 +105,9 @@ class RLConfig(TrainerFields):
 
     @model_validator(mode="after")
     def _consistent(self) -> "RLConfig":
+        if self.lora_r and self.rollout_workers:
+            raise ValueError("lora_r with rollout_workers: Ray workers take full weights only for now; "
+                             "train LoRA with in-process generation (rollout_workers 0)")
         if self.exact_staleness and self.rollout_workers:
             raise ValueError("exact_staleness runs in the trainer's process; it cannot be combined with rollout_workers")
         if self.overlong_buffer > self.max_new_tokens:
@@ -113,12 +118,33 @@ class RLConfig(TrainerFields):
         return self
 
 
+def reference_logprobs(cfg: RLConfig, model, parts) -> Callable[[TrainBatch], torch.Tensor] | None:
+    """The frozen starting policy's log-probs on a batch, for the KL term (None without
+    one). Under LoRA it is the model with its adapters switched off, so no second copy;
+    otherwise the starting model is loaded again, also after a resume."""
+    if cfg.kl_coef == 0:
+        return None
+    if is_lora(model):
+        def ref(batch: TrainBatch) -> torch.Tensor:
+            with torch.no_grad(), model.disable_adapter():
+                return policy_logprobs(parts, batch, cfg.temperature, with_entropy=False)[0]
+        return ref
+    p = next(model.parameters())
+    ref_model, _ = load_model(last_model(cfg.model), device=p.device, dtype=p.dtype)
+    ref_parts = parts_of(ref_model.eval().requires_grad_(False))
+
+    def frozen(batch: TrainBatch) -> torch.Tensor:
+        with torch.no_grad():
+            return policy_logprobs(ref_parts, batch, cfg.temperature, with_entropy=False)[0]
+    return frozen
+
+
 def loss_config(cfg: RLConfig) -> LossConfig:
     return LossConfig(clip_low=cfg.clip_low, clip_high=cfg.clip_high, kl_coef=cfg.kl_coef, agg=cfg.agg,
                       max_tokens=cfg.max_new_tokens)
 
 
-def train_on(rollouts: list[Rollout], model, parts, ref_parts, opt, cfg: RLConfig, pad_id: int) -> dict[str, float]:
+def train_on(rollouts: list[Rollout], model, parts, reference, opt, cfg: RLConfig, pad_id: int) -> dict[str, float]:
     """Advantages, then epochs x mini_batches optimizer steps on one batch of rollouts.
 
     Each optimizer step accumulates gradients over micro-batches of about
@@ -175,11 +201,8 @@ def train_on(rollouts: list[Rollout], model, parts, ref_parts, opt, cfg: RLConfi
                 logp, entropy = policy_logprobs(parts, batch, cfg.temperature)
                 prox = proximal[c][m] if proximal is not None else logp.detach()
                 off = correct(logp, batch.old_logp, prox, batch.mask, cfg.offpolicy_cap)
-                ref_logp = None
                 sums["trained_tokens"] = sums.get("trained_tokens", 0.0) + batch.forward_tokens
-                if ref_parts is not None:
-                    with torch.no_grad():
-                        ref_logp, _ = policy_logprobs(ref_parts, batch, cfg.temperature, with_entropy=False)
+                ref_logp = reference(batch) if reference is not None else None
                 loss, metrics = loss_fn(logp, off.anchor, batch.advantages, off.mask, lcfg, ref_logp, off.weights)
                 (loss * share).backward()
                 metrics["entropy"] = float((entropy * batch.mask).sum() / batch.mask.sum().clamp(min=1))
@@ -249,20 +272,15 @@ def main(cfg: RLConfig) -> Run:
         rates = json.loads(Path(cfg.noise_rates).read_text())
         cfg = cfg.model_copy(update={"noise_fp": rates["fp"]["estimate"], "noise_fn": rates["fn"]["estimate"]})
     run = Run(cfg.run_dir, cfg, resume=cfg.resume, tensorboard=cfg.tensorboard)
-    env = make_env(cfg.env)
+    env = make_env(cfg.prompted(cfg.env))
     resumed = run.resume_state() if cfg.resume else None
     start = resumed[1]["step"] if resumed else 0
-    model, tok = load_model(resumed[0] if resumed else last_model(cfg.model))
+    model, tok, parts = setup_model(cfg, last_model(cfg.model), resumed[0] if resumed else None)
     compute = Compute(count_parameters(model), "rl", inherited_from(cfg.model))
-    ref_parts = None
-    if cfg.kl_coef > 0:  # the reference is always the starting model, also after a resume
-        ref_model, _ = load_model(last_model(cfg.model))
-        ref_parts = parts_of(ref_model.eval().requires_grad_(False))
-    model.train()
-    parts = parts_of(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    reference = reference_logprobs(cfg, model, parts)
+    opt = torch.optim.AdamW(trainable(model), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     if resumed:
-        opt.load_state_dict(resumed[1]["optimizer"])
+        restore_optimizer(opt, resumed[1], str(resumed[0].parent))
         compute.load_state(resumed[1].get("compute"))
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
     if resumed and resumed[1].get("env_state") is not None and hasattr(env, "load_state"):
@@ -272,8 +290,9 @@ def main(cfg: RLConfig) -> Run:
         rollouts_q = RayQueue(cfg, str(resumed[0] if resumed else last_model(cfg.model)), sampling,
                               start=start, env_state=_env_state(env))
     else:
-        producer = Producer(TorchEngine(model, tok, version=start), env, cfg.prompts, cfg.group_size, sampling,
-                            cfg.seed, cfg.drop_uniform_groups)
+        # Synchronous: the engine generates from the trainer's own weights (one copy in memory).
+        engine = TorchEngine(model, tok, version=start, share=cfg.max_staleness == 0)
+        producer = Producer(engine, env, cfg.prompts, cfg.group_size, sampling, cfg.seed, cfg.drop_uniform_groups)
         rollouts_q = make_queue(producer, cfg.max_staleness, start=start, version=start, exact=cfg.exact_staleness)
     evaluator = Evaluator(cfg, run, cfg.env, model, tok, cfg.max_new_tokens, cfg.seed)
     guard = DeclineGuard(cfg.guard_patience)
@@ -314,7 +333,7 @@ def main(cfg: RLConfig) -> Run:
                     break
                 if cfg.stop_on_hack and monitor.enabled:
                     clean = (step, {k: v.detach().clone() for k, v in model.state_dict().items()})
-                metrics = train_on(batch.rollouts, model, parts, ref_parts, opt, cfg, tok.pad_token_id)
+                metrics = train_on(batch.rollouts, model, parts, reference, opt, cfg, tok.pad_token_id)
                 metrics.update(hack)
                 hack_warning = monitor.warning(hack, step + 1)
                 if hack_warning:
@@ -323,7 +342,7 @@ def main(cfg: RLConfig) -> Run:
                 step += 1
                 compute.generated(batch.stats.pop("prompt_tokens"), batch.stats["generated_tokens"])
                 compute.trained(metrics["trained_tokens"])  # prompts once per micro-batch + completions, all epochs
-                if ref_parts is not None:
+                if reference is not None:
                     compute.forward_only(metrics["trained_tokens"])
                 if horizon is None and cfg.lr_schedule == "cosine":  # the steps the budget affords, at this step's cost
                     per_step = compute.total().flops - flops_before
@@ -334,7 +353,8 @@ def main(cfg: RLConfig) -> Run:
                 metrics.update({
                     "step_time": dt, "gen_time": batch.seconds, "wait_time": t_wait,
                     "tokens_per_s": batch.stats["generated_tokens"] / dt,
-                    **staleness(batch.rollouts, step - 1), "lr": opt.param_groups[0]["lr"], **compute.metrics()})
+                    **staleness(batch.rollouts, step - 1), "lr": opt.param_groups[0]["lr"], **compute.metrics(),
+                    **memory_metrics(parts.embed.weight.device)})
                 done = step >= cfg.steps or compute.spent(cfg.budget_flops)
                 guard.reward(metrics.get("reward", 0.0))
                 if done or evaluator.due(step):

@@ -21,6 +21,9 @@ merges what the model wrote one piece at a time). Compute: the sampling (prompt 
 completion tokens) and every SFT sub-run's training are charged to this run; see
 rlvr/compute.py.
 
+With `--lora_r`, each round's SFT trains an adapter; it is merged into the model rs
+samples from (one copy of the weights: the engine and the evaluator share it) and saves.
+
     rlvr rs --model runs/base --env arithmetic:digits=3,ops=add --rounds 3 --n 8
 """
 
@@ -43,6 +46,7 @@ from rlvr.rollout import generate_rollouts, rollout_stats, token_counts
 from rlvr.train import sft
 from rlvr.train.evaluator import Evaluator, TrainerFields
 from rlvr.train.progress import StepBar
+from rlvr.train.setup import ModelFields, resolve_device, resolve_dtype
 from rlvr.run import Run, last_model
 from rlvr.types import Sampling
 from rlvr.verify.filters import FILTERS, keep
@@ -111,15 +115,16 @@ def _training_data(run: Run, cfg: RSConfig, rnd: int) -> Path:
 
 def main(cfg: RSConfig) -> Run:
     run = Run(cfg.run_dir, cfg, resume=cfg.resume, tensorboard=cfg.tensorboard)
-    env = make_env(cfg.env)
+    env = make_env(cfg.prompted(cfg.env))
     resumed = run.resume_state() if cfg.resume else None
     done_rounds = resumed[1]["step"] if resumed else 0
     start_model = last_model(cfg.model)
-    model, tok = load_model(resumed[0] if resumed else start_model)
+    device = resolve_device(cfg.device)
+    model, tok = load_model(resumed[0] if resumed else start_model, device, resolve_dtype(cfg.dtype, device))
     compute = Compute(count_parameters(model), "rs", inherited_from(cfg.model))
     if resumed:
         compute.load_state(resumed[1].get("compute"))
-    engine = TorchEngine(model, tok, version=done_rounds)
+    engine = TorchEngine(model, tok, version=done_rounds, share=True)  # the SFT rounds load into `model`
     evaluator = Evaluator(cfg, run, cfg.env, model, tok, cfg.max_new_tokens, cfg.seed)
     if done_rounds == 0 and evaluator.enabled:  # where the accuracy-against-compute curve starts
         run.log(0, {**evaluator(0, compute), **compute.metrics()})
@@ -145,7 +150,8 @@ def main(cfg: RSConfig) -> Run:
                     run_dir=str(out / "sft"), model=str(tune),
                     data=str(_training_data(run, cfg, rnd)), epochs=cfg.sft_epochs, batch_size=cfg.sft_batch_size,
                     lr=cfg.sft_lr, warmup=cfg.sft_warmup, max_length=cfg.sft_max_length,
-                    eval_problems=0, seed=cfg.seed + rnd, resume=(out / "sft" / "metrics.jsonl").exists()))
+                    eval_problems=0, seed=cfg.seed + rnd, resume=(out / "sft" / "metrics.jsonl").exists(),
+                    **cfg.model_dump(include=set(ModelFields.model_fields))))  # device, dtype, LoRA
                 summary = json.loads((sub.dir / "summary.json").read_text())
                 compute.add(Totals.from_dict({**summary["compute"], "wall_seconds": 0}))  # our clock ran meanwhile
                 trained, _ = load_model(last_model(sub.dir))

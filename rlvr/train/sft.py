@@ -40,8 +40,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from rlvr.models import count_parameters, load_model
-from rlvr.models.forward import forward, parts_of
+from rlvr.models import count_parameters
+from rlvr.models.forward import forward
+from rlvr.models.lm_head import chunked, head_logprobs
 from rlvr.compute import Compute, inherited_from
 from rlvr.config import InputError
 from rlvr.jsonl import read_jsonl
@@ -49,6 +50,7 @@ from rlvr.train.evaluator import Evaluator, TrainerFields
 from rlvr.train.progress import StepBar
 from rlvr.run import Run, last_model
 from rlvr.train.schedule import lr_at
+from rlvr.train.setup import memory_metrics, restore_optimizer, setup_model, trainable
 
 ROLES = {"system", "user", "assistant", "tool"}
 
@@ -181,8 +183,10 @@ def loss_sum(parts, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     hidden, _ = forward(parts, ids, batch["pos"], mask=attn)
     # Token t is predicted at t-1; only where t is the assistant's and t-1 is the same example.
     target = batch["mask"][:, 1:] & (seg[:, 1:] == seg[:, :-1])
-    logits = parts.lm_head(hidden[:, :-1][target]).float()  # only the rows the loss needs
-    return F.cross_entropy(logits, ids[:, 1:][target], reduction="sum"), int(target.sum())
+    h, labels = hidden[:, :-1][target], ids[:, 1:][target]  # only the rows the loss needs
+    if chunked(parts.lm_head, labels.numel()):  # a real vocabulary: never the whole logits at once
+        return -head_logprobs(parts.lm_head, h, labels, with_entropy=False)[0].sum(), int(target.sum())
+    return F.cross_entropy(parts.lm_head(h).float(), labels, reduction="sum"), int(target.sum())
 
 
 # -- the loop --------------------------------------------------------------------------
@@ -190,7 +194,7 @@ def main(cfg: SFTConfig) -> Run:
     run = Run(cfg.run_dir, cfg, resume=cfg.resume, tensorboard=cfg.tensorboard)
     resumed = run.resume_state() if cfg.resume else None
     start = resumed[1]["step"] if resumed else 0
-    model, tok = load_model(resumed[0] if resumed else last_model(cfg.model))
+    model, tok, parts = setup_model(cfg, last_model(cfg.model), resumed[0] if resumed else None)
     # Charged: whatever produced the starting model and the data (e.g. a teacher's tokens).
     compute = Compute(count_parameters(model), "sft", inherited_from(cfg.model, cfg.data))
     device = next(model.parameters()).device
@@ -201,11 +205,9 @@ def main(cfg: SFTConfig) -> Run:
     if cfg.budget_flops:  # it spans the steps the budget affords (estimated; the same after a resume)
         per_step = 6.0 * compute.n_params * sum(len(ex.ids) for row in rows for ex in row) / per_epoch
         horizon = max(1, min(total, math.ceil((cfg.budget_flops - compute.inherited.flops) / per_step)))
-    model.train()
-    parts = parts_of(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(trainable(model), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     if resumed:
-        opt.load_state_dict(resumed[1]["optimizer"])
+        restore_optimizer(opt, resumed[1], str(resumed[0].parent))
         compute.load_state(resumed[1].get("compute"))
     evaluator = Evaluator(cfg, run, None, model, tok, seed=cfg.seed)
     state = lambda: {"optimizer": opt.state_dict(), "compute": compute.state()}  # noqa: E731
@@ -241,7 +243,7 @@ def main(cfg: SFTConfig) -> Run:
             dt = time.perf_counter() - t0
             m = {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr, "epoch": (step - 1) // per_epoch,
                  "loss_tokens": n_tokens, "trained_tokens": seen, "tokens_per_s": seen / dt, "step_time": dt,
-                 **compute.metrics()}
+                 **compute.metrics(), **memory_metrics(device)}
             done = step >= total or compute.spent(cfg.budget_flops)
             if done or evaluator.due(step):
                 m.update(evaluator(step, compute, final=done))

@@ -1,0 +1,91 @@
+"""The model a trainer trains: loaded on its device and dtype, with LoRA and activation
+checkpointing when asked, resumed from a checkpoint when there is one. One primitive
+that `sft`, `rs` and `rl` share, so that every trainer offers the same keys.
+
+    model, tok, parts = setup_model(cfg, start="runs/sft/model", resumed=None)
+    opt = torch.optim.AdamW(trainable(model), lr=cfg.lr)
+"""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from rlvr.config import Config, InputError
+from rlvr.models import load_model
+from rlvr.models.forward import Parts, parts_of
+from rlvr.models.lora import DEFAULT_TARGETS, add_lora, load_adapter_dir
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelFields(Config):
+    device: str = Field("auto", description="Where the model trains and generates: auto (cuda when present, else cpu) | cpu | cuda | cuda:N.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weight dtype: auto is bfloat16 on a GPU, float32 on CPU (where bf16 matmuls are several times slower). LoRA adapters stay in float32.")
+    lora_r: int = Field(0, ge=0, description="LoRA rank (0: full fine-tuning). The base is frozen; only adapters train, and checkpoints hold the adapter (loads merged).")
+    lora_alpha: float = Field(0.0, ge=0, description="LoRA scale numerator (0: 2 x lora_r); the adapter's output is scaled by alpha / r.")
+    lora_targets: list[str] = Field(list(DEFAULT_TARGETS), description="Linear layers that get adapters (their short names, e.g. q_proj).")
+    activation_checkpointing: bool = Field(False, description="Recompute each layer's activations in backward instead of keeping them: less memory, ~30% more compute.")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {name!r}: no CUDA device is available here (use --device cpu or auto)")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return DTYPES[name]
+
+
+def setup_model(cfg: ModelFields, start: str | Path, resumed: Path | None = None) -> tuple[torch.nn.Module, object, Parts]:
+    """(model in train mode, tokenizer, its Parts) for a trainer starting from `start`, or
+    continuing from the checkpoint `resumed` (whose adapter is reloaded trainable)."""
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    if resumed is not None and (Path(resumed) / "adapter_config.json").exists():
+        if not cfg.lora_r:
+            raise InputError(f"{resumed} holds a LoRA adapter but --lora_r is 0: resume with the run's own settings")
+        model, tok = load_adapter_dir(resumed, device, dtype, trainable=True)
+    else:
+        model, tok = load_model(resumed or start, device=device, dtype=dtype)
+        if cfg.lora_r:
+            base = str(Path(start).resolve()) if Path(start).exists() else str(start)
+            model = add_lora(model, cfg.lora_r, cfg.lora_alpha or 2.0 * cfg.lora_r, cfg.lora_targets, base)
+    model.train()
+    return model, tok, parts_of(model, checkpoint=cfg.activation_checkpointing)
+
+
+def trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters an optimizer updates (under LoRA: the adapters alone)."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def memory_metrics(device: torch.device) -> dict[str, float]:
+    """Peak memory so far: the process's resident set, and the GPU's allocations on CUDA."""
+    out = {"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}  # KiB on Linux
+    if device.type == "cuda":
+        out["gpu_peak_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return out
+
+
+def restore_optimizer(opt: torch.optim.Optimizer, state: dict, where: str = "the checkpoint") -> None:
+    """Load the optimizer state a checkpoint kept. Only the newest checkpoint keeps it (it
+    is twice the trainable weights); resuming from an older one, the moments start at
+    zero again, which is said rather than hidden."""
+    if "optimizer" in state:
+        opt.load_state_dict(state["optimizer"])
+        return
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[yellow]warning:[/] {where} holds no optimizer state (only the newest checkpoint "
+                               "keeps it): the optimizer's moments start from zero")

