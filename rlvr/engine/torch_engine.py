@@ -31,13 +31,14 @@ from rlvr.types import Sample, Sampling
 
 class TorchEngine:
     def __init__(self, model: torch.nn.Module, tokenizer, version: int = 0, max_batch: int = 1024,
-                 share: bool = False):
+                 share: bool = False, kv_budget_gb: float = 0.5):
         self.shared = share
         self.model = model if share else copy.deepcopy(model).eval().requires_grad_(False)
         self.tok = tokenizer
         self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
         self.version = version
-        self.max_batch = max_batch  # completions decoded together (bounds KV-cache memory)
+        self.max_batch = max_batch  # completions decoded together at most
+        self.kv_budget = kv_budget_gb * 2**30  # and no more than this KV cache holds
         self.parts = None if share else self._build()
 
     def _build(self):
@@ -69,12 +70,21 @@ class TorchEngine:
         gen = None
         if sampling.seed is not None:
             gen = torch.Generator(device=self.device).manual_seed(sampling.seed)
-        per_chunk = max(1, self.max_batch // n)
+        per_chunk = max(1, self.rows_per_chunk(max(len(p) for p in prompts) + sampling.max_new_tokens) // n)
         out: list[list[Sample]] = []
         parts = self.parts or self._build()
         for start in range(0, len(prompts), per_chunk):
             out.extend(self._generate_chunk(parts, prompts[start:start + per_chunk], n, sampling, gen))
         return out
+
+    def rows_per_chunk(self, seq_len: int) -> int:
+        """Completions decoded together: `max_batch`, or fewer when their KV cache would pass
+        the budget (a real model's cache is ~8 MB per row at 170 tokens: 400 rows are 3 GB)."""
+        cfg = self.model.config
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        per_row = 2 * cfg.num_hidden_layers * kv_heads * head_dim * seq_len * next(self.model.parameters()).element_size()
+        return max(1, min(self.max_batch, int(self.kv_budget // per_row)))
 
     def _generate_chunk(self, p, prompts, n, sampling: Sampling, gen) -> list[list[Sample]]:
         dev = self.device

@@ -106,7 +106,9 @@ def load_adapter_dir(path: str | Path, device=None, dtype=None, trainable: bool 
 
     path = Path(path)
     base, tok = load_model(adapter_base(path), device=device, dtype=dtype)
-    model = PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
+    with warnings.catch_warnings():  # peft calls a transformers method deprecated in v5
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
     if (path / "tokenizer_config.json").exists():  # checkpoints carry the tokenizer they trained with
         tok = _load_tokenizer(path)
     if tok.pad_token_id is None:
