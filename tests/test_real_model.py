@@ -69,7 +69,8 @@ def test_sft_with_lora(smol, tmp_path):
                                                      {"role": "assistant", "content": f"The answer is {a + b}."}]})
                             + "\n" for a in range(4) for b in range(3)))
     run = sft.main(sft.SFTConfig(run_dir=str(tmp_path / "sft"), model=smol, data=str(data), max_steps=2,
-                                 batch_size=4, eval_env=ENV, **SMALL))
+                                 batch_size=4, eval_env=ENV, eval_max_new_tokens=16,
+                                 **{k: v for k, v in SMALL.items() if k != "max_new_tokens"}))
     m = _rows(run.dir / "metrics.jsonl")
     assert m[-1]["step"] == 2 and m[-1]["loss"] > 0
 
