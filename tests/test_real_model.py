@@ -9,9 +9,6 @@ with LoRA; `rlvr experiment real` measures what they reach.
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 
 import pytest
 
@@ -95,28 +92,15 @@ def test_distill_from_a_local_teacher(smol, tmp_path):
 
 def test_serve(smol):
     import openai
-    import uvicorn
+    from conftest import served
 
     from rlvr.distill.serve import ServeConfig, make_app
     from rlvr.models import load_model
 
     model, tok = load_model(smol)
     app = make_app(model, tok, ServeConfig(model=smol, model_name="smol", batch_wait_ms=10))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(1000):
-        if srv.started:
-            break
-        time.sleep(0.01)
-    try:
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
+    with served(app) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
         out = client.chat.completions.create(model="smol", messages=[{"role": "user", "content": "What is 2+3?"}],
                                              max_tokens=12, temperature=0)
         assert out.choices[0].message.content and out.usage.completion_tokens <= 12
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)

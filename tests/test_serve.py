@@ -6,15 +6,14 @@ from __future__ import annotations
 import json
 import math
 import random
-import socket
 import threading
-import time
 
 import httpx
 import openai
 import pytest
 import torch
-import uvicorn
+
+from conftest import served
 
 from rlvr.distill.serve import ServeConfig, make_app
 from rlvr.engine.torch_engine import TorchEngine
@@ -39,22 +38,9 @@ def server():
     cfg = ServeConfig(model="runs/x", model_name=NAME, api_key_env="RLVR_TEST_SERVE_KEY",
                       batch_wait_ms=20, max_tokens_limit=256)
     app = make_app(model, tok, cfg)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(500):
-        if srv.started:
-            break
-        time.sleep(0.01)
-    assert srv.started
-    url = f"http://127.0.0.1:{port}"
-    yield {"url": url, "app": app, "model": model, "tok": tok,
-           "client": openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=60)}
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with served(app) as url:
+        yield {"url": url, "app": app, "model": model, "tok": tok,
+               "client": openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=60)}
     mp.undo()
 
 

@@ -112,6 +112,22 @@ class Wrapped:
         return self.env.verify(problem, completion)
 
 
+def wrapper_spec(spec: str, keys: tuple[str, ...], usage: str) -> tuple[dict[str, str], str]:
+    """"NAME:k=v,k=v:INNER" -> ({k: v} as text, "INNER"), for the wrapper specs (`noisy:`,
+    `prompt:`); a missing inner spec or a key not in `keys` is an error naming the spec."""
+    name, _, rest = spec.partition(":")
+    params_text, sep, inner = rest.partition(":")
+    if not sep or not inner:
+        raise ValueError(f"env spec {spec!r}: expected {usage}")
+    params: dict[str, str] = {}
+    for item in filter(None, params_text.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or key.strip() not in keys:
+            raise ValueError(f"env spec {spec!r}: {name} takes {', '.join(k + '=' for k in keys)}; got {item!r}")
+        params[key.strip()] = value.strip()
+    return params, inner
+
+
 def check_golds(env, problems: dict[str, Iterable[Problem]]) -> list[str]:
     """The problems (by split) whose gold answer, in the answer format the env asks for
     (`answer_format`, ``####`` by default), does not verify as correct with reward 1 (must be [])."""

@@ -23,7 +23,7 @@ import dataclasses
 import hashlib
 from typing import Any
 
-from rlvr.envs.base import Wrapped
+from rlvr.envs.base import Wrapped, wrapper_spec
 from rlvr.types import Environment, Problem, Verdict
 
 
@@ -63,17 +63,11 @@ class Noisy(Wrapped):
 
 def parse_noisy_spec(spec: str) -> tuple[dict[str, float], str]:
     """"noisy:fn=0.2,fp=0.05:INNER" -> ({"fn": 0.2, "fp": 0.05}, "INNER")."""
-    _, _, rest = spec.partition(":")
-    params_text, sep, inner = rest.partition(":")
-    if not sep or not inner:
-        raise ValueError(f"env spec {spec!r}: expected noisy:fn=F,fp=P[,seed=S]:INNER_SPEC")
+    raw, inner = wrapper_spec(spec, ("fn", "fp", "seed", "random"), "noisy:fn=F,fp=P[,seed=S]:INNER_SPEC")
     params: dict[str, float] = {}
-    for item in filter(None, params_text.split(",")):
-        key, eq, value = item.partition("=")
-        if not eq or key.strip() not in ("fn", "fp", "seed", "random"):
-            raise ValueError(f"env spec {spec!r}: noisy takes fn=, fp=, seed= and random=, got {item!r}")
+    for key, value in raw.items():
         try:
-            params[key.strip()] = int(value) if key.strip() in ("seed", "random") else float(value)
+            params[key] = int(value) if key in ("seed", "random") else float(value)
         except ValueError:
-            raise ValueError(f"env spec {spec!r}: bad number {value!r} for {key.strip()}") from None
+            raise ValueError(f"env spec {spec!r}: bad number {value!r} for {key}") from None
     return params, inner

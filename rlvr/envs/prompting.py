@@ -47,6 +47,7 @@ from pydantic import Field
 
 from rlvr.config import Config
 
+from rlvr.envs.base import wrapper_spec
 from rlvr.types import Environment, Message, Problem, Verdict
 from rlvr.verify.extract import ANSWER_MARKER
 from rlvr.verify.formats import DEFAULT_FORMAT, FORMATS, get_format
@@ -211,24 +212,14 @@ def _is_code(env) -> bool:
 
 def parse_prompt_spec(spec: str) -> tuple[dict[str, Any], str]:
     """"prompt:format=boxed,shots=2:INNER" -> ({"format": "boxed", "shots": 2}, "INNER")."""
-    usage = f"expected prompt:format=F[,shots=N][,system=TEXT]:INNER_SPEC with F one of {sorted(FORMATS)}"
-    _, _, rest = spec.partition(":")
-    params_text, sep, inner = rest.partition(":")
-    if not sep or not inner:
-        raise ValueError(f"env spec {spec!r}: {usage}")
-    params: dict[str, Any] = {}
-    for item in filter(None, params_text.split(",")):
-        key, eq, value = item.partition("=")
-        key = key.strip()
-        if not eq or key not in KEYS:
-            raise ValueError(f"env spec {spec!r}: prompt takes {', '.join(k + '=' for k in KEYS)}; got {item!r}")
-        if key == "shots":
-            try:
-                params[key] = int(value)
-            except ValueError:
-                raise ValueError(f"env spec {spec!r}: bad value {value!r} for 'shots' (an int >= 0)") from None
-        else:
-            params[key] = value.strip()
+    usage = f"prompt:format=F[,shots=N][,system=TEXT]:INNER_SPEC with F one of {sorted(FORMATS)}"
+    params: dict[str, Any]
+    params, inner = wrapper_spec(spec, KEYS, usage)
+    if "shots" in params:
+        try:
+            params["shots"] = int(params["shots"])
+        except ValueError:
+            raise ValueError(f"env spec {spec!r}: bad value {params['shots']!r} for 'shots' (an int >= 0)") from None
     return params, inner
 
 
