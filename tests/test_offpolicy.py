@@ -88,3 +88,13 @@ def test_bad_caps_and_a_missing_proximal_say_so():
         OFFPOLICY["tis"](cur, beh, None, mask, 1.0)
     with pytest.raises(ValueError, match="proximal"):
         OFFPOLICY["decoupled"](cur, beh, None, mask, 2.0)
+
+
+def test_decoupled_with_one_update_per_step_is_token_tis():
+    # With one optimizer update per step the proximal policy is the current one (the
+    # trainer passes the current log-probs), so PPO's ratio against it is 1, its clip
+    # never acts, and decoupled PPO reduces to token-level TIS: same anchor, same weights.
+    cur, beh, _, mask = _case()
+    dec = OFFPOLICY["decoupled"](cur, beh, cur.detach(), mask, 2.0)
+    tis = OFFPOLICY["tis"](cur, beh, None, mask, 2.0)
+    assert torch.equal(dec.anchor, tis.anchor) and torch.equal(dec.weights, tis.weights)
