@@ -223,3 +223,26 @@ def test_stop_on_hack_ends_the_run_with_the_weights_from_before(micro_base, tmp_
     assert summary["steps"] == len(m) - 1  # the last step below the threshold, whose weights were kept
     evals = [json.loads(x) for x in (run.dir / "evals.jsonl").read_text().splitlines()]
     assert evals[-1]["final"] and evals[-1]["step"] == summary["steps"]  # the kept weights are what was evaluated
+
+
+def test_a_held_out_verifier_laxer_than_the_training_one_is_refused():
+    from rlvr.config import InputError
+    from rlvr.types import Verdict
+
+    class Lax:  # the strict arithmetic verifier, with a held-out check that accepts anything
+        def __init__(self):
+            self.inner = make_env(ARITH)
+            self.name = "lax"
+
+        def problems(self, split, seed):
+            return self.inner.problems(split, seed)
+
+        def verify(self, problem, completion):
+            return self.inner.verify(problem, completion)
+
+        def heldout(self, problem, completion):
+            return Verdict(reward=1.0, correct=True)
+
+    with pytest.raises(InputError, match="held-out verifier accepts the 'empty' probe"):
+        HackMonitor(Lax(), samples=8)
+    HackMonitor(make_env("lenient:substring:" + ARITH), samples=8)  # the strict check behind a lenient one passes

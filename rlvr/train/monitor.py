@@ -14,6 +14,12 @@ each step it re-scores `samples` completions (a seeded draw) and logs
 With `penalty` > 0 a completion it catches is rewarded -penalty instead (a defence).
 `Rollout.verdicts` are changed in place, before advantages are computed.
 
+A held-out verifier must be at least as strict as the training one: at the start,
+`check_stricter` runs the hack probes (rlvr/verify/probes.py: wrong answers dressed as
+right ones) on a few eval problems, and a held-out verifier that accepts a probe the
+training verifier rejects is refused, naming the probe (it would call honest
+completions hacks and hide real ones).
+
     monitor = HackMonitor(env, samples=32, seed=0)
     metrics = monitor(rollouts, step)
 """
@@ -26,11 +32,32 @@ from dataclasses import replace
 from rlvr.types import Environment, Rollout, VerifierError
 
 
+def check_stricter(env: Environment, problems: int = 5) -> None:
+    """Refuse a held-out verifier that accepts a hack probe the training verifier rejects."""
+    from itertools import islice
+
+    from rlvr.config import InputError
+    from rlvr.verify.probes import probe_completions
+
+    for problem in islice(env.problems("eval", 0), problems):
+        for probe, completion in probe_completions(env, problem).items():
+            try:
+                held, trained = env.heldout(problem, completion), env.verify(problem, completion)
+            except VerifierError:
+                continue
+            if held.correct and not trained.correct:
+                raise InputError(f"env {getattr(env, 'name', env)!r}: its held-out verifier accepts the {probe!r} "
+                                 f"probe on {problem.id} ({completion[:60]!r}) that the training verifier rejects; "
+                                 "a held-out verifier must be at least as strict as the one trained on")
+
+
 class HackMonitor:
     def __init__(self, env: Environment, samples: int = 32, seed: int = 0, penalty: float = 0.0):
         self.env, self.samples, self.seed, self.penalty = env, samples, seed, penalty
         self.enabled = samples > 0 and callable(getattr(env, "heldout", None))
         self._warned = 0.0
+        if self.enabled:
+            check_stricter(env)
 
     def __call__(self, rollouts: list[Rollout], step: int) -> dict[str, float]:
         if not self.enabled:
