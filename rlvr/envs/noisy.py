@@ -28,6 +28,10 @@ from rlvr.types import Environment, Problem, Verdict
 
 
 class Noisy(Wrapped):
+    # What the hack monitor's gap means here: wrong answers the noise accepted, not a policy
+    # finding a hole.
+    gap_cause = "the noisy verifier's false positives (expected at rate fp), not necessarily a hack"
+
     def __init__(self, env: Environment, fn: float = 0.0, fp: float = 0.0, seed: int = 0, random: bool = False):
         for key, rate in (("fn", fn), ("fp", fp)):
             if not 0.0 <= rate <= 1.0:

@@ -94,6 +94,7 @@ class HackMonitor:
         if rate < 0.05 or rate < 2 * self._warned:
             return None
         self._warned = rate
+        cause = getattr(self.env, "gap_cause", "the policy may be exploiting the verifier; see --hack_penalty, "
+                                               "--stop_on_hack")
         return (f"step {step}: {rate:.0%} of the completions the training verifier rewards fail its held-out check "
-                f"(training reward {metrics['hack/gap']:+.0%} over held-out accuracy): the policy may be exploiting "
-                "the verifier; see --hack_penalty, --stop_on_hack")
+                f"(training reward {metrics['hack/gap']:+.0%} over held-out accuracy): {cause}")
