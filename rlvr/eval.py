@@ -89,7 +89,7 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
 
     model, tok = load_model(last_model(cfg.model))
     env = make_env(cfg.prompted(cfg.env))
-    engine = TorchEngine(model, tok)
+    engine = TorchEngine(model, tok, share=True, pack=True)  # inference only: no second copy
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p,
                         max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
     result = evaluate(engine, env, eval_problems(env, cfg.problems, cfg.seed), cfg.samples, cfg.ks,

@@ -99,7 +99,7 @@ def _rollouts(cfg: NoiseAuditConfig, env) -> list[tuple[bool, bool]]:
     stream = env.problems("train", cfg.seed)
     problems = [next(stream) for _ in range(cfg.problems)]
     sampling = Sampling(temperature=1.0, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
-    rollouts = generate_rollouts(TorchEngine(model, tok), env, problems, cfg.samples, sampling)
+    rollouts = generate_rollouts(TorchEngine(model, tok, share=True, pack=True), env, problems, cfg.samples, sampling)
     return [(v.correct, truth(r.problem, s.text).correct)
             for r in rollouts for s, v in zip(r.samples, r.verdicts) if s.finish_reason == "stop"]
 

@@ -83,7 +83,7 @@ def make_app(model, tok, cfg: ServeConfig):
         if not key:  # fail closed: a configured but empty key must not mean "no auth"
             raise ValueError(f"api_key_env={cfg.api_key_env!r}: that environment variable is not set")
     context = int(getattr(model.config, "max_position_embeddings", 0) or 0) or None
-    engine = TorchEngine(model, tok, max_batch=cfg.max_batch)
+    engine = TorchEngine(model, tok, max_batch=cfg.max_batch, share=True, pack=True)  # inference only
     batcher = Batcher(engine, cfg.max_batch, cfg.batch_wait_ms / 1000)
     decoder = ChoiceDecoder(tok)
     created = int(time.time())

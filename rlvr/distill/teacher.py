@@ -311,7 +311,7 @@ class LocalTeacher:
             raise ValueError("LocalTeacher needs model_path, or both model and tok")
         self.name = name or "local"
         self.tok = tok
-        self.engine = TorchEngine(model, tok)
+        self.engine = TorchEngine(model, tok, share=True, pack=True)  # inference only
         self.cache = ResultCache(cache_dir)
         self.default_max_tokens = default_max_tokens
         self.spent_tokens = 0

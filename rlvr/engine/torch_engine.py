@@ -11,10 +11,12 @@ implements. With `share=True` the engine generates from the trainer's own model,
 copy of the weights in memory (synchronous RL, evaluation between steps), and
 `sync_weights` only records the version. On CPU the weights are fused and prepacked
 for oneDNN (see models/forward.py; under LoRA the packed weights include the
-adapters); a shared engine packs them afresh for each `generate` and frees them after,
-and only when they are small: for a real model the packed copy is a second copy of the
-weights (0.42 GB for SmolLM2-135M) and buys 7-16% of generation speed, so a shared
-engine of a real model generates through the model's own modules instead.
+adapters). A shared engine builds them at its first `generate` after `sync_weights`
+(the trainer's signal that the weights changed), and by default only when they are
+small: for a real model the packed copy is a second copy of the weights (0.42 GB for
+SmolLM2-135M) and buys 7-16% of generation speed, so a trainer's shared engine of a real
+model generates through the model's own modules. An inference-only command (eval,
+serve, a local teacher) shares and packs (`pack=True`): one copy plus the packed one.
 
     engine = TorchEngine(model, tok)
     groups = engine.generate([prompt_ids], n=8, sampling=Sampling(temperature=1.0))
@@ -39,8 +41,8 @@ SHARED_PACK_BYTES = 64 * 2**20
 
 class TorchEngine:
     def __init__(self, model: torch.nn.Module, tokenizer, version: int = 0, max_batch: int = 1024,
-                 share: bool = False, kv_budget_gb: float = 0.5):
-        self.shared = share
+                 share: bool = False, kv_budget_gb: float = 0.5, pack: bool | None = None):
+        self.shared, self.pack = share, pack
         self.model = model if share else copy.deepcopy(model).eval().requires_grad_(False)
         self.tok = tokenizer
         self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
@@ -52,8 +54,10 @@ class TorchEngine:
     def _build(self):
         # Prepacked fused weights on CPU; the model's own modules elsewhere (GPU), and for a
         # shared engine whose packed copy would be large.
-        small = not self.shared or sum(p.numel() * p.element_size() for p in self.model.parameters()) <= SHARED_PACK_BYTES
-        return parts_of(self.model, packed=small and can_pack(self.model))
+        pack = self.pack
+        if pack is None:
+            pack = not self.shared or sum(p.numel() * p.element_size() for p in self.model.parameters()) <= SHARED_PACK_BYTES
+        return parts_of(self.model, packed=pack and can_pack(self.model))
 
     @property
     def device(self) -> torch.device:
@@ -61,8 +65,8 @@ class TorchEngine:
 
     @torch.no_grad()
     def sync_weights(self, state: dict[str, Tensor], version: int) -> None:
-        if self.shared:  # the trainer's own weights: already current
-            self.version = version
+        if self.shared:  # the trainer's own weights: current, but any packed copy of them is not
+            self.version, self.parts = version, None
             return
         own = self.model.state_dict()
         missing = set(own) - set(state)
@@ -82,7 +86,9 @@ class TorchEngine:
             gen = torch.Generator(device=self.device).manual_seed(sampling.seed)
         per_chunk = max(1, self.rows_per_chunk(max(len(p) for p in prompts) + sampling.max_new_tokens) // n)
         out: list[list[Sample]] = []
-        parts = self.parts or self._build()
+        if self.parts is None:
+            self.parts = self._build()
+        parts = self.parts
         for start in range(0, len(prompts), per_chunk):
             out.extend(self._generate_chunk(parts, prompts[start:start + per_chunk], n, sampling, gen))
         return out
