@@ -4,7 +4,7 @@ Every cell of a grid is one `rlvr rl` run directory with evaluations every few s
 these helpers read its held-out pass@1 curve and final figure, the step at which it
 first reached a target, and draw every cell's curve in one PNG.
 
-    curve(run_dir)                 [(step, pass@1)] from evals.jsonl
+    curve(run_dir, against)        [(step or FLOPs, pass@1)] from evals.jsonl
     final(run_dir)                 eval.json's pass@1: {"mean", "ci", ...}
     steps_to(run_dir, target)      first evaluated step with pass@1 >= target, or None
     plot_curves(curves, path, ...) one line per cell
@@ -71,9 +71,11 @@ def _first_env(metrics: dict[str, Any]) -> dict[str, Any]:
     return metrics["all"] if "all" in metrics else next(iter(metrics.values()))
 
 
-def curve(run_dir: Path) -> list[tuple[int, float]]:
+def curve(run_dir: Path, against: str = "step") -> list[tuple[float, float]]:
+    """(step, pass@1) of every evaluation; `against="flops"`: (total FLOPs so far, pass@1)."""
     rows = [json.loads(line) for line in (run_dir / "evals.jsonl").read_text().splitlines() if line.strip()]
-    return [(r["step"], _first_env(r["metrics"])["pass@1"]["mean"]) for r in rows]
+    return [(r["step"] if against == "step" else r["compute"]["flops"], _first_env(r["metrics"])["pass@1"]["mean"])
+            for r in rows]
 
 
 def final(run_dir: Path) -> dict[str, Any]:
@@ -88,7 +90,8 @@ def ci_text(p: dict[str, Any]) -> str:
     return f"{p['mean']:.1%} [{p['ci'][0]:.1%}, {p['ci'][1]:.1%}]"
 
 
-def plot_curves(curves: dict[str, list[tuple[int, float]]], path: Path, title: str, target: float | None = None) -> None:
+def plot_curves(curves: dict[str, list[tuple[float, float]]], path: Path, title: str, target: float | None = None,
+                xlabel: str = "RL step") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -99,7 +102,7 @@ def plot_curves(curves: dict[str, list[tuple[int, float]]], path: Path, title: s
             ax.plot(*zip(*points), marker="o", markersize=3, label=label)
     if target is not None:
         ax.axhline(target, color="grey", linestyle=":", linewidth=1)
-    ax.set(title=title, xlabel="RL step", ylabel="held-out pass@1 (true verdict)")
+    ax.set(title=title, xlabel=xlabel, ylabel="held-out pass@1 (true verdict)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()

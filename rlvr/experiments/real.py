@@ -69,12 +69,6 @@ def _evals(cfg: RealConfig) -> dict[str, Any]:
                 eval_max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
 
 
-def _points(run_dir: Path) -> list[tuple[float, float]]:
-    """(total FLOPs, held-out pass@1) of every evaluation of a run."""
-    rows = [json.loads(line) for line in (run_dir / "evals.jsonl").read_text().splitlines() if line.strip()]
-    return [(r["compute"]["flops"], grid._first_env(r["metrics"])["pass@1"]["mean"]) for r in rows]
-
-
 def _final(run_dir: Path) -> dict[str, Any]:
     data = json.loads((run_dir / "eval.json").read_text())
     m = grid._first_env(data["metrics"])
@@ -125,26 +119,11 @@ def main(cfg: RealConfig) -> dict[str, Any]:
         table.add_row(name, grid.ci_text(a["pass@1"]), f"{a['greedy']['mean']:.1%}" if a.get("greedy") else "-",
                       f"{a['flops']:.3g}", f"{a['wall_seconds']:.0f}")
     console.print(table)
-    curves = {"zero RL": _points(zero), "cold start (rs)": _points(cold_rs), "cold start + RL": _points(cold_rl)}
+    curves = {name: grid.curve(run, against="flops")
+              for name, run in (("zero RL", zero), ("cold start (rs)", cold_rs), ("cold start + RL", cold_rl))}
     plot = root / "real.png"
-    _plot(curves, plot, f"{Path(model).name}: held-out pass@1 against compute")
+    grid.plot_curves(curves, plot, f"{Path(model).name}: held-out pass@1 against compute",
+                     xlabel="total FLOPs (inherited included)")
     return grid.save(root, {"model": model, "env": cfg.env, "arms": arms, "budget_flops": budget,
                             "config": cfg.model_dump(mode="json"), "seconds": time.time() - t0}, plot, console)
 
-
-def _plot(curves: dict[str, list[tuple[float, float]]], path: Path, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, points in curves.items():
-        if points:
-            ax.plot(*zip(*points), marker="o", label=label)
-    ax.set(title=title, xlabel="total FLOPs (inherited included)", ylabel="held-out pass@1")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

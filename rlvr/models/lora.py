@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -28,6 +29,14 @@ from rlvr.config import InputError
 
 # Every linear map of a Llama-style decoder layer (the usual choice for RL with LoRA).
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@contextmanager
+def _quiet_peft():
+    """peft calls a transformers method deprecated in v5; its warning is not the user's."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def linear_names(model: torch.nn.Module) -> list[str]:
@@ -47,8 +56,7 @@ def add_lora(model: torch.nn.Module, r: int, alpha: float, targets: tuple[str, .
     if missing:
         raise InputError(f"lora_targets {missing} name no linear layer of this model; its linear layers are {known}")
     config = LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0, bias="none")
-    with warnings.catch_warnings():  # peft calls a transformers method deprecated in v5
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    with _quiet_peft():
         peft_model = get_peft_model(model, config)
     # Saved in adapter_config.json: the path (or hub id) this run started from, which a
     # model loaded from a GGUF file or built in memory does not know itself.
@@ -106,8 +114,7 @@ def load_adapter_dir(path: str | Path, device=None, dtype=None, trainable: bool 
 
     path = Path(path)
     base, tok = load_model(adapter_base(path), device=device, dtype=dtype)
-    with warnings.catch_warnings():  # peft calls a transformers method deprecated in v5
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    with _quiet_peft():
         model = PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
     if (path / "tokenizer_config.json").exists():  # checkpoints carry the tokenizer they trained with
         tok = _load_tokenizer(path)

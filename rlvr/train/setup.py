@@ -17,6 +17,7 @@ from pydantic import Field
 
 from rlvr.config import Config, InputError
 from rlvr.models import load_model
+from rlvr.models.io import default_device, default_dtype
 from rlvr.models.forward import Parts, parts_of
 from rlvr.models.lora import DEFAULT_TARGETS, add_lora, load_adapter_dir
 
@@ -34,7 +35,7 @@ class ModelFields(Config):
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return default_device()
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {name!r}: no CUDA device is available here (use --device cpu or auto)")
@@ -42,9 +43,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return DTYPES[name]
+    return default_dtype(device) if name == "auto" else DTYPES[name]
 
 
 def setup_model(cfg: ModelFields, start: str | Path, resumed: Path | None = None) -> tuple[torch.nn.Module, object, Parts]:

@@ -42,7 +42,7 @@ from pydantic import Field
 
 from rlvr.models import count_parameters
 from rlvr.models.forward import forward
-from rlvr.models.lm_head import chunked, head_logprobs
+from rlvr.models.lm_head import chunked, token_logprobs
 from rlvr.compute import Compute, inherited_from
 from rlvr.config import InputError
 from rlvr.jsonl import read_jsonl
@@ -185,7 +185,7 @@ def loss_sum(parts, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     target = batch["mask"][:, 1:] & (seg[:, 1:] == seg[:, :-1])
     h, labels = hidden[:, :-1][target], ids[:, 1:][target]  # only the rows the loss needs
     if chunked(parts.lm_head, labels.numel()):  # a real vocabulary: never the whole logits at once
-        return -head_logprobs(parts.lm_head, h, labels, with_entropy=False)[0].sum(), int(target.sum())
+        return -token_logprobs(h, parts.lm_head.weight, labels)[0].sum(), int(target.sum())
     return F.cross_entropy(parts.lm_head(h).float(), labels, reduction="sum"), int(target.sum())
 
 
