@@ -1,21 +1,29 @@
-"""Sampling throughput: rlvr's TorchEngine against Hugging Face `generate` on the same model.
+"""Sampling throughput: rlvr's TorchEngine against Hugging Face `generate`, each in its own process.
 
 Why: rollouts are most of an RL step's time, so the engine has to beat the obvious
 baseline, `model.generate`, by a clear margin on the hardware rlvr is meant to run on
-first (a laptop-class CPU). Both sides get the same random-init model (default: the
-4.2 M-parameter "small" preset), the same distinct chat prompts (2-digit additions),
-and sample the same number of tokens at T=1 over the full vocabulary with EOS
-ignored (HF: `min_new_tokens`; rlvr: `Sampling(ignore_eos=True)`), so both do exactly
-the same work. The two are interleaved A, B, A, B... after a warm-up and the medians
-are compared, because this machine is a noisy shared VM.
+first. Both sides load the same model from the same directory (default: the random-init
+4.2 M-parameter "small" preset; `--model smollm2-135m` the real instruct model, fetched
+once with `rlvr models get smollm2-135m`), get the same distinct chat prompts (2-digit
+additions) and sample the same number of tokens at T=1 over the full vocabulary with EOS
+ignored (HF: `min_new_tokens`; rlvr: `Sampling(ignore_eos=True)`), so both do exactly the
+same work. HF runs as its users run it: `AutoModelForCausalLM.from_pretrained(dir)` and
+`generate` in a plain process; rlvr as `rlvr eval` runs it (`load_model`, `TorchEngine`).
 
-It also reports the engine's achieved FLOP/s (useful prefill + decode FLOPs, counted
-as in benchmarks/common.py, over its median time) as a fraction of a large fp32
-matmul's FLOP/s measured in the same run. The last line is always
-`speedup_vs_hf_generate: X` (rlvr tokens/s over HF tokens/s).
+Each side is a process of its own, stepped in turn by this one (A B B A ...,
+benchmarks/interleave.py): a slow spell of a shared machine hits both alike, and the two
+never compete for the cores. One warm-up run of each side per batch size, then the
+repeats; medians.
 
-    .venv/bin/python benchmarks/generate.py                # 64 prompts x 32 tokens, 7 repeats
-    .venv/bin/python benchmarks/generate.py --batch 16 --new-tokens 64 --preset tiny
+It also reports each side's achieved FLOP/s (useful prefill + decode FLOPs, counted as
+in benchmarks/common.py, over its median time) as a fraction of a large fp32 matmul's
+FLOP/s measured in the same run. The last line is `speedup_vs_hf_generate: X` (tiny) or
+`speedup_vs_hf_generate_smollm2: X` (the median over batch sizes of rlvr tokens/s over
+HF tokens/s).
+
+    .venv/bin/python benchmarks/generate.py                                  # tiny: 64 prompts x 32 tokens
+    .venv/bin/python benchmarks/generate.py --model smollm2-135m             # batch 32 and 64 x 64 tokens
+    .venv/bin/python benchmarks/generate.py --batch 16 --new-tokens 64 --repeats 3
 """
 
 from __future__ import annotations
@@ -25,19 +33,16 @@ import os
 import random
 import statistics
 import sys
+import tempfile
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root, for rlvr
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # repo root, for rlvr
 
-from common import generation_flops, matmul_flops_per_s, print_header  # noqa: E402
-
-from rlvr.engine import TorchEngine  # noqa: E402
-from rlvr.models.forward import left_pad  # noqa: E402
-from rlvr.models.io import count_parameters  # noqa: E402
-from rlvr.models.tiny import PRESETS, build_tiny_model  # noqa: E402
-from rlvr.types import Sampling  # noqa: E402
+from common import device_peak, generation_flops, print_header  # noqa: E402
+from interleave import Channel, Side, interleave, peak_rss_gb  # noqa: E402
 
 
 def make_prompts(tok, count: int, seed: int = 0) -> list[list[int]]:
@@ -47,76 +52,144 @@ def make_prompts(tok, count: int, seed: int = 0) -> list[list[int]]:
                                     tokenize=True, return_dict=False) for a, b in pairs]
 
 
+def worker(side: str, path: str, threads: int | None, device: str) -> None:
+    channel = Channel()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    if threads:
+        torch.set_num_threads(threads)
+    if side == "rlvr":
+        from rlvr.engine import TorchEngine
+        from rlvr.models import load_model
+        from rlvr.types import Sampling
+
+        model, tok = load_model(path, device=device)  # bf16 on a GPU, fp32 on CPU
+        engine = TorchEngine(model, tok, max_batch=1024)
+
+        def run(prompts: list[list[int]], new: int, seed: int) -> list[int]:
+            groups = engine.generate(prompts, n=1, sampling=Sampling(temperature=1.0, top_p=1.0, max_new_tokens=new,
+                                                                     seed=seed, ignore_eos=True))
+            return [len(g[0].completion_ids) for g in groups]
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from rlvr.models.forward import left_pad
+
+        dtype = torch.float32 if device == "cpu" else torch.bfloat16
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+        tok = AutoTokenizer.from_pretrained(path)
+
+        def run(prompts: list[list[int]], new: int, seed: int) -> list[int]:
+            ids, valid, _ = left_pad(prompts, tok.pad_token_id, device)
+            torch.manual_seed(seed)
+            with torch.inference_mode():
+                out = model.generate(input_ids=ids, attention_mask=valid.long(), do_sample=True, temperature=1.0,
+                                     top_k=0, top_p=1.0, max_new_tokens=new, min_new_tokens=new,
+                                     eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+            if out.is_cuda:
+                torch.cuda.synchronize()
+            return [out.shape[1] - ids.shape[1]] * len(prompts)
+
+    channel.send(ready=True, threads=torch.get_num_threads())
+    while (command := channel.wait())[0] == "step":
+        a = command[1]
+        prompts = make_prompts(tok, a["batch"])
+        t0 = time.perf_counter()
+        lengths = run(prompts, a["new"], a["seed"])
+        channel.send(seconds=time.perf_counter() - t0, lengths=lengths, prompt_lens=[len(p) for p in prompts])
+    channel.send(peak_rss_gb=peak_rss_gb())
+
+
+def _meta_model(path: str):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--batch", type=int, default=64, help="number of distinct prompts, one sample each")
-    ap.add_argument("--new-tokens", type=int, default=32, help="tokens sampled per prompt (EOS ignored)")
-    ap.add_argument("--preset", default="small", choices=sorted(PRESETS), help="tiny-model preset (random init)")
-    ap.add_argument("--repeats", type=int, default=7, help="timed runs of each side, interleaved, after warm-up")
-    ap.add_argument("--warmup", type=int, default=1, help="untimed runs of each side first")
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    ap.add_argument("--model", default="tiny", help="tiny (random-init preset 'small'), a registered name "
+                    "(smollm2-135m, after `rlvr models get`) or a local HF model dir")
+    ap.add_argument("--batch", type=int, nargs="+", default=None,
+                    help="distinct prompts per run, one sample each (default: 64 for tiny, 32 64 for a real model)")
+    ap.add_argument("--new-tokens", type=int, default=None, help="tokens sampled per prompt, EOS ignored "
+                    "(default: 32 for tiny, 64 for a real model)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs of each side per batch size, "
+                    "interleaved, after one warm-up run (default: 7 for tiny, 3 for a real model)")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads of both sides "
+                    "(default: torch's choice)")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda (both sides in bf16 there)")
+    ap.add_argument("--worker", choices=["rlvr", "hf"], help=argparse.SUPPRESS)
+    ap.add_argument("--path", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.worker:
+        return worker(args.worker, args.path, args.threads, args.device)
+    tiny = args.model == "tiny"
+    batches = args.batch or ([64] if tiny else [32, 64])
+    new = args.new_tokens or (32 if tiny else 64)
+    repeats = args.repeats or (7 if tiny else 3)
+    label = "speedup_vs_hf_generate" + ("" if tiny else "_" + os.path.basename(args.model.rstrip("/")).split("-")[0])
     if args.threads:
         torch.set_num_threads(args.threads)
-    from transformers.utils import logging as hf_logging
-    hf_logging.set_verbosity_error()  # keep HF's notices from landing after the final line
+    print_header("generate: rlvr TorchEngine vs transformers generate, each in its own process, interleaved")
+    with tempfile.TemporaryDirectory(prefix="generate_") as tmp:
+        if tiny:
+            from rlvr.models import save_model
+            from rlvr.models.tiny import build_tiny_model
 
-    model, tok = build_tiny_model(args.preset, seed=0)
-    model.eval().requires_grad_(False)
-    prompts = make_prompts(tok, args.batch)
-    T = args.new_tokens
-    engine = TorchEngine(model, tok, max_batch=max(1024, args.batch))
-    ids, valid, _ = left_pad(prompts, tok.pad_token_id)
-    mask = valid.long()
+            path = os.path.join(tmp, "model")
+            save_model(*build_tiny_model("small", seed=0), path)
+        else:
+            from rlvr.models.hub import REGISTRY, resolve
 
-    def run_rlvr(seed: int = 0):
-        return engine.generate(prompts, n=1, sampling=Sampling(temperature=1.0, top_p=1.0, max_new_tokens=T,
-                                                               seed=seed, ignore_eos=True))
-
-    def run_hf(seed: int = 0):
-        torch.manual_seed(seed)
-        with torch.inference_mode():
-            return model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0,
-                                  top_p=1.0, max_new_tokens=T, min_new_tokens=T,
-                                  eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-
-    print_header("generate: rlvr TorchEngine vs transformers generate")
-    print(f"model: {args.preset} ({count_parameters(model) / 1e6:.2f} M params, random init) | "
-          f"{args.batch} prompts (len {min(map(len, prompts))}-{max(map(len, prompts))}) x {T} new tokens | "
-          f"T=1, EOS ignored | {args.warmup} warm-up + {args.repeats} interleaved repeats, medians")
-    peak = matmul_flops_per_s()
-
-    for _ in range(args.warmup):
-        groups, out = run_rlvr(), run_hf()
-    # Both sides must do the same work: every row exactly T new tokens.
-    assert all(len(g[0].completion_ids) == T for g in groups), "rlvr did not sample new_tokens per prompt"
-    assert out.shape[1] - ids.shape[1] == T, "HF did not sample new_tokens per prompt"
-
-    times: dict[str, list[float]] = {"rlvr": [], "hf": []}
-    for r in range(args.repeats):
-        for name, fn in (("rlvr", run_rlvr), ("hf", run_hf)):
-            t0 = time.perf_counter()
-            fn(seed=r + 1)
-            times[name].append(time.perf_counter() - t0)
-    peak = statistics.median([peak, matmul_flops_per_s(), matmul_flops_per_s()])  # before and after the runs
-
-    tokens = args.batch * T
-    med = {k: statistics.median(v) for k, v in times.items()}
-    tps = {k: tokens / med[k] for k in med}
-    prefill, decode = generation_flops(model, [len(p) for p in prompts], T)
-    for name, label in (("rlvr", "rlvr TorchEngine"), ("hf", "HF generate")):
-        v = times[name]
-        print(f"{label:17s} {tps[name]:9.0f} tok/s | median {med[name] * 1e3:7.1f} ms "
-              f"(min {min(v) * 1e3:.1f}, max {max(v) * 1e3:.1f}) | {(prefill + decode) / med[name] / 1e9:.2f} GFLOP/s")
-    print(f"matmul fp32 2048^3: {peak / 1e9:.1f} GFLOP/s (median of 3 measurements in this run)")
-    print(f"rlvr achieved: {(prefill + decode) / med['rlvr'] / 1e9:.2f} GFLOP/s = "
-          f"{100 * (prefill + decode) / med['rlvr'] / peak:.1f}% of matmul peak "
-          f"(useful FLOPs: prefill {prefill / 1e9:.3f} + decode {decode / 1e9:.3f} GFLOP)")
-    # On a shared VM a burst of load can hit one side's median; the fastest runs say
-    # what each side does undisturbed. The headline (last line) stays the median ratio.
-    print(f"speedup on fastest runs (min times): {min(times['hf']) / min(times['rlvr']):.2f}")
-    print(f"speedup_vs_hf_generate: {tps['rlvr'] / tps['hf']:.2f}")
+            path = str(resolve(args.model)) if args.model in REGISTRY else args.model
+        model = _meta_model(path)
+        print(f"model: {args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params) | "
+              f"batch {batches} distinct chat prompts x {new} new tokens | T=1, EOS ignored | 1 warm-up + "
+              f"{repeats} interleaved repeats per batch size, medians")
+        worker_argv = [__file__, "--path", path, "--device", args.device] + (
+            ["--threads", str(args.threads)] if args.threads else [])
+        sides = []
+        try:
+            sides = [Side("rlvr", worker_argv + ["--worker", "rlvr"]), Side("hf", worker_argv + ["--worker", "hf"])]
+            first, what = device_peak(args.device)
+            peaks = [first]
+            runs = {}
+            for b in batches:
+                interleave(sides, 1, batch=b, new=new, seed=0)  # warm-up
+                runs[b] = {name: [] for name in ("rlvr", "hf")}
+                for r in range(repeats):
+                    for name, steps in interleave(sides, 1, batch=b, new=new, seed=r + 1).items():
+                        runs[b][name] += steps
+                    sides.reverse()  # ABBA across repeats
+            peaks += [device_peak(args.device)[0], device_peak(args.device)[0]]
+            finals = {s.name: s.close() for s in sides}
+            threads = {s.name: s.info["threads"] for s in sides}
+        finally:
+            for s in sides:
+                s.kill()
+    peak = statistics.median(peaks)
+    print(f"matmul {what} on {args.device}: {peak / 1e9:.1f} GFLOP/s (median of {len(peaks)} measurements in this run)")
+    ratios = []
+    for b in batches:
+        tps = {}
+        for name, label_ in (("rlvr", "rlvr TorchEngine"), ("hf", "HF generate")):
+            steps = runs[b][name]
+            assert all(n == new for s in steps for n in s["lengths"]), f"{name} did not sample {new} tokens a row"
+            times = [s["seconds"] for s in steps]
+            med = statistics.median(times)
+            prefill, decode = generation_flops(model, steps[0]["prompt_lens"], new)
+            tps[name] = b * new / med
+            print(f"batch {b:3d} {label_:17s} {tps[name]:8.0f} tok/s | median {med * 1e3:8.1f} ms (min "
+                  f"{min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f}) | {(prefill + decode) / med / 1e9:6.2f} "
+                  f"GFLOP/s = {100 * (prefill + decode) / med / peak:4.1f}% of matmul peak | threads {threads[name]}")
+        ratios.append(tps["rlvr"] / tps["hf"])
+        print(f"batch {b:3d} speedup {ratios[-1]:.2f}")
+    print(f"peak RSS: rlvr {finals['rlvr']['peak_rss_gb']:.2f} GB, HF {finals['hf']['peak_rss_gb']:.2f} GB")
+    print(f"{label}: {statistics.median(ratios):.2f}")
 
 
 if __name__ == "__main__":

@@ -1,51 +1,51 @@
-"""One RL step, rlvr against TRL's `GRPOTrainer`, on the same model, task and batch.
+"""One RL step, rlvr against TRL's `GRPOTrainer`, each in its own process, on the same model, task and batch.
 
-What: the wall-clock time of one GRPO optimizer step, generation included, on CPU.
-Both sides start from the same random-init tiny model (`build_tiny_model("small")`:
-Qwen2 architecture, 4 layers, hidden 256, 4.2 M parameters, char tokenizer with a chat
-template), saved to a temp dir that both load. Both get 2-digit additions as chat
-prompts and score them with the same verifier (`env.verify`; a completion cut by the
-token limit earns 0 on both sides). One step = 8 prompts x 8 samples = 64 completions
-of at most 32 new tokens at T=1 (full vocabulary), then one AdamW step at lr 1e-4 with
-no KL term (beta=0, no reference model).
+What: the wall-clock time of one GRPO optimizer step, generation included, on CPU, and
+each side's peak memory. Two cases:
 
-The two sides run interleaved, one TRL step then one rlvr step, because this machine
-is a noisy shared VM (run to run, either side's median moves by 30%); medians are
-compared after both sides' warm-up steps.
+- `--model tiny` (default): a random-init 4.2 M-parameter Qwen2 (`build_tiny_model
+  ("small")`, char tokenizer with a chat template), saved once and loaded by both; 2-digit
+  additions as chat prompts; 8 prompts x 8 samples, <= 32 new tokens, T=1, full
+  fine-tuning, AdamW lr 1e-4.
+- `--model smollm2-135m` (or any HF dir): the real instruct model, LoRA r=16 (alpha 32)
+  on every projection on both sides; 2-digit additions with rlvr's "the answer is"
+  prompt (two worked examples), the same text on both sides; 4 prompts x 4 samples,
+  <= 64 new tokens, T=1, AdamW lr 1e-5. Fetch it once with `rlvr models get smollm2-135m`.
 
-- TRL: `GRPOTrainer` with `per_device_train_batch_size=64, num_generations=8`; a
-  `TrainerCallback` times each optimizer step from `on_step_begin` to `on_step_end`
-  (generation, reward, loss forward, backward, optimizer; Trainer logging lies outside).
-- rlvr: exactly what `rlvr.train.rl.main` does per step: `queue.get` (the
-  producer samples with `TorchEngine` and verifies), `train_on`, and `push_weights`
-  (the engine takes the new weights).
+Both sides: no KL term (beta 0, no reference model), one optimizer step per batch, the
+`arithmetic` environment's verifier as the reward (a completion cut by the token limit
+earns 0 on both), completions end at EOS as each side normally does; each side's mean
+completion length and reward are printed so the reader can see the work compares.
 
-Both sides stop a completion at EOS as they normally do; a random model rarely emits
-it, so most completions run to 32 tokens. The mean completion length of each side is
-printed so the reader can see the work is comparable.
+How it is timed (benchmarks/interleave.py): each side runs in a process of its own, as
+its users run it, and the parent steps them in turn (A B B A ...), so a slow spell of a
+shared machine hits both alike and neither ever competes with the other for the cores.
 
-Why: TRL is the obvious baseline for GRPO; rlvr should be clearly faster on the
-laptop-class CPU it is meant to run on first. The script also counts the useful FLOPs
-of rlvr's step (see benchmarks/common.py for the convention) and measures a large
-fp32 matmul's FLOP/s in the same run, so it says how far rlvr is from the hardware's
-floor, not only how it compares with TRL. Counting: generation = prefill of each
-distinct prompt once + one decode forward per completion token after the first;
-training runs the same tokens teacher-forced (each prompt once per group, as rlvr's
-`policy_logprobs` does, completions per sample), so its forward costs the same useful
-FLOPs as generation, and forward + backward = 3x that.
+- TRL: `GRPOTrainer(per_device_train_batch_size=prompts*group, num_generations=group)`;
+  a callback holds the trainer at each step's end until the parent asks for the next
+  step; the step's time runs from that request to the next `on_step_end` (the Trainer's
+  own between-step work, data loading and logging, included).
+- rlvr: exactly what `rlvr.train.rl.main` does per step, set up as `main` sets it up
+  (`setup_model`, a weight-sharing `TorchEngine`, `Producer`, `train_on`, `push_weights`).
 
-Run (a few minutes on 2 cores):
+Compute floor: each side's useful FLOPs (benchmarks/common.py; prompts once per group,
+completions per sample, from that side's own token counts) over a large fp32 matmul's
+rate measured by the parent in the same run. Training counts forward + backward as 3x
+the forward with full fine-tuning and 2x under LoRA (no weight gradients for the frozen
+base).
 
-    .venv/bin/python benchmarks/rl_step_vs_trl.py                 # 12 steps each, 2 warm-up
-    .venv/bin/python benchmarks/rl_step_vs_trl.py --steps 20 --skip-trl
+    .venv/bin/python benchmarks/rl_step_vs_trl.py                          # tiny, 12 steps each
+    .venv/bin/python benchmarks/rl_step_vs_trl.py --model smollm2-135m --steps 6 --warmup 1
+    .venv/bin/python benchmarks/rl_step_vs_trl.py --skip-trl
 
-The last line is always `speedup_vs_trl: X` (TRL median step time / rlvr median step
-time; `nan` with --skip-trl).
+The last line is `speedup_vs_trl: X` (tiny) or `speedup_vs_trl_smollm2: X` (TRL median
+step time / rlvr median step time; `nan` with --skip-trl).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import statistics
@@ -56,206 +56,262 @@ import warnings
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root, for rlvr
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # repo root, for rlvr
 
-from common import generation_flops, matmul_flops_per_s, print_header  # noqa: E402
+from common import device_peak, generation_flops, print_header  # noqa: E402
+from interleave import Channel, Side, interleave, peak_rss_gb  # noqa: E402
 
-from rlvr.engine import TorchEngine  # noqa: E402
-from rlvr.envs import make_env  # noqa: E402
-from rlvr.models import count_parameters, load_model, save_model  # noqa: E402
-from rlvr.models.forward import parts_of  # noqa: E402
-from rlvr.models.tiny import PRESETS, build_tiny_model  # noqa: E402
-from rlvr.train.producer import Producer  # noqa: E402
-from rlvr.train.queues import make_queue  # noqa: E402
-from rlvr.train.rl import RLConfig, train_on  # noqa: E402
-from rlvr.types import Sampling  # noqa: E402
-
-ENV_SPEC = {"name": "arithmetic", "digits": 2, "ops": ["add"], "template": "{expr}"}
-PROMPTS, GROUP, MAX_NEW, LR, THREADS = 8, 8, 32, 1e-4, 2
+TINY = {"env": {"name": "arithmetic", "digits": 2, "ops": ["add"], "template": "{expr}"},
+        "prompts": 8, "group": 8, "max_new": 32, "lr": 1e-4, "lora_r": 0}
+REAL = {"env": "prompt:format=answer_is,shots=2:arithmetic:digits=2,ops=add",
+        "prompts": 4, "group": 4, "max_new": 64, "lr": 1e-5, "lora_r": 16}
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+THREADS = 2
 
 
-def step_flops(model, groups: list[tuple[int, list[int]]]) -> tuple[float, float]:
-    """(generation, training) useful FLOPs of one step; `groups`: (prompt length, completion lengths)."""
-    gen = 0.0
-    for prompt_len, lengths in groups:
-        gen += generation_flops(model, [prompt_len], 0)[0]  # prefill once per prompt
-        gen += sum(generation_flops(model, [prompt_len], c)[1] for c in lengths)  # decode per completion
-    return gen, 3.0 * gen
-
-
-class RlvrLoop:
-    """rlvr's RL loop, one `step()` at a time, timed as `rl.main` runs it: rollouts + train + weight sync."""
-
-    def __init__(self, path: str, steps: int):
-        self.cfg = cfg = RLConfig(model=path, env=ENV_SPEC, steps=steps, prompts=PROMPTS, group_size=GROUP,
-                                  max_new_tokens=MAX_NEW, lr=LR, kl_coef=0.0, eval_problems=0, seed=0)
-        self.model, self.tok = load_model(path, device="cpu")
-        self.model.train()
-        self.parts = parts_of(self.model)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
-                                     weight_decay=cfg.weight_decay)
-        sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
-        engine = TorchEngine(self.model, self.tok, version=0)
-        producer = Producer(engine, make_env(cfg.env), cfg.prompts, cfg.group_size, sampling, cfg.seed,
-                            cfg.drop_uniform_groups)
-        self.queue = make_queue(producer, cfg.max_staleness, start=0, version=0)
-        self.done = 0
-        self.times, self.gen, self.sync, self.len, self.reward, self.shapes = [], [], [], [], [], []
-
-    def step(self) -> None:
-        step = self.done
-        t0 = time.perf_counter()
-        batch = self.queue.get(step)
-        t_gen = time.perf_counter()
-        train_on(batch.rollouts, self.model, self.parts, None, self.opt, self.cfg, self.tok.pad_token_id)
-        t_sync = time.perf_counter()
-        self.queue.push_weights(self.model.state_dict(), step + 1)
-        t1 = time.perf_counter()
-        self.done += 1
-        self.times.append(t1 - t0)
-        self.gen.append(t_gen - t0)
-        self.sync.append(t1 - t_sync)
-        self.len.append(statistics.fmean(len(s.completion_ids) for r in batch.rollouts for s in r.samples))
-        self.reward.append(batch.stats["reward"])
-        self.shapes.append([(len(r.samples[0].prompt_ids), [len(s.completion_ids) for s in r.samples])
-                            for r in batch.rollouts])
-
-    def results(self, warmup: int) -> dict:
-        self.queue.close()
-        keep = slice(warmup, None)
-        return {"times": self.times[keep], "gen": self.gen[keep], "sync": self.sync[keep], "len": self.len[keep],
-                "reward": self.reward[keep], "flops": [step_flops(self.model, s) for s in self.shapes[keep]]}
-
-
-def run_trl(path: str, steps: int, warmup: int, out_dir: str, after_step=None) -> dict:
-    """TRL's GRPOTrainer for `steps` optimizer steps, each timed by a callback.
-
-    `after_step()` (untimed here) runs after each TRL step: it interleaves rlvr's steps
-    with TRL's, so a slow spell of this shared VM hits both sides alike."""
-    import datasets
-    from transformers import TrainerCallback
-    from transformers.trainer_callback import PrinterCallback
-    from trl import GRPOConfig, GRPOTrainer
-
-    datasets.disable_progress_bars()
-    env = make_env(ENV_SPEC)
-    stream = env.problems("train", seed=0)
-    problems = [next(stream) for _ in range(PROMPTS * steps)]
-    by_prompt = {p.prompt: p for p in problems}  # the prompt text is the expression: unique per problem
-    dataset = datasets.Dataset.from_list([{"prompt": p.messages(), "answer": str(p.answer)} for p in problems])
-    _, tok = load_model(path, device="cpu")  # only for the EOS id
-    eos_id = tok.eos_token_id
-    lengths: list[float] = []
-    rewards: list[float] = []
-
-    def verifier_reward(prompts, completions, completion_ids, answer, **_) -> list[float]:
-        out = []
-        for prompt, completion, ids, gold in zip(prompts, completions, completion_ids, answer):
-            problem = by_prompt[prompt[-1]["content"]]
-            assert str(problem.answer) == gold
-            if eos_id not in ids:  # cut by the token limit: 0, as rlvr's rollout judges it
-                out.append(0.0)
-            else:
-                out.append(env.verify(problem, completion[-1]["content"]).reward)
-        lengths.append(statistics.fmean(len(ids) for ids in completion_ids))
-        rewards.append(statistics.fmean(out))
-        return out
-
-    class StepTimer(TrainerCallback):
-        def __init__(self):
-            self.begin: list[float] = []
-            self.end: list[float] = []
-            self.resume: list[float] = []
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            self.begin.append(time.perf_counter())
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.end.append(time.perf_counter())
-            if after_step is not None:
-                after_step()
-            self.resume.append(time.perf_counter())
-
-    timer = StepTimer()
-    config = GRPOConfig(
-        output_dir=out_dir, per_device_train_batch_size=PROMPTS * GROUP, num_generations=GROUP,
-        max_completion_length=MAX_NEW, temperature=1.0, use_cpu=True, beta=0.0, learning_rate=LR,
-        max_steps=steps, logging_steps=1, report_to=[], save_strategy="no", disable_tqdm=True, seed=0,
-    )
-    trainer = GRPOTrainer(model=path, reward_funcs=verifier_reward, args=config, train_dataset=dataset,
-                          processing_class=tok, callbacks=[timer])
-    trainer.remove_callback(PrinterCallback)  # disable_tqdm swaps the progress bar for a log printer
-    torch.set_num_threads(THREADS)
-    trainer.train()
-    times = [e - b for b, e in zip(timer.begin, timer.end)]
-    # What the Trainer does between one step's end and the next one's begin (data loading,
-    # logging) is outside the timed step; report it so the reader can add it if wished.
-    between = [b2 - r1 for r1, b2 in zip(timer.resume, timer.begin[1:])]
-    return {"times": times[warmup:], "between": between[warmup:], "len": lengths[warmup:], "reward": rewards[warmup:],
-            "threads": torch.get_num_threads()}
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--steps", type=int, default=12, help="optimizer steps run by each side (warm-up included)")
-    ap.add_argument("--warmup", type=int, default=2, help="first steps of each side left out of the median")
-    ap.add_argument("--preset", default="small", choices=sorted(PRESETS), help="tiny-model preset (random init)")
-    ap.add_argument("--skip-trl", action="store_true", help="time rlvr only (prints speedup_vs_trl: nan)")
-    args = ap.parse_args(argv)
-    if args.steps <= args.warmup:
-        ap.error(f"--steps ({args.steps}) must exceed --warmup ({args.warmup})")
-    torch.set_num_threads(THREADS)
-    torch.manual_seed(0)
+def _quiet() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # keep HF's and TRL's notices out of the report
     logging.getLogger("trl").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
 
-    print_header("one GRPO step: rlvr vs TRL GRPOTrainer")
-    with tempfile.TemporaryDirectory(prefix="rl_step_vs_trl_") as tmp:
-        path = os.path.join(tmp, "model")
-        model, tok = build_tiny_model(args.preset, seed=0)
-        save_model(model, tok, path)
-        print(f"model: {args.preset} ({count_parameters(model) / 1e6:.2f} M params, random init) | task: 2-digit "
-              f"addition, chat prompts | step: {PROMPTS} prompts x {GROUP} samples, <= {MAX_NEW} new tokens, T=1, "
-              f"lr {LR:g}, beta 0, 1 optimizer step | {args.steps} steps each, median of last "
-              f"{args.steps - args.warmup}")
-        peaks = [matmul_flops_per_s()]
-        loop = RlvrLoop(path, args.steps)
-        trl = None
-        if args.skip_trl:
-            for _ in range(args.steps):
-                loop.step()
-        else:  # TRL step, rlvr step, TRL step, ...
-            trl = run_trl(path, args.steps, args.warmup, os.path.join(tmp, "trl"), after_step=loop.step)
-        assert loop.done == args.steps, f"rlvr ran {loop.done} steps, expected {args.steps}"
-        rl = loop.results(args.warmup)
-        peaks += [matmul_flops_per_s(), matmul_flops_per_s()]
-    peak = statistics.median(peaks)
 
-    med = statistics.median(rl["times"])
-    if trl is not None:
-        t = trl["times"]
-        print(f"TRL  GRPOTrainer  median {statistics.median(t):.3f} s/step (min {min(t):.3f}, max {max(t):.3f}) | "
-              f"+ {1e3 * statistics.median(trl['between']):.0f} ms between steps | mean completion "
-              f"{statistics.fmean(trl['len']):.1f} tokens | reward {statistics.fmean(trl['reward']):.3f} | "
-              f"threads {trl['threads']}")
-    t = rl["times"]
-    print(f"rlvr train.rl     median {med:.3f} s/step (min {min(t):.3f}, max {max(t):.3f}) | generate "
-          f"{statistics.median(rl['gen']):.3f} + train {med - statistics.median(rl['gen']) - statistics.median(rl['sync']):.3f}"
-          f" + sync {statistics.median(rl['sync']):.3f} s | mean completion {statistics.fmean(rl['len']):.1f} tokens | "
-          f"reward {statistics.fmean(rl['reward']):.3f} | threads {torch.get_num_threads()}")
-    gen = statistics.fmean(f[0] for f in rl["flops"])
-    train = statistics.fmean(f[1] for f in rl["flops"])
-    floor = (gen + train) / peak
-    print(f"matmul fp32 2048^3: {peak / 1e9:.1f} GFLOP/s (median of {len(peaks)} measurements in this run)")
-    print(f"rlvr step useful FLOPs: {(gen + train) / 1e9:.3f} GFLOP (generation {gen / 1e9:.3f} + train fwd+bwd "
-          f"{train / 1e9:.3f}) -> compute floor {floor * 1e3:.1f} ms; rlvr step = {med / floor:.1f}x floor "
-          f"({100 * floor / med:.1f}% of matmul peak)")
-    speedup = statistics.median(trl["times"]) / med if trl is not None else float("nan")
-    print(f"speedup_vs_trl: {speedup:.2f}", flush=True)
+def _sync(device: str) -> None:
+    if device != "cpu":
+        torch.cuda.synchronize()
+
+
+# ---------------------------------------------------------------------------- rlvr side
+def rlvr_worker(path: str, case: dict, steps: int, device: str) -> None:
+    from rlvr.engine import TorchEngine
+    from rlvr.envs import make_env
+    from rlvr.train.producer import Producer
+    from rlvr.train.queues import make_queue
+    from rlvr.train.rl import RLConfig, reference_logprobs, train_on
+    from rlvr.train.setup import setup_model, trainable
+    from rlvr.types import Sampling
+
+    channel = Channel()
+    torch.set_num_threads(THREADS)
+    cfg = RLConfig(model=path, env=case["env"], steps=steps, prompts=case["prompts"], group_size=case["group"],
+                   max_new_tokens=case["max_new"], lr=case["lr"], warmup=0, kl_coef=0.0, eval_problems=0, seed=0,
+                   lora_r=case["lora_r"], lora_targets=LORA_TARGETS, device=device)
+    model, tok, parts = setup_model(cfg, path)  # as rl.main sets up
+    reference = reference_logprobs(cfg, model, parts)
+    opt = torch.optim.AdamW(trainable(model), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+    engine = TorchEngine(model, tok, version=0, share=True)
+    env = make_env(cfg.prompted(cfg.env))
+    queue = make_queue(Producer(engine, env, cfg.prompts, cfg.group_size, sampling, cfg.seed, cfg.drop_uniform_groups),
+                       cfg.max_staleness, start=0, version=0)
+    channel.send(ready=True, threads=torch.get_num_threads())
+    step = 0
+    while channel.wait()[0] == "step":
+        t0 = time.perf_counter()
+        batch = queue.get(step)
+        t_gen = time.perf_counter()
+        metrics = train_on(batch.rollouts, model, parts, reference, opt, cfg, tok.pad_token_id)
+        t_sync = time.perf_counter()
+        queue.push_weights(model.state_dict(), step + 1)
+        _sync(device)
+        t1 = time.perf_counter()
+        step += 1
+        channel.send(seconds=t1 - t0, generate=t_gen - t0, sync=t1 - t_sync, reward=batch.stats["reward"],
+                     signal=metrics.get("signal", 0.0),
+                     shapes=[(len(r.samples[0].prompt_ids), [len(s.completion_ids) for s in r.samples])
+                             for r in batch.rollouts])
+    queue.close()
+    channel.send(peak_rss_gb=peak_rss_gb())
+
+
+# ----------------------------------------------------------------------------- TRL side
+def trl_worker(path: str, case: dict, steps: int, device: str) -> None:
+    import datasets
+    from transformers import AutoTokenizer, TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from rlvr.envs import make_env
+
+    channel = Channel()
+    _quiet()
+    datasets.disable_progress_bars()
+    env = make_env(case["env"])  # the same spec rlvr's side uses: the same prompt text
+    stream = env.problems("train", seed=0)
+    problems = [next(stream) for _ in range(case["prompts"] * steps)]
+    by_prompt = {p.messages()[-1]["content"]: p for p in problems}
+    dataset = datasets.Dataset.from_list([{"prompt": p.messages(), "answer": str(p.answer)} for p in problems])
+    tok = AutoTokenizer.from_pretrained(path)
+    eos_id = tok.eos_token_id
+    step_log: dict = {}
+
+    def verifier_reward(prompts, completions, completion_ids, answer, **_) -> list[float]:
+        out, shapes = [], {}
+        for prompt, completion, ids, gold in zip(prompts, completions, completion_ids, answer):
+            problem = by_prompt[prompt[-1]["content"]]
+            assert str(problem.answer) == gold
+            out.append(0.0 if eos_id not in ids else env.verify(problem, completion[-1]["content"]).reward)
+            key = prompt[-1]["content"]
+            if key not in shapes:
+                shapes[key] = (len(tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
+                                                           return_dict=False)), [])
+            shapes[key][1].append(len(ids))
+        step_log.update(reward=statistics.fmean(out), shapes=list(shapes.values()))
+        return out
+
+    class Stepper(TrainerCallback):
+        """Holds the trainer between steps until the parent asks for one; times request -> step end."""
+
+        def __init__(self):
+            self.t0 = None
+
+        def _wait(self):
+            if channel.wait()[0] != "step":
+                raise SystemExit(0)
+            self.t0 = time.perf_counter()
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if self.t0 is None:  # the first step: everything before it is set-up
+                channel.send(ready=True, threads=torch.get_num_threads())
+                self._wait()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            _sync(device)
+            channel.send(seconds=time.perf_counter() - self.t0, **step_log)
+            if state.global_step < state.max_steps:
+                self._wait()
+
+    peft_config = None
+    if case["lora_r"]:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=case["lora_r"], lora_alpha=2 * case["lora_r"], target_modules=LORA_TARGETS,
+                                 lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
+    config = GRPOConfig(
+        output_dir=tempfile.mkdtemp(prefix="trl_"), per_device_train_batch_size=case["prompts"] * case["group"],
+        num_generations=case["group"], max_completion_length=case["max_new"], temperature=1.0,
+        use_cpu=device == "cpu", bf16=device != "cpu", model_init_kwargs={"dtype": "bfloat16" if device != "cpu" else "float32"},
+        beta=0.0, learning_rate=case["lr"], max_steps=steps, logging_steps=1, report_to=[], save_strategy="no",
+        disable_tqdm=True, seed=0)
+    trainer = GRPOTrainer(model=path, reward_funcs=verifier_reward, args=config, train_dataset=dataset,
+                          processing_class=tok, callbacks=[Stepper()], peft_config=peft_config)
+    trainer.remove_callback(PrinterCallback)  # disable_tqdm swaps the progress bar for a log printer
+    torch.set_num_threads(THREADS)
+    trainer.train()
+    channel.wait()  # "quit"
+    channel.send(peak_rss_gb=peak_rss_gb())
+
+
+# ------------------------------------------------------------------------------- parent
+def step_flops(model, groups: list, lora: bool) -> tuple[float, float]:
+    """(generation, training) useful FLOPs of one step; `groups`: (prompt length, completion lengths)."""
+    gen = 0.0
+    for prompt_len, lengths in groups:
+        gen += generation_flops(model, [prompt_len], 0)[0]  # prefill once per prompt
+        gen += sum(generation_flops(model, [prompt_len], c)[1] for c in lengths)  # decode per completion
+    return gen, (2.0 if lora else 3.0) * gen
+
+
+def _meta_model(path: str):
+    """The model's modules without its weights: enough to count its FLOPs."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+
+
+def _summary(name: str, steps: list[dict], warmup: int, model, lora: bool, peak: float) -> dict:
+    kept = steps[warmup:]
+    times = [s["seconds"] for s in kept]
+    flops = [sum(step_flops(model, s["shapes"], lora)) for s in kept]
+    lens = [statistics.fmean(c for _, cs in s["shapes"] for c in cs) for s in kept]
+    med = statistics.median(times)
+    floor = statistics.fmean(flops) / peak
+    return {"name": name, "median": med, "min": min(times), "max": max(times), "first": steps[0]["seconds"],
+            "len": statistics.fmean(lens), "reward": statistics.fmean(s["reward"] for s in kept),
+            "gflop": statistics.fmean(flops) / 1e9, "floor": floor, "of_peak": floor / med}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--model", default="tiny", help="tiny (random-init preset 'small'), a registered name "
+                    "(smollm2-135m, after `rlvr models get`) or a local HF model dir")
+    ap.add_argument("--steps", type=int, default=12, help="optimizer steps run by each side (warm-up included)")
+    ap.add_argument("--warmup", type=int, default=2, help="first steps of each side left out of the median")
+    ap.add_argument("--skip-trl", action="store_true", help="time rlvr only (the last line says nan)")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda (bf16 weights on both sides there)")
+    ap.add_argument("--worker", choices=["rlvr", "trl"], help=argparse.SUPPRESS)
+    ap.add_argument("--path", help=argparse.SUPPRESS)
+    ap.add_argument("--case", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        _quiet()
+        return (rlvr_worker if args.worker == "rlvr" else trl_worker)(args.path, json.loads(args.case), args.steps,
+                                                                      args.device)
+    if args.steps <= args.warmup:
+        ap.error(f"--steps ({args.steps}) must exceed --warmup ({args.warmup})")
+    _quiet()
+    torch.set_num_threads(THREADS)
+    tiny = args.model == "tiny"
+    case = TINY if tiny else REAL
+    label = "speedup_vs_trl" if tiny else "speedup_vs_trl_" + os.path.basename(args.model.rstrip("/")).split("-")[0]
+    print_header("one GRPO step: rlvr vs TRL GRPOTrainer, each in its own process, interleaved")
+    with tempfile.TemporaryDirectory(prefix="rl_step_vs_trl_") as tmp:
+        if tiny:
+            from rlvr.models import save_model
+            from rlvr.models.tiny import build_tiny_model
+
+            path = os.path.join(tmp, "model")
+            save_model(*build_tiny_model("small", seed=0), path)
+        else:
+            from rlvr.models.hub import REGISTRY, resolve
+
+            path = str(resolve(args.model)) if args.model in REGISTRY else args.model
+        model = _meta_model(path)
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"model: {args.model} ({n_params / 1e6:.1f} M params) | task: {case['env']} | step: {case['prompts']} "
+              f"prompts x {case['group']} samples, <= {case['max_new']} new tokens, T=1, lr {case['lr']:g}, beta 0, "
+              f"{'LoRA r=%d on %s' % (case['lora_r'], ','.join(LORA_TARGETS)) if case['lora_r'] else 'full fine-tuning'}"
+              f", 1 optimizer step | {args.steps} steps each, median of the last {args.steps - args.warmup}")
+        worker = [__file__, "--path", path, "--case", json.dumps(case), "--steps", str(args.steps), "--device",
+                  args.device, "--worker"]
+        sides = []
+        try:
+            sides.append(Side("rlvr", worker + ["rlvr"]))
+            if not args.skip_trl:
+                sides.append(Side("trl", worker + ["trl"]))
+            first, what = device_peak(args.device)  # the workers wait on their pipes meanwhile
+            peaks = [first]
+            steps = interleave(sides, args.steps)
+            peaks += [device_peak(args.device)[0], device_peak(args.device)[0]]
+            finals = {s.name: s.close() for s in sides}
+        finally:
+            for s in sides:
+                s.kill()
+    peak = statistics.median(peaks)
+    threads = {s.name: s.info["threads"] for s in sides}
+    lora = bool(case["lora_r"])
+    res = {name: _summary(name, steps[name], args.warmup, model, lora, peak) for name in steps}
+    print(f"matmul {what} on {args.device}: {peak / 1e9:.1f} GFLOP/s (median of {len(peaks)} measurements in this run)")
+    for name, label_ in (("trl", "TRL GRPOTrainer"), ("rlvr", "rlvr train.rl")):
+        if name not in res:
+            continue
+        r = res[name]
+        extra = ""
+        if name == "rlvr":
+            kept = steps["rlvr"][args.warmup:]
+            extra = (f" | generate {statistics.median(s['generate'] for s in kept):.3f} + sync "
+                     f"{statistics.median(s['sync'] for s in kept):.3f} s | groups with signal "
+                     f"{statistics.fmean(s['signal'] for s in kept):.0%}")
+        print(f"{label_:16s} median {r['median']:.3f} s/step (min {r['min']:.3f}, max {r['max']:.3f}; first "
+              f"{r['first']:.3f}) | mean completion {r['len']:.1f} tokens | reward {r['reward']:.3f} | useful "
+              f"{r['gflop']:.2f} GFLOP -> floor {r['floor'] * 1e3:.0f} ms = {100 * r['of_peak']:.1f}% of matmul peak"
+              f" | peak RSS {finals[name]['peak_rss_gb']:.2f} GB | threads {threads[name]}{extra}")
+    speedup = res["trl"]["median"] / res["rlvr"]["median"] if "trl" in res else float("nan")
+    print(f"{label}: {speedup:.2f}", flush=True)
 
 
 if __name__ == "__main__":

