@@ -90,7 +90,7 @@ def rlvr_worker(path: str, case: dict, steps: int, device: str) -> None:
     from rlvr.train.producer import Producer
     from rlvr.train.queues import make_queue
     from rlvr.train.rl import RLConfig, reference_logprobs, train_on
-    from rlvr.train.setup import setup_model, trainable
+    from rlvr.train.setup import make_optimizer, setup_model
     from rlvr.types import Sampling
 
     channel = Channel()
@@ -100,7 +100,7 @@ def rlvr_worker(path: str, case: dict, steps: int, device: str) -> None:
                    lora_r=case["lora_r"], lora_targets=LORA_TARGETS, device=device)
     model, tok, parts = setup_model(cfg, path)  # as rl.main sets up
     reference = reference_logprobs(cfg, model, parts)
-    opt = torch.optim.AdamW(trainable(model), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
     engine = TorchEngine(model, tok, version=0, share=True)
     env = make_env(cfg.prompted(cfg.env))

@@ -138,3 +138,45 @@ def test_a_shared_engine_samples_what_an_engine_with_its_own_copy_does(micro_bas
     own = TorchEngine(model, tok).generate(prompts, 4, sampling)
     shared = TorchEngine(model, tok, share=True).generate(prompts, 4, sampling)
     assert [[s.completion_ids for s in g] for g in own] == [[s.completion_ids for s in g] for g in shared]
+
+
+def test_low_precision_weights_train_through_fp32_master_copies():
+    """bf16 weights (the GPU default): AdamW keeps fp32 copies and fp32 moments, so a step
+    too small for bf16 to resolve still accumulates; the model stays bf16."""
+    from rlvr.train.setup import MasterWeights, make_optimizer
+
+    model = torch.nn.Linear(4, 4, bias=False).to(torch.bfloat16)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    opt = make_optimizer(model, lr=1e-4, betas=(0.9, 0.99))
+    assert isinstance(opt, MasterWeights)
+    for _ in range(20):  # each step moves a weight by ~1e-4, below bf16's spacing of 2**-7 at 1.0
+        model(torch.ones(2, 4, dtype=torch.bfloat16)).sum().backward()
+        opt.step()
+        opt.zero_grad()
+    master = opt.master[0]
+    assert master.dtype == torch.float32 and model.weight.dtype == torch.bfloat16
+    assert master.max().item() == pytest.approx(1.0 - 20 * 1e-4, rel=1e-3)  # every step kept
+    state = opt.state_dict()["state"][0]
+    assert state["exp_avg"].dtype == torch.float32 and state["exp_avg_sq"].dtype == torch.float32
+    plain = torch.nn.Linear(4, 4, bias=False).to(torch.bfloat16)
+    with torch.no_grad():
+        plain.weight.fill_(1.0)
+    naive = torch.optim.AdamW(plain.parameters(), lr=1e-4, betas=(0.9, 0.99))
+    for _ in range(20):
+        plain(torch.ones(2, 4, dtype=torch.bfloat16)).sum().backward()
+        naive.step()
+        naive.zero_grad()
+    assert torch.all(plain.weight == 1.0)  # the same steps taken in bf16 are lost
+    assert isinstance(make_optimizer(torch.nn.Linear(2, 2), lr=1e-3), torch.optim.AdamW)
+
+
+def test_rl_in_bfloat16_trains_and_resumes(micro_base, tmp_path):
+    run = rl.main(_rl(micro_base, tmp_path / "rl", lora_r=0, dtype="bfloat16", steps=2, eval_problems=0))
+    ckpt = last_model(run.dir)
+    trained, _ = load_model(ckpt, dtype=torch.bfloat16)
+    base, _ = load_model(last_model(micro_base), dtype=torch.bfloat16)
+    assert any(not torch.equal(v, base.state_dict()[k]) for k, v in trained.state_dict().items())
+    rl.main(_rl(micro_base, tmp_path / "rl", lora_r=0, dtype="bfloat16", steps=3, eval_problems=0, resume=True))
+    steps = [json.loads(line)["step"] for line in (run.dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]

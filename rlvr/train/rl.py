@@ -31,7 +31,7 @@ from rlvr.models import count_parameters, load_model
 from rlvr.models.forward import parts_of
 from rlvr.models.lora import is_lora
 from rlvr.train.batch import TrainBatch, make_batch, policy_logprobs
-from rlvr.train.setup import memory_metrics, restore_optimizer, setup_model, trainable
+from rlvr.train.setup import make_optimizer, memory_metrics, restore_optimizer, setup_model
 from rlvr.compute import Compute, inherited_from
 from rlvr.train.evaluator import Evaluator, TrainerFields, headline_pass_at_1
 from rlvr.train.guard import DeclineGuard
@@ -278,7 +278,7 @@ def main(cfg: RLConfig) -> Run:
     model, tok, parts = setup_model(cfg, last_model(cfg.model), resumed[0] if resumed else None)
     compute = Compute(count_parameters(model), "rl", inherited_from(cfg.model))
     reference = reference_logprobs(cfg, model, parts)
-    opt = torch.optim.AdamW(trainable(model), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     if resumed:
         restore_optimizer(opt, resumed[1], str(resumed[0].parent))
         compute.load_state(resumed[1].get("compute"))

@@ -50,7 +50,7 @@ from rlvr.train.evaluator import Evaluator, TrainerFields
 from rlvr.train.progress import StepBar
 from rlvr.run import Run, last_model
 from rlvr.train.schedule import lr_at
-from rlvr.train.setup import memory_metrics, restore_optimizer, setup_model, trainable
+from rlvr.train.setup import make_optimizer, memory_metrics, restore_optimizer, setup_model
 
 ROLES = {"system", "user", "assistant", "tool"}
 
@@ -205,7 +205,7 @@ def main(cfg: SFTConfig) -> Run:
     if cfg.budget_flops:  # it spans the steps the budget affords (estimated; the same after a resume)
         per_step = 6.0 * compute.n_params * sum(len(ex.ids) for row in rows for ex in row) / per_epoch
         horizon = max(1, min(total, math.ceil((cfg.budget_flops - compute.inherited.flops) / per_step)))
-    opt = torch.optim.AdamW(trainable(model), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     if resumed:
         restore_optimizer(opt, resumed[1], str(resumed[0].parent))
         compute.load_state(resumed[1].get("compute"))
