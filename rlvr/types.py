@@ -144,5 +144,6 @@ class Engine(Protocol):
     def generate(self, prompts: list[list[int]], n: int, sampling: Sampling) -> list[list[Sample]]:
         ...
 
-    def sync_weights(self, state: dict[str, Any], version: int) -> None:
+    def sync_weights(self, state: dict[str, Any], version: int, partial: bool = False) -> None:
+        """Take new weights (`partial`: only some tensors, e.g. LoRA adapters; the rest stay)."""
         ...

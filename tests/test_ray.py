@@ -80,8 +80,12 @@ def test_a_killed_worker_is_restarted_and_no_step_is_lost(micro_base, tmp_path):
     assert (run_dir / "summary.json").exists()
 
 
-def _ours(before):
-    return {n for n in ray.util.list_named_actors() if n.startswith("rlvr-rollout-")} - before
+def _ours(before, all_jobs=False):
+    if all_jobs:  # another process's actors live in its job's namespace
+        names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)}
+    else:
+        names = set(ray.util.list_named_actors())
+    return {n for n in names if n.startswith("rlvr-rollout-")} - before
 
 
 def test_a_worker_that_keeps_dying_ends_the_run_in_one_line_and_leaves_nothing(micro_base, tmp_path):
@@ -132,3 +136,60 @@ def test_an_address_where_nothing_answers_is_refused_in_one_line(micro_base, tmp
     assert out.returncode == 2, out.stderr
     assert "--ray_address '127.0.0.1:1': no Ray cluster answers at 127.0.0.1:1" in out.stderr
     assert "Traceback" not in out.stderr and time.time() - t0 < 60
+
+
+LORA = dict(lora_r=4, lora_targets=["q_proj", "v_proj", "up_proj"], lr=5e-3, warmup=0)
+
+
+def test_lora_adapters_reach_the_workers(micro_base, tmp_path):
+    """Under LoRA the workers build the base with the same adapters and only the adapters
+    travel: with no staleness the behaviour policy is the trainer's, so the behaviour-to-
+    current KL stays at rounding level while the adapters move (a worker that missed them
+    would sample from the base and drift away)."""
+    before = set(ray.util.list_named_actors())
+    rl.main(_cfg(micro_base, tmp_path / "rl", steps=4, save_every=2, **LORA))
+    m = _metrics(tmp_path / "rl")
+    assert [r["step"] for r in m] == [1, 2, 3, 4]
+    assert all(r["behaviour_kl"] < 1e-5 for r in m), [r["behaviour_kl"] for r in m]
+    assert m[-1]["updates"] > 0 and m[-1]["grad_norm"] > 0
+    # Resumed from its adapter checkpoint: fresh workers load the base and get the adapters.
+    rl.main(_cfg(micro_base, tmp_path / "rl", steps=6, resume=True, **LORA))
+    m = _metrics(tmp_path / "rl")
+    assert [r["step"] for r in m] == [1, 2, 3, 4, 5, 6]
+    assert all(r["behaviour_kl"] < 1e-5 for r in m[4:]), [r["behaviour_kl"] for r in m]
+    assert not _ours(before)
+
+
+def test_a_killed_trainer_resumes_with_fresh_workers(micro_base, tmp_path):
+    """kill -9 of the trainer's process mid-run: Ray ends the workers it owned, and
+    `--resume` continues from the last checkpoint with new ones, losing no step."""
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "rl"
+    before = _ours(set(), all_jobs=True)
+    address = ray.get_runtime_context().gcs_address  # the trainer joins this test's cluster
+    cmd = [sys.executable, "-m", "rlvr.cli", "rl", "--model", str(micro_base), "--env", json.dumps(ENV),
+           "--run_dir", str(run_dir), "--rollout_workers", "2", "--ray_address", address, "--steps", "40",
+           "--prompts", "8", "--group_size", "4", "--max_new_tokens", "16", "--eval_problems", "0",
+           "--save_every", "1", "--seed", "0"]
+    trainer = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not (run_dir / "checkpoints" / "step_2").exists():
+            time.sleep(0.1)
+        assert (run_dir / "checkpoints" / "step_2").exists(), "the trainer never reached step 2"
+        assert len(_ours(before, all_jobs=True)) == 2  # its workers, alive
+        trainer.kill()
+    finally:
+        trainer.kill()
+        trainer.wait()
+    deadline = time.time() + 60
+    while _ours(before, all_jobs=True) and time.time() < deadline:  # Ray ends the dead driver's actors
+        time.sleep(0.2)
+    assert not _ours(before, all_jobs=True), "the killed trainer's workers outlived it"
+    done = len(_metrics(run_dir))
+    assert 2 <= done < 40
+    rl.main(_cfg(micro_base, run_dir, steps=done + 2, resume=True, save_every=1))
+    assert [r["step"] for r in _metrics(run_dir)] == list(range(1, done + 3))
+    assert not _ours(before, all_jobs=True)

@@ -64,16 +64,21 @@ class TorchEngine:
         return next(self.model.parameters()).device
 
     @torch.no_grad()
-    def sync_weights(self, state: dict[str, Tensor], version: int) -> None:
+    def sync_weights(self, state: dict[str, Tensor], version: int, partial: bool = False) -> None:
+        """New weights, all of them, or with `partial` only those `state` names (a Ray worker
+        under LoRA gets the adapters alone; its frozen base never changes)."""
         if self.shared:  # the trainer's own weights: current, but any packed copy of them is not
             self.version, self.parts = version, None
             return
         own = self.model.state_dict()
+        unknown = set(state) - set(own)
+        if unknown:
+            raise KeyError(f"sync_weights: the engine's model has no {sorted(unknown)[:5]}")
         missing = set(own) - set(state)
-        if missing:
+        if missing and not partial:
             raise KeyError(f"sync_weights: state lacks {sorted(missing)[:5]}")
-        for name, t in own.items():
-            t.copy_(state[name])
+        for name, t in state.items():
+            own[name].copy_(t)
         self.version = version
         self.parts = self._build()
 

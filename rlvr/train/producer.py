@@ -40,8 +40,8 @@ class Producer:
         self.prompts, self.group_size, self.sampling = prompts, group_size, sampling
         self.seed, self.drop_uniform, self.max_tries = seed, drop_uniform, max_tries
 
-    def sync_weights(self, state: dict[str, Tensor], version: int) -> None:
-        self.engine.sync_weights(state, version)
+    def sync_weights(self, state: dict[str, Tensor], version: int, partial: bool = False) -> None:
+        self.engine.sync_weights(state, version, partial)
 
     def produce(self, index: int, shard: int = 0, shards: int = 1) -> Batch:
         """Batch `index`, or its `shard`-th part of `shards`: its problems depend only on

@@ -1,7 +1,8 @@
 """Rollout workers as Ray actors: `rlvr rl --rollout_workers N`.
 
 Each worker is an actor holding its own engine, built from the run's model directory
-(CPU or GPU, as Ray places it). A batch is split into N shards, one per worker,
+(CPU or GPU, as Ray places it); under LoRA from the base, with the same adapters, and
+only the adapters travel (a few MB instead of the whole model). A batch is split into N shards, one per worker,
 generated in parallel and joined in shard order, so the trainer consumes the same
 batch whatever finished first. The trainer puts each new version of its weights in
 Ray's object store once (`push_weights`) and every task carries a reference to the
@@ -81,7 +82,7 @@ class _Worker:
     """One rollout worker (wrapped as a Ray actor by RayQueue)."""
 
     def __init__(self, model_dir: str, env_spec: Any, prompts: int, group_size: int, sampling: Sampling,
-                 seed: int, drop_uniform: bool, version: int, threads: int):
+                 seed: int, drop_uniform: bool, version: int, threads: int, lora: dict | None):
         import torch
 
         from rlvr.engine import TorchEngine
@@ -91,17 +92,22 @@ class _Worker:
 
         torch.set_num_threads(threads)
         model, tok = load_model(model_dir)
+        self.lora = lora is not None
+        if self.lora:  # the trainer's adapters arrive with the first task
+            from rlvr.models.lora import add_lora
+
+            model, version = add_lora(model, base=model_dir, **lora), -1
         self.env = make_env(env_spec)
         self.producer = Producer(TorchEngine(model, tok, version=version), self.env, prompts, group_size, sampling,
                                  seed, drop_uniform)
-        self.version = version  # the weights loaded from model_dir
+        self.version = version  # the weights loaded from model_dir (-1: adapters not received yet)
 
     def pid(self) -> int:
         return os.getpid()
 
     def produce(self, index: int, shard: int, shards: int, weights: list, version: int, env_state: Any) -> Batch:
         if version != self.version and weights[0] is not None:
-            self.producer.sync_weights(ray.get(weights[0]), version)
+            self.producer.sync_weights(ray.get(weights[0]), version, partial=self.lora)
             self.version = version
         if env_state is not None and hasattr(self.env, "load_state"):
             self.env.load_state(env_state)
@@ -110,7 +116,9 @@ class _Worker:
 
 class RayQueue:
     def __init__(self, cfg, model_dir: str, sampling: Sampling, start: int = 0, env_state: Any = None,
-                 threads: int = 1):
+                 threads: int = 1, adapters: dict[str, Tensor] | None = None):
+        """`model_dir`: what the workers load (under LoRA the base); `adapters`: under LoRA,
+        the trainer's adapter tensors now (the only weights pushed from then on)."""
         _require_ray()
         self._started = not ray.is_initialized()
         if self._started:
@@ -124,11 +132,16 @@ class RayQueue:
         actor = ray.remote(num_cpus=threads, max_restarts=self.restarts, max_task_retries=self.restarts)(_Worker)
         run = uuid.uuid4().hex[:8]  # actor names, unique per queue: rlvr-rollout-RUN-I
         self.names = [f"rlvr-rollout-{run}-{i}" for i in range(cfg.rollout_workers)]
+        lora = None if adapters is None else {"r": cfg.lora_r, "alpha": cfg.lora_alpha or 2.0 * cfg.lora_r,
+                                              "targets": list(cfg.lora_targets)}
         self.workers = [actor.options(name=name).remote(
             model_dir, cfg.prompted(cfg.env), cfg.prompts, cfg.group_size, sampling, cfg.seed, cfg.drop_uniform_groups, start,
-            threads) for name in self.names]
+            threads, lora) for name in self.names]
         self.max_staleness, self.version, self.env_state = cfg.max_staleness, start, env_state
         self.weights_ref = None  # None: the workers' own (the model directory's) weights are current
+        self.keys = None if adapters is None else sorted(adapters)  # what a push sends
+        if adapters is not None:
+            self.push_weights(adapters, start, env_state)
         self.next_index = start
         self.pending: dict[int, list] = {}
 
@@ -166,7 +179,8 @@ class RayQueue:
         return parts
 
     def push_weights(self, state: dict[str, Tensor], version: int, env_state: Any = None) -> None:
-        self.weights_ref = ray.put({k: v.detach().cpu() for k, v in state.items()})
+        keys = self.keys if self.keys is not None else state
+        self.weights_ref = ray.put({k: state[k].detach().cpu() for k in keys})
         self.version, self.env_state = version, env_state
 
     def worker_pids(self) -> list[int]:

@@ -29,7 +29,7 @@ from rlvr.engine import TorchEngine
 from rlvr.envs import make_env
 from rlvr.models import count_parameters, load_model
 from rlvr.models.forward import parts_of
-from rlvr.models.lora import is_lora
+from rlvr.models.lora import adapter_base, is_lora
 from rlvr.train.batch import TrainBatch, make_batch, policy_logprobs
 from rlvr.train.setup import make_optimizer, memory_metrics, restore_optimizer, setup_model
 from rlvr.compute import Compute, inherited_from
@@ -105,9 +105,6 @@ class RLConfig(TrainerFields):
 
     @model_validator(mode="after")
     def _consistent(self) -> "RLConfig":
-        if self.lora_r and self.rollout_workers:
-            raise ValueError("lora_r with rollout_workers: Ray workers take full weights only for now; "
-                             "train LoRA with in-process generation (rollout_workers 0)")
         if self.exact_staleness and self.rollout_workers:
             raise ValueError("exact_staleness runs in the trainer's process; it cannot be combined with rollout_workers")
         if self.overlong_buffer > self.max_new_tokens:
@@ -287,8 +284,12 @@ def main(cfg: RLConfig) -> Run:
         env.load_state(resumed[1]["env_state"])  # a curriculum continues at its level
     if cfg.rollout_workers:
         from rlvr.train.ray_queue import RayQueue
-        rollouts_q = RayQueue(cfg, str(resumed[0] if resumed else last_model(cfg.model)), sampling,
-                              start=start, env_state=_env_state(env))
+        adapters = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad} if is_lora(model) else None
+        workers_load = resumed[0] if resumed else last_model(cfg.model)
+        if adapters is not None and resumed and (resumed[0] / "adapter_config.json").exists():
+            workers_load = adapter_base(resumed[0])  # the base; the adapters travel as weights
+        rollouts_q = RayQueue(cfg, str(workers_load), sampling, start=start, env_state=_env_state(env),
+                              adapters=adapters)
     else:
         # Synchronous: the engine generates from the trainer's own weights (one copy in memory).
         engine = TorchEngine(model, tok, version=start, share=cfg.max_staleness == 0)
