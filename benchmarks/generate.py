@@ -65,7 +65,7 @@ def worker(side: str, path: str, threads: int | None, device: str) -> None:
         from rlvr.types import Sampling
 
         model, tok = load_model(path, device=device)  # bf16 on a GPU, fp32 on CPU
-        engine = TorchEngine(model, tok, max_batch=1024)
+        engine = TorchEngine(model, tok, max_batch=1024, share=True, pack=True)  # as rlvr eval builds it
 
         def run(prompts: list[list[int]], new: int, seed: int) -> list[int]:
             groups = engine.generate(prompts, n=1, sampling=Sampling(temperature=1.0, top_p=1.0, max_new_tokens=new,

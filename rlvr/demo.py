@@ -91,7 +91,9 @@ def main(cfg: DemoConfig) -> dict:
 
     console.print(f"[bold]3/3 zero RL[/] from the base ({cfg.rl_steps} steps of {cfg.prompts} x {cfg.group_size})")
     rl_cfg = rl.RLConfig(run_dir=str(run_dir / "rl"), model=str(base_model), env=pre.env, steps=cfg.rl_steps,
-                         prompts=cfg.prompts, group_size=cfg.group_size, lr=cfg.lr, lr_schedule="cosine", seed=cfg.seed,
+                         prompts=cfg.prompts, group_size=cfg.group_size, lr=cfg.lr, lr_schedule="cosine",
+                         lr_by_signal=False,  # as its recorded figures were made (README, EXPERIMENTS)
+                         seed=cfg.seed,
                          max_new_tokens=32, eval_problems=0, save_every=0)
     t_rl = time.time()
     rl.main(rl_cfg)

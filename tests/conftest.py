@@ -38,6 +38,7 @@ class GradCapture:
 
     def __init__(self, params):
         self.params, self.grads = list(params), None
+        self.param_groups = [{"lr": 1.0}]  # what a trainer may rescale (lr_by_signal)
 
     def step(self):
         import torch

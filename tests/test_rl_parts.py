@@ -72,7 +72,7 @@ class _CountingEngine:
                 s.policy_version = self.version
         return groups
 
-    def sync_weights(self, state, version):
+    def sync_weights(self, state, version, partial=False):
         self.version = version
         self.synced.append(version)
 

@@ -35,7 +35,7 @@ from rlvr.envs import make_env
 from rlvr.eval import eval_problems, evaluate
 from rlvr.models import load_model
 from rlvr.demo import pretrained_base
-from rlvr.experiments import seeds
+from rlvr.experiments import grid, seeds
 from rlvr.train import pretrain, rl, sft
 from rlvr.types import Sampling
 
@@ -121,7 +121,7 @@ def main(cfg: CeilingConfig) -> dict[str, Any]:
     def rl_run(name: str, start: Path, steps: int, resume: bool = False) -> Path:
         run_dir = root / name
         rl.main(rl.RLConfig(run_dir=str(run_dir), model=str(start), env=env_spec, steps=steps, seed=cfg.seed,
-                            max_new_tokens=32, eval_problems=0, save_every=0, resume=resume))
+                            max_new_tokens=32, eval_problems=0, save_every=0, resume=resume, **grid.RATE_BEFORE))
         return run_dir
 
     # 1. A teacher of known accuracy: RL in chunks until pass@1 enters the band.

@@ -32,8 +32,8 @@ from rlvr.experiments import grid, regimes, seeds
 from rlvr.train import rl, sft
 
 # The RL settings before the fix: the cold-start runs of EXPERIMENTS.md used these.
-REFERENCE = {"lr": 2e-4, "lr_schedule": "constant", "drop_uniform_groups": False, "kl_coef": 0.0,
-             "group_size": 8, "prompts": 64}
+REFERENCE = {"lr": 2e-4, "lr_schedule": "constant", "lr_by_signal": False, "drop_uniform_groups": False,
+             "kl_coef": 0.0, "group_size": 8, "prompts": 64}
 VARIANTS: dict[str, dict[str, Any]] = {
     "reference (lr 2e-4 constant)": {},
     "lr 5e-5": {"lr": 5e-5},
@@ -46,7 +46,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lr by signal": {"lr_by_signal": True},
     "lr 5e-4 cosine by signal": {"lr": 5e-4, "lr_schedule": "cosine", "lr_by_signal": True},
     "cosine + dynamic sampling": {"lr_schedule": "cosine", "drop_uniform_groups": True},
+    # From a sharper student (70% of the budget in SFT): where RL has the most to lose.
+    "SFT 0.7 + lr 5e-5": {"sft_share": 0.7, "lr": 5e-5},
+    "SFT 0.7 + cosine": {"sft_share": 0.7, "lr_schedule": "cosine"},
+    "SFT 0.7 + dynamic sampling": {"sft_share": 0.7, "drop_uniform_groups": True},
+    "SFT 0.7 + KL 0.05": {"sft_share": 0.7, "kl_coef": 0.05},
+    "SFT 0.7 + lr by signal": {"sft_share": 0.7, "lr_by_signal": True},
+    "SFT 0.7 + cosine + lr by signal": {"sft_share": 0.7, "lr_schedule": "cosine", "lr_by_signal": True},
+    "SFT 0.7 + lr 5e-4 cosine by signal": {"sft_share": 0.7, "lr": 5e-4, "lr_schedule": "cosine", "lr_by_signal": True},
     "defaults": None,  # rlvr rl's own defaults, whatever they are now
+    "SFT 0.7 + defaults": {"sft_share": 0.7, "defaults": True},
 }
 
 
@@ -65,7 +74,12 @@ def _slug(name: str) -> str:
 
 
 def _settings(name: str) -> dict[str, Any]:
-    return {} if VARIANTS[name] is None else {**REFERENCE, **VARIANTS[name]}
+    variant = VARIANTS[name]
+    if variant is None:
+        return {}
+    if variant.get("defaults"):  # rlvr rl's defaults, from another student
+        return {k: v for k, v in variant.items() if k != "defaults"}
+    return {**REFERENCE, **variant}
 
 
 def _curve(run_dir: Path) -> list[float]:

@@ -23,6 +23,12 @@ from pydantic import AfterValidator, Field
 from rlvr.atomic import write_json
 from rlvr.config import Config
 
+# rlvr rl's rate settings before the coldstart ablation made its defaults lr 5e-4, cosine,
+# scaled by signal. The experiments recorded with them in EXPERIMENTS.md (each about
+# another factor: noise, staleness, hacking, the ceiling, a real model) pin what they
+# relied on, so that their figures repeat.
+RATE_BEFORE = {"lr": 2e-4, "lr_schedule": "constant", "lr_by_signal": False}
+
 
 def names_in(registry: dict[str, Any]):
     """A validator of a list of names: each must be a key of `registry`."""

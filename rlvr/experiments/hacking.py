@@ -69,7 +69,8 @@ def main(cfg: HackingConfig) -> dict[str, Any]:
             rl.main(rl.RLConfig(run_dir=str(run_dir), model=model, eval_env=strict, steps=cfg.steps, lr=cfg.lr,
                                 prompts=64, group_size=8, max_new_tokens=cfg.max_new_tokens,
                                 eval_every=cfg.eval_every, eval_problems=cfg.eval_problems, eval_samples=4,
-                                save_every=0, seed=cfg.seed, **arms[arm]))
+                                save_every=0, seed=cfg.seed, lr_schedule="constant", lr_by_signal=False,
+                                **arms[arm]))
         rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
         summary = json.loads((run_dir / "summary.json").read_text())
         final = next(iter((summary.get("final") or {}).values()), None)

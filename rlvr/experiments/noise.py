@@ -61,7 +61,7 @@ def main(cfg: NoiseConfig) -> dict[str, Any]:
             console.print(f"[bold]{label}[/]")
             rl.main(rl.RLConfig(
                 run_dir=str(run_dir), model=base, env=noisy, eval_env=env, steps=cfg.steps, lr=cfg.lr,
-                lr_schedule="cosine", max_new_tokens=32, reward_correction=cell["correction"],
+                lr_schedule="cosine", lr_by_signal=False, max_new_tokens=32, reward_correction=cell["correction"],
                 noise_fp=cell.get("fp", 0.0), noise_fn=cell.get("fn", 0.0), eval_every=cfg.eval_every,
                 eval_problems=cfg.eval_problems, eval_samples=cfg.eval_samples, save_every=0, seed=cfg.seed,
                 resume=(run_dir / "metrics.jsonl").exists()))

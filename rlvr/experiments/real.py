@@ -83,7 +83,8 @@ def main(cfg: RealConfig) -> dict[str, Any]:
     console, root, t0 = Console(), Path(cfg.run_dir), time.time()
     model = _model(cfg.model)
     common = dict(env=cfg.env, max_new_tokens=cfg.max_new_tokens, lora_r=cfg.lora_r, **_evals(cfg))
-    rl_keys = dict(prompts=cfg.prompts, group_size=cfg.group_size, lr=cfg.lr, lr_schedule="cosine", warmup=2,
+    rl_keys = dict(prompts=cfg.prompts, group_size=cfg.group_size, lr=cfg.lr, lr_schedule="cosine",
+                   lr_by_signal=False, warmup=2,
                    save_every=0, **common)
     arms: dict[str, dict[str, Any]] = {}
 

@@ -98,7 +98,8 @@ def main(cfg: RegimesConfig) -> dict[str, Any]:
     def sft_cfg(data: str, budget: float) -> sft.SFTConfig:
         return sft_config(cfg, env, base, data, budget)
 
-    teacher = stage("teacher", rl.main, rl_cfg(base, steps=cfg.teacher_steps))
+    # The teacher is given, not a regime: made as every seed's teacher was made so far.
+    teacher = stage("teacher", rl.main, rl_cfg(base, steps=cfg.teacher_steps, **grid.RATE_BEFORE))
     runs: dict[str, str] = {}
     if "rl" in cfg.regimes:
         runs["zero RL"] = stage("rl-zero", rl.main, rl_cfg(base, steps=ENDLESS, budget_flops=B,
