@@ -12,10 +12,17 @@ each side's peak memory. Two cases:
   prompt (two worked examples), the same text on both sides; 4 prompts x 4 samples,
   <= 64 new tokens, T=1, AdamW lr 1e-5. Fetch it once with `rlvr models get smollm2-135m`.
 
-Both sides: no KL term (beta 0, no reference model), one optimizer step per batch, the
-`arithmetic` environment's verifier as the reward (a completion cut by the token limit
-earns 0 on both), completions end at EOS as each side normally does; each side's mean
-completion length and reward are printed so the reader can see the work compares.
+Both sides: no KL term (beta 0, no reference model), one optimizer step per batch,
+completions end at EOS as each side normally does, a completion cut by the token limit
+earns 0. The reward (`--reward`): by default the parity of the completion's length in
+characters, the same function on both sides. Why not the verifier: rlvr computes no
+forward or backward for a group whose rewards are all equal (it adds nothing to the
+gradient), TRL computes every group; with the verifier a random-init model earns 0
+everywhere, so rlvr would skip training altogether and the ratio would measure the skip,
+not the step. Parity gives almost every group a signal, so both sides train on all of
+them; `--reward verifier` measures the realistic case, skip included. Each side's mean
+completion length, reward and share of groups with a signal are printed so the reader
+can see the work compares.
 
 How it is timed (benchmarks/interleave.py): each side runs in a process of its own, as
 its users run it, and the parent steps them in turn (A B B A ...), so a slow spell of a
@@ -78,6 +85,26 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore")
 
 
+def parity(text: str) -> float:
+    """The default reward of both sides: differs within almost every group (see the docstring)."""
+    return float(len(text) % 2)
+
+
+class ParityReward:
+    """An environment's problems, scored by `parity` instead of its verifier."""
+
+    def __init__(self, env):
+        self.env = env
+
+    def verify(self, problem, completion: str):
+        from rlvr.types import Verdict
+
+        return Verdict(reward=parity(completion), correct=bool(parity(completion)))
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+
 def _sync(device: str) -> None:
     if device != "cpu":
         torch.cuda.synchronize()
@@ -104,6 +131,8 @@ def rlvr_worker(path: str, case: dict, steps: int, device: str) -> None:
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
     engine = TorchEngine(model, tok, version=0, share=True)
     env = make_env(cfg.prompted(cfg.env))
+    if case["reward"] == "parity":
+        env = ParityReward(env)
     queue = make_queue(Producer(engine, env, cfg.prompts, cfg.group_size, sampling, cfg.seed, cfg.drop_uniform_groups),
                        cfg.max_staleness, start=0, version=0)
     channel.send(ready=True, threads=torch.get_num_threads())
@@ -148,17 +177,23 @@ def trl_worker(path: str, case: dict, steps: int, device: str) -> None:
     step_log: dict = {}
 
     def verifier_reward(prompts, completions, completion_ids, answer, **_) -> list[float]:
-        out, shapes = [], {}
+        out, shapes, rewards = [], {}, {}
         for prompt, completion, ids, gold in zip(prompts, completions, completion_ids, answer):
             problem = by_prompt[prompt[-1]["content"]]
             assert str(problem.answer) == gold
-            out.append(0.0 if eos_id not in ids else env.verify(problem, completion[-1]["content"]).reward)
+            text = completion[-1]["content"]
+            if eos_id not in ids:  # cut by the token limit
+                out.append(0.0)
+            else:
+                out.append(parity(text) if case["reward"] == "parity" else env.verify(problem, text).reward)
             key = prompt[-1]["content"]
             if key not in shapes:
                 shapes[key] = (len(tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
                                                            return_dict=False)), [])
             shapes[key][1].append(len(ids))
-        step_log.update(reward=statistics.fmean(out), shapes=list(shapes.values()))
+            rewards.setdefault(key, []).append(out[-1])
+        step_log.update(reward=statistics.fmean(out), shapes=list(shapes.values()),
+                        signal=statistics.fmean(len(set(r)) > 1 for r in rewards.values()))
         return out
 
     class Stepper(TrainerCallback):
@@ -231,7 +266,8 @@ def _summary(name: str, steps: list[dict], warmup: int, model, lora: bool, peak:
     floor = statistics.fmean(flops) / peak
     return {"name": name, "median": med, "min": min(times), "max": max(times), "first": steps[0]["seconds"],
             "len": statistics.fmean(lens), "reward": statistics.fmean(s["reward"] for s in kept),
-            "gflop": statistics.fmean(flops) / 1e9, "floor": floor, "of_peak": floor / med}
+            "gflop": statistics.fmean(flops) / 1e9, "floor": floor, "of_peak": floor / med,
+            "signal": statistics.fmean(s["signal"] for s in kept)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -241,6 +277,8 @@ def main(argv: list[str] | None = None) -> None:
                     "(smollm2-135m, after `rlvr models get`) or a local HF model dir")
     ap.add_argument("--steps", type=int, default=12, help="optimizer steps run by each side (warm-up included)")
     ap.add_argument("--warmup", type=int, default=2, help="first steps of each side left out of the median")
+    ap.add_argument("--reward", default="parity", choices=["parity", "verifier"],
+                    help="parity of the completion's length (both sides train on every group) or the task's verifier")
     ap.add_argument("--skip-trl", action="store_true", help="time rlvr only (the last line says nan)")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda (bf16 weights on both sides there)")
     ap.add_argument("--worker", choices=["rlvr", "trl"], help=argparse.SUPPRESS)
@@ -256,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     _quiet()
     torch.set_num_threads(THREADS)
     tiny = args.model == "tiny"
-    case = TINY if tiny else REAL
+    case = {**(TINY if tiny else REAL), "reward": args.reward}
     label = "speedup_vs_trl" if tiny else "speedup_vs_trl_" + os.path.basename(args.model.rstrip("/")).split("-")[0]
     print_header("one GRPO step: rlvr vs TRL GRPOTrainer, each in its own process, interleaved")
     with tempfile.TemporaryDirectory(prefix="rl_step_vs_trl_") as tmp:
@@ -275,7 +313,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"model: {args.model} ({n_params / 1e6:.1f} M params) | task: {case['env']} | step: {case['prompts']} "
               f"prompts x {case['group']} samples, <= {case['max_new']} new tokens, T=1, lr {case['lr']:g}, beta 0, "
               f"{'LoRA r=%d on %s' % (case['lora_r'], ','.join(LORA_TARGETS)) if case['lora_r'] else 'full fine-tuning'}"
-              f", 1 optimizer step | {args.steps} steps each, median of the last {args.steps - args.warmup}")
+              f", 1 optimizer step | reward: {args.reward} | {args.steps} steps each, median of the last "
+              f"{args.steps - args.warmup}")
         worker = [__file__, "--path", path, "--case", json.dumps(case), "--steps", str(args.steps), "--device",
                   args.device, "--worker"]
         sides = []
@@ -300,12 +339,11 @@ def main(argv: list[str] | None = None) -> None:
         if name not in res:
             continue
         r = res[name]
-        extra = ""
+        extra = f" | groups with signal {r['signal']:.0%}"
         if name == "rlvr":
             kept = steps["rlvr"][args.warmup:]
-            extra = (f" | generate {statistics.median(s['generate'] for s in kept):.3f} + sync "
-                     f"{statistics.median(s['sync'] for s in kept):.3f} s | groups with signal "
-                     f"{statistics.fmean(s['signal'] for s in kept):.0%}")
+            extra += (f" | generate {statistics.median(s['generate'] for s in kept):.3f} + sync "
+                      f"{statistics.median(s['sync'] for s in kept):.3f} s")
         print(f"{label_:16s} median {r['median']:.3f} s/step (min {r['min']:.3f}, max {r['max']:.3f}; first "
               f"{r['first']:.3f}) | mean completion {r['len']:.1f} tokens | reward {r['reward']:.3f} | useful "
               f"{r['gflop']:.2f} GFLOP -> floor {r['floor'] * 1e3:.0f} ms = {100 * r['of_peak']:.1f}% of matmul peak"

@@ -264,3 +264,21 @@ def test_inverse_cdf_draw_follows_the_distribution():
     assert torch.allclose(freq, torch.tensor([0.1, 0.2, 0.3, 0.4]), atol=0.015)
     again = draw(rows, torch.Generator().manual_seed(0))
     assert torch.equal(tok, again)
+
+
+def test_packed_parts_pack_a_large_vocabularys_head():
+    """A real vocabulary's LM head is prepacked with the layers (decoding's few rows run ~2x
+    faster); its logits are the module's to rounding. A small vocabulary's head stays the module."""
+    from rlvr.models.forward import parts_of
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=5000, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg).eval()
+    h = torch.randn(3, 7, 64)
+    packed = parts_of(model, packed=True)
+    assert packed.lm_head is not model.lm_head
+    with torch.no_grad():
+        assert torch.allclose(packed.lm_head(h), model.lm_head(h), atol=1e-4)
+    small, _ = build_tiny_model("micro", seed=0)
+    assert parts_of(small, packed=True).lm_head is small.lm_head
