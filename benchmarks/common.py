@@ -114,6 +114,29 @@ def generation_flops(model, prompt_lens: Sequence[int], new_tokens: int, n: int 
     return prefill, decode
 
 
+def model_dir(name: str, tmp: str) -> str:
+    """The directory both sides of a benchmark load: "tiny" is the random-init preset
+    "small" saved into `tmp`; a registered name (`rlvr models get`) its cached copy; else a path."""
+    if name == "tiny":
+        from rlvr.models import save_model
+        from rlvr.models.tiny import build_tiny_model
+
+        path = os.path.join(tmp, "model")
+        save_model(*build_tiny_model("small", seed=0), path)
+        return path
+    from rlvr.models.hub import REGISTRY, resolve
+
+    return str(resolve(name)) if name in REGISTRY else name
+
+
+def meta_model(path: str):
+    """The model's modules without its weights (on the meta device): enough to count its FLOPs."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:

@@ -41,7 +41,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # repo root, for rlvr
 
-from common import device_peak, generation_flops, print_header  # noqa: E402
+from common import device_peak, generation_flops, meta_model, model_dir, print_header  # noqa: E402
 from interleave import Channel, Side, interleave, peak_rss_gb  # noqa: E402
 
 
@@ -101,13 +101,6 @@ def worker(side: str, path: str, threads: int | None, device: str) -> None:
     channel.send(peak_rss_gb=peak_rss_gb())
 
 
-def _meta_model(path: str):
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -136,17 +129,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     print_header("generate: rlvr TorchEngine vs transformers generate, each in its own process, interleaved")
     with tempfile.TemporaryDirectory(prefix="generate_") as tmp:
-        if tiny:
-            from rlvr.models import save_model
-            from rlvr.models.tiny import build_tiny_model
-
-            path = os.path.join(tmp, "model")
-            save_model(*build_tiny_model("small", seed=0), path)
-        else:
-            from rlvr.models.hub import REGISTRY, resolve
-
-            path = str(resolve(args.model)) if args.model in REGISTRY else args.model
-        model = _meta_model(path)
+        path = model_dir(args.model, tmp)
+        model = meta_model(path)
         print(f"model: {args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params) | "
               f"batch {batches} distinct chat prompts x {new} new tokens | T=1, EOS ignored | 1 warm-up + "
               f"{repeats} interleaved repeats per batch size, medians")

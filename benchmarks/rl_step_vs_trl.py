@@ -66,7 +66,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # repo root, for rlvr
 
-from common import device_peak, generation_flops, print_header  # noqa: E402
+from common import device_peak, generation_flops, meta_model, model_dir, print_header  # noqa: E402
 from interleave import Channel, Side, interleave, peak_rss_gb  # noqa: E402
 
 TINY = {"env": {"name": "arithmetic", "digits": 2, "ops": ["add"], "template": "{expr}"},
@@ -249,14 +249,6 @@ def step_flops(model, groups: list, lora: bool) -> tuple[float, float]:
     return gen, (2.0 if lora else 3.0) * gen
 
 
-def _meta_model(path: str):
-    """The model's modules without its weights: enough to count its FLOPs."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
-
-
 def _summary(name: str, steps: list[dict], warmup: int, model, lora: bool, peak: float) -> dict:
     kept = steps[warmup:]
     times = [s["seconds"] for s in kept]
@@ -298,17 +290,8 @@ def main(argv: list[str] | None = None) -> None:
     label = "speedup_vs_trl" if tiny else "speedup_vs_trl_" + os.path.basename(args.model.rstrip("/")).split("-")[0]
     print_header("one GRPO step: rlvr vs TRL GRPOTrainer, each in its own process, interleaved")
     with tempfile.TemporaryDirectory(prefix="rl_step_vs_trl_") as tmp:
-        if tiny:
-            from rlvr.models import save_model
-            from rlvr.models.tiny import build_tiny_model
-
-            path = os.path.join(tmp, "model")
-            save_model(*build_tiny_model("small", seed=0), path)
-        else:
-            from rlvr.models.hub import REGISTRY, resolve
-
-            path = str(resolve(args.model)) if args.model in REGISTRY else args.model
-        model = _meta_model(path)
+        path = model_dir(args.model, tmp)
+        model = meta_model(path)
         n_params = sum(p.numel() for p in model.parameters())
         print(f"model: {args.model} ({n_params / 1e6:.1f} M params) | task: {case['env']} | step: {case['prompts']} "
               f"prompts x {case['group']} samples, <= {case['max_new']} new tokens, T=1, lr {case['lr']:g}, beta 0, "
