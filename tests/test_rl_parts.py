@@ -215,3 +215,19 @@ def test_lr_by_signal_scales_the_step_by_the_share_of_informative_groups():
         cfg = rl.RLConfig(model="x", env=ENV, lr_by_signal=on)
         m = rl.train_on(rollouts, model, parts_of(model), None, opt, cfg, tok.pad_token_id)
         assert m["signal"] == 0.25 and opt.param_groups[0]["lr"] == pytest.approx(expected)
+
+
+def test_coldstart_variants_change_one_thing_from_the_old_rate():
+    """The ablation's reference is the rate before the fix, pinned (the defaults moved);
+    "defaults" is whatever rlvr rl's defaults are; the new defaults are the ablation's winner."""
+    from rlvr.experiments import coldstart, grid
+    from rlvr.train import rl
+
+    ref = coldstart._settings("reference (lr 2e-4 constant)")
+    assert {k: ref[k] for k in grid.RATE_BEFORE} == grid.RATE_BEFORE
+    assert coldstart._settings("defaults") == {}
+    assert coldstart._settings("SFT 0.7 + defaults") == {"sft_share": 0.7}
+    winner = coldstart._settings("lr 5e-4 cosine by signal")
+    cfg = rl.RLConfig(model="x", env=ENV)
+    assert all(getattr(cfg, k) == winner[k] for k in ("lr", "lr_schedule", "lr_by_signal", "drop_uniform_groups",
+                                                       "kl_coef", "group_size", "prompts"))

@@ -97,8 +97,11 @@ def main(cfg: ColdstartConfig) -> dict[str, Any]:
         rcfg = regimes.RegimesConfig(run_dir=str(root / f"seed_{seed}"), regimes=["distill_rl"], seed=seed,
                                      base_seed=seed, budget_flops=cfg.budget_flops, sft_share=cfg.sft_share,
                                      rl_eval_every=cfg.rl_eval_every)
-        regimes.main(rcfg)  # base, teacher, distillation, the student (and RL with the defaults of its day)
         seed_dir = Path(rcfg.run_dir)
+        if not (seed_dir / "sft-short" / "summary.json").exists():
+            # base, teacher, distillation, the student (and RL with the defaults of its day); once
+            # there, never again: a full `experiment regimes` in the same directory keeps its report
+            regimes.main(rcfg)
         base = _model_of(seed_dir / "sft-short")  # the pretrained base the student started from
         env = regimes.pretrain.DEMO_ENV
         for name in cfg.variants:
