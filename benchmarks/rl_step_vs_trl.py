@@ -6,7 +6,9 @@ each side's peak memory. Two cases:
 - `--model tiny` (default): a random-init 4.2 M-parameter Qwen2 (`build_tiny_model
   ("small")`, char tokenizer with a chat template), saved once and loaded by both; 2-digit
   additions as chat prompts; 8 prompts x 8 samples, <= 32 new tokens, T=1, full
-  fine-tuning, AdamW lr 1e-4.
+  fine-tuning, AdamW lr 1e-6 (the rate does not change a step's cost, and a larger one
+  let the two sides learn the reward apart within the run: TRL's completions shrank to
+  10 tokens while rlvr's stayed at 17, so the steps no longer did the same work).
 - `--model smollm2-135m` (or any HF dir): the real instruct model, LoRA r=16 (alpha 32)
   on every projection on both sides; 2-digit additions with rlvr's "the answer is"
   prompt (two worked examples), the same text on both sides; 4 prompts x 4 samples,
@@ -70,7 +72,7 @@ from common import device_peak, generation_flops, meta_model, model_dir, print_h
 from interleave import Channel, Side, interleave, peak_rss_gb  # noqa: E402
 
 TINY = {"env": {"name": "arithmetic", "digits": 2, "ops": ["add"], "template": "{expr}"},
-        "prompts": 8, "group": 8, "max_new": 32, "lr": 1e-4, "lora_r": 0}
+        "prompts": 8, "group": 8, "max_new": 32, "lr": 1e-6, "lora_r": 0}
 REAL = {"env": "prompt:format=answer_is,shots=2:arithmetic:digits=2,ops=add",
         "prompts": 4, "group": 4, "max_new": 64, "lr": 1e-5, "lora_r": 16}
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -331,6 +333,10 @@ def main(argv: list[str] | None = None) -> None:
               f"{r['first']:.3f}) | mean completion {r['len']:.1f} tokens | reward {r['reward']:.3f} | useful "
               f"{r['gflop']:.2f} GFLOP -> floor {r['floor'] * 1e3:.0f} ms = {100 * r['of_peak']:.1f}% of matmul peak"
               f" | peak RSS {finals[name]['peak_rss_gb']:.2f} GB | threads {threads[name]}{extra}")
+    if "trl" in res:  # should the two sides' work differ (lengths drift as they learn), per useful FLOP too
+        per = {n: res[n]["median"] / res[n]["gflop"] for n in res}
+        print(f"time per useful GFLOP: TRL {1e3 * per['trl']:.1f} ms, rlvr {1e3 * per['rlvr']:.1f} ms -> "
+              f"work-normalised speedup {per['trl'] / per['rlvr']:.2f}")
     speedup = res["trl"]["median"] / res["rlvr"]["median"] if "trl" in res else float("nan")
     print(f"{label}: {speedup:.2f}", flush=True)
 
