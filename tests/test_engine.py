@@ -252,9 +252,10 @@ def test_bad_arguments_raise(trained):
 def test_inverse_cdf_draw_follows_the_distribution():
     """Large vocabularies sample by inverse CDF (one uniform per row): the draws follow the
     probabilities, never pick a token without mass, and repeat under a seed."""
-    from rlvr.engine.sampling import INVERSE_CDF_VOCAB, draw
+    from rlvr.engine.sampling import draw
+    from rlvr.models.forward import REAL_VOCAB
 
-    V = INVERSE_CDF_VOCAB * 2
+    V = REAL_VOCAB * 2
     probs = torch.zeros(V)
     probs[[0, 7, V // 2, V - 1]] = torch.tensor([0.1, 0.2, 0.3, 0.4])
     rows = probs.expand(20000, V) * 3.0  # unnormalised rows are fine

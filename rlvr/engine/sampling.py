@@ -10,18 +10,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rlvr.models.forward import REAL_VOCAB
 from rlvr.types import Sampling
 
 # torch.multinomial draws one exponential per vocabulary entry: 65 ms a step for 32 rows
 # of a 49k vocabulary on 2 CPU cores, more than the LM head's matmul. Inverse-CDF
-# sampling draws one uniform per row. Vocabularies below this size keep multinomial
-# (cheap there), so seeded runs of the tiny models repeat the records made with it.
-INVERSE_CDF_VOCAB = 4096
+# sampling draws one uniform per row; a small vocabulary keeps multinomial (REAL_VOCAB).
 
 
 def draw(probs: Tensor, gen: torch.Generator | None) -> Tensor:
     """One token per row of `probs` [B, V] (non-negative, rows need not sum to 1)."""
-    if probs.shape[-1] < INVERSE_CDF_VOCAB:
+    if probs.shape[-1] < REAL_VOCAB:
         return torch.multinomial(probs, 1, generator=gen).squeeze(1)
     cdf = probs.cumsum(-1)
     u = torch.rand(probs.shape[0], 1, generator=gen, device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]

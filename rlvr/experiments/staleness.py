@@ -59,7 +59,8 @@ def main(cfg: StalenessConfig) -> dict[str, Any]:
         if not (run_dir / "summary.json").exists():
             console.print(f"[bold]{label}[/]")
             rl.main(rl.RLConfig(
-                run_dir=str(run_dir), model=base, env=env, steps=cfg.steps, lr=cfg.lr, lr_schedule="cosine", lr_by_signal=False,
+                run_dir=str(run_dir), model=base, env=env, steps=cfg.steps, lr=cfg.lr, lr_schedule="cosine",
+                lr_by_signal=False,
                 max_new_tokens=32, max_staleness=lag, exact_staleness=lag > 0, offpolicy=correction,
                 offpolicy_cap=cfg.cap, eval_every=cfg.eval_every, eval_problems=cfg.eval_problems,
                 eval_samples=cfg.eval_samples, save_every=0, seed=cfg.seed, resume=(run_dir / "metrics.jsonl").exists()))

@@ -74,10 +74,9 @@ def _packed_linear(*linears) -> Fn:
 
 def _packed_layer(m) -> Layer:
     a, mlp = m.self_attn, m.mlp
-    fused = _packed_linear
-    qkv, o = fused(a.q_proj, a.k_proj, a.v_proj), fused(a.o_proj)
+    qkv, o = _packed_linear(a.q_proj, a.k_proj, a.v_proj), _packed_linear(a.o_proj)
     sizes = [a.q_proj.out_features, a.k_proj.out_features, a.v_proj.out_features]
-    gate_up, down = fused(mlp.gate_proj, mlp.up_proj), fused(mlp.down_proj)
+    gate_up, down = _packed_linear(mlp.gate_proj, mlp.up_proj), _packed_linear(mlp.down_proj)
     inter, act = mlp.gate_proj.out_features, mlp.act_fn
 
     def gated(h):
@@ -107,6 +106,11 @@ def can_pack(model: torch.nn.Module) -> bool:
             and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
+# From this many tokens on a vocabulary is a real one: the engine packs its LM head and
+# samples it by inverse CDF. Smaller ones (the tiny models) keep the plain paths, which
+# cost nothing there and keep their rounding, so seeded tiny-model runs repeat their records.
+REAL_VOCAB = 4096
+
 # Decoders whose layers compute exactly what this file does. Look-alikes differ in
 # details (Gemma scales embeddings and norms by 1 + w, Phi uses partial rotary...).
 SUPPORTED = ("llama", "qwen2", "qwen3", "mistral")
@@ -126,9 +130,8 @@ def parts_of(model: torch.nn.Module, packed: bool = False, checkpoint: bool = Fa
     make = _packed_layer if packed else _module_layer
     # Packed, a real vocabulary's LM head is ~2x faster at decoding's few rows (49k-vocab
     # SmolLM2, 32 rows: 128 against 65 GFLOP/s), at the price of a copy when it is tied to
-    # the embedding. A small one costs nothing either way and keeps its rounding (so
-    # seeded tiny-model runs repeat their records).
-    big = model.lm_head.out_features >= 4096
+    # the embedding.
+    big = model.lm_head.out_features >= REAL_VOCAB
     head = _packed_linear(model.lm_head) if packed and big else model.lm_head
     return Parts(inner.embed_tokens, [make(m) for m in inner.layers], inner.norm, head,
                  inner.rotary_emb, cfg.num_attention_heads,

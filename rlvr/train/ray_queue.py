@@ -2,8 +2,8 @@
 
 Each worker is an actor holding its own engine, built from the run's model directory
 (CPU or GPU, as Ray places it); under LoRA from the base, with the same adapters, and
-only the adapters travel (a few MB instead of the whole model). A batch is split into N shards, one per worker,
-generated in parallel and joined in shard order, so the trainer consumes the same
+only the adapters travel (a few MB instead of the whole model). A batch is split into N
+shards, one per worker, generated in parallel and joined in shard order, so the trainer consumes the same
 batch whatever finished first. The trainer puts each new version of its weights in
 Ray's object store once (`push_weights`) and every task carries a reference to the
 newest; a worker fetches the weights only when their version is newer than its own.
