@@ -283,3 +283,30 @@ def test_packed_parts_pack_a_large_vocabularys_head():
         assert torch.allclose(packed.lm_head(h), model.lm_head(h), atol=1e-4)
     small, _ = build_tiny_model("micro", seed=0)
     assert parts_of(small, packed=True).lm_head is small.lm_head
+
+
+def test_dropping_finished_rows_changes_no_sample(monkeypatch):
+    """Rows that hit EOS leave the decode batch; every sample, tokens and log-probs, is what
+    decoding all rows to the end gives (finished rows still draw, so the stream is the same)."""
+    model, tok = build_tiny_model("micro", seed=0)
+    engine, prompts = TorchEngine(model, tok), prompts_of(tok)[:3]
+    drops = []
+    real = TorchEngine._drop_finished
+
+    def spy(cache, live, done):
+        out = real(cache, live, done)
+        drops.append(0 if out is None else out.numel())
+        return out
+
+    def run():
+        return [s for g in engine.generate(prompts, n=16, sampling=Sampling(max_new_tokens=40, seed=2)) for s in g]
+
+    monkeypatch.setattr(TorchEngine, "_drop_finished", staticmethod(spy))
+    dropped = run()
+    assert any(0 < rows < 48 for rows in drops)  # the batch did shrink
+    monkeypatch.setattr(TorchEngine, "_drop_finished", staticmethod(lambda cache, live, done: live))
+    full = run()
+    assert {s.finish_reason for s in full} == {"stop", "length"}
+    for a, b in zip(dropped, full):
+        assert a.completion_ids == b.completion_ids and a.finish_reason == b.finish_reason
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)

@@ -231,3 +231,36 @@ def test_coldstart_variants_change_one_thing_from_the_old_rate():
     cfg = rl.RLConfig(model="x", env=ENV)
     assert all(getattr(cfg, k) == winner[k] for k in ("lr", "lr_schedule", "lr_by_signal", "drop_uniform_groups",
                                                        "kl_coef", "group_size", "prompts"))
+
+
+def test_micro_batches_group_similar_lengths_and_hold_every_sample_once():
+    from rlvr.train.batch import plan_micro_batches
+    from rlvr.types import Problem, Rollout, Verdict
+
+    def group(g, lengths, prompt=10):
+        samples = [Sample(None, [g] * prompt, [1] * n, [0.0] * n, 0, "stop") for n in lengths]
+        return Rollout(Problem(f"p{g}", "q", 0, "t"), samples, [Verdict(0.0, False)] * len(lengths),
+                       advantages=[float(10 * g + i) for i in range(len(lengths))])
+
+    def padded(plan):
+        return sum(sum(len(r.samples) for r in m) * max(len(s.completion_ids) for r in m for s in r.samples)
+                   for m in plan)
+
+    # Each group has one completion at the limit and the rest short: whole groups pad to 64.
+    rollouts = [group(g, [64] + [4 + g] * 7) for g in range(8)]
+    plan = plan_micro_batches(rollouts, max_rows=128)
+    assert padded(plan) < 0.4 * padded([rollouts])
+    seen = sorted((r.problem.id, a, len(s.completion_ids)) for m in plan for r in m
+                  for s, a in zip(r.samples, r.advantages))
+    assert seen == sorted((r.problem.id, a, len(s.completion_ids)) for r in rollouts
+                          for s, a in zip(r.samples, r.advantages))
+    for m in plan:  # a group appears at most once per micro-batch, its samples with their verdicts
+        assert len({r.problem.id for r in m}) == len(m)
+        assert all(len(r.samples) == len(r.verdicts) == len(r.advantages) for r in m)
+    # Equal lengths: nothing to gain from a split but the row cap.
+    even = [group(g, [16] * 8) for g in range(8)]
+    assert [sum(len(r.samples) for r in m) for m in plan_micro_batches(even, max_rows=128)] == [64]
+    assert all(sum(len(r.samples) for r in m) <= 24 for m in plan_micro_batches(even, max_rows=24))
+    # Long shared prompts: splitting a group would recompute its prompt, so it stays whole.
+    long_prompt = [group(g, [64] + [4] * 7, prompt=2000) for g in range(4)]
+    assert [len(m) for m in plan_micro_batches(long_prompt, max_rows=128)] == [4]

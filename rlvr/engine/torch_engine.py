@@ -121,7 +121,11 @@ class TorchEngine:
         logps = torch.zeros((B, T), device=dev)
         lengths = torch.full((B,), T, dtype=torch.long, device=dev)
         done = torch.zeros(B, dtype=torch.bool, device=dev)
+        live = None  # the batch rows the cache still decodes; None: all of them
         for t in range(T):
+            # Every row samples, finished ones too (their tokens are cut off below), so the
+            # random stream, and with it every live row's tokens, does not depend on when
+            # finished rows left the batch.
             tok, lp = sample_next(logits, sampling, gen)
             tokens[:, t], logps[:, t] = tok, lp
             if not sampling.ignore_eos:
@@ -132,8 +136,25 @@ class TorchEngine:
                     break
             if t + 1 == T:
                 break
-            logits = p.lm_head(decode_step(p, tok, next_pos + t, cache, at=P + t))
+            live = self._drop_finished(cache, live, done)
+            if live is None:
+                logits = p.lm_head(decode_step(p, tok, next_pos + t, cache, at=P + t))
+            else:
+                logits[live] = p.lm_head(decode_step(p, tok[live], next_pos[live] + t, cache, at=P + t))
         return self._to_samples(prompts, n, tokens, logps, lengths, done)
+
+    @staticmethod
+    def _drop_finished(cache: DecodeCache, live: Tensor | None, done: Tensor) -> Tensor | None:
+        """Once a quarter of the rows being decoded have finished, drop them from the cache:
+        the rest decode without computing the finished rows' padding (a group's lengths
+        vary widely; the longest sets the loop's length). Returns the rows still decoded."""
+        rows = done.shape[0] if live is None else live.shape[0]
+        finished = done if live is None else done[live]
+        if 4 * int(finished.sum()) < rows:
+            return live
+        keep = (~finished).nonzero().squeeze(1)
+        cache.keep(keep)
+        return keep if live is None else live[keep]
 
     def _to_samples(self, prompts, n, tokens, logps, lengths, done) -> list[list[Sample]]:
         tokens, logps = tokens.tolist(), logps.float().tolist()

@@ -215,6 +215,7 @@ class DecodeCache:
     keys: list[Tensor]
     values: list[Tensor]
     mask: Tensor  # [B * H_kv, 1, S_max] additive
+    kv_heads: int
 
     @classmethod
     def from_prefill(cls, kv: KV, valid: Tensor, n: int, new_tokens: int) -> "DecodeCache":
@@ -231,7 +232,14 @@ class DecodeCache:
         mask = k.new_full((B, H, 1, S), float("-inf"))
         prompt = torch.zeros(valid.shape, dtype=k.dtype, device=k.device).masked_fill(~valid, float("-inf"))
         mask[:, :, 0, :P] = prompt.repeat_interleave(n, 0)[:, None]
-        return cls(keys, values, mask.view(B * H, 1, S))
+        return cls(keys, values, mask.view(B * H, 1, S), H)
+
+    def keep(self, rows: Tensor) -> None:
+        """Keep only cache rows `rows` (indices, in order): finished completions leave the batch."""
+        def pick(x: Tensor) -> Tensor:
+            return x.view(-1, self.kv_heads, *x.shape[1:]).index_select(0, rows).flatten(0, 1)
+        self.keys, self.values = [pick(k) for k in self.keys], [pick(v) for v in self.values]
+        self.mask = pick(self.mask)
 
 
 def decode_step(p: Parts, tok: Tensor, pos: Tensor, cache: DecodeCache, at: int) -> Tensor:

@@ -11,7 +11,7 @@ saves (n - 1) prompt forwards and backwards per group.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -42,6 +42,62 @@ class TrainBatch:
     def forward_tokens(self) -> int:
         """Tokens a forward pass computes usefully: each distinct prompt once, plus the trained completion tokens."""
         return int(self.prompt_valid.sum()) + self.tokens
+
+
+# What one more forward/backward costs beyond its tokens (kernel launches, per-layer
+# Python), in completion tokens: a split must save at least this much padding.
+MICRO_OVERHEAD_TOKENS = 64
+
+
+def plan_micro_batches(rollouts: list[Rollout], max_rows: int,
+                       overhead: int = MICRO_OVERHEAD_TOKENS) -> list[list[Rollout]]:
+    """Split rollouts' samples into micro-batches of at most `max_rows` completions, of
+    similar lengths, computing as few tokens as possible.
+
+    A micro-batch pads every completion to its longest, and a group's longest sets the
+    whole group's length; with lengths that vary (a few completions run to the token limit,
+    most stop early) a fifth to a half of the tokens can be padding. Samples are sorted by
+    length and cut where it pays: the cost of a micro-batch is its padded completion
+    tokens, plus each distinct prompt once (its prefix is computed for every micro-batch
+    that holds one of its samples), plus `overhead`; an exact dynamic programme over the
+    sorted order (O(samples x max_rows)). The gradient is unchanged: every aggregation is
+    over tokens or sequences, and each micro-batch's loss is weighted by its share.
+    Returns lists of rollouts (copies holding the chosen samples and their advantages).
+    """
+    items = sorted(((len(s.completion_ids), g, i) for g, r in enumerate(rollouts) for i, s in enumerate(r.samples)),
+                   key=lambda x: -x[0])
+    n = len(items)
+    prompt = [len(r.samples[0].prompt_ids) if r.samples else 0 for r in rollouts]
+    best, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
+    for end in range(1, n + 1):
+        groups: set[int] = set()
+        prompts = 0
+        for start in range(end - 1, max(0, end - max_rows) - 1, -1):
+            g = items[start][1]
+            if g not in groups:
+                groups.add(g)
+                prompts += prompt[g]
+            cost = best[start] + (end - start) * max(1, items[start][0]) + prompts + overhead
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    spans, end = [], n
+    while end > 0:
+        spans.append((cut[end], end))
+        end = cut[end]
+    out = []
+    for start, end in reversed(spans):
+        chosen: dict[int, list[int]] = {}
+        for _, g, i in items[start:end]:
+            chosen.setdefault(g, []).append(i)
+        out.append([_subset(rollouts[g], sorted(idx)) for g, idx in sorted(chosen.items())])
+    return out
+
+
+def _subset(r: Rollout, idx: list[int]) -> Rollout:
+    if len(idx) == len(r.samples):
+        return r
+    pick = lambda xs: None if xs is None else [xs[i] for i in idx]  # noqa: E731
+    return replace(r, samples=pick(r.samples), verdicts=pick(r.verdicts), advantages=pick(r.advantages))
 
 
 def make_batch(rollouts: list[Rollout], pad_id: int, device: torch.device | str = "cpu") -> TrainBatch:

@@ -30,7 +30,7 @@ from rlvr.envs import make_env
 from rlvr.models import count_parameters, load_model
 from rlvr.models.forward import parts_of
 from rlvr.models.lora import adapter_base, is_lora
-from rlvr.train.batch import TrainBatch, make_batch, policy_logprobs
+from rlvr.train.batch import TrainBatch, make_batch, plan_micro_batches, policy_logprobs
 from rlvr.train.setup import make_optimizer, memory_metrics, restore_optimizer, setup_model
 from rlvr.compute import Compute, inherited_from
 from rlvr.train.evaluator import Evaluator, TrainerFields, headline_pass_at_1
@@ -144,11 +144,11 @@ def loss_config(cfg: RLConfig) -> LossConfig:
 def train_on(rollouts: list[Rollout], model, parts, reference, opt, cfg: RLConfig, pad_id: int) -> dict[str, float]:
     """Advantages, then epochs x mini_batches optimizer steps on one batch of rollouts.
 
-    Each optimizer step accumulates gradients over micro-batches of about
-    `micro_batch` completions (whole groups, so prompts stay shared); each micro-batch's
-    loss is weighted by its share of what the aggregation averages over, so the
-    gradient equals the whole mini-batch's. Small micro-batches keep activations in
-    cache, which on CPU is faster than one large batch. The off-policy correction
+    Each optimizer step accumulates gradients over micro-batches of at most
+    `micro_batch` completions of similar lengths (`batch.plan_micro_batches`: less
+    padding, prompts shared where it pays); each micro-batch's loss is weighted by its
+    share of what the aggregation averages over, so the gradient equals the whole
+    mini-batch's. The off-policy correction
     (`algos.OFFPOLICY[offpolicy]`) sets what the loss's ratio is taken against and
     weighs or masks tokens; the proximal policy it may read is the model's own
     log-probs before this step's first update.
@@ -163,7 +163,6 @@ def train_on(rollouts: list[Rollout], model, parts, reference, opt, cfg: RLConfi
     loss_fn, lcfg, weigh = LOSSES[cfg.loss], loss_config(cfg), AGG_WEIGHT[cfg.agg]
     correct = OFFPOLICY[cfg.offpolicy]
     device = next(model.parameters()).device
-    groups_per_micro = max(1, cfg.micro_batch // max(len(r.samples) for r in rollouts))
     # A group whose advantages are all 0 (equal rewards) adds exactly nothing to the policy
     # gradient, so it is not computed at all; it still counts in what the aggregation
     # divides by, so the gradient is the whole batch's. (Not with a KL term, which every
@@ -175,7 +174,7 @@ def train_on(rollouts: list[Rollout], model, parts, reference, opt, cfg: RLConfi
         totals.append(weigh(_mask_of(chunk)))
         live = [r for r in chunk if not skip or id(r) in informative]
         skipped += len(chunk) - len(live)
-        chunks.append([make_batch(m, pad_id, device) for m in _split(live, groups_per_micro)])
+        chunks.append([make_batch(m, pad_id, device) for m in plan_micro_batches(live, cfg.micro_batch)])
     if not any(chunks):  # no group with a learning signal: no forward, no backward, no update
         return {"trained_tokens": 0, "loss_tokens": 0, "updates": 0, "skipped_groups": 1.0, "signal": 0.0}
     signal = len(informative) / len(rollouts)
