@@ -146,17 +146,18 @@ def main(argv: list[str] | None = None) -> None:
                 interleave(sides, 1, batch=b, new=new, seed=0)  # warm-up
                 runs[b] = {name: [] for name in ("rlvr", "hf")}
                 for r in range(repeats):
-                    for name, steps in interleave(sides, 1, batch=b, new=new, seed=r + 1).items():
+                    for name, steps in interleave(sides, 1, between=lambda: peaks.append(device_peak(args.device)[0]),
+                                                  batch=b, new=new, seed=r + 1).items():
                         runs[b][name] += steps
                     sides.reverse()  # ABBA across repeats
-            peaks += [device_peak(args.device)[0], device_peak(args.device)[0]]
             finals = {s.name: s.close() for s in sides}
             threads = {s.name: s.info["threads"] for s in sides}
         finally:
             for s in sides:
                 s.kill()
     peak = statistics.median(peaks)
-    print(f"matmul {what} on {args.device}: {peak / 1e9:.1f} GFLOP/s (median of {len(peaks)} measurements in this run)")
+    print(f"matmul {what} on {args.device}: {peak / 1e9:.1f} GFLOP/s (median of {len(peaks)} measurements, one before each "
+          f"timed round: {min(peaks) / 1e9:.1f}-{max(peaks) / 1e9:.1f})")
     ratios = []
     for b in batches:
         tps = {}

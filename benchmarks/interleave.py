@@ -30,7 +30,7 @@ import os
 import resource
 import subprocess
 import sys
-from typing import Any
+from typing import Any, Callable
 
 
 class WorkerDied(RuntimeError):
@@ -76,11 +76,16 @@ class Side:
             self.proc.wait()
 
 
-def interleave(sides: list[Side], steps: int, **args: Any) -> dict[str, list[dict[str, Any]]]:
-    """`steps` steps of every side, in ABBA order (each round reverses the last), one process at a time."""
+def interleave(sides: list[Side], steps: int, between: Callable[[], object] | None = None,
+               **args: Any) -> dict[str, list[dict[str, Any]]]:
+    """`steps` steps of every side, in ABBA order (each round reverses the last), one process
+    at a time; `between()` runs before each round while every worker waits (e.g. measuring
+    the machine's matmul rate, so each step's share of the peak uses a rate measured next to it)."""
     out: dict[str, list[dict[str, Any]]] = {s.name: [] for s in sides}
     order = list(sides)
     for _ in range(steps):
+        if between is not None:
+            between()
         for side in order:
             out[side.name].append(side.step(**args))
         order.reverse()

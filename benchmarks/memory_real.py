@@ -11,10 +11,17 @@ peak resident memory (ru_maxrss), the step times and what was generated. Setting
 
 The batch is the issue's: 8 prompts x 4 completions, up to 64 new tokens, on 2-digit
 addition with the "the answer is" format (a format the instruct model writes, so the
-step has rewards that differ and really runs backward).
+step has rewards that differ and really runs backward). The model answers in ~10-20
+tokens there; `--worst-case` runs the same step with every completion at the 64-token
+limit (the engine ignoring EOS) and every group trained (rewards alternate within each
+group, since `rlvr rl` gives a cut completion 0 and would skip the groups), so each step
+trains on all 32 x 64 tokens: the memory a long-answer task needs. It builds what
+`rl.main` builds (`setup_model`, the optimizer, a weight-sharing engine, `train_on` with
+the `--activation_gb` budget) without the evaluator and the checkpoint.
 
     .venv/bin/python benchmarks/memory_real.py --model smollm2-135m
     .venv/bin/python benchmarks/memory_real.py --model PATH --settings full lora --steps 3
+    .venv/bin/python benchmarks/memory_real.py --worst-case --settings full lora lora+ckpt full+ckpt
 """
 
 from __future__ import annotations
@@ -37,13 +44,50 @@ SETTINGS = {"full": {}, "lora": {"lora_r": 16}, "lora+ckpt": {"lora_r": 16, "act
 ENV = "prompt:format=answer_is:arithmetic:digits=2,ops=add"
 
 
+def worst_case(args: argparse.Namespace, setting: str) -> None:
+    from rlvr.algos import compute_advantages
+    from rlvr.engine import TorchEngine
+    from rlvr.envs import make_env
+    from rlvr.rollout import generate_rollouts
+    from rlvr.train import rl
+    from rlvr.train.batch import micro_batch_tokens
+    from rlvr.train.setup import make_optimizer, setup_model
+    from rlvr.types import Sampling, Verdict
+
+    cfg = rl.RLConfig(model=args.model, env=args.env, prompts=8, group_size=4, max_new_tokens=64, lr=1e-5,
+                      activation_gb=args.activation_gb, seed=0, **SETTINGS[setting])
+    model, tok, parts = setup_model(cfg, args.model)
+    opt = make_optimizer(model, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    max_tokens = micro_batch_tokens(parts, cfg.activation_gb)
+    engine = TorchEngine(model, tok, share=True)
+    env = make_env(cfg.prompted(cfg.env))
+    stream = env.problems("train", seed=0)
+    sampling = Sampling(temperature=1.0, max_new_tokens=64, seed=0, ignore_eos=True)
+    steps, t0 = [], time.perf_counter()
+    for _ in range(args.steps):
+        t = time.perf_counter()
+        rollouts = generate_rollouts(engine, env, [next(stream) for _ in range(cfg.prompts)], cfg.group_size, sampling)
+        for r in rollouts:
+            r.verdicts = [Verdict(float(i % 2), bool(i % 2)) for i in range(len(r.samples))]
+        m = rl.train_on(compute_advantages(rollouts, cfg.advantage), model, parts, None, opt, cfg, tok.pad_token_id,
+                        max_tokens)
+        engine.sync_weights({}, len(steps) + 1)
+        steps.append((time.perf_counter() - t, sum(len(s.completion_ids) for r in rollouts for s in r.samples),
+                      m["loss_tokens"], m["micro_batches"]))
+    print(json.dumps({"setting": setting, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+                      "wall_s": time.perf_counter() - t0, "step_s": [round(s[0], 1) for s in steps],
+                      "generated": [s[1] for s in steps], "updates": [1] * len(steps), "reward": [0.5] * len(steps),
+                      "checkpoint_mb": 0.0, "trained": [s[2] for s in steps], "micro": [s[3] for s in steps],
+                      "max_tokens": max_tokens}))
+
+
 def child(args: argparse.Namespace, setting: str) -> None:
     from rlvr.train import rl
 
     run_dir = Path(tempfile.mkdtemp()) / "rl"
     cfg = rl.RLConfig(run_dir=str(run_dir), model=args.model, env=args.env, steps=args.steps, prompts=8,
                       group_size=4, max_new_tokens=64, lr=1e-5, warmup=0, eval_problems=0, save_every=0,
-                      log_samples=0, seed=0, **SETTINGS[setting])
+                      log_samples=0, seed=0, activation_gb=args.activation_gb, **SETTINGS[setting])
     t0 = time.perf_counter()
     rl.main(cfg)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -52,7 +96,8 @@ def child(args: argparse.Namespace, setting: str) -> None:
     print(json.dumps({"setting": setting, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                       "wall_s": time.perf_counter() - t0, "step_s": [round(r["step_time"], 1) for r in rows],
                       "generated": [r["generated_tokens"] for r in rows], "updates": [r["updates"] for r in rows],
-                      "reward": [round(r["reward"], 3) for r in rows], "checkpoint_mb": size / 2**20}))
+                      "reward": [round(r["reward"], 3) for r in rows], "checkpoint_mb": size / 2**20,
+                      "trained": [r.get("loss_tokens", 0) for r in rows], "micro": [r.get("micro_batches", 0) for r in rows]}))
 
 
 def main() -> None:
@@ -61,16 +106,21 @@ def main() -> None:
     ap.add_argument("--env", default=ENV)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--settings", nargs="+", default=["full", "lora"], choices=sorted(SETTINGS))
+    ap.add_argument("--activation-gb", type=float, default=1.0, help="rl's --activation_gb")
+    ap.add_argument("--worst-case", action="store_true",
+                    help="every completion to the token limit, every group trained (see above)")
     ap.add_argument("--child", default="")
     args = ap.parse_args()
     if args.child:
-        return child(args, args.child)
+        return (worst_case if args.worst_case else child)(args, args.child)
     from common import print_header
 
-    print_header(f"RL peak memory: {args.model}, 8 prompts x 4 completions x <= 64 tokens, {args.steps} steps")
+    print_header(f"RL peak memory: {args.model}, 8 prompts x 4 completions x <= 64 tokens, {args.steps} steps, "
+                 f"env {args.env}, activation budget {args.activation_gb:g} GB{', worst case' if args.worst_case else ''}")
     for setting in args.settings:
         out = subprocess.run([sys.executable, __file__, "--model", args.model, "--env", args.env,
-                              "--steps", str(args.steps), "--child", setting],
+                              "--steps", str(args.steps), "--activation-gb", str(args.activation_gb),
+                              *(["--worst-case"] if args.worst_case else []), "--child", setting],
                              capture_output=True, text=True, cwd=ROOT)
         lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
         if out.returncode or not lines:
@@ -78,7 +128,9 @@ def main() -> None:
             continue
         r = json.loads(lines[-1])
         print(f"{setting:10s} peak RSS {r['peak_rss_gb']:.2f} GB   steps {r['step_s']} s   generated {r['generated']}"
-              f"   updates {r['updates']}   reward {r['reward']}   checkpoint {r['checkpoint_mb']:.0f} MB")
+              f"   updates {r['updates']}   trained tokens {r['trained']} in {r['micro']} micro-batches"
+              f"   reward {r['reward']}   checkpoint {r['checkpoint_mb']:.0f} MB"
+              + (f"   micro-batch cap {r['max_tokens']} tokens" if "max_tokens" in r else ""))
         print(f"peak_rss_gb_{setting}: {r['peak_rss_gb']:.2f}")
 
 

@@ -39,7 +39,8 @@ shared machine hits both alike and neither ever competes with the other for the 
 
 Compute floor: each side's useful FLOPs (benchmarks/common.py; prompts once per group,
 completions per sample, from that side's own token counts) over a large fp32 matmul's
-rate measured by the parent in the same run. Training counts forward + backward as 3x
+rate, measured by the parent before every round (a shared VM's speed drifts by 20-40%
+within minutes; each step is set against the rate measured next to it). Training counts forward + backward as 3x
 the forward with full fine-tuning and 2x under LoRA (no weight gradients for the frozen
 base).
 
@@ -117,6 +118,7 @@ def rlvr_worker(path: str, case: dict, steps: int, device: str) -> None:
     from rlvr.engine import TorchEngine
     from rlvr.envs import make_env
     from rlvr.train.producer import Producer
+    from rlvr.train.batch import micro_batch_tokens
     from rlvr.train.queues import make_queue
     from rlvr.train.rl import RLConfig, reference_logprobs, train_on
     from rlvr.train.setup import make_optimizer, setup_model
@@ -129,6 +131,7 @@ def rlvr_worker(path: str, case: dict, steps: int, device: str) -> None:
                    lora_r=case["lora_r"], lora_targets=LORA_TARGETS, device=device)
     model, tok, parts = setup_model(cfg, path)  # as rl.main sets up
     reference = reference_logprobs(cfg, model, parts)
+    max_tokens = micro_batch_tokens(parts, cfg.activation_gb)
     opt = make_optimizer(model, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
     engine = TorchEngine(model, tok, version=0, share=True)
@@ -143,7 +146,7 @@ def rlvr_worker(path: str, case: dict, steps: int, device: str) -> None:
         t0 = time.perf_counter()
         batch = queue.get(step)
         t_gen = time.perf_counter()
-        metrics = train_on(batch.rollouts, model, parts, reference, opt, cfg, tok.pad_token_id)
+        metrics = train_on(batch.rollouts, model, parts, reference, opt, cfg, tok.pad_token_id, max_tokens)
         t_sync = time.perf_counter()
         queue.push_weights(model.state_dict(), step + 1)
         _sync(device)
@@ -251,16 +254,18 @@ def step_flops(model, groups: list, lora: bool) -> tuple[float, float]:
     return gen, (2.0 if lora else 3.0) * gen
 
 
-def _summary(name: str, steps: list[dict], warmup: int, model, lora: bool, peak: float) -> dict:
+def _summary(name: str, steps: list[dict], warmup: int, model, lora: bool, rates: list[float]) -> dict:
+    """Median step time; the share of the matmul peak is each step's floor (its useful FLOPs at
+    the rate measured just before its round) over its time, median over the steps."""
     kept = steps[warmup:]
     times = [s["seconds"] for s in kept]
     flops = [sum(step_flops(model, s["shapes"], lora)) for s in kept]
+    floors = [f / r for f, r in zip(flops, rates[warmup:])]
     lens = [statistics.fmean(c for _, cs in s["shapes"] for c in cs) for s in kept]
-    med = statistics.median(times)
-    floor = statistics.fmean(flops) / peak
-    return {"name": name, "median": med, "min": min(times), "max": max(times), "first": steps[0]["seconds"],
-            "len": statistics.fmean(lens), "reward": statistics.fmean(s["reward"] for s in kept),
-            "gflop": statistics.fmean(flops) / 1e9, "floor": floor, "of_peak": floor / med,
+    return {"name": name, "median": statistics.median(times), "min": min(times), "max": max(times),
+            "first": steps[0]["seconds"], "len": statistics.fmean(lens),
+            "reward": statistics.fmean(s["reward"] for s in kept), "gflop": statistics.fmean(flops) / 1e9,
+            "floor": statistics.median(floors), "of_peak": statistics.median(f / t for f, t in zip(floors, times)),
             "signal": statistics.fmean(s["signal"] for s in kept)}
 
 
@@ -307,19 +312,19 @@ def main(argv: list[str] | None = None) -> None:
             sides.append(Side("rlvr", worker + ["rlvr"]))
             if not args.skip_trl:
                 sides.append(Side("trl", worker + ["trl"]))
-            first, what = device_peak(args.device)  # the workers wait on their pipes meanwhile
-            peaks = [first]
-            steps = interleave(sides, args.steps)
-            peaks += [device_peak(args.device)[0], device_peak(args.device)[0]]
+            what = device_peak(args.device)[1]
+            rates: list[float] = []  # the matmul rate before each round (the workers wait on their pipes)
+            steps = interleave(sides, args.steps, between=lambda: rates.append(device_peak(args.device)[0]))
             finals = {s.name: s.close() for s in sides}
         finally:
             for s in sides:
                 s.kill()
-    peak = statistics.median(peaks)
+    kept = rates[args.warmup:]
     threads = {s.name: s.info["threads"] for s in sides}
     lora = bool(case["lora_r"])
-    res = {name: _summary(name, steps[name], args.warmup, model, lora, peak) for name in steps}
-    print(f"matmul {what} on {args.device}: {peak / 1e9:.1f} GFLOP/s (median of {len(peaks)} measurements in this run)")
+    res = {name: _summary(name, steps[name], args.warmup, model, lora, rates) for name in steps}
+    print(f"matmul {what} on {args.device}: {statistics.median(kept) / 1e9:.1f} GFLOP/s (median; measured before "
+          f"each of the {len(kept)} timed rounds: {min(kept) / 1e9:.1f}-{max(kept) / 1e9:.1f})")
     for name, label_ in (("trl", "TRL GRPOTrainer"), ("rlvr", "rlvr train.rl")):
         if name not in res:
             continue

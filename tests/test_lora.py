@@ -1,5 +1,7 @@
 """LoRA, the chunked LM head and activation checkpointing: same numbers as the plain path."""
 
+import os
+
 import pytest
 import torch
 
@@ -180,3 +182,29 @@ def test_rl_in_bfloat16_trains_and_resumes(micro_base, tmp_path):
     rl.main(_rl(micro_base, tmp_path / "rl", lora_r=0, dtype="bfloat16", steps=3, eval_problems=0, resume=True))
     steps = [json.loads(line)["step"] for line in (run.dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
+
+
+def test_checkpointing_on_cpu_returns_freed_memory_to_the_system():
+    """glibc keeps a freed large block in its heap once it has raised its mmap threshold;
+    with `return_freed_memory` (what --activation_checkpointing sets on CPU) it is unmapped."""
+    import subprocess
+    import sys
+
+    code = """
+import sys, torch
+from rlvr.train.setup import return_freed_memory
+if sys.argv[1] == "1":
+    assert return_freed_memory()
+def rss():
+    return int(open('/proc/self/statm').read().split()[1]) * 4096
+x = torch.ones(4 << 20); del x  # 16 MB, mapped on its own; freeing it raises glibc's threshold
+base = rss()
+y = torch.ones(15 << 18); z = torch.ones(1000); del y  # 15 MB, from the heap now
+print((rss() - base) / 2**20)
+"""
+    kept = {}
+    for on in ("0", "1"):
+        out = subprocess.run([sys.executable, "-c", code, on], capture_output=True, text=True, check=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+        kept[on] = float(out.stdout.split()[-1])
+    assert kept["0"] > 10 and kept["1"] < 5, kept

@@ -192,6 +192,13 @@ def test_groups_with_equal_rewards_are_skipped_and_the_gradient_is_the_whole_bat
     loss.backward()
     for got, p in zip(opt.grads, full.parameters()):
         assert torch.allclose(got, p.grad, atol=1e-6)
+    # Micro-batches cut to a few tokens each (groups split across them): the same gradient.
+    small = copy.deepcopy(model).train()
+    opt_small = GradCapture(small.parameters())
+    m = rl.train_on(rollouts, small, parts_of(small), None, opt_small, cfg, tok.pad_token_id, max_tokens=12)
+    assert m["micro_batches"] > 2
+    for got, p in zip(opt_small.grads, full.parameters()):
+        assert torch.allclose(got, p.grad, atol=1e-6)
     # Nothing to learn from: no forward, no update.
     for r in rollouts:
         r.verdicts = [Verdict(0.0, False)] * 4
@@ -261,6 +268,42 @@ def test_micro_batches_group_similar_lengths_and_hold_every_sample_once():
     even = [group(g, [16] * 8) for g in range(8)]
     assert [sum(len(r.samples) for r in m) for m in plan_micro_batches(even, max_rows=128)] == [64]
     assert all(sum(len(r.samples) for r in m) <= 24 for m in plan_micro_batches(even, max_rows=24))
+    # A token cap: no micro-batch holds more (but a sample longer than the cap goes alone).
+    for m in plan_micro_batches(rollouts, max_rows=128, max_tokens=100):
+        rows = [len(s.completion_ids) for r in m for s in r.samples]
+        assert len(rows) * max(rows) + 10 * len(m) <= 100 or len(rows) == 1
     # Long shared prompts: splitting a group would recompute its prompt, so it stays whole.
     long_prompt = [group(g, [64] + [4] * 7, prompt=2000) for g in range(4)]
     assert [len(m) for m in plan_micro_batches(long_prompt, max_rows=128)] == [4]
+
+
+@pytest.mark.parametrize("lora", [0, 4])
+def test_activation_bytes_per_token_is_what_autograd_keeps(lora):
+    """The micro-batch budget's per-token figure, measured by two small probes, matches the
+    bytes autograd really saves on a training batch (weights left out); checkpointing keeps
+    a fraction of it."""
+    from rlvr.models.lora import add_lora
+    from rlvr.train.batch import activation_bytes_per_token, micro_batch_tokens
+
+    model, tok = build_tiny_model("micro", seed=3)
+    if lora:
+        model = add_lora(model, lora, 2.0 * lora, ["q_proj", "v_proj", "up_proj"], "micro")
+    model.train()
+    parts = parts_of(model)
+    per_token = activation_bytes_per_token(parts)
+    batch = make_batch(_rollouts(model, tok, n_problems=4, n=4), tok.pad_token_id)
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    kept: dict[int, int] = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in weights:
+            kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        policy_logprobs(parts, batch)
+    tokens = batch.prompt_ids.numel() + batch.ids.numel()  # what the forward computed, padding included
+    assert sum(kept.values()) / tokens == pytest.approx(per_token, rel=0.25)
+    checkpointed = activation_bytes_per_token(parts_of(model, checkpoint=True))
+    assert checkpointed < per_token  # (a 2-layer model: a real one keeps ~1/10)
+    assert micro_batch_tokens(parts, 1.0) == int(2**30 // per_token)

@@ -49,10 +49,11 @@ class TrainBatch:
 MICRO_OVERHEAD_TOKENS = 64
 
 
-def plan_micro_batches(rollouts: list[Rollout], max_rows: int,
+def plan_micro_batches(rollouts: list[Rollout], max_rows: int, max_tokens: int | None = None,
                        overhead: int = MICRO_OVERHEAD_TOKENS) -> list[list[Rollout]]:
-    """Split rollouts' samples into micro-batches of at most `max_rows` completions, of
-    similar lengths, computing as few tokens as possible.
+    """Split rollouts' samples into micro-batches of at most `max_rows` completions and
+    `max_tokens` tokens (padded completions plus their prompts; a longer sample goes
+    alone), of similar lengths, computing as few tokens as possible.
 
     A micro-batch pads every completion to its longest, and a group's longest sets the
     whole group's length; with lengths that vary (a few completions run to the token limit,
@@ -77,7 +78,10 @@ def plan_micro_batches(rollouts: list[Rollout], max_rows: int,
             if g not in groups:
                 groups.add(g)
                 prompts += prompt[g]
-            cost = best[start] + (end - start) * max(1, items[start][0]) + prompts + overhead
+            tokens = (end - start) * max(1, items[start][0]) + prompts
+            if max_tokens is not None and tokens > max_tokens and end - start > 1:
+                break  # longer spans only grow: their first sample is at least as long
+            cost = best[start] + tokens + overhead
             if cost < best[end]:
                 best[end], cut[end] = cost, start
     spans, end = [], n
@@ -91,6 +95,40 @@ def plan_micro_batches(rollouts: list[Rollout], max_rows: int,
             chosen.setdefault(g, []).append(i)
         out.append([_subset(rollouts[g], sorted(idx)) for g, idx in sorted(chosen.items())])
     return out
+
+
+def activation_bytes_per_token(parts: Parts, probe: tuple[int, int] = (8, 24)) -> float:
+    """Bytes a training forward keeps for backward per token through the decoder, measured
+    for this model as it trains (dtype, LoRA, device): two small forwards under autograd's
+    saved-tensor hooks, their difference over the difference in tokens, so the weights
+    and other constants cancel. Under activation checkpointing a token keeps its layer
+    inputs, plus one layer's activations while that layer is recomputed. The LM head is
+    left out: it is computed in chunks of bounded size (models/lm_head.py)."""
+    device = parts.embed.weight.device
+
+    def saved(tokens: int) -> int:
+        storages: dict[int, int] = {}
+
+        def pack(t: Tensor) -> Tensor:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        ids = torch.zeros(1, tokens, dtype=torch.long, device=device)
+        pos = torch.arange(tokens, device=device)[None]
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            forward(replace(parts, checkpoint=False), ids, pos)
+        return sum(storages.values())
+
+    full = (saved(probe[1]) - saved(probe[0])) / (probe[1] - probe[0])
+    if not parts.checkpoint:
+        return full
+    layers = len(parts.layers)
+    return layers * parts.embed.weight.shape[1] * parts.embed.weight.element_size() + full / layers
+
+
+def micro_batch_tokens(parts: Parts, budget_gb: float) -> int:
+    """The most tokens a micro-batch may hold so its activations fit `budget_gb`."""
+    return max(1, int(budget_gb * 2**30 // max(activation_bytes_per_token(parts), 1.0)))
 
 
 def _subset(r: Rollout, idx: list[int]) -> Rollout:

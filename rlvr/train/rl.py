@@ -30,7 +30,7 @@ from rlvr.envs import make_env
 from rlvr.models import count_parameters, load_model
 from rlvr.models.forward import parts_of
 from rlvr.models.lora import adapter_base, is_lora
-from rlvr.train.batch import TrainBatch, make_batch, plan_micro_batches, policy_logprobs
+from rlvr.train.batch import TrainBatch, make_batch, micro_batch_tokens, plan_micro_batches, policy_logprobs
 from rlvr.train.setup import make_optimizer, memory_metrics, restore_optimizer, setup_model
 from rlvr.compute import Compute, inherited_from
 from rlvr.train.evaluator import Evaluator, TrainerFields, headline_pass_at_1
@@ -73,7 +73,8 @@ class RLConfig(TrainerFields):
     grad_clip: float = Field(1.0, gt=0, description="Gradient norm clip.")
     epochs: int = Field(1, ge=1, description="Passes over each batch.")
     mini_batches: int = Field(1, ge=1, description="Optimizer steps per pass (the batch is split by groups).")
-    micro_batch: int = Field(128, ge=1, description="Completions per forward/backward (gradient accumulation; memory and speed only).")
+    micro_batch: int = Field(128, ge=1, description="Completions per forward/backward at most (gradient accumulation; memory and speed only).")
+    activation_gb: float = Field(1.0, gt=0, description="Activations one forward/backward may keep, GB: micro-batches are cut to the tokens that fit, from the model's bytes per token measured at start (a real model keeps ~1 MB a token in fp32 without --activation_checkpointing). Raise it on a large GPU.")
     overlong_buffer: int = Field(0, ge=0, description="DAPO soft overlong punishment: reward falls linearly by up to 1 over the last N tokens before --max_new_tokens (0: off).")
     mask_truncated: bool = Field(False, description="DAPO overlong filtering: completions cut by --max_new_tokens add no gradient (they still count in their group's baseline).")
     drop_uniform_groups: bool = Field(False, description="DAPO dynamic sampling: drop groups whose rewards are all equal and draw more.")
@@ -141,12 +142,14 @@ def loss_config(cfg: RLConfig) -> LossConfig:
                       max_tokens=cfg.max_new_tokens)
 
 
-def train_on(rollouts: list[Rollout], model, parts, reference, opt, cfg: RLConfig, pad_id: int) -> dict[str, float]:
+def train_on(rollouts: list[Rollout], model, parts, reference, opt, cfg: RLConfig, pad_id: int,
+             max_tokens: int | None = None) -> dict[str, float]:
     """Advantages, then epochs x mini_batches optimizer steps on one batch of rollouts.
 
     Each optimizer step accumulates gradients over micro-batches of at most
-    `micro_batch` completions of similar lengths (`batch.plan_micro_batches`: less
-    padding, prompts shared where it pays); each micro-batch's loss is weighted by its
+    `micro_batch` completions and `max_tokens` tokens (`batch.micro_batch_tokens`), of
+    similar lengths (`batch.plan_micro_batches`: less padding, prompts shared where it
+    pays); each micro-batch's loss is weighted by its
     share of what the aggregation averages over, so the gradient equals the whole
     mini-batch's. The off-policy correction
     (`algos.OFFPOLICY[offpolicy]`) sets what the loss's ratio is taken against and
@@ -174,7 +177,7 @@ def train_on(rollouts: list[Rollout], model, parts, reference, opt, cfg: RLConfi
         totals.append(weigh(_mask_of(chunk)))
         live = [r for r in chunk if not skip or id(r) in informative]
         skipped += len(chunk) - len(live)
-        chunks.append([make_batch(m, pad_id, device) for m in plan_micro_batches(live, cfg.micro_batch)])
+        chunks.append([make_batch(m, pad_id, device) for m in plan_micro_batches(live, cfg.micro_batch, max_tokens)])
     if not any(chunks):  # no group with a learning signal: no forward, no backward, no update
         return {"trained_tokens": 0, "loss_tokens": 0, "updates": 0, "skipped_groups": 1.0, "signal": 0.0}
     signal = len(informative) / len(rollouts)
@@ -215,6 +218,7 @@ def train_on(rollouts: list[Rollout], model, parts, reference, opt, cfg: RLConfi
     out["grad_norm"] = sums["grad_norm"] / updates
     out["trained_tokens"], out["loss_tokens"], out["updates"] = sums["trained_tokens"], sums["loss_tokens"], updates
     out["skipped_groups"], out["signal"] = skipped / len(rollouts), signal
+    out["micro_batches"] = sum(len(micro) for micro in chunks)
     if cfg.mask_truncated:
         out["masked_truncated"] = masked / sum(len(r.samples) for r in rollouts)
     return out
@@ -274,6 +278,7 @@ def main(cfg: RLConfig) -> Run:
     model, tok, parts = setup_model(cfg, last_model(cfg.model), resumed[0] if resumed else None)
     compute = Compute(count_parameters(model), "rl", inherited_from(cfg.model))
     reference = reference_logprobs(cfg, model, parts)
+    max_tokens = micro_batch_tokens(parts, cfg.activation_gb)
     opt = make_optimizer(model, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     if resumed:
         restore_optimizer(opt, resumed[1], str(resumed[0].parent))
@@ -333,7 +338,7 @@ def main(cfg: RLConfig) -> Run:
                     break
                 if cfg.stop_on_hack and monitor.enabled:
                     clean = (step, {k: v.detach().clone() for k, v in model.state_dict().items()})
-                metrics = train_on(batch.rollouts, model, parts, reference, opt, cfg, tok.pad_token_id)
+                metrics = train_on(batch.rollouts, model, parts, reference, opt, cfg, tok.pad_token_id, max_tokens)
                 metrics.update(hack)
                 hack_warning = monitor.warning(hack, step + 1)
                 if hack_warning:
