@@ -338,6 +338,12 @@ def main(argv: list[str] | None = None) -> None:
               f"{r['first']:.3f}) | mean completion {r['len']:.1f} tokens | reward {r['reward']:.3f} | useful "
               f"{r['gflop']:.2f} GFLOP -> floor {r['floor'] * 1e3:.0f} ms = {100 * r['of_peak']:.1f}% of matmul peak"
               f" | peak RSS {finals[name]['peak_rss_gb']:.2f} GB | threads {threads[name]}{extra}")
+    for name in res:  # a slow step, and what it did: its longest completion sets decoding's length
+        kept = steps[name][args.warmup:]
+        slow = max(kept, key=lambda st: st["seconds"])
+        longest = max(c for _, cs in slow["shapes"] for c in cs)
+        print(f"{name} slowest step {slow['seconds']:.3f} s: longest completion {longest} tokens"
+              + (f", generate {slow['generate']:.3f} s" if "generate" in slow else ""))
     if "trl" in res:  # should the two sides' work differ (lengths drift as they learn), per useful FLOP too
         per = {n: res[n]["median"] / res[n]["gflop"] for n in res}
         print(f"time per useful GFLOP: TRL {1e3 * per['trl']:.1f} ms, rlvr {1e3 * per['rlvr']:.1f} ms -> "
