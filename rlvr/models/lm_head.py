@@ -34,12 +34,11 @@ class _TokenLogprobs(torch.autograd.Function):
     def forward(ctx, hidden: Tensor, weight: Tensor, ids: Tensor, temperature: float, rows: int):
         N, acc = hidden.shape[0], _acc(hidden.dtype)
         logp, lse, entropy = (hidden.new_empty(N, dtype=acc) for _ in range(3))
-        for s in range(0, N, rows):
-            logits = (hidden[s:s + rows] @ weight.T).to(acc) / temperature
+        for s in range(0, N, rows):  # in place where it can: a chunk's temporaries are its memory
+            logits = (hidden[s:s + rows] @ weight.T).to(acc).div_(temperature)
             lse[s:s + rows] = torch.logsumexp(logits, -1)
             logp[s:s + rows] = logits.gather(-1, ids[s:s + rows, None]).squeeze(-1) - lse[s:s + rows]
-            probs = torch.softmax(logits, -1)
-            entropy[s:s + rows] = lse[s:s + rows] - (probs * logits).sum(-1)
+            entropy[s:s + rows] = lse[s:s + rows] - torch.softmax(logits, -1).mul_(logits).sum(-1)
         ctx.save_for_backward(hidden, weight, ids, lse)
         ctx.temperature, ctx.rows = temperature, rows
         ctx.mark_non_differentiable(entropy)
@@ -54,9 +53,8 @@ class _TokenLogprobs(torch.autograd.Function):
         grad_w = torch.zeros_like(weight, dtype=acc) if ctx.needs_input_grad[1] else None
         for s in range(0, hidden.shape[0], rows):
             h = hidden[s:s + rows]
-            logits = (h @ weight.T).to(acc) / T
             # d logp_i / d logits = onehot(id_i) - softmax; times the incoming gradient, / T.
-            g = torch.exp(logits - lse[s:s + rows, None]).neg_()
+            g = (h @ weight.T).to(acc).div_(T).sub_(lse[s:s + rows, None]).exp_().neg_()
             g.scatter_add_(-1, ids[s:s + rows, None], torch.ones_like(g[:, :1]))
             g.mul_((grad_logp[s:s + rows] / T)[:, None])
             g = g.to(hidden.dtype)
