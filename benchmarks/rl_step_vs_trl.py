@@ -117,8 +117,8 @@ def _sync(device: str) -> None:
 def rlvr_worker(path: str, case: dict, steps: int, device: str) -> None:
     from rlvr.engine import TorchEngine
     from rlvr.envs import make_env
-    from rlvr.train.producer import Producer
     from rlvr.train.batch import micro_batch_tokens
+    from rlvr.train.producer import Producer
     from rlvr.train.queues import make_queue
     from rlvr.train.rl import RLConfig, reference_logprobs, train_on
     from rlvr.train.setup import make_optimizer, setup_model

@@ -136,7 +136,8 @@ class TorchEngine:
                     break
             if t + 1 == T:
                 break
-            live = self._drop_finished(cache, live, done)
+            if not sampling.ignore_eos:  # rows only finish at EOS
+                live = self._drop_finished(cache, live, done)
             if live is None:
                 logits = p.lm_head(decode_step(p, tok, next_pos + t, cache, at=P + t))
             else:

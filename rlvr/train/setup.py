@@ -12,6 +12,8 @@ and updates in bf16 lose every step smaller than the weight's 8-bit mantissa res
 
 from __future__ import annotations
 
+import ctypes
+import os
 import resource
 from pathlib import Path
 from typing import Literal
@@ -82,9 +84,6 @@ def return_freed_memory() -> bool:
     """Have glibc's malloc return freed large blocks to the system at once (what
     --activation_checkpointing asks for on CPU: memory before time). False where the C
     library is not glibc or `MALLOC_MMAP_THRESHOLD_` is already set (the user's choice)."""
-    import ctypes
-    import os
-
     if "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
     try:
