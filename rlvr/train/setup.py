@@ -74,10 +74,12 @@ def setup_model(cfg: ModelFields, start: str | Path, resumed: Path | None = None
 
 # glibc's malloc serves large blocks from its heap once a large block has been freed, and
 # keeps what a training step frees there: an RL step of SmolLM2 with activation
-# checkpointing peaked at 3.8 GB resident for 1.4 GB live. Blocks from 1 MiB up mapped
-# on their own go back to the system when freed (1.7 GB), for more page faults (~20%
-# more time on a real model's training step, more on a tiny one's).
-MMAP_THRESHOLD = 1 << 20
+# checkpointing peaked at 3.8 GB resident for 1.4 GB live. Blocks from 128 KiB up (glibc's
+# own starting threshold, here kept fixed) mapped on their own go back to the system when
+# freed: 1.37 GB in the worst case (1.63 GB with 1 MiB, whose heap still kept a layer's
+# recomputed 128 KiB-1 MiB blocks), for more page faults (~20% more time on a real model's
+# step without checkpointing; within noise with it, where recomputation dominates).
+MMAP_THRESHOLD = 1 << 17
 
 
 def return_freed_memory() -> bool:
