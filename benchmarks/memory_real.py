@@ -22,6 +22,12 @@ the `--activation_gb` budget) without the evaluator and the checkpoint.
     .venv/bin/python benchmarks/memory_real.py --model smollm2-135m
     .venv/bin/python benchmarks/memory_real.py --model PATH --settings full lora --steps 3
     .venv/bin/python benchmarks/memory_real.py --worst-case --settings full lora lora+ckpt full+ckpt
+    .venv/bin/python benchmarks/memory_real.py --sft --settings lora full --steps 2
+
+`--sft` runs `rlvr sft` instead: 16 worked solutions of ~800 tokens a step (running sums
+of 40 two-digit numbers; SmolLM2 spells numbers digit by digit), 13k tokens, in
+micro-batches that fit `--activation-gb`
+(`--activation-gb 100`: the whole step in one forward, as sft ran before it planned).
 """
 
 from __future__ import annotations
@@ -100,6 +106,39 @@ def child(args: argparse.Namespace, setting: str) -> None:
                       "trained": [r.get("loss_tokens", 0) for r in rows], "micro": [r.get("micro_batches", 0) for r in rows]}))
 
 
+def sft_child(args: argparse.Namespace, setting: str) -> None:
+    """`rlvr sft` on long worked solutions: 16 conversations of ~800 tokens a step (13k tokens)."""
+    import random
+
+    from rlvr.train import sft
+
+    tmp = Path(tempfile.mkdtemp())
+    rng = random.Random(0)
+    with open(tmp / "data.jsonl", "w") as f:
+        for _ in range(64):
+            terms = [rng.randint(10, 99) for _ in range(40)]
+            steps, total = [], 0
+            for t in terms:
+                steps.append(f"{total} + {t} = {total + t}.")
+                total += t
+            f.write(json.dumps({"messages": [
+                {"role": "user", "content": "Add these numbers: " + ", ".join(map(str, terms)) + "."},
+                {"role": "assistant", "content": "Adding one at a time: " + " ".join(steps) + f" The answer is {total}."},
+            ]}) + "\n")
+    cfg = sft.SFTConfig(run_dir=str(tmp / "sft"), model=args.model, data=str(tmp / "data.jsonl"), max_steps=args.steps,
+                        batch_size=16, max_length=1024, lr=1e-5, warmup=0, eval_problems=0, save_every=0, seed=0,
+                        activation_gb=args.activation_gb, **SETTINGS[setting])
+    t0 = time.perf_counter()
+    sft.main(cfg)
+    rows = [json.loads(line) for line in (tmp / "sft" / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "step_time" in r]
+    print(json.dumps({"setting": setting, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+                      "wall_s": time.perf_counter() - t0, "step_s": [round(r["step_time"], 1) for r in rows],
+                      "generated": [0] * len(rows), "updates": [1] * len(rows), "reward": [0] * len(rows),
+                      "checkpoint_mb": 0.0, "trained": [r["trained_tokens"] for r in rows],
+                      "micro": [r["micro_batches"] for r in rows]}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
@@ -109,22 +148,27 @@ def main() -> None:
     ap.add_argument("--activation-gb", type=float, default=1.0, help="rl's --activation_gb")
     ap.add_argument("--worst-case", action="store_true",
                     help="every completion to the token limit, every group trained (see above)")
+    ap.add_argument("--sft", action="store_true",
+                    help="`rlvr sft` steps instead: 16 worked solutions of ~800 tokens a step (micro-batches by tokens)")
     ap.add_argument("--child", default="")
     args = ap.parse_args()
     if args.child:
-        return (worst_case if args.worst_case else child)(args, args.child)
+        return (sft_child if args.sft else worst_case if args.worst_case else child)(args, args.child)
     from common import print_header
 
-    print_header(f"RL peak memory: {args.model}, 8 prompts x 4 completions x <= 64 tokens, {args.steps} steps, "
-                 f"env {args.env}, activation budget {args.activation_gb:g} GB{', worst case' if args.worst_case else ''}")
+    what = ("SFT peak memory: 16 conversations of ~800 tokens a step" if args.sft else
+            f"RL peak memory: 8 prompts x 4 completions x <= 64 tokens, env {args.env}")
+    print_header(f"{what}, {args.model}, {args.steps} steps, activation budget {args.activation_gb:g} GB"
+                 f"{', worst case' if args.worst_case else ''}")
     for setting in args.settings:
         out = subprocess.run([sys.executable, __file__, "--model", args.model, "--env", args.env,
                               "--steps", str(args.steps), "--activation-gb", str(args.activation_gb),
-                              *(["--worst-case"] if args.worst_case else []), "--child", setting],
+                              *(["--worst-case"] if args.worst_case else []), *(["--sft"] if args.sft else []),
+                              "--child", setting],
                              capture_output=True, text=True, cwd=ROOT)
         lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
         if out.returncode or not lines:
-            print(f"{setting}: failed\n{out.stderr[-3000:]}")
+            print(f"{setting}: failed (exit {out.returncode}{', killed: out of memory?' if out.returncode == -9 else ''})\n{out.stderr[-3000:]}")
             continue
         r = json.loads(lines[-1])
         print(f"{setting:10s} peak RSS {r['peak_rss_gb']:.2f} GB   steps {r['step_s']} s   generated {r['generated']}"

@@ -106,6 +106,39 @@ def test_packed_loss_equals_unpacked_and_hf(micro, data):
     assert abs(sums[False][0] - float(hf)) < 1e-5
 
 
+def test_micro_batches_by_tokens_give_the_steps_gradient(micro, data):
+    """A step cut into micro-batches of a few rows' tokens (sorted by length) has the gradient
+    and the loss of the whole step in one forward; every row goes into exactly one."""
+    model, tok = load_model(micro, device="cpu")
+    examples = sft.load_conversations(data, tok, 64)[:24]
+    rows = sft.make_rows(examples, False, 64, seed=0)
+    lengths = [sum(len(ex.ids) for ex in row) for row in rows]
+    parts = parts_of(model)
+    grads, losses = {}, {}
+    for cap in (None, 3 * max(lengths)):
+        model.zero_grad(set_to_none=True)
+        loss, n, seen, micro_batches = sft.train_rows(parts, rows, tok.pad_token_id, "cpu", cap)
+        grads[cap] = torch.cat([p.grad.flatten() for p in model.parameters()])
+        losses[cap] = (loss, n, seen, micro_batches)
+        plan = sft.plan_rows(lengths, cap)
+        assert sorted(i for idx in plan for i in idx) == list(range(len(rows)))
+        assert cap is None or all(len(idx) * max(lengths[i] for i in idx) <= cap for idx in plan)
+    assert losses[None][3] == 1 and losses[3 * max(lengths)][3] >= len(rows) // 3
+    assert losses[None][1:3] == losses[3 * max(lengths)][1:3] == (n, sum(lengths))
+    assert abs(losses[None][0] - losses[3 * max(lengths)][0]) < 1e-5
+    torch.testing.assert_close(grads[None], grads[3 * max(lengths)], rtol=1e-4, atol=1e-6)
+
+
+def test_plan_rows_sorts_only_when_it_must_split():
+    from rlvr.train.batch import plan_rows
+
+    assert plan_rows([5, 9, 3], None) == [[0, 1, 2]]
+    assert plan_rows([5, 9, 3], 27) == [[0, 1, 2]]  # fits: one micro-batch, the rows' own order
+    # 20 tokens: two micro-batches either way; [9] and [5, 3] pad less than [9, 5] and [3].
+    assert plan_rows([5, 9, 3], 20) == [[1], [0, 2]]
+    assert plan_rows([5, 9, 3], 8) == [[1], [0], [2]]  # a row longer than the cap goes alone
+
+
 def _greedy(model_dir):
     model, tok = load_model(model_dir, device="cpu")
     env = make_env(ENV)

@@ -49,6 +49,36 @@ class TrainBatch:
 MICRO_OVERHEAD_TOKENS = 64
 
 
+def cut_sorted(lengths: list[int], max_rows: int, max_tokens: int | None = None,
+               overhead: int = MICRO_OVERHEAD_TOKENS, shared: list[tuple[int, int]] | None = None) -> list[tuple[int, int]]:
+    """Cut items sorted longest first into consecutive spans [start, end) computing as few
+    tokens as possible: a span costs its rows padded to its first (longest) item, plus,
+    with `shared` ((key, tokens) per item: a prompt its samples share), each distinct
+    key's tokens once, plus `overhead`; at most `max_rows` items and `max_tokens` tokens a
+    span (an item longer than that goes alone). An exact dynamic programme,
+    O(items x max_rows)."""
+    n = len(lengths)
+    best, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
+    for end in range(1, n + 1):
+        keys: set[int] = set()
+        prefix = 0
+        for start in range(end - 1, max(0, end - max_rows) - 1, -1):
+            if shared is not None and shared[start][0] not in keys:
+                keys.add(shared[start][0])
+                prefix += shared[start][1]
+            tokens = (end - start) * max(1, lengths[start]) + prefix
+            if max_tokens is not None and tokens > max_tokens and end - start > 1:
+                break  # longer spans only grow: their first item is at least as long
+            cost = best[start] + tokens + overhead
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    spans, end = [], n
+    while end > 0:
+        spans.append((cut[end], end))
+        end = cut[end]
+    return spans[::-1]
+
+
 def plan_micro_batches(rollouts: list[Rollout], max_rows: int, max_tokens: int | None = None,
                        overhead: int = MICRO_OVERHEAD_TOKENS) -> list[list[Rollout]]:
     """Split rollouts' samples into micro-batches of at most `max_rows` completions and
@@ -58,43 +88,34 @@ def plan_micro_batches(rollouts: list[Rollout], max_rows: int, max_tokens: int |
     A micro-batch pads every completion to its longest, and a group's longest sets the
     whole group's length; with lengths that vary (a few completions run to the token limit,
     most stop early) a fifth to a half of the tokens can be padding. Samples are sorted by
-    length and cut where it pays: the cost of a micro-batch is its padded completion
-    tokens, plus each distinct prompt once (its prefix is computed for every micro-batch
-    that holds one of its samples), plus `overhead`; an exact dynamic programme over the
-    sorted order (O(samples x max_rows)). The gradient is unchanged: every aggregation is
-    over tokens or sequences, and each micro-batch's loss is weighted by its share.
-    Returns lists of rollouts (copies holding the chosen samples and their advantages).
+    length and cut where it pays (`cut_sorted`): the cost of a micro-batch is its padded
+    completion tokens, plus each distinct prompt once (its prefix is computed for every
+    micro-batch that holds one of its samples), plus `overhead`. The gradient is
+    unchanged: every aggregation is over tokens or sequences, and each micro-batch's loss
+    is weighted by its share. Returns lists of rollouts (copies holding the chosen samples
+    and their advantages).
     """
     items = sorted(((len(s.completion_ids), g, i) for g, r in enumerate(rollouts) for i, s in enumerate(r.samples)),
                    key=lambda x: -x[0])
-    n = len(items)
     prompt = [len(r.samples[0].prompt_ids) if r.samples else 0 for r in rollouts]
-    best, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
-    for end in range(1, n + 1):
-        groups: set[int] = set()
-        prompts = 0
-        for start in range(end - 1, max(0, end - max_rows) - 1, -1):
-            g = items[start][1]
-            if g not in groups:
-                groups.add(g)
-                prompts += prompt[g]
-            tokens = (end - start) * max(1, items[start][0]) + prompts
-            if max_tokens is not None and tokens > max_tokens and end - start > 1:
-                break  # longer spans only grow: their first sample is at least as long
-            cost = best[start] + tokens + overhead
-            if cost < best[end]:
-                best[end], cut[end] = cost, start
-    spans, end = [], n
-    while end > 0:
-        spans.append((cut[end], end))
-        end = cut[end]
     out = []
-    for start, end in reversed(spans):
+    for start, end in cut_sorted([x[0] for x in items], max_rows, max_tokens, overhead,
+                                 shared=[(g, prompt[g]) for _, g, _ in items]):
         chosen: dict[int, list[int]] = {}
         for _, g, i in items[start:end]:
             chosen.setdefault(g, []).append(i)
         out.append([_subset(rollouts[g], sorted(idx)) for g, idx in sorted(chosen.items())])
     return out
+
+
+def plan_rows(lengths: list[int], max_tokens: int | None, overhead: int = MICRO_OVERHEAD_TOKENS) -> list[list[int]]:
+    """Indices of rows (SFT's sequences) in micro-batches of at most `max_tokens` padded
+    tokens, each as long as its longest row; all of them in their own order when they fit
+    in one (so a batch that fits computes exactly what it did unplanned)."""
+    if max_tokens is None or len(lengths) * max(lengths, default=1) <= max_tokens:
+        return [list(range(len(lengths)))]
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [sorted(order[a:b]) for a, b in cut_sorted([lengths[i] for i in order], len(order), max_tokens, overhead)]
 
 
 def activation_bytes_per_token(parts: Parts, probe: tuple[int, int] = (8, 24)) -> float:

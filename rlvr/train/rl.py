@@ -74,7 +74,6 @@ class RLConfig(TrainerFields):
     epochs: int = Field(1, ge=1, description="Passes over each batch.")
     mini_batches: int = Field(1, ge=1, description="Optimizer steps per pass (the batch is split by groups).")
     micro_batch: int = Field(128, ge=1, description="Completions per forward/backward at most (gradient accumulation; memory and speed only).")
-    activation_gb: float = Field(1.0, gt=0, description="Activations one forward/backward may keep, GB: micro-batches are cut to the tokens that fit, from the model's bytes per token measured at start (a real model keeps ~1 MB a token in fp32 without --activation_checkpointing). Raise it on a large GPU.")
     overlong_buffer: int = Field(0, ge=0, description="DAPO soft overlong punishment: reward falls linearly by up to 1 over the last N tokens before --max_new_tokens (0: off).")
     mask_truncated: bool = Field(False, description="DAPO overlong filtering: completions cut by --max_new_tokens add no gradient (they still count in their group's baseline).")
     drop_uniform_groups: bool = Field(False, description="DAPO dynamic sampling: drop groups whose rewards are all equal and draw more.")

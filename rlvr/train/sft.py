@@ -46,6 +46,7 @@ from rlvr.models.lm_head import chunked, token_logprobs
 from rlvr.compute import Compute, inherited_from
 from rlvr.config import InputError
 from rlvr.jsonl import read_jsonl
+from rlvr.train.batch import micro_batch_tokens, plan_rows
 from rlvr.train.evaluator import Evaluator, TrainerFields
 from rlvr.train.progress import StepBar
 from rlvr.run import Run, last_model
@@ -189,6 +190,29 @@ def loss_sum(parts, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     return F.cross_entropy(parts.lm_head(h).float(), labels, reduction="sum"), int(target.sum())
 
 
+def _targets(batch: dict[str, torch.Tensor]) -> int:
+    return int((batch["mask"][:, 1:] & (batch["seg"][:, 1:] == batch["seg"][:, :-1])).sum())
+
+
+def train_rows(parts, rows: list[list[Example]], pad_id: int, device, max_tokens: int | None = None
+               ) -> tuple[float, int, int, int]:
+    """Forward and backward one step's rows: the gradient of their mean token loss, in
+    micro-batches of at most `max_tokens` padded tokens (`batch.plan_rows`: rows sorted by
+    length, so short ones do not pad to the longest), each loss divided by the whole
+    step's token count, so the gradient is the step's whatever the split. Returns the
+    mean loss, the loss tokens, the tokens computed (padding aside) and the micro-batches."""
+    lengths = [sum(len(ex.ids) for ex in row) for row in rows]
+    batches = [collate([rows[i] for i in idx], pad_id, device) for idx in plan_rows(lengths, max_tokens)]
+    total = max(sum(_targets(b) for b in batches), 1)
+    loss = torch.zeros(())
+    for batch in batches:
+        part, _ = loss_sum(parts, batch)
+        part = part / total
+        part.backward()
+        loss = loss + part.detach().cpu()
+    return loss.item(), total, sum(lengths), len(batches)
+
+
 # -- the loop --------------------------------------------------------------------------
 def main(cfg: SFTConfig) -> Run:
     run = Run(cfg.run_dir, cfg, resume=cfg.resume, tensorboard=cfg.tensorboard)
@@ -199,6 +223,7 @@ def main(cfg: SFTConfig) -> Run:
     compute = Compute(count_parameters(model), "sft", inherited_from(cfg.model, cfg.data))
     device = next(model.parameters()).device
     rows = make_rows(load_conversations(cfg.data, tok, cfg.max_length), cfg.pack, cfg.max_length, cfg.seed)
+    max_tokens = micro_batch_tokens(parts, cfg.activation_gb)
     per_epoch = -(-len(rows) // cfg.batch_size)
     total = cfg.max_steps or cfg.epochs * per_epoch
     horizon = total  # of the LR schedule
@@ -230,19 +255,16 @@ def main(cfg: SFTConfig) -> Run:
             lr = lr_at(step, cfg.lr, cfg.warmup, horizon)
             for g in opt.param_groups:
                 g["lr"] = lr
-            batch = collate(batch_at(step), tok.pad_token_id, device)
-            loss, n_tokens = loss_sum(parts, batch)
-            loss = loss / max(n_tokens, 1)
-            loss.backward()
+            loss, n_tokens, seen, micro = train_rows(parts, batch_at(step), tok.pad_token_id, device, max_tokens)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
-            seen = int((batch["seg"] > 0).sum())
             compute.trained(seen)
             dt = time.perf_counter() - t0
-            m = {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr, "epoch": (step - 1) // per_epoch,
-                 "loss_tokens": n_tokens, "trained_tokens": seen, "tokens_per_s": seen / dt, "step_time": dt,
+            m = {"loss": loss, "grad_norm": float(grad_norm), "lr": lr, "epoch": (step - 1) // per_epoch,
+                 "loss_tokens": n_tokens, "trained_tokens": seen, "micro_batches": micro, "tokens_per_s": seen / dt,
+                 "step_time": dt,
                  **compute.metrics(), **memory_metrics(device)}
             done = step >= total or compute.spent(cfg.budget_flops)
             if done or evaluator.due(step):
