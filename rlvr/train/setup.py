@@ -36,7 +36,7 @@ class ModelFields(Config):
     lora_r: int = Field(0, ge=0, description="LoRA rank (0: full fine-tuning). The base is frozen; only adapters train, and checkpoints hold the adapter (loads merged).")
     lora_alpha: float = Field(0.0, ge=0, description="LoRA scale numerator (0: 2 x lora_r); the adapter's output is scaled by alpha / r.")
     lora_targets: list[str] = Field(list(DEFAULT_TARGETS), description="Linear layers that get adapters (their short names, e.g. q_proj).")
-    activation_checkpointing: bool = Field(False, description="Recompute each layer's activations in backward instead of keeping them: less memory, ~30% more compute (on CPU, freed large blocks also go back to the system at once: glibc's malloc otherwise keeps them).")
+    activation_checkpointing: bool = Field(False, description="Recompute each layer's activations in backward instead of keeping them: less memory, ~30% more compute.")
     activation_gb: float = Field(1.0, gt=0, description="Activations one forward/backward may keep, GB: micro-batches are cut to the tokens that fit (rl: completions, sft and rs: sequences, sorted by length), from the model's bytes per token measured at start (a real model keeps ~1 MB a token in fp32 without --activation_checkpointing). Raise it on a large GPU.")
 
 
@@ -68,24 +68,28 @@ def setup_model(cfg: ModelFields, start: str | Path, resumed: Path | None = None
             base = str(Path(start).resolve()) if Path(start).exists() else str(start)
             model = add_lora(model, cfg.lora_r, cfg.lora_alpha or 2.0 * cfg.lora_r, cfg.lora_targets, base)
     model.train()
-    if cfg.activation_checkpointing and device.type == "cpu":
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    if device.type == "cpu" and (cfg.activation_checkpointing or weights >= REAL_MODEL_BYTES):
         return_freed_memory()
     return model, tok, parts_of(model, checkpoint=cfg.activation_checkpointing)
 
 
 # glibc's malloc serves large blocks from its heap once a large block has been freed, and
-# keeps what a training step frees there: an RL step of SmolLM2 with activation
-# checkpointing peaked at 3.8 GB resident for 1.4 GB live. Blocks from 128 KiB up (glibc's
-# own starting threshold, here kept fixed) mapped on their own go back to the system when
-# freed: 1.37 GB in the worst case (1.63 GB with 1 MiB, whose heap still kept a layer's
-# recomputed 128 KiB-1 MiB blocks), for more page faults (~20% more time on a real model's
-# step without checkpointing; within noise with it, where recomputation dominates).
+# keeps what a training step frees there: resident memory ran at ~2x live (an RL step of
+# SmolLM2 with activation checkpointing: 3.8 GB resident for 1.4 GB live). Blocks from
+# 128 KiB up (glibc's own starting threshold, kept fixed) mapped on their own go back to
+# the system when freed. SmolLM2, worst-case RL step: LoRA + checkpointing 1.37 GB (1.63
+# with 1 MiB, whose heap kept a recomputed layer's 128 KiB-1 MiB blocks), LoRA 1.92 GB
+# (2.72 with glibc's defaults). It costs page faults: no time measured on a real model
+# (training steps alternated in one process, with and without), 5% on the tiny models'
+# short steps, which are left to glibc's defaults.
 MMAP_THRESHOLD = 1 << 17
+REAL_MODEL_BYTES = 64 << 20  # weights from this size up: a real model's trainer returns freed memory
 
 
 def return_freed_memory() -> bool:
-    """Have glibc's malloc return freed large blocks to the system at once (what
-    --activation_checkpointing asks for on CPU: memory before time). False where the C
+    """Have glibc's malloc return freed large blocks to the system at once (set on CPU for
+    a real model's trainer and under --activation_checkpointing). False where the C
     library is not glibc or `MALLOC_MMAP_THRESHOLD_` is already set (the user's choice)."""
     if "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
