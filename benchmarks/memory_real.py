@@ -9,10 +9,12 @@ peak resident memory (ru_maxrss), the step times and what was generated. Setting
     lora     LoRA r=16 on every projection; the base frozen
     +ckpt    the same with activation checkpointing
 
-The batch is the issue's: 8 prompts x 4 completions, up to 64 new tokens, on 2-digit
-addition with the "the answer is" format (a format the instruct model writes, so the
-step has rewards that differ and really runs backward). The model answers in ~10-20
-tokens there; `--worst-case` runs the same step with every completion at the 64-token
+The batch is the issue's: 8 prompts x 4 completions, up to 64 new tokens, on single-digit
+additions and subtractions with the "the answer is" format and two worked examples
+(what `rlvr experiment real` trains on: the instruct model earns reward there, ~15%
+pass@1, so groups differ and the step really runs backward; on 2-digit additions without
+examples it earned 0 in every step of a run, so nothing trained). A run in which no step
+trained says so. The model answers in ~10-20 tokens there; `--worst-case` runs the same step with every completion at the 64-token
 limit (the engine ignoring EOS) and every group trained (rewards alternate within each
 group, since `rlvr rl` gives a cut completion 0 and would skip the groups), so each step
 trains on all 32 x 64 tokens: the memory a long-answer task needs. It builds what
@@ -47,7 +49,7 @@ sys.path.insert(0, ROOT)
 
 SETTINGS = {"full": {}, "lora": {"lora_r": 16}, "lora+ckpt": {"lora_r": 16, "activation_checkpointing": True},
             "full+ckpt": {"activation_checkpointing": True}}
-ENV = "prompt:format=answer_is:arithmetic:digits=2,ops=add"
+ENV = "prompt:format=answer_is,shots=2:arithmetic:digits=1,ops=add+sub"
 
 
 def worst_case(args: argparse.Namespace, setting: str) -> None:
@@ -175,6 +177,8 @@ def main() -> None:
               f"   updates {r['updates']}   trained tokens {r['trained']} in {r['micro']} micro-batches"
               f"   reward {r['reward']}   checkpoint {r['checkpoint_mb']:.0f} MB"
               + (f"   micro-batch cap {r['max_tokens']} tokens" if "max_tokens" in r else ""))
+        if not any(r["updates"]):
+            print(f"{setting}: no step trained (every group's rewards were equal): the figure is generation's alone")
         print(f"peak_rss_gb_{setting}: {r['peak_rss_gb']:.2f}")
 
 
