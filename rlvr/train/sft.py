@@ -23,7 +23,9 @@ re-tokenize to the ids the model wrote (BPE merges).
 With `pack`, conversations are concatenated into rows of up to `max_length` tokens;
 positions restart at each conversation and attention is block-diagonal (explicit
 masks through rlvr.models.forward), so a packed batch gives exactly the loss of the
-same conversations unpacked, with no padding to compute.
+same conversations unpacked, with no padding to compute. A step's rows go forward and
+backward in micro-batches that fit `--activation_gb` (sorted by length when they must be
+split; `train_rows`), with the gradient of the whole step.
 
     rlvr sft --model runs/base --data distill.jsonl --epochs 2 --eval_env arithmetic
 """
