@@ -339,8 +339,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{r['gflop']:.2f} GFLOP -> floor {r['floor'] * 1e3:.0f} ms = {100 * r['of_peak']:.1f}% of matmul peak"
               f" | peak RSS {finals[name]['peak_rss_gb']:.2f} GB | threads {threads[name]}{extra}")
     for name in res:  # a slow step, and what it did: its longest completion sets decoding's length
-        kept = steps[name][args.warmup:]
-        slow = max(kept, key=lambda st: st["seconds"])
+        slow = max(steps[name][args.warmup:], key=lambda st: st["seconds"])
         longest = max(c for _, cs in slow["shapes"] for c in cs)
         print(f"{name} slowest step {slow['seconds']:.3f} s: longest completion {longest} tokens"
               + (f", generate {slow['generate']:.3f} s" if "generate" in slow else ""))

@@ -128,16 +128,20 @@ class TorchEngine:
             # finished rows left the batch.
             tok, lp = sample_next(logits, sampling, gen)
             tokens[:, t], logps[:, t] = tok, lp
-            if not sampling.ignore_eos:
+            if not sampling.ignore_eos:  # rows only finish at EOS
                 ended = (tok == self.eos_id) & ~done
                 lengths = torch.where(ended, t + 1, lengths)
                 done |= ended
-                if bool(done.all()):
+                # The rows out of the batch have all finished: one count of the rows still
+                # decoded says both whether all are done and whether to drop some.
+                finished = done if live is None else done[live]
+                n_done = int(finished.sum())
+                if n_done == finished.shape[0]:
                     break
+                if t + 1 < T:
+                    live = self._drop_finished(cache, live, finished, n_done)
             if t + 1 == T:
                 break
-            if not sampling.ignore_eos:  # rows only finish at EOS
-                live = self._drop_finished(cache, live, done)
             if live is None:
                 logits = p.lm_head(decode_step(p, tok, next_pos + t, cache, at=P + t))
             else:
@@ -145,13 +149,12 @@ class TorchEngine:
         return self._to_samples(prompts, n, tokens, logps, lengths, done)
 
     @staticmethod
-    def _drop_finished(cache: DecodeCache, live: Tensor | None, done: Tensor) -> Tensor | None:
-        """Once a quarter of the rows being decoded have finished, drop them from the cache:
-        the rest decode without computing the finished rows' padding (a group's lengths
-        vary widely; the longest sets the loop's length). Returns the rows still decoded."""
-        rows = done.shape[0] if live is None else live.shape[0]
-        finished = done if live is None else done[live]
-        if 4 * int(finished.sum()) < rows:
+    def _drop_finished(cache: DecodeCache, live: Tensor | None, finished: Tensor, n_done: int) -> Tensor | None:
+        """Once a quarter of the rows being decoded (`finished`: which of them have, `n_done`
+        of them) have finished, drop them from the cache: the rest decode without computing
+        the finished rows' padding (a group's lengths vary widely; the longest sets the
+        loop's length). Returns the rows still decoded."""
+        if 4 * n_done < finished.shape[0]:
             return live
         keep = (~finished).nonzero().squeeze(1)
         cache.keep(keep)

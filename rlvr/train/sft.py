@@ -173,6 +173,13 @@ def collate(rows: list[list[Example]], pad_id: int, device) -> dict[str, torch.T
     return {k: v.to(device) for k, v in dict(ids=ids, pos=pos, seg=seg, mask=mask).items()}
 
 
+def _targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Where the loss is taken [B, T-1]: token t is predicted at t-1, only where t is the
+    assistant's and t-1 is the same example."""
+    seg = batch["seg"]
+    return batch["mask"][:, 1:] & (seg[:, 1:] == seg[:, :-1])
+
+
 def loss_sum(parts, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over assistant tokens and their count.
 
@@ -184,16 +191,11 @@ def loss_sum(parts, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     causal = torch.ones(T, T, dtype=torch.bool, device=ids.device).tril()
     attn = ((seg[:, :, None] == seg[:, None, :]) & causal)[:, None]
     hidden, _ = forward(parts, ids, batch["pos"], mask=attn)
-    # Token t is predicted at t-1; only where t is the assistant's and t-1 is the same example.
-    target = batch["mask"][:, 1:] & (seg[:, 1:] == seg[:, :-1])
+    target = _targets(batch)
     h, labels = hidden[:, :-1][target], ids[:, 1:][target]  # only the rows the loss needs
     if chunked(parts.lm_head, labels.numel()):  # a real vocabulary: never the whole logits at once
         return -token_logprobs(h, parts.lm_head.weight, labels)[0].sum(), int(target.sum())
     return F.cross_entropy(parts.lm_head(h).float(), labels, reduction="sum"), int(target.sum())
-
-
-def _targets(batch: dict[str, torch.Tensor]) -> int:
-    return int((batch["mask"][:, 1:] & (batch["seg"][:, 1:] == batch["seg"][:, :-1])).sum())
 
 
 def train_rows(parts, rows: list[list[Example]], pad_id: int, device, max_tokens: int | None = None
@@ -205,7 +207,7 @@ def train_rows(parts, rows: list[list[Example]], pad_id: int, device, max_tokens
     mean loss, the loss tokens, the tokens computed (padding aside) and the micro-batches."""
     lengths = [sum(len(ex.ids) for ex in row) for row in rows]
     batches = [collate([rows[i] for i in idx], pad_id, device) for idx in plan_rows(lengths, max_tokens)]
-    total = max(sum(_targets(b) for b in batches), 1)
+    total = max(sum(int(_targets(b).sum()) for b in batches), 1)
     loss = torch.zeros(())
     for batch in batches:
         part, _ = loss_sum(parts, batch)
