@@ -7,7 +7,9 @@ first. Both sides load the same model from the same directory (default: the rand
 once with `rlvr models get smollm2-135m`), get the same distinct chat prompts (2-digit
 additions) and sample the same number of tokens at T=1 over the full vocabulary with EOS
 ignored (HF: `min_new_tokens`; rlvr: `Sampling(ignore_eos=True)`), so both do exactly the
-same work. HF runs as its users run it: `AutoModelForCausalLM.from_pretrained(dir)` and
+same work. `--group N` samples N completions per prompt, as RL, rejection sampling and
+pass@k do (HF: `num_return_sequences=N`, which prefills each prompt N times; rlvr prefills
+it once and shares its keys and values); the useful FLOPs count each prompt once. HF runs as its users run it: `AutoModelForCausalLM.from_pretrained(dir)` and
 `generate` in a plain process; rlvr as `rlvr eval` runs it (`load_model`, `TorchEngine`).
 
 Each side is a process of its own, stepped in turn by this one (A B B A ...,
@@ -67,10 +69,10 @@ def worker(side: str, path: str, threads: int | None, device: str) -> None:
         model, tok = load_model(path, device=device)  # bf16 on a GPU, fp32 on CPU
         engine = TorchEngine(model, tok, max_batch=1024, share=True, pack=True)  # as rlvr eval builds it
 
-        def run(prompts: list[list[int]], new: int, seed: int) -> list[int]:
-            groups = engine.generate(prompts, n=1, sampling=Sampling(temperature=1.0, top_p=1.0, max_new_tokens=new,
+        def run(prompts: list[list[int]], new: int, seed: int, n: int) -> list[int]:
+            groups = engine.generate(prompts, n=n, sampling=Sampling(temperature=1.0, top_p=1.0, max_new_tokens=new,
                                                                      seed=seed, ignore_eos=True))
-            return [len(g[0].completion_ids) for g in groups]
+            return [len(s.completion_ids) for g in groups for s in g]
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -80,23 +82,24 @@ def worker(side: str, path: str, threads: int | None, device: str) -> None:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
         tok = AutoTokenizer.from_pretrained(path)
 
-        def run(prompts: list[list[int]], new: int, seed: int) -> list[int]:
+        def run(prompts: list[list[int]], new: int, seed: int, n: int) -> list[int]:
             ids, valid, _ = left_pad(prompts, tok.pad_token_id, device)
             torch.manual_seed(seed)
             with torch.inference_mode():
                 out = model.generate(input_ids=ids, attention_mask=valid.long(), do_sample=True, temperature=1.0,
                                      top_k=0, top_p=1.0, max_new_tokens=new, min_new_tokens=new,
-                                     eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+                                     num_return_sequences=n, eos_token_id=tok.eos_token_id,
+                                     pad_token_id=tok.pad_token_id)
             if out.is_cuda:
                 torch.cuda.synchronize()
-            return [out.shape[1] - ids.shape[1]] * len(prompts)
+            return [out.shape[1] - ids.shape[1]] * out.shape[0]
 
     channel.send(ready=True, threads=torch.get_num_threads())
     while (command := channel.wait())[0] == "step":
         a = command[1]
-        prompts = make_prompts(tok, a["batch"])
+        prompts = make_prompts(tok, a["batch"] // a["group"])
         t0 = time.perf_counter()
-        lengths = run(prompts, a["new"], a["seed"])
+        lengths = run(prompts, a["new"], a["seed"], a["group"])
         channel.send(seconds=time.perf_counter() - t0, lengths=lengths, prompt_lens=[len(p) for p in prompts])
     channel.send(peak_rss_gb=peak_rss_gb())
 
@@ -107,7 +110,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default="tiny", help="tiny (random-init preset 'small'), a registered name "
                     "(smollm2-135m, after `rlvr models get`) or a local HF model dir")
     ap.add_argument("--batch", type=int, nargs="+", default=None,
-                    help="distinct prompts per run, one sample each (default: 64 for tiny, 32 64 for a real model)")
+                    help="completions per run: distinct prompts x --group samples each (default: 64 for tiny, 32 64 "
+                    "for a real model)")
+    ap.add_argument("--group", type=int, default=1, help="samples per prompt (RL's group size); each batch size "
+                    "must be a multiple of it")
     ap.add_argument("--new-tokens", type=int, default=None, help="tokens sampled per prompt, EOS ignored "
                     "(default: 32 for tiny, 64 for a real model)")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs of each side per batch size, "
@@ -124,7 +130,11 @@ def main(argv: list[str] | None = None) -> None:
     batches = args.batch or ([64] if tiny else [32, 64])
     new = args.new_tokens or (32 if tiny else 64)
     repeats = args.repeats or (7 if tiny else 3)
+    bad = [b for b in batches if b % args.group]
+    if args.group < 1 or bad:
+        ap.error(f"--group {args.group}: every --batch must be a positive multiple of it (not {bad})")
     label = "speedup_vs_hf_generate" + ("" if tiny else "_" + os.path.basename(args.model.rstrip("/")).split("-")[0])
+    label += f"_group{args.group}" if args.group > 1 else ""
     if args.threads:
         torch.set_num_threads(args.threads)
     print_header("generate: rlvr TorchEngine vs transformers generate, each in its own process, interleaved")
@@ -132,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
         path = model_dir(args.model, tmp)
         model = meta_model(path)
         print(f"model: {args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params) | "
-              f"batch {batches} distinct chat prompts x {new} new tokens | T=1, EOS ignored | 1 warm-up + "
+              f"batch {batches} completions: distinct chat prompts x {args.group} sample(s) each x {new} new "
+              f"tokens | T=1, EOS ignored | 1 warm-up + "
               f"{repeats} interleaved repeats per batch size, medians")
         worker_argv = [__file__, "--path", path, "--device", args.device] + (
             ["--threads", str(args.threads)] if args.threads else [])
@@ -143,11 +154,11 @@ def main(argv: list[str] | None = None) -> None:
             peaks = [first]
             runs = {}
             for b in batches:
-                interleave(sides, 1, batch=b, new=new, seed=0)  # warm-up
+                interleave(sides, 1, batch=b, group=args.group, new=new, seed=0)  # warm-up
                 runs[b] = {name: [] for name in ("rlvr", "hf")}
                 for r in range(repeats):
                     for name, steps in interleave(sides, 1, between=lambda: peaks.append(device_peak(args.device)[0]),
-                                                  batch=b, new=new, seed=r + 1).items():
+                                                  batch=b, group=args.group, new=new, seed=r + 1).items():
                         runs[b][name] += steps
                     sides.reverse()  # ABBA across repeats
             finals = {s.name: s.close() for s in sides}
@@ -166,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
             assert all(n == new for s in steps for n in s["lengths"]), f"{name} did not sample {new} tokens a row"
             times = [s["seconds"] for s in steps]
             med = statistics.median(times)
-            prefill, decode = generation_flops(model, steps[0]["prompt_lens"], new)
+            prefill, decode = generation_flops(model, steps[0]["prompt_lens"], new, n=args.group)
             tps[name] = b * new / med
             print(f"batch {b:3d} {label_:17s} {tps[name]:8.0f} tok/s | median {med * 1e3:8.1f} ms (min "
                   f"{min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f}) | {(prefill + decode) / med / 1e9:6.2f} "
