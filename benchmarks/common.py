@@ -54,6 +54,23 @@ def matmul_flops_per_s(size: int = 2048, repeats: int = 5, dtype: torch.dtype = 
     return 2.0 * size ** 3 / seconds
 
 
+# The CPU kernels that do the counted work: projections (oneDNN-packed or not), the LM
+# head, attention's batched matmuls, SDPA (its softmax included), and their backward.
+MATMUL_KERNELS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "mkldnn::_linear_pointwise",
+                  "aten::_scaled_dot_product_flash_attention_for_cpu",
+                  "aten::_scaled_dot_product_flash_attention_for_cpu_backward")
+
+
+def matmul_kernel_seconds(fn: Callable[[], object]) -> tuple[float, object]:
+    """Seconds `fn()` spent inside matmul kernels (CPU profiler, their self time), and its
+    result. What a run would take if nothing but its matmuls cost time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        out = fn()
+    return sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_KERNELS) / 1e6, out
+
+
 def device_peak(device: str) -> tuple[float, str]:
     """(FLOP/s, what was measured): an fp32 2048^3 matmul on CPU, a bf16 8192^3 one on a GPU."""
     if device == "cpu":

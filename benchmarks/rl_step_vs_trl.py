@@ -48,6 +48,11 @@ base).
     .venv/bin/python benchmarks/rl_step_vs_trl.py --model smollm2-135m --steps 6 --warmup 1
     .venv/bin/python benchmarks/rl_step_vs_trl.py --skip-trl
 
+Then rlvr runs `--profile` more steps (untimed) under the CPU profiler and prints how long
+its matmul kernels alone took a step (benchmarks/common.py, `MATMUL_KERNELS`): the step's
+share of the peak were everything but its matmuls free, i.e. the most any fusion of the
+remaining small ops could reach at the rates the kernels get for the step's shapes.
+
 The last line is `speedup_vs_trl: X` (tiny) or `speedup_vs_trl_smollm2: X` (TRL median
 step time / rlvr median step time; `nan` with --skip-trl).
 """
@@ -69,7 +74,8 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # repo root, for rlvr
 
-from common import device_peak, generation_flops, meta_model, model_dir, print_header  # noqa: E402
+from common import (device_peak, generation_flops, matmul_kernel_seconds, meta_model, model_dir,  # noqa: E402
+                    print_header)
 from interleave import Channel, Side, interleave, peak_rss_gb  # noqa: E402
 
 TINY = {"env": {"name": "arithmetic", "digits": 2, "ops": ["add"], "template": "{expr}"},
@@ -140,9 +146,7 @@ def rlvr_worker(path: str, case: dict, steps: int, device: str) -> None:
         env = ParityReward(env)
     queue = make_queue(Producer(engine, env, cfg.prompts, cfg.group_size, sampling, cfg.seed, cfg.drop_uniform_groups),
                        cfg.max_staleness, start=0, version=0)
-    channel.send(ready=True, threads=torch.get_num_threads())
-    step = 0
-    while channel.wait()[0] == "step":
+    def one_step(step: int) -> dict:
         t0 = time.perf_counter()
         batch = queue.get(step)
         t_gen = time.perf_counter()
@@ -151,13 +155,24 @@ def rlvr_worker(path: str, case: dict, steps: int, device: str) -> None:
         queue.push_weights(model.state_dict(), step + 1)
         _sync(device)
         t1 = time.perf_counter()
+        return dict(seconds=t1 - t0, generate=t_gen - t0, sync=t1 - t_sync, reward=batch.stats["reward"],
+                    signal=metrics.get("signal", 0.0),
+                    shapes=[(len(r.samples[0].prompt_ids), [len(s.completion_ids) for s in r.samples])
+                            for r in batch.rollouts])
+
+    channel.send(ready=True, threads=torch.get_num_threads())
+    step, peak_gb = 0, peak_rss_gb()
+    while (command := channel.wait())[0] == "step":
+        if command[1].get("profile"):  # untimed: a step under the profiler, its matmul kernels' seconds
+            seconds, out = matmul_kernel_seconds(lambda: one_step(step))
+            out["matmul_seconds"] = seconds
+        else:
+            out = one_step(step)
+            peak_gb = peak_rss_gb()  # the timed steps' peak (the profiler's records would add to it)
         step += 1
-        channel.send(seconds=t1 - t0, generate=t_gen - t0, sync=t1 - t_sync, reward=batch.stats["reward"],
-                     signal=metrics.get("signal", 0.0),
-                     shapes=[(len(r.samples[0].prompt_ids), [len(s.completion_ids) for s in r.samples])
-                             for r in batch.rollouts])
+        channel.send(**out)
     queue.close()
-    channel.send(peak_rss_gb=peak_rss_gb())
+    channel.send(peak_rss_gb=peak_gb)
 
 
 # ----------------------------------------------------------------------------- TRL side
@@ -280,6 +295,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="parity of the completion's length (both sides train on every group) or the task's verifier")
     ap.add_argument("--skip-trl", action="store_true", help="time rlvr only (the last line says nan)")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda (bf16 weights on both sides there)")
+    ap.add_argument("--profile", type=int, default=3, help="extra rlvr steps run under the CPU profiler after the "
+                    "timed ones, to print the time its matmul kernels alone take (0: none)")
     ap.add_argument("--worker", choices=["rlvr", "trl"], help=argparse.SUPPRESS)
     ap.add_argument("--path", help=argparse.SUPPRESS)
     ap.add_argument("--case", help=argparse.SUPPRESS)
@@ -315,6 +332,9 @@ def main(argv: list[str] | None = None) -> None:
             what = device_peak(args.device)[1]
             rates: list[float] = []  # the matmul rate before each round (the workers wait on their pipes)
             steps = interleave(sides, args.steps, between=lambda: rates.append(device_peak(args.device)[0]))
+            # rlvr's ceiling on this machine: its steps' matmul kernels alone, at the rates they
+            # reach for the step's shapes (CPU profiler; extra steps, untimed).
+            profiled = [sides[0].step(profile=True) for _ in range(args.profile)] if args.device == "cpu" else []
             finals = {s.name: s.close() for s in sides}
         finally:
             for s in sides:
@@ -343,6 +363,13 @@ def main(argv: list[str] | None = None) -> None:
         longest = max(c for _, cs in slow["shapes"] for c in cs)
         print(f"{name} slowest step {slow['seconds']:.3f} s: longest completion {longest} tokens"
               + (f", generate {slow['generate']:.3f} s" if "generate" in slow else ""))
+    if profiled:
+        flops = sum(sum(step_flops(model, p["shapes"], lora)) for p in profiled)
+        seconds = sum(p["matmul_seconds"] for p in profiled)
+        peak = statistics.median(rates[args.warmup:])
+        print(f"rlvr matmul kernels alone (profiled, {len(profiled)} more steps): {seconds / len(profiled):.3f} s a step "
+              f"for {flops / len(profiled) / 1e9:.2f} useful GFLOP = {100 * flops / seconds / peak:.1f}% of matmul peak: "
+              f"the step's share of the peak were everything else free")
     if "trl" in res:  # should the two sides' work differ (lengths drift as they learn), per useful FLOP too
         per = {n: res[n]["median"] / res[n]["gflop"] for n in res}
         print(f"time per useful GFLOP: TRL {1e3 * per['trl']:.1f} ms, rlvr {1e3 * per['rlvr']:.1f} ms -> "
