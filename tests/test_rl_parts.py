@@ -59,6 +59,39 @@ def test_prefix_sharing_matches_unshared_gradients():
         assert torch.allclose(g, p.grad, atol=1e-5)
 
 
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_each_pass_accumulates_its_own_gradient(monkeypatch, checkpoint):
+    """The completions' gradient reaches `.grad` before the prompt's backward runs, not summed
+    with it in autograd's buffer (a second copy of every gradient at the peak); the gradient
+    is the same as through one joined graph, checkpointed or not."""
+    import rlvr.train.batch as batch_mod
+
+    model, tok = build_tiny_model("micro", seed=5)
+    rollouts = _rollouts(model, tok, n_problems=2, n=3)
+    batch = make_batch(rollouts, tok.pad_token_id)
+    parts = parts_of(model, checkpoint=checkpoint)
+    weight = model.model.layers[0].mlp.down_proj.weight
+    arrivals = []
+    weight.register_post_accumulate_grad_hook(lambda p: arrivals.append(p.grad.clone()))
+
+    def grads() -> list[torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        arrivals.clear()
+        for _ in range(2):  # two micro-batches' worth: the second accumulates into existing .grad
+            logp, _ = policy_logprobs(parts, batch, with_entropy=False)
+            (logp * batch.mask).sum().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    cut = grads()
+    assert len(arrivals) == 4  # completions, then prompt, per backward
+    assert not torch.equal(arrivals[0], arrivals[1])
+    monkeypatch.setattr(batch_mod, "_cut", lambda tensors: tensors)  # one joined graph
+    joined = grads()
+    assert len(arrivals) == 2  # both passes summed first, then one accumulation
+    for a, b in zip(cut, joined):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+
+
 class _CountingEngine:
     """Stands in for an engine: records the version each batch was generated with."""
 
