@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
                     "for a real model)")
     ap.add_argument("--group", type=int, default=1, help="samples per prompt (RL's group size); each batch size "
                     "must be a multiple of it")
-    ap.add_argument("--new-tokens", type=int, default=None, help="tokens sampled per prompt, EOS ignored "
+    ap.add_argument("--new-tokens", type=int, default=None, help="tokens sampled per completion, EOS ignored "
                     "(default: 32 for tiny, 64 for a real model)")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs of each side per batch size, "
                     "interleaved, after one warm-up run (default: 7 for tiny, 3 for a real model)")
@@ -130,8 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     batches = args.batch or ([64] if tiny else [32, 64])
     new = args.new_tokens or (32 if tiny else 64)
     repeats = args.repeats or (7 if tiny else 3)
-    bad = [b for b in batches if b % args.group]
-    if args.group < 1 or bad:
+    bad = [b for b in batches if args.group < 1 or b % args.group]
+    if bad:
         ap.error(f"--group {args.group}: every --batch must be a positive multiple of it (not {bad})")
     label = "speedup_vs_hf_generate" + ("" if tiny else "_" + os.path.basename(args.model.rstrip("/")).split("-")[0])
     label += f"_group{args.group}" if args.group > 1 else ""

@@ -92,6 +92,30 @@ def test_each_pass_accumulates_its_own_gradient(monkeypatch, checkpoint):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
 
 
+def test_backward_lets_go_of_the_prompt_pass():
+    """After backward the boundary holds none of the prompt's outputs (they would live on with
+    the loss, through the next micro-batch and the optimizer step); a second backward says why
+    it cannot run instead of leaving the prompt's gradient out."""
+    model, tok = build_tiny_model("micro", seed=5)
+    batch = make_batch(_rollouts(model, tok, n_problems=2, n=3), tok.pad_token_id)
+    logp, _ = policy_logprobs(parts_of(model), batch, with_entropy=False)
+    loss = (logp * batch.mask).sum()
+    seen, todo, boundary = set(), [loss.grad_fn], None
+    while todo and boundary is None:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if type(node).__name__ == "_PromptBoundaryBackward":
+            boundary = node
+        todo.extend(n for n, _ in node.next_functions)
+    assert boundary is not None and len(boundary.attached) == 1 + 2 * len(model.model.layers)
+    loss.backward(retain_graph=True)
+    assert boundary.attached is None
+    with pytest.raises(RuntimeError, match="backs up once"):
+        loss.backward()
+
+
 class _CountingEngine:
     """Stands in for an engine: records the version each batch was generated with."""
 

@@ -204,6 +204,8 @@ class _PromptBoundary(torch.autograd.Function):
     weight waited there until the prompt's backward, a second copy of all the gradients
     (SmolLM2, full fine-tuning, the second micro-batch of a step: +0.5 GB at the peak). Cut
     here, the completions' backward accumulates into `.grad` layer by layer, then the prompt's.
+    For `.backward()` (what the trainers call): `torch.autograd.grad(loss, params)` or
+    `backward(inputs=...)` would not reach the prompt pass, and the graph backs up once.
     """
 
     @staticmethod
@@ -213,7 +215,10 @@ class _PromptBoundary(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads: Tensor):
-        pairs = [(t, g) for t, g in zip(ctx.attached, grads) if g is not None and t.requires_grad]
+        if ctx.attached is None:
+            raise RuntimeError("policy_logprobs' graph backs up once (its prompt pass's graph is freed by the first)")
+        attached, ctx.attached = ctx.attached, None  # the prompt's outputs live no longer than its graph
+        pairs = [(t, g) for t, g in zip(attached, grads) if g is not None and t.requires_grad]
         if pairs:
             torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
         return (None,) + (None,) * len(grads)
