@@ -9,8 +9,9 @@ additions) and sample the same number of tokens at T=1 over the full vocabulary 
 ignored (HF: `min_new_tokens`; rlvr: `Sampling(ignore_eos=True)`), so both do exactly the
 same work. `--group N` samples N completions per prompt, as RL, rejection sampling and
 pass@k do (HF: `num_return_sequences=N`, which prefills each prompt N times; rlvr prefills
-it once and shares its keys and values); the useful FLOPs count each prompt once. HF runs as its users run it: `AutoModelForCausalLM.from_pretrained(dir)` and
-`generate` in a plain process; rlvr as `rlvr eval` runs it (`load_model`, `TorchEngine`).
+it once and shares its keys and values); the useful FLOPs count each prompt once. HF runs
+as its users run it: `AutoModelForCausalLM.from_pretrained(dir)` and `generate` in a plain
+process; rlvr as `rlvr eval` runs it (`load_model`, `TorchEngine`).
 
 Each side is a process of its own, stepped in turn by this one (A B B A ...,
 benchmarks/interleave.py): a slow spell of a shared machine hits both alike, and the two

@@ -221,7 +221,7 @@ class _PromptBoundary(torch.autograd.Function):
         pairs = [(t, g) for t, g in zip(attached, grads) if g is not None and t.requires_grad]
         if pairs:
             torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
-        return (None,) + (None,) * len(grads)
+        return (None,) * (1 + len(grads))
 
 
 def _cut(tensors: list[Tensor]) -> list[Tensor]:

@@ -208,13 +208,12 @@ def train_rows(parts, rows: list[list[Example]], pad_id: int, device, max_tokens
     lengths = [sum(len(ex.ids) for ex in row) for row in rows]
     batches = [collate([rows[i] for i in idx], pad_id, device) for idx in plan_rows(lengths, max_tokens)]
     total = max(sum(int(_targets(b).sum()) for b in batches), 1)
-    loss = torch.zeros(())
+    loss = 0.0  # summed where the model runs: one host sync a step, not one a micro-batch
     for batch in batches:
-        part, _ = loss_sum(parts, batch)
-        part = part / total
+        part = loss_sum(parts, batch)[0] / total
         part.backward()
-        loss = loss + part.detach().cpu()
-    return loss.item(), total, sum(lengths), len(batches)
+        loss = loss + part.detach()
+    return float(loss), total, sum(lengths), len(batches)
 
 
 # -- the loop --------------------------------------------------------------------------
