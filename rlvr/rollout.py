@@ -11,9 +11,9 @@ rather than given a reward it did not earn; `Rollout.dropped` counts them.
 
 from __future__ import annotations
 
-from rlvr.types import Environment, Problem, Rollout, Sample, Sampling, Verdict, VerifierError
+from rlvr.types import TRUNCATED_FLAG, Environment, Problem, Rollout, Sample, Sampling, Verdict, VerifierError
 
-TRUNCATED = Verdict(reward=0.0, correct=False, parsed=None, flags=frozenset({"truncated"}))
+TRUNCATED = Verdict(reward=0.0, correct=False, parsed=None, flags=frozenset({TRUNCATED_FLAG}))
 
 
 def encode_prompt(tok, problem: Problem) -> list[int]:

@@ -33,6 +33,9 @@ class Problem:
         return list(self.prompt)
 
 
+TRUNCATED_FLAG = "truncated"  # cut off by the token limit: judged by the rollout, never by a verifier
+
+
 @dataclass
 class Verdict:
     """A verifier's judgement of one completion.

@@ -17,6 +17,16 @@ def one_thread():
 # 1-digit additions with a worked scratchpad; 70% of the pretraining solutions slip.
 ENV = {"name": "arithmetic", "digits": 1, "ops": ["add"], "template": "{expr}"}
 
+# Metrics that measure the machine (clocks, rates, peak memory) rather than what a run computed:
+# a repeated run must match in everything else. Peak RSS is the process's high-water mark, so
+# it repeats only when an earlier test happened to set it higher.
+MEASURED = ("time", "per_s", "wall", "seconds", "wait_for_workers", "_gb")
+
+
+def computed(rows: list[dict]) -> list[dict]:
+    """Metric rows without their machine measurements (`MEASURED`)."""
+    return [{k: v for k, v in r.items() if not any(c in k for c in MEASURED)} for r in rows]
+
 # The micro base: 800 steps with a cosine decay, long enough that every seed has learned
 # to read its operands on every kernel path (the learning tests' margins depend on it).
 MICRO_BASE = dict(env=ENV, preset="micro", steps=800, batch_size=64, lr=3e-3, warmup=10, slip=0.7, seed=0,

@@ -11,7 +11,7 @@ from rlvr.envs import make_env
 from rlvr.noise_audit import rates, wilson
 from rlvr.rollout import rollout_stats
 from rlvr.train.monitor import HackMonitor
-from rlvr.types import Rollout, Sample, Verdict
+from rlvr.types import TRUNCATED_FLAG, Rollout, Sample, Verdict
 
 ARITH = "arithmetic:digits=3,ops=add"
 
@@ -94,6 +94,19 @@ def test_compute_advantages_takes_the_correction():
     r = Rollout(None, [s, s], [Verdict(1.0, True), Verdict(0.0, False)])
     compute_advantages([r], "dr_grpo", "forward", 0.0, 0.5)
     assert r.advantages == pytest.approx([1.0, -1.0])  # (1 - 0.5) / 0.5 and (0 - 0.5) / 0.5
+
+
+def test_a_truncated_completion_is_corrected_as_the_certain_zero_it_is():
+    """A cut completion never reached the noisy verifier: its 0 is exact, so each correction
+    gives it what it gives a clean 0 (backward 0, forward -1), not a noisy 0's value."""
+    s = Sample(None, [1], [2], [0.0], 0, "stop")
+    cut = Verdict(0.0, False, flags=frozenset({TRUNCATED_FLAG}))
+    for correction, expected in (("backward", [(1 - 0.1) / 0.7, 0.0]), ("forward", [0.2 / 0.7, -1.0])):
+        r = Rollout(None, [s, s], [Verdict(1.0, True), cut])
+        compute_advantages([r], "dr_grpo", correction, 0.1, 0.2)
+        if correction == "backward":  # dr_grpo centres the corrected rewards
+            expected = [expected[0] - sum(expected) / 2, expected[1] - sum(expected) / 2]
+        assert r.advantages == pytest.approx(expected)
 
 
 def test_wilson_and_rates_by_hand():

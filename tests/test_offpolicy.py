@@ -1,11 +1,12 @@
-"""Off-policy corrections: hand-computed weights and masks, the on-policy identity, zero gradients."""
+"""Off-policy corrections: hand-computed weights and dropped tokens, the on-policy identity,
+zero gradients, and a batch cut into micro-batches getting the whole batch's gradient."""
 
 import math
 
 import pytest
 import torch
 
-from rlvr.algos.losses import LOSSES, LossConfig
+from rlvr.algos.losses import AGG_WEIGHT, AGGREGATIONS, LOSSES, LossConfig
 from rlvr.algos.offpolicy import OFFPOLICY
 
 
@@ -29,11 +30,13 @@ def test_weights_and_masks_by_hand():
     # products over trained tokens: 1 * 2 * 0.25 = 0.5 and 3 * 1 = 3 (the padding ignored)
     assert seq.weights[0].tolist() == pytest.approx([0.5] * 3) and seq.weights[1].tolist() == pytest.approx([3.0] * 3)
     m = OFFPOLICY["mask"](cur, beh, prox, mask, 1.6)
-    # pi_prox/pi_b = 1, 1.5, 0.5 | 1, 1.2 -> 0.5 < 1/1.6 is masked
-    assert m.mask.tolist() == [[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]] and torch.equal(m.anchor, beh)
-    assert m.metrics["is_masked"] == pytest.approx(1 / 5)
+    # pi_prox/pi_b = 1, 1.5, 0.5 | 1, 1.2 -> 0.5 < 1/1.6 is dropped (weight 0)
+    assert m.weights[0].tolist() == [1.0, 1.0, 0.0] and m.weights[1, :2].tolist() == [1.0, 1.0]
+    assert torch.equal(m.anchor, beh) and m.metrics["is_masked"] == pytest.approx(1 / 5)
     dec = OFFPOLICY["decoupled"](cur, beh, prox, mask, 1.4)
-    assert dec.weights[0].tolist() == pytest.approx([1.0, 1.4, 0.5]) and torch.equal(dec.anchor, prox)
+    # the same ratios as weights; 1.5 > 1.4 is dropped, not capped (AReaL's behav_imp_weight_cap)
+    assert dec.weights[0].tolist() == pytest.approx([1.0, 0.0, 0.5]) and torch.equal(dec.anchor, prox)
+    assert dec.weights[1, :2].tolist() == pytest.approx([1.0, 1.2]) and dec.metrics["is_masked"] == pytest.approx(1 / 5)
     none = OFFPOLICY["none"](cur, beh, prox, mask, 2.0)
     assert torch.equal(none.anchor, beh) and none.weights.eq(1).all() and none.metrics["is_ess"] == 1.0
     # ESS of tis's trained weights (1, 1.5, 0.25, 1.5, 1): (sum w)^2 / (n * sum w^2)
@@ -59,7 +62,7 @@ def test_on_policy_each_correction_is_the_on_policy_loss(name, loss):
         logp = torch.log_softmax(leaf, -1).gather(-1, ids[..., None]).squeeze(-1)
         same = logp.detach().clone()
         off = correction(logp, same, same, mask, 2.0)
-        value, _ = LOSSES[loss](logp, off.anchor, adv, off.mask, cfg, None, off.weights)
+        value, _ = LOSSES[loss](logp, off.anchor, adv, mask, cfg, None, off.weights)
         value.backward()
         return float(value.detach()), leaf.grad
 
@@ -76,7 +79,7 @@ def test_masked_tokens_get_no_gradient():
     cur, beh, prox, mask = _case()
     leaf = cur.clone().requires_grad_(True)
     off = OFFPOLICY["mask"](leaf, beh, prox, mask, 1.6)
-    loss, _ = LOSSES["ppo_clip"](leaf, off.anchor, torch.tensor([1.0, -1.0]), off.mask, LossConfig(), None, off.weights)
+    loss, _ = LOSSES["ppo_clip"](leaf, off.anchor, torch.tensor([1.0, -1.0]), mask, LossConfig(), None, off.weights)
     loss.backward()
     assert leaf.grad[0, 2] == 0 and leaf.grad[1, 2] == 0  # masked by the correction, and padding
     assert leaf.grad[0, 0] != 0 and leaf.grad[1, 1] != 0
@@ -90,11 +93,46 @@ def test_bad_caps_and_a_missing_proximal_say_so():
         OFFPOLICY["decoupled"](cur, beh, None, mask, 2.0)
 
 
-def test_decoupled_with_one_update_per_step_is_token_tis():
+def test_decoupled_with_one_update_per_step_is_token_is_without_the_far_tokens():
     # With one optimizer update per step the proximal policy is the current one (the
     # trainer passes the current log-probs), so PPO's ratio against it is 1, its clip
-    # never acts, and decoupled PPO reduces to token-level TIS: same anchor, same weights.
+    # never acts, and decoupled PPO is token-level importance sampling with the tokens
+    # whose weight exceeds the cap dropped, where `tis` caps them.
     cur, beh, _, mask = _case()
     dec = OFFPOLICY["decoupled"](cur, beh, cur.detach(), mask, 2.0)
     tis = OFFPOLICY["tis"](cur, beh, None, mask, 2.0)
-    assert torch.equal(dec.anchor, tis.anchor) and torch.equal(dec.weights, tis.weights)
+    far = torch.exp(cur - beh) > 2.0
+    assert torch.equal(dec.anchor, tis.anchor) and far.any() and (~far).any()
+    assert torch.equal(dec.weights[~far], tis.weights[~far]) and dec.weights[far].eq(0).all()
+
+
+@pytest.mark.parametrize("name", sorted(OFFPOLICY))
+@pytest.mark.parametrize("agg", sorted(AGGREGATIONS))
+def test_micro_batches_get_the_whole_batch_gradient(name, agg):
+    """The trainer weighs each micro-batch's loss by its share of what the aggregation
+    divides by, counted on the batch's own mask before any correction (rl.train_on): a
+    correction that drops tokens must not change that count, or a micro-batch with many
+    dropped tokens would weigh its survivors up."""
+    torch.manual_seed(1)
+    logits = torch.randn(4, 6, 5)
+    ids = torch.randint(0, 5, (4, 6))
+    mask = torch.tensor([[1.0] * 6, [1.0] * 6, [1, 1, 1, 1, 0, 0], [1, 1, 1, 0, 0, 0]])
+    beh = torch.log_softmax(logits + 2.0 * torch.randn(4, 6, 5), -1).gather(-1, ids[..., None]).squeeze(-1)
+    adv = torch.tensor([0.5, -1.0, 1.5, -0.25])
+    cfg = LossConfig(agg=agg, max_tokens=6)
+
+    def grad(rows_per_micro):
+        leaf = logits.clone().requires_grad_(True)
+        logp = torch.log_softmax(leaf, -1).gather(-1, ids[..., None]).squeeze(-1)
+        total = AGG_WEIGHT[agg](mask)
+        for rows in rows_per_micro:
+            lp, m = logp[rows], mask[rows]
+            off = OFFPOLICY[name](lp, beh[rows], lp.detach(), m, 1.5)
+            loss, _ = LOSSES["ppo_clip"](lp, off.anchor, adv[rows], m, cfg, None, off.weights)
+            (loss * AGG_WEIGHT[agg](m) / total).backward(retain_graph=True)
+        return leaf.grad
+
+    whole = grad([[0, 1, 2, 3]])
+    assert whole.abs().sum() > 0
+    assert torch.allclose(grad([[0, 1], [2, 3]]), whole, atol=1e-6)
+    assert torch.allclose(grad([[0], [1, 2], [3]]), whole, atol=1e-6)

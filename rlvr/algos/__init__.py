@@ -16,7 +16,7 @@ from rlvr.algos.advantages import ADVANTAGES
 from rlvr.algos.length import mask_truncated, overlong_penalty
 from rlvr.algos.losses import AGG_WEIGHT, AGGREGATIONS, LOSSES, LossConfig
 from rlvr.algos.noise import REWARD_CORRECTIONS, corrected_advantages
-from rlvr.types import Rollout
+from rlvr.types import TRUNCATED_FLAG, Rollout
 
 __all__ = ["ADVANTAGES", "AGG_WEIGHT", "AGGREGATIONS", "LOSSES", "REWARD_CORRECTIONS", "LossConfig",
            "compute_advantages", "mask_truncated", "overlong_penalty"]
@@ -47,8 +47,10 @@ def compute_advantages(rollouts: list[Rollout], name: str, correction: str = "no
         # float64 so that reward arithmetic is not rounded before it reaches the loss
         rewards = torch.tensor([r.rewards for r in group], dtype=torch.float64)
         lengths = torch.tensor([[len(s.completion_ids) for s in r.samples] for r in group])
+        exact = torch.tensor([[TRUNCATED_FLAG in v.flags for v in r.verdicts] for r in group])
         adv = corrected_advantages(rewards, lengths, estimator, correction, fp, fn,
-                                   overlong_penalty(lengths, max_len, overlong_buffer) if overlong_buffer else None)
+                                   overlong_penalty(lengths, max_len, overlong_buffer) if overlong_buffer else None,
+                                   exact)
         for r, row in zip(group, adv.tolist()):
             r.advantages = row
     return rollouts

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rlvr.types import Rollout
+from rlvr.types import TRUNCATED_FLAG, Rollout
 
 
 def overlong_penalty(lengths: Tensor, max_len: int, buffer: int) -> Tensor:
@@ -43,7 +43,7 @@ def mask_truncated(rollouts: list[Rollout]) -> int:
     n = 0
     for r in rollouts:
         for s, v in zip(r.samples, r.verdicts):
-            if "truncated" in v.flags:
+            if TRUNCATED_FLAG in v.flags:
                 s.loss_mask = [0] * len(s.completion_ids)
                 n += 1
     return n

@@ -9,15 +9,19 @@ is a pure function of the observed 0/1 rewards [G, n] and the rates, chosen by n
     none       the observed rewards, then the run's advantage estimator
     backward   the unbiased surrogate r = (r~ - fp) / (1 - fp - fn), then the estimator.
                Its expectation is the clean reward. Note that it is affine in r~: a
-               group-relative estimator (grpo, dr_grpo, rloo) removes the shift and
-               only the scale 1 / (1 - fp - fn) survives.
+               group-relative estimator removes the shift, so under dr_grpo and rloo
+               only the scale 1 / (1 - fp - fn) survives (which Adam mostly absorbs),
+               and under grpo, which also divides by the group's spread, nothing does:
+               there it trains exactly as `none` (EXPERIMENTS.md, the noise experiment).
     forward    the advantages themselves: w / (1 - fp - fn) with w = fn for r~ = 1 and
                fn - 1 for r~ = 0 (r~ minus the constant baseline 1 - fn), no group
                baseline. E[w | right] = 0 and E[w | wrong] = -(1 - fp - fn), so the
                expected update is the clean gradient scaled; only fn enters w.
 
 Samples the verifier could not decide are dropped before this (rlvr/rollout.py), so
-they are never treated as wrong.
+they are never treated as wrong. A completion cut off by the token limit never reaches
+the verifier (it earns 0 for that, rlvr/rollout.py): its reward is certain, not noisy,
+so the corrections pass it through as a clean reward would be (`exact`).
 
     adv = corrected_advantages(rewards, lengths, "dr_grpo", "forward", fp=0.05, fn=0.2)
 """
@@ -58,13 +62,18 @@ REWARD_CORRECTIONS: dict[str, Correction] = {
 
 
 def corrected_advantages(rewards: Tensor, lengths: Tensor, estimator: Callable[[Tensor, Tensor], Tensor],
-                         correction: str, fp: float = 0.0, fn: float = 0.0, shaping: Tensor | None = None) -> Tensor:
+                         correction: str, fp: float = 0.0, fn: float = 0.0, shaping: Tensor | None = None,
+                         exact: Tensor | None = None) -> Tensor:
     """Advantages [G, n] from observed rewards [G, n] under the named correction; `shaping`
-    (a length penalty, rlvr.algos.length) is added after it: the verifier's noise is not its."""
+    (a length penalty, rlvr.algos.length) is added after it: the verifier's noise is not its.
+    `exact` [G, n] (bool) marks rewards the verifier did not give (truncated completions):
+    each takes the value the correction gives a clean reward, the same function at fp = fn = 0."""
     if correction not in REWARD_CORRECTIONS:
         raise KeyError(f"unknown reward correction {correction!r}; valid: {sorted(REWARD_CORRECTIONS)}")
     c = REWARD_CORRECTIONS[correction]
     values = rewards if c.rewards is None else c.rewards(rewards, fp, fn)
+    if c.rewards is not None and exact is not None and exact.any():
+        values = values.where(~exact, c.rewards(rewards, 0.0, 0.0))
     if shaping is not None:
         values = values + shaping
     return estimator(values, lengths) if c.baseline else values

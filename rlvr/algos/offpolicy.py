@@ -9,8 +9,8 @@ log-probs of the batch at the start of the step, before any update in it; None w
 not computed) and the loss `mask`, with a cap C > 1. It returns what the loss needs:
 
     anchor   the log-probs the loss's ratio is taken against (constants)
-    weights  per-token importance weights multiplying the per-token loss (constants)
-    mask     the loss mask after the correction (a masked token gets zero gradient)
+    weights  per-token importance weights multiplying the per-token policy-gradient
+             loss (constants); a token a correction drops gets weight 0
 
 and its metrics: `is_ess` (effective sample size of the weights over the trained
 tokens, 1 = all equal), `behaviour_kl` (k3 estimate of KL(π_b || π_θ) on the
@@ -21,9 +21,17 @@ samples), `is_clipped` (share of tokens whose weight hit the cap) and `is_masked
                anchor π_θ itself (so PPO's ratio is 1 and the cap is the trust region).
     seq_tis    the same with one weight per sequence, min(Π_t π_θ/π_b, C).
     mask       tokens whose π_prox/π_b (π_θ/π_b without a proximal) leaves [1/C, C] are
-               masked; the others train as under `none`.
+               dropped; the others train as under `none`.
     decoupled  decoupled PPO (AReaL; Fu et al. 2025): PPO clipped against the proximal
-               policy, each token weighted by the behaviour-to-proximal ratio capped at C.
+               policy, each token weighted by the behaviour-to-proximal ratio π_prox/π_b;
+               tokens whose ratio exceeds C are dropped, as AReaL's
+               `behav_imp_weight_cap` does (not capped at C: that is `tis`).
+
+A dropped token still counts in what the loss's aggregation divides by, as in AReaL: the
+denominators are the batch's, fixed before any log-prob is computed, so a step cut into
+micro-batches gets exactly the whole batch's gradient (with a denominator of kept tokens,
+a micro-batch with many dropped tokens would weigh its survivors up). The optional KL
+penalty to a reference still acts on a dropped token: it is no off-policy estimate.
 
 When behaviour, proximal and current log-probs are equal every correction gives the
 on-policy loss exactly.
@@ -42,7 +50,6 @@ from torch import Tensor
 class OffPolicy:
     anchor: Tensor
     weights: Tensor
-    mask: Tensor
     metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -66,7 +73,7 @@ def _check_cap(cap: float) -> None:
 
 def none(logp: Tensor, behaviour: Tensor, proximal: Tensor | None, mask: Tensor, cap: float) -> OffPolicy:
     ones, no = torch.ones_like(behaviour), torch.zeros_like(mask, dtype=torch.bool)
-    return OffPolicy(behaviour, ones, mask, _metrics(ones, logp, behaviour, mask, no, no))
+    return OffPolicy(behaviour, ones, _metrics(ones, logp, behaviour, mask, no, no))
 
 
 def tis(logp: Tensor, behaviour: Tensor, proximal: Tensor | None, mask: Tensor, cap: float) -> OffPolicy:
@@ -74,7 +81,7 @@ def tis(logp: Tensor, behaviour: Tensor, proximal: Tensor | None, mask: Tensor, 
     ratio = torch.exp(logp.detach() - behaviour)
     weights = ratio.clamp(max=cap)
     no = torch.zeros_like(mask, dtype=torch.bool)
-    return OffPolicy(logp.detach(), weights, mask, _metrics(weights, logp, behaviour, mask, ratio > cap, no))
+    return OffPolicy(logp.detach(), weights, _metrics(weights, logp, behaviour, mask, ratio > cap, no))
 
 
 def seq_tis(logp: Tensor, behaviour: Tensor, proximal: Tensor | None, mask: Tensor, cap: float) -> OffPolicy:
@@ -84,7 +91,7 @@ def seq_tis(logp: Tensor, behaviour: Tensor, proximal: Tensor | None, mask: Tens
     ratio = torch.exp(log_ratio).expand_as(behaviour)
     weights = ratio.clamp(max=cap)
     no = torch.zeros_like(mask, dtype=torch.bool)
-    return OffPolicy(logp.detach(), weights, mask, _metrics(weights, logp, behaviour, mask, ratio > cap, no))
+    return OffPolicy(logp.detach(), weights, _metrics(weights, logp, behaviour, mask, ratio > cap, no))
 
 
 def mask(logp: Tensor, behaviour: Tensor, proximal: Tensor | None, mask: Tensor, cap: float) -> OffPolicy:
@@ -92,9 +99,8 @@ def mask(logp: Tensor, behaviour: Tensor, proximal: Tensor | None, mask: Tensor,
     reference = proximal if proximal is not None else logp.detach()
     ratio = torch.exp(reference - behaviour)
     out = (ratio < 1.0 / cap) | (ratio > cap)
-    ones, no = torch.ones_like(behaviour), torch.zeros_like(out)
-    kept = torch.where(out, torch.zeros_like(mask), mask)
-    return OffPolicy(behaviour, ones, kept, _metrics(ones, logp, behaviour, mask, no, out))
+    weights, no = (~out).to(behaviour.dtype), torch.zeros_like(out)
+    return OffPolicy(behaviour, weights, _metrics(weights, logp, behaviour, mask, no, out))
 
 
 def decoupled(logp: Tensor, behaviour: Tensor, proximal: Tensor | None, mask: Tensor, cap: float) -> OffPolicy:
@@ -102,9 +108,9 @@ def decoupled(logp: Tensor, behaviour: Tensor, proximal: Tensor | None, mask: Te
     if proximal is None:
         raise ValueError("decoupled PPO needs the proximal log-probs (the trainer's at the start of the step)")
     ratio = torch.exp(proximal - behaviour)
-    weights = ratio.clamp(max=cap)
-    no = torch.zeros_like(mask, dtype=torch.bool)
-    return OffPolicy(proximal, weights, mask, _metrics(weights, logp, behaviour, mask, ratio > cap, no))
+    out = ratio > cap
+    weights, no = torch.where(out, torch.zeros_like(ratio), ratio), torch.zeros_like(out)
+    return OffPolicy(proximal, weights, _metrics(weights, logp, behaviour, mask, no, out))
 
 
 OFFPOLICY: dict[str, Callable[..., OffPolicy]] = {

@@ -83,7 +83,7 @@ class RLConfig(TrainerFields):
     worker_restarts: int = Field(4, ge=0, description="Times Ray restarts a rollout worker whose process died (its batch is regenerated); past that the run ends.")
     ray_address: str = Field("", description="Join this Ray cluster (e.g. ray://host:10001 or auto); empty: start a local one.")
     offpolicy: str = Field("none", description="Off-policy correction (rlvr.algos.offpolicy): none | tis | seq_tis | mask | decoupled.")
-    offpolicy_cap: float = Field(2.0, gt=1, description="The correction's cap C: importance weights truncated at C; mask keeps ratios in [1/C, C].")
+    offpolicy_cap: float = Field(2.0, gt=1, description="The correction's cap C: tis and seq_tis truncate importance weights at C; decoupled drops tokens whose weight exceeds C; mask keeps ratios in [1/C, C].")
     save_every: int = Field(50, ge=0, description="Checkpoint every N steps (0: only at the end).")
     keep_last: int = Field(2, ge=1, description="Checkpoints kept.")
     log_samples: int = Field(2, ge=0, description="Rollouts per step written to samples.jsonl.")
@@ -201,7 +201,7 @@ def train_on(rollouts: list[Rollout], model, parts, reference, opt, cfg: RLConfi
                 off = correct(logp, batch.old_logp, prox, batch.mask, cfg.offpolicy_cap)
                 sums["trained_tokens"] = sums.get("trained_tokens", 0.0) + batch.forward_tokens
                 ref_logp = reference(batch) if reference is not None else None
-                loss, metrics = loss_fn(logp, off.anchor, batch.advantages, off.mask, lcfg, ref_logp, off.weights)
+                loss, metrics = loss_fn(logp, off.anchor, batch.advantages, batch.mask, lcfg, ref_logp, off.weights)
                 (loss * share).backward()
                 metrics["entropy"] = float((entropy * batch.mask).sum() / batch.mask.sum().clamp(min=1))
                 for k, v in {**metrics, **off.metrics}.items():

@@ -1,8 +1,9 @@
 """The learning-rate schedule every trainer uses: linear warm-up, then cosine decay.
 
 Adam's first steps move every weight by about the learning rate whatever its gradient,
-so all trainers warm up; pretraining and SFT then decay to `floor` x lr by `total`,
-RL keeps the rate constant (`total=None`).
+so all trainers warm up, then decay along a cosine to `floor` x lr by `total` (RL by
+default too: `--lr_schedule cosine`); `total=None` keeps the rate constant. As in
+`transformers`' cosine schedule, the last step (`total - 1`) is one step short of the floor.
 """
 
 from __future__ import annotations
