@@ -25,6 +25,8 @@ from rlvr.eval_metrics import summarize
 from rlvr.rollout import generate_rollouts
 from rlvr.types import Environment, Problem, Sampling
 
+UNJUDGED = "unjudged"  # the verifier failed on the sample (a crashed worker, a broken sandbox)
+
 
 class EvalConfig(PromptFields):
     model: str = Field("runs/demo/base", description="Model to evaluate: HF directory, checkpoint, run dir or .gguf file.")
@@ -50,13 +52,16 @@ def evaluate(engine, env: Environment, problems: list[Problem], samples: int, ks
              sampling: Sampling, greedy: bool = True) -> dict[str, Any]:
     """Metrics per environment name (a mixture reports each child) plus "all"."""
     # The truth, also behind a noisy verifier (rlvr.envs.noisy): evaluation measures the model.
-    rows = [{"env": r.problem.env, "correct": [v.true_correct for v in r.verdicts],
-             "answers": [v.parsed for v in r.verdicts], "flags": [sorted(v.flags) for v in r.verdicts]}
+    # A sample the verifier could not judge (rlvr.rollout) counts as not correct, flagged
+    # `unjudged`: dropping it would take it out of the denominator.
+    rows = [{"env": r.problem.env, "correct": [v.true_correct for v in r.verdicts] + [False] * r.dropped,
+             "answers": [v.parsed for v in r.verdicts] + [None] * r.dropped,
+             "flags": [sorted(v.flags) for v in r.verdicts] + [[UNJUDGED]] * r.dropped}
             for r in generate_rollouts(engine, env, problems, samples, sampling)]
     if greedy:
         g = Sampling(temperature=0.0, max_new_tokens=sampling.max_new_tokens)
         for row, r in zip(rows, generate_rollouts(engine, env, problems, 1, g)):
-            row["greedy"] = [r.verdicts[0].true_correct]
+            row["greedy"] = [bool(r.verdicts) and r.verdicts[0].true_correct]
     by_env: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_env.setdefault(row["env"], []).append(row)

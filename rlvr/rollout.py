@@ -3,8 +3,12 @@
 A completion cut off by the token limit earns nothing (flag `truncated`) whatever it
 says: a cut answer can look right ("#### 84" from "#### 843"), and rewarding it would
 teach the policy to ramble into the limit. A completion the verifier could not judge
-(it raised `VerifierError`: a timeout, a broken sandbox) is dropped from its group
-rather than given a reward it did not earn; `Rollout.dropped` counts them.
+(it raised `VerifierError`: a crashed worker, a broken sandbox) is dropped from its group
+rather than given a reward it did not earn; `Rollout.dropped` counts them. A verifier
+that runs out of time on an answer is asked once more; out of time again, the answer
+earns 0 with flag `timeout`: a completion must not buy its way out of its group (and out
+of its negative advantage) by writing something the verifier chokes on, such as
+`9^{9^{9^{9}}}` for math-verify.
 
     rollouts = generate_rollouts(engine, env, problems, n=8, sampling=Sampling())
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 from rlvr.types import TRUNCATED_FLAG, Environment, Problem, Rollout, Sample, Sampling, Verdict, VerifierError
 
 TRUNCATED = Verdict(reward=0.0, correct=False, parsed=None, flags=frozenset({TRUNCATED_FLAG}))
+TIMED_OUT = Verdict(reward=0.0, correct=False, parsed=None, flags=frozenset({"timeout"}))
 
 
 def encode_prompt(tok, problem: Problem) -> list[int]:
@@ -27,7 +32,13 @@ def encode_prompt(tok, problem: Problem) -> list[int]:
 def judge(env: Environment, sample: Sample) -> Verdict:
     if sample.finish_reason == "length":
         return TRUNCATED
-    return env.verify(sample.problem, sample.text)
+    for attempt in range(2):
+        try:
+            return env.verify(sample.problem, sample.text)
+        except VerifierError as e:
+            if not isinstance(e, TimeoutError):
+                raise
+    return TIMED_OUT
 
 
 def generate_rollouts(engine, env: Environment, problems: list[Problem], n: int,

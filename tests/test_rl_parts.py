@@ -12,7 +12,7 @@ from rlvr.rollout import generate_rollouts, rollout_stats, token_counts
 from rlvr.train.batch import make_batch, policy_logprobs
 from rlvr.train.producer import Producer
 from rlvr.train.queues import make_queue
-from rlvr.types import Sample, Sampling
+from rlvr.types import Sample, Sampling, VerifierError
 
 ENV = {"name": "arithmetic", "digits": 2, "ops": ["add", "sub"], "template": "{expr}"}
 
@@ -364,3 +364,47 @@ def test_activation_bytes_per_token_is_what_autograd_keeps(lora):
     checkpointed = activation_bytes_per_token(parts_of(model, checkpoint=True))
     assert checkpointed < per_token  # (a 2-layer model: a real one keeps ~1/10)
     assert micro_batch_tokens(parts, 1.0) == int(2**30 // per_token)
+
+
+class _Choking:
+    """An environment whose verifier fails on every `every`-th call: out of time (a
+    `TimeoutError`) or broken."""
+
+    def __init__(self, every: int, timeout: bool):
+        self.env, self.every, self.timeout, self.calls = make_env(ENV), every, timeout, 0
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+    def verify(self, problem, text):
+        self.calls += 1
+        if self.calls % self.every == 0:
+            raise (_Timeout if self.timeout else VerifierError)("verifier failed")
+        return self.env.verify(problem, text)
+
+
+class _Timeout(VerifierError, TimeoutError):
+    pass
+
+
+def test_an_answer_the_verifier_runs_out_of_time_on_twice_earns_0_and_a_broken_verifier_drops_it():
+    from rlvr.rollout import judge
+    problem = next(make_env(ENV).problems("train", 0))
+    sample = Sample(problem, [1], [2], [0.0], 0, "stop", text=f"#### {problem.answer}")
+    assert judge(_Choking(2, timeout=True), sample).correct  # out of time once: asked again
+    late = judge(_Choking(1, timeout=True), sample)  # out of time twice: the answer's doing
+    assert late.reward == 0.0 and "timeout" in late.flags
+    with pytest.raises(VerifierError):  # the verifier's own failure is never a 0
+        judge(_Choking(1, timeout=False), sample)
+
+
+def test_eval_counts_unjudged_samples_as_not_correct_and_survives_an_unjudged_greedy_one():
+    from rlvr.eval import evaluate
+    model, tok = build_tiny_model("micro", seed=3)
+    env = _Choking(1, timeout=False)  # every sample that reaches the verifier breaks it
+    problems = [p for p, _ in zip(env.problems("eval", 0), range(4))]
+    m = evaluate(TorchEngine(model, tok), env, problems, 4, [1],
+                 Sampling(temperature=1.0, max_new_tokens=48, seed=0))["arithmetic"]
+    assert m["n_samples"] == 16 and m["pass@1"]["mean"] == 0.0  # none left out of the denominator
+    assert m["flags"]["unjudged"] > 0 and m["flags"]["unjudged"] + m["flags"].get("truncated", 0) == 1.0
+    assert m["greedy"]["mean"] == 0.0  # an unjudged greedy sample is not correct (it raised IndexError)

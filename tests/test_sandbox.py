@@ -420,3 +420,20 @@ def add(a, b):
         server.close()
     assert received == [] and not report.all_passed
     assert report.sandbox.network == ("namespace" if namespaces and ISOLATED else "blocked")
+
+
+def test_a_reply_that_exhausts_the_judge_cpu_is_a_timeout_not_a_verifier_failure():
+    """A returned set whose hashes all collide makes the judge (under the candidate's CPU limit)
+    burn its CPU comparing it: the driver dies of SIGXCPU. That is the code's doing, so the
+    report is a failed, timed-out run, never a `SandboxError` that would drop the sample
+    (and its negative advantage) from its group."""
+    code = """
+import os, sys, json
+M = (1 << 61) - 1
+def add(a, b):
+    body = json.dumps({"v": {"$": "set", "v": [k * M + 7 for k in range(1, 40001)]}}).encode()
+    os.write(sys._getframe(1).f_locals['to_d'], len(body).to_bytes(8, 'big') + body)
+    import time; time.sleep(100)
+"""
+    report = failed(code, timeout=1.0)
+    assert report.sandbox.timed_out

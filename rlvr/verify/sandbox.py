@@ -178,6 +178,11 @@ def run_tests(code: str, tests: list[str] | str, entry_point: str, timeout: floa
             error, done = f"the code did not load: {line['load_error']}", True
         timed_out |= bool(line.get("timed_out"))
         done |= bool(line.get("done"))
+    if not done and not result.timed_out and result.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+        # Killed by its own CPU limit (the driver shares it with the candidate's code, e.g. a
+        # returned set whose hashes all collide): the code's doing, so a timeout verdict,
+        # never a verifier failure the sample would be dropped for.
+        result = dataclasses.replace(result, timed_out=True, killed=True)
     if not done and not result.timed_out:
         raise SandboxError(f"the sandbox driver died without a report (returncode {result.returncode}): "
                            f"{result.stderr[-500:]}")
@@ -327,7 +332,7 @@ def _reap(proc, uid: int | None) -> None:
     proc.wait()
     if uid is not None:  # no pid namespace: hunt down the fresh uid's processes too
         for _ in range(100):
-            pids = [p for p in _pids() if _uid_of(p) == uid]
+            pids = [p for p in _pids() if _uid_of(p) == uid and _state(p) not in (None, b"Z")]
             if not pids:
                 break
             for p in pids:
@@ -343,6 +348,16 @@ def _pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
+def _state(pid: int) -> bytes | None:
+    """A process's state letter (b"Z": a zombie, dead and only waiting for its parent to reap
+    it), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def _uid_of(pid: int) -> int | None:
     try:
         return os.stat(f"/proc/{pid}").st_uid
@@ -351,13 +366,16 @@ def _uid_of(pid: int) -> int | None:
 
 
 def leftover_processes(result: SandboxResult) -> list[int]:
-    """Processes still alive from a run: in its session or group, or running as its uid."""
+    """Processes still alive from a run: in its session or group, or running as its uid.
+    A zombie is not alive (one orphaned by a sandbox that died waits for the host's init)."""
     found = []
     for pid in _pids():
         try:
             with open(f"/proc/{pid}/stat", "rb") as f:
                 fields = f.read().rsplit(b")", 1)[1].split()
         except OSError:
+            continue
+        if fields[0] == b"Z":
             continue
         pgrp, session = int(fields[2]), int(fields[3])
         if result.pid in (pgrp, session) or (result.uid not in (None, 0, os.getuid()) and _uid_of(pid) == result.uid):
