@@ -69,3 +69,22 @@ def test_a_mixture_forwards_results_the_trainer_reports():
     fresh = Mixture([make_env({**SPEC, "start": 2}), make_env("countdown")], [1.0, 1.0])
     fresh.load_state(state)
     assert fresh.envs[0].level == cur.level and list(fresh.envs[0].recent) == list(cur.recent)
+
+
+def test_no_level_trains_on_another_levels_eval_problems_and_each_judges_its_own():
+    """reasoning-gym splits by seed, not content: 2-digit sums include 1-digit ones, so level
+    1's train stream held level 0's eval problems (88 in 3,000) until it skipped every level's."""
+    import itertools
+    pytest.importorskip("reasoning_gym")
+    env = make_env({"name": "curriculum", "param": "max_digits", "levels": [1, 2],
+                    "env": {"name": "gym:basic_arithmetic", "min_terms": 2, "max_terms": 2, "min_digits": 1,
+                            "eval_size": 200, "check": 0}})
+    held_out = {p.meta["content_key"] for p in itertools.islice(env.problems("eval", 0), 400)}
+    env.level = 1
+    train = list(itertools.islice(env.problems("train", 0), 3000))
+    assert not any(p.meta["content_key"] in held_out for p in train)
+    assert {p.meta["level"] for p in train} == {1}
+    p = train[0]
+    seen = []
+    env.levels[1].verify = lambda problem, text: seen.append(problem) or Verdict(1.0, True)
+    assert env.verify(p, "#### 1").correct and seen == [p]

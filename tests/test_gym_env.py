@@ -3,6 +3,7 @@
 Run: ``.venv/bin/python -m pytest tests/test_gym_env.py -q`` (~10 s, most of it importing reasoning_gym).
 """
 
+import os
 from itertools import islice
 
 import pytest
@@ -33,13 +34,15 @@ def test_right_wrong_partial_and_unformatted_answers(env):
     assert not wrong.correct and wrong.reward < 1.0
     assert env.verify(p, gold).flags == {"no_answer"}  # the bare answer without the marker does not count
     assert env.verify(p, f"#### {gold}\n#### {gold}").flags == {"multiple_answers"}
-    # reasoning-gym's default scorer gives partial credit when the gold is inside a longer answer
-    partial = env.verify(p, f"#### {gold} 12345")
+    # reasoning-gym's scorer gives partial credit when the gold is inside a longer answer, so a
+    # hedge would farm it: by default such an answer earns 0, flagged
+    for hedge in (f"{gold} 12345", f"{gold} or 7", f"-{gold}"):
+        flat = env.verify(p, f"#### {hedge}")
+        assert flat.reward == 0.0 and not flat.correct and "partial_credit" in flat.flags, hedge
+    graded = make_env("gym:basic_arithmetic:partial_credit=true,eval_size=20,check=5")
+    partial = graded.verify(p, f"#### {gold} 12345")
     assert 0 < partial.reward < 1 and not partial.correct and "partial_credit" in partial.flags
-    binary = make_env("gym:basic_arithmetic:partial_credit=false,eval_size=20,check=5")
-    flat = binary.verify(p, f"#### {gold} 12345")
-    assert flat.reward == 0.0 and "partial_credit" in flat.flags
-    assert binary.verify(p, f"#### {gold}").reward == 1.0
+    assert graded.verify(p, f"#### {gold}").reward == 1.0
 
 
 def test_splits_are_disjoint_by_content(env):
@@ -96,3 +99,24 @@ def test_a_scorer_crash_is_a_verifier_error(env, monkeypatch):
     monkeypatch.setattr(env.scorer, "score_answer", boom)
     with pytest.raises(VerifierError, match="score_answer raised"):
         env.verify(next(env.problems("eval", 0)), "#### 1")
+
+
+def test_a_task_that_depends_on_the_hash_seed_needs_it_fixed(monkeypatch):
+    """gym:ransom_note's problems change with Python's hash seed (a fresh process each time):
+    it is refused unless PYTHONHASHSEED is set, and with it set two processes agree."""
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    with pytest.raises(ValueError, match="PYTHONHASHSEED"):
+        make_env("gym:ransom_note:eval_size=5,check=0")
+    code = ("import os; from rlvr.envs.gym import ReasoningGymEnv as E, GYM_HASH_SEEDED as H; "
+            "os.environ['PYTHONHASHSEED'] = '0'; "  # the check only; the interpreter's seed is the one it started with
+            "print([p.prompt for p in E('ransom_note', eval_size=5, check=0).eval_set])")
+
+    def eval_set(seed: str) -> str:
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+
+    assert eval_set("1") != eval_set("2")  # why it is refused
+    assert eval_set("0") == eval_set("0")

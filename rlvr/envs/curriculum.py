@@ -11,6 +11,10 @@ its own curriculum. `state()` / `load_state()` carry the level across a resume a
 Ray rollout workers.
 
 Evaluation is not moved by the curriculum: the "eval" split mixes all levels evenly.
+So no level trains on another level's eval problems: where levels can make the same
+problem (reasoning-gym tasks, whose split is by seed, not by content), each level's train
+stream skips every level's eval content. Every problem carries its level (`meta["level"]`)
+and is judged by that level's verifier.
 
     env = make_env({"name": "curriculum", "env": "arithmetic", "param": "digits",
                     "levels": [1, 2, 3, 4], "band": [0.3, 0.7]})
@@ -18,6 +22,7 @@ Evaluation is not moved by the curriculum: the "eval" split mixes all levels eve
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections import deque
 from typing import Any, Iterator
@@ -45,13 +50,21 @@ class Curriculum:
 
     def problems(self, split: str, seed: int) -> Iterator[Problem]:
         if split == "eval":  # every level, evenly: a fixed yardstick whatever the curriculum did
-            streams = [env.problems("eval", seed) for env in self.levels]
+            streams = [self._tagged(i, env.problems("eval", seed)) for i, env in enumerate(self.levels)]
             return (next(s) for s in itertools.cycle(streams))
-        return self.levels[self.level].problems(split, seed * 1_000 + self.level)
+        stream = self.levels[self.level].problems(split, seed * 1_000 + self.level)
+        held_out = frozenset().union(*(getattr(env, "eval_keys", frozenset()) for env in self.levels))
+        if split == "train" and held_out:
+            stream = (p for p in stream if p.meta.get("content_key") not in held_out)
+        return self._tagged(self.level, stream)
+
+    @staticmethod
+    def _tagged(level: int, stream: Iterator[Problem]) -> Iterator[Problem]:
+        return (dataclasses.replace(p, meta={**p.meta, "level": level}) for p in stream)
 
     def verify(self, problem: Problem, completion: str) -> Verdict:
-        # Levels differ in the problems they make, not in how they judge one.
-        return self.levels[0].verify(problem, completion)
+        # A level's verifier may read its own settings (a reasoning-gym scorer reads its config).
+        return self.levels[problem.meta.get("level", 0)].verify(problem, completion)
 
     def validate(self, n: int = 100) -> list[str]:
         return [f"level {i}: {f}" for i, env in enumerate(self.levels) for f in env.validate(n)]

@@ -18,12 +18,14 @@ train stream skips every entry whose question (whitespace-normalised) hashes lik
 an eval question, whatever its seed. reasoning-gym seeds entry i of a dataset
 with seed+i, so derived seeds are hashed over [0, 2**32) rather than consecutive.
 
-Grading: strict ``####`` extraction, then the task's ``score_answer``; reward is its
-score, `correct` means a score of exactly 1.0 (flag ``partial_credit`` in between).
-A scorer that raises becomes `VerifierError` (the caller decides), never reward 0.
-Beware: reasoning-gym's default scorer pays len(gold)/len(answer) when the gold is
-a substring of the answer ("1" scores 0.5 against "-1", 1/6 in "123456"), which a
-policy can farm; ``partial_credit=False`` makes every reward 0 or 1.
+Grading: strict ``####`` extraction, then the task's ``score_answer``; `correct` means
+a score of exactly 1.0, and so does reward 1: anything in between earns 0 with flag
+``partial_credit``. A scorer that raises becomes `VerifierError` (the caller decides),
+never reward 0. Why 0/1 by default: reasoning-gym's default scorer pays
+len(gold)/len(answer) when the gold is a substring of the answer, so hedges farm it
+(against gold 56: "56 or 57" 0.25, "55, 56, 57" 0.2, "-56" and "560" 0.67).
+``partial_credit=True`` passes the graded scores through, for tasks whose scorer
+grades real partial solutions.
 
 Some tasks' gold answers do not score 1 (several valid answers, no single gold):
 boxnet, graph_color, propositional_logic, rubiks_cube and rush_hour, listed in
@@ -46,6 +48,7 @@ import difflib
 import hashlib
 import inspect
 import math
+import os
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -60,6 +63,12 @@ PREFIX = "gym:"
 TEMPLATE = "{question}\n\nEnd your response with #### followed by the final answer."
 # Known (FACTS.md, reasoning-gym 0.1.25) to have golds that do not score 1; composite needs a dataset list.
 GYM_UNRELIABLE = frozenset({"boxnet", "graph_color", "propositional_logic", "rubiks_cube", "rush_hour"})
+# Found (reasoning-gym 0.1.25, 8 problems of every task under PYTHONHASHSEED 1 and 2) to
+# generate different problems in different Python processes: they iterate over sets or
+# hash strings. Their eval set would differ between the trainer, a Ray worker and a later
+# `rlvr eval`, and train problems could be another process's eval problems.
+GYM_HASH_SEEDED = frozenset({"isomorphic_strings", "knight_swap", "list_functions", "polynomial_multiplication",
+                             "ransom_note", "word_ladder"})
 CHUNK = 10_000  # entries per train dataset before the stream reseeds
 MAX_MISSES = 100_000  # consecutive train entries that are all eval content: the task's space is too small
 MAX_EVAL_SIZE = 1_000_000
@@ -87,7 +96,7 @@ def _content_key(question: str) -> str:
 
 class ReasoningGymEnv:
     def __init__(self, task: str, eval_size: int = 200, eval_seed: int = 0, check: int = 20,
-                 template: str = TEMPLATE, partial_credit: bool = True, **params: Any):
+                 template: str = TEMPLATE, partial_credit: bool = False, **params: Any):
         from reasoning_gym.factory import DATASETS, create_dataset
 
         if task not in DATASETS:
@@ -103,6 +112,11 @@ class ReasoningGymEnv:
         if unknown:
             own = [k for k in inspect.signature(ReasoningGymEnv).parameters if k not in ("task", "params")]
             raise ValueError(f"unknown parameter(s) {unknown} for gym:{task}; valid: {own + sorted(config_fields)}")
+        if task in GYM_HASH_SEEDED and not os.environ.get("PYTHONHASHSEED", "random").isdigit():
+            raise ValueError(f"gym:{task} generates different problems in every Python process (it depends on "
+                             "Python's hash seed), so its eval set would not be the same twice; run rlvr with "
+                             "PYTHONHASHSEED set, e.g. `PYTHONHASHSEED=0 rlvr ...` (every process of the run "
+                             "inherits it)")
         if type(eval_size) is not int or not 1 <= eval_size <= MAX_EVAL_SIZE:
             raise ValueError(f"eval_size must be an int in [1, {MAX_EVAL_SIZE}], got {eval_size!r}")
         if "{question}" not in template:
