@@ -14,7 +14,7 @@ from itertools import islice
 import pytest
 
 from rlvr.envs import make_env
-from rlvr.envs.math_jsonl import SAMPLE_PATH, MathJSONL, load_jsonl
+from rlvr.envs.math_jsonl import SAMPLE_PATH, MathJSONL, load_jsonl, restates_question
 from rlvr.verify import math_equiv
 from rlvr.verify.audit_set import AUDIT_PATH, audit_verifier, format_audit, load_audit, naive_equivalent
 from rlvr.verify.math_equiv import (VerifierError, VerifierTimeout, equivalent, equivalent_many, gold_parses,
@@ -167,6 +167,36 @@ def test_math_env_grades_by_equivalence(env):
     assert wrong.reward == 0.0 and not wrong.correct and wrong.parsed == "0.83"
     assert env.verify(p, "5/6").flags == {"no_answer"}
     assert env.verify(p, "#### 5/6 #### 1").flags == {"multiple_answers"}
+
+
+# The question's own expression, copied as the answer: math-verify evaluates it to the gold.
+ECHOES = {"sample-002": r"\sqrt{72}", "sample-007": r"\binom{6}{2}", "sample-009": r"\log_2 64",
+          "sample-016": "(x+2)^2", "sample-022": "3! + 4!", "sample-025": "3/8",
+          "sample-026": r"\sin\left(\frac{\pi}{6}\right)", "sample-032": r"\frac{x^2 - 9}{x - 3}",
+          "sample-033": "2^{10}"}
+
+
+def test_math_env_refuses_the_question_restated_as_its_answer(env):
+    problems = {p.id: p for split in env.by_split.values() for p in split}
+    for pid, echo in ECHOES.items():
+        p = problems[f"math/{pid}"]
+        assert equivalent(echo, p.answer)  # what math-verify alone would pay
+        v = env.verify(p, f"#### {echo}")
+        assert v.reward == 0.0 and v.flags == {"restates_question"}, (pid, echo)
+        assert env.verify(p, f"#### {p.answer}").correct  # the gold, as written
+    p = problems["math/sample-025"]  # "Write 3/8 as a decimal": a number in another form still counts
+    assert env.verify(p, "#### .375").correct and env.verify(p, "#### 0.3750").correct
+
+
+@pytest.mark.parametrize("answer, gold, question, restated", [
+    ("3/4", r"\frac{3}{4}", "Which is larger, $3/4$ or $2/3$?", False),  # the question offers the gold
+    (r"\log_2 64", "6", r"Evaluate $\log_2 64$.", True),  # 6 is not written in 64
+    ("12", "12", "What is 5 + 7?", False),
+    ("5 + 7", "12", "What is 5 + 7?", True),
+    ("x+1", "x+1", "Simplify $(x^2-1)/(x-1)$.", False),
+])
+def test_restates_question_by_hand(answer, gold, question, restated):
+    assert restates_question(answer, gold, question) is restated
 
 
 def test_math_env_timeout_propagates(env, monkeypatch):

@@ -14,7 +14,12 @@ epochs, each epoch a fresh seeded shuffle.
 
 Grading: strict ``####`` extraction, then `rlvr.verify.math_equiv.equivalent`
 (math-verify in a worker process, with a deadline). A verifier timeout raises
-`VerifierTimeout`; it is never turned into a reward of 0. `validate` also checks
+`VerifierTimeout` (the rollout asks again, then scores the answer 0, flag ``timeout``).
+math-verify evaluates what it reads, so the question's own expression equals its value:
+"Simplify \\sqrt{72}" answered ``\\sqrt{72}``, "Compute \\binom{6}{2}" answered
+``\\binom{6}{2}``, "Expand (x+2)^2" answered ``(x+2)^2``. An answer that is no plain number,
+is written in the question, and is not the gold as written there earns 0 with flag
+``restates_question`` (`restates_question`). `validate` also checks
 that math-verify can parse every gold: a gold it cannot read would only ever
 match itself character for character.
 
@@ -30,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,6 +71,36 @@ def load_jsonl(path: str | Path) -> list[dict]:
     return rows
 
 
+_PLAIN_NUMBER = re.compile(r"[-+]?(\d+(,\d{3})*(\.\d*)?|\.\d+)%?")
+_SPACE = re.compile(r"(?<=(\w))?\s+(?=(\w))?")
+_FRAC = re.compile(r"\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}")
+
+
+def _squash(text: str) -> str:
+    """LaTeX as a comparable string: no math delimiters or sizing commands, spaces kept only
+    between two word characters, and simple fractions as a/b (so the gold \\frac{3}{4} is
+    found in a question that writes 3/4)."""
+    for old in ("\\left", "\\right", "\\!", "\\,", "\\;", "\\ ", "$", "\\(", "\\)"):
+        text = text.replace(old, " ")
+    text = _SPACE.sub(lambda m: " " if m.group(1) and m.group(2) else "", " " + text + " ")
+    return _FRAC.sub(r"\1/\2", text).replace("{", "").replace("}", "")
+
+
+def _written_in(part: str, text: str) -> bool:
+    """`part` in `text`, not as a piece of a longer number or word (6 is not written in 64)."""
+    return re.search(rf"(?<![0-9A-Za-z.]){re.escape(part)}(?![0-9A-Za-z.])", text) is not None
+
+
+def restates_question(answer: str, gold: str, question: str) -> bool:
+    """Whether `answer` copies an expression out of `question` instead of working it out: it
+    is not a plain number, it is written in the question, and the gold is not (when the gold
+    is written there, the question offers it, as in "which is larger, 3/4 or 2/3?")."""
+    a, g, q = _squash(answer), _squash(gold), _squash(question)
+    if not a or _PLAIN_NUMBER.fullmatch(a) or a == g:
+        return False
+    return a in q and not _written_in(g, q)
+
+
 def _content_key(text: str) -> str:
     return hashlib.blake2b(" ".join(text.split()).encode(), digest_size=8).hexdigest()
 
@@ -92,7 +128,7 @@ class MathJSONL(ProceduralEnv):
                 answer=row["answer"],
                 env=self.name,
                 meta={"level": row["level"], "difficulty": row["level"], "source": f"{self.path}:{row['line']}",
-                      "content_key": key},
+                      "content_key": key, "question": row["problem"]},
             ))
 
     def make(self, rng: random.Random) -> Problem:
@@ -117,6 +153,8 @@ class MathJSONL(ProceduralEnv):
             epoch += 1
 
     def check(self, problem: Problem, answer: str) -> Verdict:
+        if restates_question(answer, problem.answer, problem.meta.get("question", "")):
+            return Verdict(reward=0.0, correct=False, parsed=answer, flags=frozenset({"restates_question"}))
         correct = equivalent(answer, problem.answer, timeout=self.timeout)  # VerifierTimeout propagates
         return Verdict(reward=1.0 if correct else 0.0, correct=correct, parsed=answer)
 
