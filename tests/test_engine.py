@@ -171,6 +171,21 @@ def test_finish_reasons_stop_and_length():
     assert any(eos in s.completion_ids for s in samples)
 
 
+def test_every_end_token_of_the_generation_config_stops_as_in_hf_generate():
+    """Instruct models end a turn with one of several ids (Llama-3.x: <|eot_id|> or
+    <|end_of_text|>), listed in the generation config, not only the tokenizer's EOS."""
+    model, tok = build_tiny_model("micro", seed=0)
+    prompt = prompts_of(tok)[:1]
+    greedy = Sampling(temperature=0.0, max_new_tokens=12)
+    first = TorchEngine(model, tok).generate(prompt, 1, greedy)[0][0]
+    other = first.completion_ids[0]  # pretend this token is a second end-of-turn id
+    assert other != tok.eos_token_id and first.finish_reason == "length"
+    model.generation_config.eos_token_id = [tok.eos_token_id, other]
+    hf = model.generate(torch.tensor(prompt), max_new_tokens=12, do_sample=False)[0, len(prompt[0]):].tolist()
+    ours = TorchEngine(model, tok).generate(prompt, 1, greedy)[0][0]
+    assert ours.completion_ids == hf == [other] and ours.finish_reason == "stop"
+
+
 def test_seed_reproduces_and_differs():
     model, tok = build_tiny_model("micro", seed=0)
     engine, prompts = TorchEngine(model, tok), prompts_of(tok)[:3]

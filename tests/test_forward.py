@@ -188,6 +188,49 @@ def test_unsupported_architecture_raises():
         parts_of(torch.nn.Linear(2, 2))
 
 
+@pytest.mark.parametrize("rope", ["dynamic", "longrope"])
+def test_a_rope_scaling_that_depends_on_the_length_is_refused(rope):
+    """transformers picks these frequencies from the longest position of each call, so the
+    prompt pass, every decode step and training would each rotate differently."""
+    extra = {"original_max_position_embeddings": 16} if rope == "longrope" else {}
+    params = {"rope_type": rope, "factor": 2.0, **({"short_factor": [1.0] * 8, "long_factor": [1.0] * 8}
+                                                    if rope == "longrope" else {})}
+    model, _ = make_model("llama_gqa", rope_parameters=params, **extra)
+    with pytest.raises(NotImplementedError, match=f"RoPE scaling '{rope}' changes with the sequence length"):
+        parts_of(model)
+    for fine in ("linear", "llama3", "yarn"):  # the same at every length: these match HF (engine tests)
+        params = {"rope_type": fine, "factor": 2.0}
+        if fine == "llama3":
+            params.update(low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=64)
+        parts_of(make_model("llama_gqa", rope_parameters=params)[0])
+
+
+def test_a_sliding_window_matches_hf_inside_it_and_is_refused_past_it():
+    """rlvr attends to every earlier token: the same as Mistral's sliding window while a
+    sequence fits in it, so longer ones are refused, never silently computed otherwise."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from rlvr.engine import TorchEngine
+    from rlvr.types import Sampling
+
+    tok = build_char_tokenizer()
+    torch.manual_seed(0)
+    model = MistralForCausalLM(MistralConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, sliding_window=24, initializer_range=0.1,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)).eval()
+    prompt = [chat_ids(tok, "1+2")]
+    # the last token sampled is never fed: 25 - P new tokens feed 24 (the window), 26 - P feed 25
+    inside = Sampling(temperature=0.0, max_new_tokens=25 - len(prompt[0]), ignore_eos=True)
+    ours = TorchEngine(model, tok).generate(prompt, 1, inside)[0][0].completion_ids
+    hf = model.generate(torch.tensor(prompt), max_new_tokens=inside.max_new_tokens, do_sample=False,
+                        eos_token_id=None)[0, len(prompt[0]):].tolist()
+    assert ours == hf
+    past = Sampling(temperature=0.0, max_new_tokens=26 - len(prompt[0]), ignore_eos=True)
+    with pytest.raises(NotImplementedError, match=r"longer than the model's sliding attention window \(24\)"):
+        TorchEngine(model, tok).generate(prompt, 1, past)
+
+
 # A known gap, kept visible: the packed (oneDNN) layer fuses q/k/v, o, gate/up and down
 # weights but carries only the q/k/v bias, so a Llama with attention_bias=True (o_proj
 # bias) or mlp_bias=True computes different logits on CPU, where the engine packs.

@@ -68,6 +68,16 @@ def test_an_architecture_rlvr_cannot_run_is_refused_before_its_weights(tmp_path)
         load_model(tmp_path)
 
 
+def test_a_length_dependent_rope_is_refused_at_load_in_one_line(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    LlamaForCausalLM(LlamaConfig(num_hidden_layers=1, hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                                 vocab_size=64, rope_parameters={"rope_type": "dynamic", "factor": 2.0})
+                     ).save_pretrained(tmp_path)
+    with pytest.raises(UnsupportedModel, match=r"RoPE scaling 'dynamic' changes with the sequence length"):
+        load_model(tmp_path)
+
+
 def test_a_registered_name_not_downloaded_says_how_to_get_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RLVR_CACHE", str(tmp_path))
     with pytest.raises(ModelNotFound, match=r"run `rlvr models get smollm2-135m` first"):

