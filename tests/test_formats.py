@@ -83,6 +83,11 @@ def test_answer_is():
     assert ex("answer_is", "The answer is 94.\nSo the answer is **94**.") == ("94", NONE)
     assert ex("answer_is", "The answer is .") == (None, {"empty_answer"})
     assert ex("answer_is", "The answer is\n94") == (None, {"empty_answer"})  # the answer is on its line
+    # Llama-3 instruct's own habit: one box holding the whole answer is opened
+    assert ex("answer_is", "The final answer is: $\\boxed{438}$") == ("438", NONE)
+    assert ex("answer_is", "The answer is \\boxed{\\frac{1}{2}}.") == ("\\frac{1}{2}", NONE)
+    assert ex("answer_is", "The answer is \\boxed{4}\\boxed{5}")[0] == "\\boxed{4}\\boxed{5}"  # not one box
+    assert ex("answer_is", "The answer is \\boxed{4} or 5")[0] == "\\boxed{4} or 5"  # then the env says no
     fmt = FORMATS["answer_is"]
     assert fmt.render(94) == "The answer is 94." and fmt.extract(fmt.render("done.")) == ("done.", NONE)
     assert fmt.instruction("the result") == 'End with "The answer is" followed by the result.'

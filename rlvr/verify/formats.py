@@ -22,8 +22,9 @@ in every format. The formats:
                ``\\frac{1}{2}``); the same answer boxed twice is one answer
     answer_is  "... The answer is 94.": case-insensitive, "final" and a colon allowed
                ("The final answer is: 94"); the answer runs to the end of its line, with
-               one trailing period and surrounding ``**`` / ``$`` dropped; the same
-               answer stated twice is one answer
+               one trailing period and surrounding ``**`` / ``$`` dropped, and one box
+               that holds all of it opened ("The final answer is: $\\boxed{94}$", as
+               Llama-3 instruct models write it); the same answer stated twice is one answer
 
 Environments grade ``####`` answers; `rlvr.envs.prompting.Prompted` extracts with the
 chosen format and hands the inner environment ``#### <answer>``.
@@ -116,11 +117,17 @@ class AnswerIs:
 
 
 def _clean(rest: str) -> str:
-    """ "**94**." / "$94$." / "94.**" -> "94": markup around the answer, and one closing period."""
+    """ "**94**." / "$94$." / "94.**" / "$\\boxed{94}$." -> "94": markup around the answer, one
+    closing period, and a box around all of it."""
     s = _WRAPPER.sub("", rest.strip()).strip()
     if s.endswith("."):  # one: a gold that itself ends with "." survives being rendered
         s = s[:-1].rstrip()
-    return _WRAPPER.sub("", s).strip()
+    s = _WRAPPER.sub("", s).strip()
+    if s.startswith(_BOX) and s.endswith("}"):
+        inner, flags = Boxed().extract(s)
+        if inner is not None and s == Boxed().render(inner):  # one box, and nothing beside it
+            return inner
+    return s
 
 
 def _one(answers: list[str]) -> Extracted:
