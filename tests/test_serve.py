@@ -88,7 +88,7 @@ def test_greedy_matches_engine_and_stream(server):
     # /v1/completions on the same ids' text, greedy, with logprobs
     prompt = tok.decode(ids)
     c = server["client"].completions.create(model=NAME, prompt=[prompt, prompt], temperature=0, max_tokens=20,
-                                            logprobs=1)
+                                            logprobs=0)
     assert [ch.text for ch in c.choices] == [want.text] * 2
     shown = want.completion_ids[:-1] if want.finish_reason == "stop" else want.completion_ids  # no EOS
     assert c.choices[0].logprobs.tokens == [tok.decode([i]) for i in shown]
@@ -165,13 +165,13 @@ def _bad_requests(rng: random.Random) -> list[tuple[str, dict]]:
         "stop": [5, [1, 2], ["a", "b", "c", "d", "e"], [""], "", {"a": 1}],
         "seed": ["1", 1.5, True, [1]],
         "logprobs": ["yes", 3, [True]],
-        "top_logprobs": [-1, 21, "2"],
+        "top_logprobs": [-1, 21, "2", 3],  # 3: alternatives are not served, which it says
         "stream": ["true", 1, [True]],
         "messages": [[], "hi", None, [{"role": "user"}] * 0, [{"role": "robot", "content": "x"}],
                      [{"content": "x"}], [{"role": "user", "content": 5}], [1, 2], {"role": "user"},
                      [{"role": "user", "content": "x" * 600}]],
     }
-    cbad = {"prompt": [None, 5, [1, 2], [], ["a", 3], "y" * 600], "logprobs": [-1, 6, "1", True],
+    cbad = {"prompt": [None, 5, [1, 2], [], ["a", 3], "y" * 600], "logprobs": [-1, 6, "1", True, 2],
             "echo": [True, "no"], "max_tokens": [0, 10**7, "4"], "n": [0, 100], "model": ["gpt-4"]}
     out: list[tuple[str, dict]] = []
     for field_, values in bad_values.items():

@@ -4,6 +4,8 @@ It lets every OpenAI client (the `openai` SDK, eval harnesses, the distill teach
 client) talk to a local model: `GET /v1/models`, `POST /v1/chat/completions` (messages
 go through the tokenizer's chat template) and `POST /v1/completions`, with `n`,
 `temperature`, `top_p`, `max_tokens`, `stop`, `seed`, `logprobs`, `stream` and `usage`.
+Log-probs are those of the chosen tokens; a request for alternatives (`top_logprobs` > 0,
+completions' `logprobs` > 0) is refused with a 400 rather than answered with empty lists.
 
 One background thread owns the engine and drains a queue (`batcher.py`): requests
 that arrive within `batch_wait_ms` of each other and share sampling parameters are
@@ -183,6 +185,9 @@ def make_app(model, tok, cfg: ServeConfig):
             raise APIError(400, f"messages: the chat template rejected them: {e}", "messages") from None
         ids = tok(text, add_special_tokens=False).input_ids
         stops = req.stops()
+        if req.top_logprobs:
+            raise APIError(400, "top_logprobs: this server returns the log-prob of each chosen token (logprobs: true), "
+                           "not alternatives; omit it or pass 0", "top_logprobs", "unsupported_parameter")
         sampling = check(req, [len(ids)], req.max_completion_tokens or req.max_tokens)
         [samples] = await generate([ids], req.n, sampling)
         detail = req.logprobs or req.stream
@@ -227,6 +232,9 @@ def make_app(model, tok, cfg: ServeConfig):
             raise APIError(400, f"prompt: give 1 to {cfg.max_n} prompts", "prompt", "invalid_value")
         if req.echo:
             raise APIError(400, "echo is not supported", "echo", "unsupported_parameter")
+        if req.logprobs:
+            raise APIError(400, "logprobs: this server returns the log-prob of each chosen token (logprobs: 0), "
+                           "not the top alternatives", "logprobs", "unsupported_parameter")
         prompts = [encode(t) for t in texts]
         lens = [len(p) for p in prompts]
         stops = req.stops()
