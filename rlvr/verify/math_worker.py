@@ -140,10 +140,29 @@ def _compare(answer: str, gold: str, mode: Mode = "rlvr") -> bool:
     # allow_set_relation_comp: "0 \le x \le 1" answers "[0,1]" (math-verify only allows it
     # when the answer is the set).
     if verify(g, a, timeout_seconds=None, allow_set_relation_comp=True):
-        return True
+        return _exact_decimal(answer, gold, g)
     if "%" in answer or "%" in gold:
         return _compare(_PERCENT.sub("", answer), _PERCENT.sub("", gold), mode)
     return False
+
+
+_DECIMAL = re.compile(r"[-+]?(\d[\d,]*)?\.\d+")
+_PLAIN = re.compile(r"[-+]?(\d[\d,]*)?(\.\d+)?%?|[-+]?\d+/\d+")
+
+
+def _exact_decimal(answer: str, gold: str, parsed_gold: list) -> bool:
+    """math-verify compares numbers rounded to 6 places, so ``0.333333`` answered 1/3 and
+    ``3.1415927`` answered \\pi. A decimal answer to a gold that is not itself a plain number
+    must equal it exactly (``0.375`` is 3/8; ``0.333333`` is not 1/3)."""
+    a = answer.strip().strip("$").strip()
+    if not _DECIMAL.fullmatch(a) or _PLAIN.fullmatch(gold.strip().strip("$").strip()):
+        return True
+    import sympy
+
+    value = next((x for x in parsed_gold if isinstance(x, sympy.Basic)), None)
+    if value is None or not getattr(value, "is_number", False) or value.has(sympy.Float):
+        return True  # a set, an equation, an approximate gold: math-verify's judgement stands
+    return sympy.simplify(value - sympy.Rational(a.replace(",", ""))) == 0
 
 
 def _parses(text: str) -> bool:
