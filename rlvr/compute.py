@@ -7,7 +7,10 @@ evaluation (`evals.jsonl`) and checkpoint, and writes it to `summary.json`.
 FLOPs are estimated from the parameter count N and token counts (Kaplan et al. 2020):
 
     forward  = 2 · N · tokens     one multiply and one add per parameter per token
-    backward = 4 · N · tokens     gradients for activations and for weights
+    backward = (2 · N + 2 · N_trained) · tokens
+                                  gradients for activations (through every weight) and for
+                                  the weights trained: 4 · N in full fine-tuning; under
+                                  LoRA the frozen base's weight gradients are never formed
     generation = forward over the prompt (once per prompt, as the engine prefills it
                  once for its n samples) plus one forward per generated token
 
@@ -68,8 +71,10 @@ class Totals:
 class Compute:
     """A run's meter: its own spending, what it inherited, and the clock."""
 
-    def __init__(self, n_params: int, stage: str, inherited: Totals | None = None):
+    def __init__(self, n_params: int, stage: str, inherited: Totals | None = None,
+                 n_trained: int | None = None):
         self.n_params, self.stage = n_params, stage
+        self.n_trained = n_params if n_trained is None else n_trained
         self.own, self.inherited = Totals(), inherited or Totals()
         self._since = time.time()
 
@@ -82,7 +87,7 @@ class Compute:
     def trained(self, tokens: int) -> None:
         self.own.trained_tokens += tokens
         self.own.forward_flops += 2.0 * self.n_params * tokens
-        self.own.backward_flops += 4.0 * self.n_params * tokens
+        self.own.backward_flops += 2.0 * (self.n_params + self.n_trained) * tokens
 
     def forward_only(self, tokens: int, n_params: int | None = None) -> None:
         """A forward without backward, e.g. a frozen reference model's log-probs."""

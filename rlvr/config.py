@@ -10,6 +10,7 @@ and line when it came from one), so a typo never silently becomes a default.
 from __future__ import annotations
 
 import difflib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,11 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
                 value, i = args[i + 1], i + 1
             else:
                 value = "true"
-        out[key.replace("-", "_")] = yaml.safe_load(value) if value != "" else ""
+        try:
+            out[key.replace("-", "_")] = yaml.safe_load(value) if value != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"command line: --{key}: {value!r} is not a value YAML reads "
+                              f"({str(e).splitlines()[0]}); quote lists, e.g. --{key}='[1, 2]'") from None
         i += 1
     return out
 
@@ -77,6 +82,7 @@ def load_config(cls: type[Config], recipe: str | Path | None = None,
     data.update(over)
     where.update({k: "command line" for k in over})
     fields = cls.model_fields
+    data, where = _resumed(cls, data, where)
     for key in data:
         if key not in fields:
             hint = difflib.get_close_matches(key, fields, n=1)
@@ -92,6 +98,23 @@ def load_config(cls: type[Config], recipe: str | Path | None = None,
             top = str(err["loc"][0]) if err["loc"] else ""
             msgs.append(f"{where.get(top, 'config')}: key {key!r}: {err['msg']} (got {err.get('input')!r})")
         raise ConfigError("\n".join(msgs)) from None
+
+
+def _resumed(cls: type[Config], data: dict[str, Any], where: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Under ``--resume``, the run's own config.yaml is the base: a resumed run continues
+    with the settings it started with, and what is given again (a recipe, the command
+    line) overrides them, each change said on stderr (``--steps`` to extend a run)."""
+    if "resume" not in cls.model_fields or data.get("resume") is not True:
+        return data, where
+    saved_path = Path(data.get("run_dir") or cls.model_fields["run_dir"].default or "") / "config.yaml"
+    if not saved_path.is_file():
+        return data, where
+    saved, _ = _recipe_lines(saved_path)
+    saved = {k: v for k, v in saved.items() if k in cls.model_fields}
+    for key in sorted(k for k in data if k in saved and k != "resume" and data[k] != saved[k]):
+        print(f"resuming {saved_path.parent} with {key} = {data[key]!r} ({where.get(key, 'given')}; "
+              f"it ran with {saved[key]!r})", file=sys.stderr)
+    return {**saved, **data}, {**{k: str(saved_path) for k in saved}, **where}
 
 
 def describe(cls: type[Config]) -> str:

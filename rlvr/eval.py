@@ -1,7 +1,7 @@
 """Evaluation: pass@1, unbiased pass@k, maj@k and greedy accuracy, each with a 95% CI.
 
-The held-out set is the first `problems` of each environment's "eval" split at a fixed
-seed, so every evaluation of every run sees the same problems. pass@1 is the mean over
+The held-out set is the first `problems` distinct problems of each environment's "eval"
+split at a fixed seed, so every evaluation of every run sees the same problems. pass@1 is the mean over
 samples at the sampling temperature; greedy accuracy is reported beside it because a
 base whose greedy answer is already right makes RL look better than it is.
 
@@ -15,6 +15,7 @@ for its own habit with `--answer_format` (``boxed``, ``answer_is``), optionally 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,34 @@ class EvalConfig(PromptFields):
 
 
 
+# Draws in a row that bring no new problem before a held-out split counts as exhausted,
+# per distinct problem found (at least 1000): of m equally likely problems, about
+# m e^(-PATIENCE) are still missing then.
+PATIENCE = 10
+
+
 def eval_problems(env: Environment, n: int, seed: int = 0) -> list[Problem]:
-    it = env.problems("eval", seed)
-    return [next(it) for _ in range(n)]
+    """The first `n` distinct problems of the eval split's stream at `seed`.
+
+    A stream draws with replacement, and a small problem space repeats itself ("7+7" nine
+    times in 100 draws of one-digit sums): each repeat would count as another independent
+    problem in every interval. Where the split holds fewer than `n` distinct problems, those
+    found are returned (all of them, but for a few in e^10 of a large space), with a warning.
+    """
+    it, out, seen, dry = env.problems("eval", seed), [], set(), 0
+    while len(out) < n and dry < max(1000, PATIENCE * len(out)):
+        p = next(it)
+        if p.id in seen:
+            dry += 1
+            continue
+        seen.add(p.id)
+        out.append(p)
+        dry = 0
+    if len(out) < n:
+        warnings.warn(f"{env.name}: its eval split holds only {len(out)} distinct problems, not {n}: "
+                      f"evaluating on those (a larger space, e.g. more digits, gives more)",
+                      RuntimeWarning, stacklevel=2)
+    return out
 
 
 def evaluate(engine, env: Environment, problems: list[Problem], samples: int, ks: list[int],

@@ -25,6 +25,8 @@ class JSONLError(InputError):
 
 def read_jsonl(path: str | Path, truncated_tail: list[str] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a directory, not a JSONL file")
     text = path.read_text(encoding="utf-8")
     lines = text.splitlines()
     for n, line in enumerate(lines, 1):

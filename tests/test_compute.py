@@ -54,6 +54,26 @@ def test_rl_compute_equals_a_hand_count(micro_base, tmp_path):
     assert summary["total"]["wall_seconds"] > 0
 
 
+def test_lora_and_the_proximal_pass_are_charged_what_they_compute(micro_base, tmp_path):
+    """Under LoRA the frozen base's weight gradients are never formed: backward is
+    2 N + 2 N_trained per token, not 4 N. Decoupled PPO's proximal pass is one more forward."""
+    full = _jsonl(rl.main(_rl(micro_base, tmp_path / "full")).dir / "metrics.jsonl")[-1]
+    run = rl.main(_rl(micro_base, tmp_path / "lora", lora_r=4, lora_targets=["q_proj", "v_proj"]))
+    n = count_parameters(load_model(last_model(micro_base))[0])
+    m = _jsonl(run.dir / "metrics.jsonl")[-1]
+    from rlvr.train.setup import setup_model
+    lora_model = setup_model(_rl(micro_base, tmp_path / "x", lora_r=4, lora_targets=["q_proj", "v_proj"]),
+                             last_model(micro_base))[0]
+    n_all, n_trained = count_parameters(lora_model), count_parameters(lora_model, trainable=True)
+    assert n < n_all and 0 < n_trained == n_all - n
+    assert m["compute/backward_flops"] == pytest.approx(2 * (n_all + n_trained) * m["compute/trained_tokens"])
+    assert full["compute/backward_flops"] == pytest.approx(4 * n * full["compute/trained_tokens"])
+    dec = _jsonl(rl.main(_rl(micro_base, tmp_path / "dec", offpolicy="decoupled", mini_batches=2)).dir / "metrics.jsonl")[-1]
+    sampled = dec["compute/prompt_tokens"] + dec["compute/generated_tokens"]
+    # generation, training's forward, and the proximal forward of every token trained (one epoch)
+    assert dec["compute/forward_flops"] == pytest.approx(2 * n * (sampled + 2 * dec["compute/trained_tokens"]))
+
+
 def test_sft_compute_and_what_it_inherits(micro_base, tmp_path):
     data_dir = tmp_path / "distill"
     data_dir.mkdir()

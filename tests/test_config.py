@@ -1,5 +1,7 @@
 """Bad configs fail at start, naming the key (and the recipe's file and line)."""
 
+import re
+
 import pytest
 
 from rlvr.config import ConfigError, load_config, parse_overrides
@@ -91,3 +93,47 @@ def test_a_recipe_may_follow_positional_arguments(tmp_path, capsys):
     recipe.write_text("problems: 3\n")
     assert cli(["audit", "linear", str(recipe)]) == 0
     assert "linear" in capsys.readouterr().out
+
+
+def test_resume_continues_with_the_run_s_own_config(tmp_path, capsys):
+    """`rlvr rl --run_dir D --resume` must not fall back to the defaults: the saved
+    config.yaml is the base, and what is given again overrides it, said on stderr."""
+    from rlvr.config import to_yaml
+
+    run_dir = tmp_path / "rl"
+    run_dir.mkdir()
+    saved = RLConfig(run_dir=str(run_dir), env="countdown", steps=6, prompts=4, lr=1e-4)
+    (run_dir / "config.yaml").write_text(to_yaml(saved))
+    cfg = load_config(RLConfig, overrides=[f"--run_dir={run_dir}", "--resume"])
+    assert (cfg.env, cfg.steps, cfg.prompts, cfg.lr, cfg.resume) == ("countdown", 6, 4, 1e-4, True)
+    cfg = load_config(RLConfig, overrides=[f"--run_dir={run_dir}", "--resume", "--steps=10"])
+    assert cfg.steps == 10 and cfg.prompts == 4
+    assert "steps = 10 (command line; it ran with 6)" in capsys.readouterr().err
+    # Without --resume the saved config is not read (a new run in that directory is refused later).
+    assert load_config(RLConfig, overrides=[f"--run_dir={run_dir}"]).steps == RLConfig().steps
+
+
+def test_more_bad_input_is_one_line(tmp_path, capsys):
+    from rlvr.experiments.regimes import RegimesConfig
+    from rlvr.envs import make_env
+    from rlvr.config import InputError
+    from rlvr.jsonl import read_jsonl
+
+    assert load_config(RegimesConfig, overrides=["--seeds", "0,1,2"]).seeds == [0, 1, 2]  # as the README writes it
+    assert load_config(RegimesConfig, overrides=["--seeds=3"]).seeds == [3]
+    with pytest.raises(ConfigError, match="--lr: '\\[1,' is not a value YAML reads"):
+        load_config(RLConfig, overrides=["--lr=[1,"])
+    for spec, words in (("arithmetc", "unknown env 'arithmetc'"), ("arithmetic:digits=0", "digits must be")):
+        with pytest.raises(InputError, match=words):
+            make_env(spec)
+    with pytest.raises(InputError, match="is a directory"):
+        list(read_jsonl(tmp_path))
+    rates = tmp_path / "rates.json"
+    for text, words in (('{"fp": 1}', "not a noise-audit JSON"),
+                        ('{"fp": {"estimate": 0.6}, "fn": {"estimate": 0.5}}', "noise_fp \\+ noise_fn = 1.1")):
+        rates.write_text(text)
+        assert cli(["rl", f"--run_dir={tmp_path / 'r'}", f"--noise_rates={rates}", "--reward_correction=backward"]) == 2
+        err = capsys.readouterr().err
+        assert re.search(words, err) and "Traceback" not in err and not (tmp_path / "r").exists()
+    assert cli(["rl", f"--run_dir={tmp_path / 'r'}", "--env=arithmetc"]) == 2
+    assert "unknown env" in capsys.readouterr().err and not (tmp_path / "r").exists()

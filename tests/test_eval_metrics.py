@@ -105,3 +105,17 @@ def test_flag_shares_say_why_samples_lost_reward(capsys):
     print_table({"arithmetic": {**m, "flags": {"no_answer": 0.75}}})
     out = capsys.readouterr().out
     assert "no_answer" in out and "75.0%" in out and "never wrote an answer" in out
+
+
+def test_the_held_out_set_never_repeats_a_problem():
+    """A small space repeats itself in a stream drawn with replacement ("7+7" nine times in
+    100 one-digit sums); every repeat would count as another problem in the intervals."""
+    from rlvr.envs import make_env
+    from rlvr.eval import eval_problems
+
+    big = eval_problems(make_env("arithmetic:digits=2,ops=add"), 200)
+    assert len({p.id for p in big}) == 200  # the stream's first 200 held 26 repeats
+    with pytest.warns(RuntimeWarning, match="only 9 distinct problems, not 50"):
+        small = eval_problems(make_env("arithmetic:digits=1,ops=mul"), 50)
+    assert len({p.id for p in small}) == len(small) == 9
+    assert [p.id for p in eval_problems(make_env("arithmetic:digits=2,ops=add"), 50)] == [p.id for p in big[:50]]

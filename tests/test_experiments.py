@@ -15,6 +15,10 @@ def test_ceiling_experiment_runs_every_stage(tmp_path):
     assert set(out["results"]) == names
     assert json.loads((tmp_path / "c" / "results.json").read_text())["results"].keys() == names
     assert out["results"]["student (none)"]["generated_tokens"] > 0
+    # A second call (a killed experiment resumed) keeps every finished stage: the same figures.
+    again = ceiling.main(ceiling.CeilingConfig(run_dir=str(tmp_path / "c"), teacher_max_steps=5, distill_problems=40,
+                                               k=2, sft_epochs=1, rl_steps=2, eval_problems=20, eval_samples=2))
+    assert again["results"] == out["results"] and again["teacher_rl_steps"] == out["teacher_rl_steps"]
 
 
 @pytest.mark.slow

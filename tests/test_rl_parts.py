@@ -281,6 +281,35 @@ def test_lr_by_signal_scales_the_step_by_the_share_of_informative_groups():
         assert m["signal"] == 0.25 and opt.param_groups[0]["lr"] == pytest.approx(expected)
 
 
+def test_mini_batches_are_as_many_as_asked_and_near_equal():
+    from rlvr.train.rl import split_groups
+
+    for groups, parts, sizes in ((10, 4, [3, 3, 2, 2]), (6, 4, [2, 2, 1, 1]), (64, 4, [16] * 4), (3, 5, [1, 1, 1]),
+                                 (7, 1, [7])):
+        split = split_groups(list(range(groups)), parts)
+        assert [len(c) for c in split] == sizes and [x for c in split for x in c] == list(range(groups))
+
+
+def test_a_kl_term_alone_at_a_rate_scaled_to_0_takes_no_step():
+    """With --kl_coef and --lr_by_signal, a batch of uniform groups would run a forward, a
+    backward and an AdamW step at lr 0 (its moments filled with the KL's gradient)."""
+    from rlvr.models.forward import parts_of
+    from rlvr.train import rl
+    from rlvr.types import Verdict
+
+    model, tok = build_tiny_model("micro", seed=3)
+    producer = Producer(TorchEngine(model, tok), make_env(ENV), prompts=4, group_size=4,
+                        sampling=Sampling(max_new_tokens=6, seed=1))
+    rollouts = producer.produce(0).rollouts
+    for r in rollouts:
+        r.verdicts = [Verdict(1.0, True)] * 4
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    cfg = rl.RLConfig(model="x", env=ENV, kl_coef=0.1)
+    reference = lambda batch: batch.old_logp  # noqa: E731  (never called)
+    m = rl.train_on(rollouts, model, parts_of(model), reference, opt, cfg, tok.pad_token_id)
+    assert m["updates"] == 0 and m["signal"] == 0.0 and not opt.state
+
+
 def test_coldstart_variants_change_one_thing_from_the_old_rate():
     """The ablation's reference is the rate before the fix, pinned (the defaults moved);
     "defaults" is whatever rlvr rl's defaults are; the new defaults are the ablation's winner."""

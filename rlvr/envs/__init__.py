@@ -27,6 +27,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from rlvr.config import InputError
 from rlvr.envs.arithmetic import Arithmetic
 from rlvr.envs.base import ProceduralEnv
 from rlvr.envs.countdown import Countdown
@@ -50,7 +51,17 @@ __all__ = ["ENVS", "Arithmetic", "Countdown", "Mixture", "ProceduralEnv", "Promp
 
 
 def make_env(spec: str | dict[str, Any]):
-    """An environment instance from a spec (see the module docstring)."""
+    """An environment instance from a spec (see the module docstring). A spec that names
+    no environment, or parameters an environment refuses, is an `InputError` naming both."""
+    try:
+        return _make_env(spec)
+    except InputError:
+        raise
+    except ValueError as e:
+        raise InputError(f"env {spec!r}: {e}") from None
+
+
+def _make_env(spec: str | dict[str, Any]):
     name = spec.get("name") if isinstance(spec, dict) else spec
     if name == "curriculum":  # one environment at a ladder of difficulties (rlvr.envs.curriculum)
         from rlvr.envs.curriculum import make_curriculum

@@ -28,6 +28,7 @@ from pydantic import Field
 from rich.console import Console
 from rich.table import Table
 
+from rlvr.atomic import write_json
 from rlvr.config import Config
 from rlvr.distill import distill
 from rlvr.engine import TorchEngine
@@ -36,6 +37,7 @@ from rlvr.eval import eval_problems, evaluate
 from rlvr.models import load_model
 from rlvr.demo import pretrained_base
 from rlvr.experiments import grid, seeds
+from rlvr.experiments.seeds import Seeds
 from rlvr.train import pretrain, rl, sft
 from rlvr.types import Sampling
 
@@ -54,7 +56,7 @@ class CeilingConfig(Config):
     eval_problems: int = Field(200, ge=1, description="Held-out problems for every evaluation.")
     eval_samples: int = Field(8, ge=1, description="Samples per held-out problem (pass@1 is their mean).")
     seed: int = Field(0, description="Seed of sampling, RL and evaluation problems (the base has its own).")
-    seeds: list[int] = Field([], description="Run once per seed, each with its own base (base_seed = seed), in RUN_DIR/seed_N, and report every figure as mean [min, max] (e.g. --seeds 0,1,2); empty: one run with `seed`.")
+    seeds: Seeds = Field([], description="Run once per seed, each with its own base (base_seed = seed), in RUN_DIR/seed_N, and report every figure as mean [min, max] (e.g. --seeds 0,1,2); empty: one run with `seed`.")
     base_seed: int = Field(0, description="Seed of the base's pretraining, apart from `seed` (the base is cached per config, so runs with other seeds share it).")
 
 
@@ -91,6 +93,10 @@ class Served:
         self.proc.wait(timeout=30)
 
 
+def _steps(run_dir: Path) -> int:
+    return json.loads((run_dir / "summary.json").read_text())["steps"]
+
+
 def _spent(run_dir: Path) -> dict[str, float]:
     """Tokens sampled to make a model (its own and its teacher's) and trained on, inherited
     stages included (rlvr/compute.py): a student is charged its teacher's answers."""
@@ -105,8 +111,6 @@ def main(cfg: CeilingConfig) -> dict[str, Any]:
                            {"pass@1": True, "greedy": True, "teacher RL steps": False}, len(cfg.seeds))
         return out
     console, root, t0 = Console(), Path(cfg.run_dir), time.time()
-    if root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"{root} already holds an experiment: remove it or pass another --run_dir")
     pre = pretrain.PretrainConfig(steps=cfg.pretrain_steps, seed=cfg.base_seed)
     base_model = pretrained_base(pre, console=console)
     env_spec = pre.env
@@ -118,22 +122,25 @@ def main(cfg: CeilingConfig) -> dict[str, Any]:
         model, tok = load_model(model_dir)
         return evaluate(TorchEngine(model, tok), env, problems, cfg.eval_samples, [1], sampling)[env.name]
 
-    def rl_run(name: str, start: Path, steps: int, resume: bool = False) -> Path:
-        run_dir = root / name
-        rl.main(rl.RLConfig(run_dir=str(run_dir), model=str(start), env=env_spec, steps=steps, seed=cfg.seed,
-                            max_new_tokens=32, eval_problems=0, save_every=0, resume=resume, **grid.RATE_BEFORE))
+    def rl_run(name: str, start: Path, steps: int) -> Path:
+        run_dir = root / name  # a stage a killed experiment left is resumed, a finished one kept
+        if not (run_dir / "summary.json").exists() or _steps(run_dir) < steps:
+            rl.main(rl.RLConfig(run_dir=str(run_dir), model=str(start), env=env_spec, steps=steps, seed=cfg.seed,
+                                max_new_tokens=32, eval_problems=0, save_every=0,
+                                resume=(run_dir / "metrics.jsonl").exists(), **grid.RATE_BEFORE))
         return run_dir
 
     # 1. A teacher of known accuracy: RL in chunks until pass@1 enters the band.
     console.print("[bold]1/4 growing a teacher[/] of pass@1 in", cfg.teacher_band)
     steps, teacher = 0, None
-    while steps < cfg.teacher_max_steps:
+    if (root / "teacher" / "summary.json").exists():  # a resumed experiment: where the teacher got to
+        steps = _steps(root / "teacher")
+        teacher = measure(root / "teacher" / "checkpoints" / "last" / "model")
+    while steps < cfg.teacher_max_steps and (teacher is None or teacher["pass@1"]["mean"] < cfg.teacher_band[0]):
         steps += cfg.teacher_chunk
-        run_dir = rl_run("teacher", base_model, steps, resume=steps > cfg.teacher_chunk)
+        run_dir = rl_run("teacher", base_model, steps)
         teacher = measure(run_dir / "checkpoints" / "last" / "model")
         console.print(f"  teacher after {steps} RL steps: pass@1 {teacher['pass@1']['mean']:.1%}")
-        if teacher["pass@1"]["mean"] >= cfg.teacher_band[0]:
-            break
     teacher_model = root / "teacher" / "checkpoints" / "last" / "model"
 
     # 2-3. Serve the teacher, distill over HTTP, fine-tune one student per filter.
@@ -142,15 +149,19 @@ def main(cfg: CeilingConfig) -> dict[str, Any]:
     console.print("[bold]2/4 distilling[/] over HTTP from `rlvr serve`")
     with Served(teacher_model) as server:
         for filt in ("none", "correct"):
+            if (root / f"distill-{filt}" / "summary.json").exists():
+                continue
             distill.main(distill.DistillConfig(
                 run_dir=str(root / f"distill-{filt}"), env=env_spec, problems=cfg.distill_problems, k=cfg.k,
                 filter=filt, teacher=server.name, base_url=server.url, max_tokens=32, seed=cfg.seed,
-                cache_dir=str(root / "teacher_cache")))  # one set of teacher answers, two filters
+                cache_dir=str(root / "teacher_cache")))  # one set of teacher answers, two filters; resumes
     console.print("[bold]3/4 fine-tuning the students[/]")
     for filt in ("none", "correct"):
         run_dir = root / f"sft-{filt}"
-        sft.main(sft.SFTConfig(run_dir=str(run_dir), model=str(base_model), data=str(root / f"distill-{filt}" / "data.jsonl"),
-                               epochs=cfg.sft_epochs, batch_size=64, lr=cfg.sft_lr, max_length=64, seed=cfg.seed))
+        if not (run_dir / "summary.json").exists():
+            sft.main(sft.SFTConfig(run_dir=str(run_dir), model=str(base_model), seed=cfg.seed,
+                                   data=str(root / f"distill-{filt}" / "data.jsonl"), epochs=cfg.sft_epochs,
+                                   batch_size=64, lr=cfg.sft_lr, max_length=64, resume=(run_dir / "metrics.jsonl").exists()))
         # Both students read the same teacher samples (the second distill run is served
         # from the cache); each is charged the teacher tokens behind its data.
         rows[f"student ({filt})"] = {"metrics": measure(run_dir / "checkpoints" / "last" / "model"), **_spent(run_dir)}
@@ -175,7 +186,7 @@ def main(cfg: CeilingConfig) -> dict[str, Any]:
     console.print(table)
     out = {"results": results, "teacher_rl_steps": steps, "seconds": time.time() - t0,
            "config": cfg.model_dump(mode="json")}
-    (root / "results.json").write_text(json.dumps(out, indent=2) + "\n")
+    write_json(root / "results.json", out)
     console.print(f"results: {root / 'results.json'}   ({out['seconds']:.0f} s)")
     return out
 

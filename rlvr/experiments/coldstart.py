@@ -29,6 +29,7 @@ from rich.table import Table
 from rlvr.atomic import write_json
 from rlvr.config import Config
 from rlvr.experiments import grid, regimes, seeds
+from rlvr.experiments.seeds import Seeds
 from rlvr.train import rl, sft
 
 # The RL settings before the fix: the cold-start runs of EXPERIMENTS.md used these.
@@ -62,7 +63,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 class ColdstartConfig(Config):
     run_dir: str = Field("runs/coldstart", description="Experiment directory: seed_N/ (the pipeline), seed_N/coldstart/ (the variants), results.json.")
     variants: list[str] = Field(list(VARIANTS), description=f"Which variants to run, of {list(VARIANTS)}.")
-    seeds: list[int] = Field([0], description="Seeds: each builds its own base, teacher and student (base_seed = seed).")
+    seeds: Seeds = Field([0], description="Seeds: each builds its own base, teacher and student (base_seed = seed).")
     budget_flops: float = Field(4e12, gt=0, description="FLOPs each run may spend, the student's included (as in the regimes experiment).")
     sft_share: float = Field(0.4, gt=0, lt=1, description="Share of the budget spent on distillation and SFT (a variant may set its own).")
     zero: list[str] = Field(["reference (lr 2e-4 constant)", "defaults"], description="Variants also run as zero RL from the base, to see that a fix for the cold start does not slow RL from a weak start ([] for none).")

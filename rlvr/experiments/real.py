@@ -90,7 +90,7 @@ def main(cfg: RealConfig) -> dict[str, Any]:
 
     console.rule("zero RL (LoRA) from the base")
     zero = root / "zero_rl"
-    if not (zero / "eval.json").exists():
+    if not (zero / "summary.json").exists():  # written last: the run is whole
         rl.main(rl.RLConfig(run_dir=str(zero), model=model, steps=cfg.rl_steps, resume=zero.exists(), **rl_keys))
     first = json.loads((zero / "evals.jsonl").read_text().splitlines()[0])  # step 0: the base itself
     m0 = grid._first_env(first["metrics"])
@@ -100,7 +100,7 @@ def main(cfg: RealConfig) -> dict[str, Any]:
 
     console.rule("cold start: one best-of-N round (LoRA SFT on the model's own verified samples)")
     cold_rs = root / "coldstart_rs"
-    if not (cold_rs / "eval.json").exists():
+    if not (cold_rs / "summary.json").exists():
         rs.main(rs.RSConfig(run_dir=str(cold_rs), model=model, rounds=1, problems=cfg.rs_problems, n=cfg.rs_n,
                             sft_lr=cfg.sft_lr, sft_epochs=2, resume=cold_rs.exists(),
                             **{**common, "eval_every": 1}))
@@ -108,7 +108,7 @@ def main(cfg: RealConfig) -> dict[str, Any]:
 
     console.rule("cold start + RL, to the zero-RL run's FLOPs")
     cold_rl = root / "coldstart_rl"
-    if not (cold_rl / "eval.json").exists():
+    if not (cold_rl / "summary.json").exists():
         rl.main(rl.RLConfig(run_dir=str(cold_rl), model=str(cold_rs), steps=4 * cfg.rl_steps, budget_flops=budget,
                             resume=cold_rl.exists(), **rl_keys))
     arms["cold start + RL"] = _final(cold_rl)

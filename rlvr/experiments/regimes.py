@@ -36,6 +36,7 @@ from rlvr.demo import pretrained_base
 from rlvr.distill import distill
 from rlvr import report
 from rlvr.experiments import grid, seeds
+from rlvr.experiments.seeds import Seeds
 from rlvr.train import pretrain, rl, rs, sft
 
 REGIMES = ("rl", "rs", "distill", "distill_rl")
@@ -61,7 +62,7 @@ class RegimesConfig(Config):
     eval_samples: int = Field(8, ge=1, description="Samples per problem during training (pass@1 is their mean).")
     final_eval_samples: int = Field(64, ge=1, description="Samples per problem at each run's final evaluation (pass@k to k=64).")
     seed: int = Field(0, description="Seed of sampling, RL and evaluation problems (the base has its own).")
-    seeds: list[int] = Field([], description="Run once per seed, each with its own base (base_seed = seed), in RUN_DIR/seed_N, and report every figure as mean [min, max] (e.g. --seeds 0,1,2); empty: one run with `seed`.")
+    seeds: Seeds = Field([], description="Run once per seed, each with its own base (base_seed = seed), in RUN_DIR/seed_N, and report every figure as mean [min, max] (e.g. --seeds 0,1,2); empty: one run with `seed`.")
     base_seed: int = Field(0, description="Seed of the base's pretraining, apart from `seed` (the base is cached per config, so runs with other seeds share it).")
 
 

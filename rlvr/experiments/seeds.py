@@ -14,12 +14,23 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
+from pydantic import BeforeValidator
 from rich.console import Console
 from rich.table import Table
 
 from rlvr.atomic import write_json
+
+
+def _listed(value: Any) -> Any:
+    """`--seeds 0,1,2` (YAML reads a string) and `--seeds 3` (an int) as lists."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.strip("[]").split(",") if part.strip()]
+    return [value] if isinstance(value, int) else value
+
+
+Seeds = Annotated[list[int], BeforeValidator(_listed)]  # a seeds field of an experiment's config
 
 
 def spread(values: list[float]) -> dict[str, float]:

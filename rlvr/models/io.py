@@ -189,5 +189,6 @@ def save_model(model: PreTrainedModel, tok, path: str | Path) -> Path:
     return path
 
 
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def count_parameters(model: torch.nn.Module, trainable: bool = False) -> int:
+    """Every parameter (a LoRA model's frozen base and its adapters), or those trained."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from rlvr.algos import (ADVANTAGES, AGG_WEIGHT, AGGREGATIONS, LOSSES, REWARD_CORRECTIONS, LossConfig, compute_advantages,
                         mask_truncated)
@@ -33,6 +33,7 @@ from rlvr.models.lora import adapter_base, is_lora
 from rlvr.train.batch import TrainBatch, make_batch, micro_batch_tokens, plan_micro_batches, policy_logprobs
 from rlvr.train.setup import make_optimizer, memory_metrics, restore_optimizer, setup_model
 from rlvr.compute import Compute, inherited_from
+from rlvr.config import InputError
 from rlvr.train.evaluator import Evaluator, TrainerFields, headline_pass_at_1
 from rlvr.train.guard import DeclineGuard
 from rlvr.train.monitor import HackMonitor
@@ -72,7 +73,7 @@ class RLConfig(TrainerFields):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     grad_clip: float = Field(1.0, gt=0, description="Gradient norm clip.")
     epochs: int = Field(1, ge=1, description="Passes over each batch.")
-    mini_batches: int = Field(1, ge=1, description="Optimizer steps per pass (the batch is split by groups).")
+    mini_batches: int = Field(1, ge=1, description="Optimizer steps per pass: the batch's groups in this many near-equal parts (fewer only when there are fewer groups).")
     micro_batch: int = Field(128, ge=1, description="Completions per forward/backward at most (gradient accumulation; memory and speed only).")
     overlong_buffer: int = Field(0, ge=0, description="DAPO soft overlong punishment: reward falls linearly by up to 1 over the last N tokens before --max_new_tokens (0: off).")
     mask_truncated: bool = Field(False, description="DAPO overlong filtering: completions cut by --max_new_tokens add no gradient (they still count in their group's baseline).")
@@ -172,7 +173,7 @@ def train_on(rollouts: list[Rollout], model, parts, reference, opt, cfg: RLConfi
     skip = cfg.kl_coef == 0
     informative = {id(r) for r in rollouts if any(a != 0 for a in r.advantages)}
     chunks, totals, skipped = [], [], 0
-    for chunk in _split(rollouts, -(-len(rollouts) // cfg.mini_batches)):
+    for chunk in split_groups(rollouts, cfg.mini_batches):
         totals.append(weigh(_mask_of(chunk)))
         live = [r for r in chunk if not skip or id(r) in informative]
         skipped += len(chunk) - len(live)
@@ -180,6 +181,8 @@ def train_on(rollouts: list[Rollout], model, parts, reference, opt, cfg: RLConfi
     if not any(chunks):  # no group with a learning signal: no forward, no backward, no update
         return {"trained_tokens": 0, "loss_tokens": 0, "updates": 0, "skipped_groups": 1.0, "signal": 0.0}
     signal = len(informative) / len(rollouts)
+    if not informative and cfg.lr_by_signal:  # a KL term alone, at a rate scaled to 0: nothing to do
+        return {"trained_tokens": 0, "loss_tokens": 0, "updates": 0, "skipped_groups": 1.0, "signal": 0.0}
     if cfg.lr_by_signal:  # the trainer sets each step's rate afresh, so this does not compound
         for g in opt.param_groups:
             g["lr"] *= signal
@@ -189,6 +192,8 @@ def train_on(rollouts: list[Rollout], model, parts, reference, opt, cfg: RLConfi
             proximal = [[policy_logprobs(parts, b, cfg.temperature, with_entropy=False)[0] for b in micro]
                         for micro in chunks]
     sums: dict[str, float] = {}
+    if proximal is not None:
+        sums["proximal_tokens"] = float(sum(b.forward_tokens for micro in chunks for b in micro))
     updates, weight = 0, 0.0  # metrics average over the trained samples, weighted as the loss weighs them
     for _ in range(cfg.epochs):
         for c, micro in enumerate(chunks):
@@ -216,6 +221,8 @@ def train_on(rollouts: list[Rollout], model, parts, reference, opt, cfg: RLConfi
     out = {k: v / max(weight, 1e-12) for k, v in sums.items()}
     out["grad_norm"] = sums["grad_norm"] / updates
     out["trained_tokens"], out["loss_tokens"], out["updates"] = sums["trained_tokens"], sums["loss_tokens"], updates
+    if "proximal_tokens" in sums:
+        out["proximal_tokens"] = sums["proximal_tokens"]
     out["skipped_groups"], out["signal"] = skipped / len(rollouts), signal
     out["micro_batches"] = sum(len(micro) for micro in chunks)
     if cfg.mask_truncated:
@@ -255,8 +262,13 @@ def staleness(rollouts: list[Rollout], version: int) -> dict[str, float]:
     return {"staleness": float(max(lags)), "staleness_mean": sum(lags) / len(lags)}
 
 
-def _split(rollouts: list[Rollout], size: int) -> list[list[Rollout]]:
-    return [rollouts[i:i + size] for i in range(0, len(rollouts), size)]
+def split_groups(rollouts: list[Rollout], parts: int) -> list[list[Rollout]]:
+    """`parts` mini-batches of groups (fewer only when there are fewer groups), their sizes
+    within one of each other: 10 groups in 4 are 3, 3, 2, 2, not 3, 3, 3, 1."""
+    parts = min(parts, len(rollouts))
+    size, extra = divmod(len(rollouts), parts)
+    bounds = [i * size + min(i, extra) for i in range(parts + 1)]
+    return [rollouts[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 def _sample_rows(rollouts: list[Rollout], n: int) -> list[dict[str, Any]]:
@@ -266,16 +278,32 @@ def _sample_rows(rollouts: list[Rollout], n: int) -> list[dict[str, Any]]:
             for r in rollouts[:n] for s, v, a in zip(r.samples, r.verdicts, r.advantages or [])]
 
 
+def with_noise_rates(cfg: RLConfig, path: Path) -> RLConfig:
+    """`cfg` with --noise_fp and --noise_fn from a `rlvr noise-audit --out` JSON, validated
+    as if given on the command line."""
+    if not path.is_file():
+        raise InputError(f"--noise_rates {path}: no such file (`rlvr noise-audit --out FILE` writes one)")
+    try:
+        rates = json.loads(path.read_text())
+        update = {"noise_fp": float(rates["fp"]["estimate"]), "noise_fn": float(rates["fn"]["estimate"])}
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{path}: not a noise-audit JSON (it needs fp.estimate and fn.estimate): {e!r}") from None
+    try:
+        return RLConfig.model_validate({**cfg.model_dump(), **update})
+    except ValidationError as e:
+        raise InputError(f"{path}: {'; '.join(err['msg'] for err in e.errors())}") from None
+
+
 def main(cfg: RLConfig) -> Run:
     if cfg.noise_rates:  # rlvr noise-audit's estimates
-        rates = json.loads(Path(cfg.noise_rates).read_text())
-        cfg = cfg.model_copy(update={"noise_fp": rates["fp"]["estimate"], "noise_fn": rates["fn"]["estimate"]})
+        cfg = with_noise_rates(cfg, Path(cfg.noise_rates))
+    env = make_env(cfg.prompted(cfg.env))  # a bad spec fails before the run directory is touched
     run = Run(cfg.run_dir, cfg, resume=cfg.resume, tensorboard=cfg.tensorboard)
-    env = make_env(cfg.prompted(cfg.env))
     resumed = run.resume_state() if cfg.resume else None
     start = resumed[1]["step"] if resumed else 0
     model, tok, parts = setup_model(cfg, last_model(cfg.model), resumed[0] if resumed else None)
-    compute = Compute(count_parameters(model), "rl", inherited_from(cfg.model))
+    compute = Compute(count_parameters(model), "rl", inherited_from(cfg.model),
+                      count_parameters(model, trainable=True))
     reference = reference_logprobs(cfg, model, parts)
     max_tokens = micro_batch_tokens(parts, cfg.activation_gb)
     opt = make_optimizer(model, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
@@ -348,6 +376,7 @@ def main(cfg: RLConfig) -> Run:
                 compute.trained(metrics["trained_tokens"])  # prompts once per micro-batch + completions, all epochs
                 if reference is not None:
                     compute.forward_only(metrics["trained_tokens"])
+                compute.forward_only(metrics.pop("proximal_tokens", 0))  # decoupled PPO's proximal pass
                 if horizon is None and cfg.lr_schedule == "cosine":  # the steps the budget affords, at this step's cost
                     per_step = compute.total().flops - flops_before
                     horizon = min(cfg.steps, step + math.ceil(max(0.0, cfg.budget_flops - compute.total().flops) / per_step))

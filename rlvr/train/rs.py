@@ -114,8 +114,8 @@ def _training_data(run: Run, cfg: RSConfig, rnd: int) -> Path:
 
 
 def main(cfg: RSConfig) -> Run:
+    env = make_env(cfg.prompted(cfg.env))  # a bad spec fails before the run directory is touched
     run = Run(cfg.run_dir, cfg, resume=cfg.resume, tensorboard=cfg.tensorboard)
-    env = make_env(cfg.prompted(cfg.env))
     resumed = run.resume_state() if cfg.resume else None
     done_rounds = resumed[1]["step"] if resumed else 0
     start_model = last_model(cfg.model)

@@ -223,7 +223,8 @@ def main(cfg: SFTConfig) -> Run:
     start = resumed[1]["step"] if resumed else 0
     model, tok, parts = setup_model(cfg, last_model(cfg.model), resumed[0] if resumed else None)
     # Charged: whatever produced the starting model and the data (e.g. a teacher's tokens).
-    compute = Compute(count_parameters(model), "sft", inherited_from(cfg.model, cfg.data))
+    compute = Compute(count_parameters(model), "sft", inherited_from(cfg.model, cfg.data),
+                      count_parameters(model, trainable=True))
     device = next(model.parameters()).device
     rows = make_rows(load_conversations(cfg.data, tok, cfg.max_length), cfg.pack, cfg.max_length, cfg.seed)
     max_tokens = micro_batch_tokens(parts, cfg.activation_gb)
@@ -231,7 +232,7 @@ def main(cfg: SFTConfig) -> Run:
     total = cfg.max_steps or cfg.epochs * per_epoch
     horizon = total  # of the LR schedule
     if cfg.budget_flops:  # it spans the steps the budget affords (estimated; the same after a resume)
-        per_step = 6.0 * compute.n_params * sum(len(ex.ids) for row in rows for ex in row) / per_epoch
+        per_step = (4.0 * compute.n_params + 2.0 * compute.n_trained) * sum(len(ex.ids) for row in rows for ex in row) / per_epoch
         horizon = max(1, min(total, math.ceil((cfg.budget_flops - compute.inherited.flops) / per_step)))
     opt = make_optimizer(model, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     if resumed:
