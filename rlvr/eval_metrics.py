@@ -14,6 +14,7 @@ not samples.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -53,8 +54,12 @@ def _vote(answers: list[Any], correct: list[bool], idx: list[int]) -> bool:
 
 def maj_at_k(answers: list[Any], correct: list[bool], k: int, rng_seed: int = 0,
              draws: int = 32) -> float:
-    """Majority-vote accuracy with k samples. Exact when k == n; otherwise the mean
-    over `draws` seeded random k-subsets (a subset keeps the samples' order)."""
+    """Majority-vote accuracy with k samples. Exact when k == n or k == 1; otherwise the
+    mean over `draws` seeded random k-subsets (a subset keeps the samples' order).
+
+    Votes go to the parsed answer as the verifier read it: numbers are normalised
+    (``042`` and ``42`` vote together), but two correct expressions or programs written
+    differently (countdown, math, code) split their votes, so there maj@k is a lower bound."""
     n = len(answers)
     if len(correct) != n:
         raise ValueError(f"{n} answers but {len(correct)} correctness flags")
@@ -62,19 +67,37 @@ def maj_at_k(answers: list[Any], correct: list[bool], k: int, rng_seed: int = 0,
         raise ValueError(f"need 1 <= k <= n, got n={n}, k={k}")
     if k == n:
         return float(_vote(answers, correct, list(range(n))))
+    if k == 1:  # one sample's vote is its own answer: exactly pass@1 (None never wins)
+        return float(np.mean([a is not None and bool(c) for a, c in zip(answers, correct)]))
     rng = np.random.default_rng(rng_seed)
     wins = [_vote(answers, correct, sorted(rng.choice(n, size=k, replace=False).tolist()))
             for _ in range(draws)]
     return float(np.mean(wins))
 
 
+def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (sensible at 0 and n, unlike the normal one)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def bootstrap_ci(values: list[float], level: float = 0.95, resamples: int = 2000,
                  seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of `values` (deterministic given seed)."""
+    """Interval of the mean of per-problem `values` in [0, 1] (deterministic given seed):
+    the percentile bootstrap, except where it fails. Values that are all 0 or 1 (greedy
+    accuracy, one sample a problem) get the Wilson interval, and so do values all equal:
+    a bootstrap of 200 problems all right says [100%, 100%], which covers the truth far
+    less often than 95% of the time near the edges."""
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
         raise ValueError("bootstrap_ci needs at least one value")
-    if np.all(x == x[0]):  # also covers a single value: no spread to resample
+    if level == 0.95 and (np.all((x == 0) | (x == 1)) or np.all(x == x[0])):
+        return wilson(float(x.sum()), int(x.size))
+    if np.all(x == x[0]):  # no spread to resample
         return float(x[0]), float(x[0])
     rng = np.random.default_rng(seed)
     means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)

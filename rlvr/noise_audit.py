@@ -21,13 +21,13 @@ form `rlvr rl --noise_rates FILE.json` reads.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Iterable
 
 from pydantic import Field
 
 from rlvr.config import Config, InputError
+from rlvr.eval_metrics import wilson
 
 
 class NoiseAuditConfig(Config):
@@ -40,16 +40,6 @@ class NoiseAuditConfig(Config):
     max_new_tokens: int = Field(64, ge=1, description="Completion token limit (rollouts).")
     seed: int = Field(0, description="Seed of the problems and of sampling.")
     out: str = Field("", description="Write the estimates here as JSON (what rlvr rl --noise_rates reads).")
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion (sensible at 0 and n, unlike the normal one)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def rates(pairs: Iterable[tuple[bool, bool]]) -> dict[str, Any]:

@@ -246,7 +246,15 @@ def build_row(run: RunData, label: str, env: str, ks: list[int], target: float) 
            "curve": [asdict(p) for p in points], "pass_at_k": pass_curve(final), "notes": _run_notes(run, env, source, points)}
     if target:
         hit = reach(points, target)
-        row["target"] = {"pass@1": target, "tokens": hit[0] if hit else None, "flops": hit[1] if hit else None}
+        at_start = bool(hit and points[0].mean >= target and (points[0].flops or points[0].tokens))
+        row["target"] = {"pass@1": target, "tokens": hit[0] if hit else None, "flops": hit[1] if hit else None,
+                         "at_start": at_start}
+        if at_start:  # a stage it inherited (SFT before RL) crossed the target, somewhere before this
+            row["notes"].append(f"already at pass@1 >= {target:.0%} at its first evaluation: the cost to reach "
+                                "the target is at most what it started with (compare the stage it started from)")
+    if total and (total.get("teacher_tokens") or 0) > 0 and not total.get("teacher_flops"):
+        row["notes"].append("its teacher's FLOPs are unknown (an HTTP teacher; `rlvr distill --teacher_params N` "
+                            "charges 2 N per token): the FLOPs axis leaves the teacher out, the tokens axis does not")
     return row
 
 

@@ -170,8 +170,9 @@ def table(rows: list[dict[str, Any]], ks: list[int], target: float) -> tuple[lis
         line += [pct(r["greedy"]), si(r["tokens"]), si(r["flops"]), duration(r["wall_seconds"])]
         if target:
             t = r["target"]
-            line += ["not reached" if t["tokens"] is None else si(t["tokens"]),
-                     "not reached" if t["flops"] is None else si(t["flops"])]
+            bound = "≤ " if t.get("at_start") else ""  # reached before its first evaluation
+            line += ["not reached" if t["tokens"] is None else bound + si(t["tokens"]),
+                     "not reached" if t["flops"] is None else bound + si(t["flops"])]
             if not r["curve"]:
                 line[-2:] = ["no evals", "no evals"]
         cells.append(line)

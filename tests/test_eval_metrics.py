@@ -2,9 +2,11 @@
 
 import math
 
+import numpy as np
+
 import pytest
 
-from rlvr.eval_metrics import bootstrap_ci, maj_at_k, pass_at_k, summarize
+from rlvr.eval_metrics import bootstrap_ci, maj_at_k, pass_at_k, summarize, wilson
 
 
 def test_pass_at_k_hand_values():
@@ -57,10 +59,20 @@ def test_maj_at_k_subsets():
 
 
 def test_bootstrap_degenerate_and_deterministic():
-    assert bootstrap_ci([0.4]) == (0.4, 0.4)
-    assert bootstrap_ci([1.0, 1.0, 1.0]) == (1.0, 1.0)
+    """200 problems all right is not [100%, 100%]: 0/1 values and equal values get Wilson's
+    interval, whose coverage holds at the edges (the percentile bootstrap's was 64% at 99.5%)."""
+    lo, hi = bootstrap_ci([1.0] * 200)
+    assert hi == 1.0 and 0.97 < lo < 0.99
+    assert bootstrap_ci([0.0] * 50)[0] == 0.0 and 0.05 < bootstrap_ci([0.0] * 50)[1] < 0.1
+    assert bootstrap_ci([1.0] * 190 + [0.0] * 10) == pytest.approx(wilson(190, 200))
+    lo, hi = bootstrap_ci([0.4])
+    assert lo < 0.4 < hi  # one problem tells little
     vals = [0.0, 1.0, 1.0, 0.5, 0.0]
     assert bootstrap_ci(vals) == bootstrap_ci(vals)
+    rng = np.random.default_rng(0)  # coverage of greedy accuracy (one 0/1 per problem) near the edge
+    hits = [(lambda ci: ci[0] <= 0.99 <= ci[1])(bootstrap_ci((rng.random(200) < 0.99).astype(float).tolist()))
+            for _ in range(400)]
+    assert np.mean(hits) >= 0.93
 
 
 def test_bootstrap_contains_mean_and_narrows():
@@ -119,3 +131,8 @@ def test_the_held_out_set_never_repeats_a_problem():
         small = eval_problems(make_env("arithmetic:digits=1,ops=mul"), 50)
     assert len({p.id for p in small}) == len(small) == 9
     assert [p.id for p in eval_problems(make_env("arithmetic:digits=2,ops=add"), 50)] == [p.id for p in big[:50]]
+
+
+def test_maj_at_1_is_pass_at_1_exactly():
+    answers, correct = ["3", "4", None, "3", "5"], [True, False, False, True, False]
+    assert maj_at_k(answers, correct, 1) == 0.4

@@ -8,7 +8,8 @@ import torch
 from rlvr.algos import ADVANTAGES, compute_advantages
 from rlvr.algos.noise import backward, corrected_advantages, forward
 from rlvr.envs import make_env
-from rlvr.noise_audit import rates, wilson
+from rlvr.eval_metrics import wilson
+from rlvr.noise_audit import rates
 from rlvr.rollout import rollout_stats
 from rlvr.train.monitor import HackMonitor
 from rlvr.types import TRUNCATED_FLAG, Rollout, Sample, Verdict

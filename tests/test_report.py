@@ -121,7 +121,8 @@ def test_report_files_and_numbers(runs, tmp_path):
     # 2000 + 0.25 * 2000 = 2500 tokens, 1e9 + 0.25 * 2e9 = 1.5e9 FLOPs; B tops out at 48%
     assert ra["tokens to 50.0%"] == "2.5k" and ra["FLOPs to 50.0%"] == "1.5G"
     assert rb["tokens to 50.0%"] == "not reached" and rc["tokens to 50.0%"] == "no evals"
-    assert res["rows"][0]["target"] == {"pass@1": 0.5, "tokens": pytest.approx(2500), "flops": pytest.approx(1.5e9)}
+    assert res["rows"][0]["target"] == {"pass@1": 0.5, "tokens": pytest.approx(2500), "flops": pytest.approx(1.5e9),
+                                        "at_start": False}
     # what is missing is said, not crashed on; the distill run's teacher pass rate is the teacher line
     assert "distill-c: no evals.jsonl: no accuracy-vs-compute curve" in md
     assert "distill-c: no eval.json: no final accuracy" in md
@@ -204,3 +205,18 @@ def test_reach_interpolates_tokens_and_flops_alike():
     assert reach(pts, 0.5) == pytest.approx((200, 3e6))  # halfway from 30% to 70%
     assert reach(pts, 0.3) == pytest.approx((100, 1e6))  # exactly at an evaluation
     assert reach(pts, 0.8) is None
+
+
+def test_a_run_that_starts_above_the_target_and_a_teacher_of_unknown_cost_are_said(tmp_path):
+    from rlvr.report import build_row
+
+    evals = [(0, compute(0, 10000, 5e9, 30), 0.85), (10, compute(5000, 10000, 7e9, 40), 0.9)]
+    d = write_run(tmp_path / "rl", "rl", [(s, c, {"all": summary(p, (p - 0.05, p + 0.05), 4)}) for s, c, p in evals],
+                  {"all": summary(0.9, (0.85, 0.95), 4)}, total=compute(5000, 10000, 7e9, 40),
+                  inherited=compute(0, 10000, 5e9, 30))
+    row = build_row(load_run(str(d)), "rl", "all", [], 0.8)
+    assert row["target"]["at_start"] and row["target"]["flops"] == 5e9
+    notes = " ".join(row["notes"])
+    assert "already at pass@1 >= 80% at its first evaluation" in notes and "teacher's FLOPs are unknown" in notes
+    from rlvr.report_plots import table
+    assert table([row], [], 0.8)[1][0][-1].startswith("≤ ")
