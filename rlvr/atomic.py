@@ -43,10 +43,10 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     os.chmod(tmp, 0o755)
+    old = path.with_name(f".{path.name}.old")
     try:
         yield tmp
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
             os.replace(tmp, path)
@@ -55,7 +55,31 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not path.exists():  # failed between the two renames: the old one stays
+            os.replace(old, path)
         raise
+
+
+def recover(parent: str | Path) -> None:
+    """Undo what a kill inside `atomic_dir` or `point_link` left in `parent`: a directory
+    moved aside (``.NAME.old`` with no ``NAME``) is put back, and half-written temporaries
+    (``.NAME.*.tmp``, gigabytes for a real model's checkpoint) are removed. Only while
+    nothing writes there, e.g. when a run resumes."""
+    parent = Path(parent)
+    if not parent.is_dir():
+        return
+    for entry in parent.iterdir():
+        if entry.name.startswith(".") and entry.name.endswith(".old"):
+            live = entry.with_name(entry.name[1:-4])
+            if live.exists():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                os.replace(entry, live)
+        elif entry.name.startswith(".") and entry.name.endswith(".tmp"):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 def point_link(link: str | Path, target: str) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from rlvr.atomic import atomic_dir, point_link, write_json, write_text
+from rlvr.atomic import atomic_dir, point_link, recover, write_json, write_text
 from rlvr.config import Config, to_yaml
 from rlvr.jsonl import read_jsonl
 from rlvr.models.io import save_model
@@ -114,10 +114,12 @@ class Run:
 
     def resume_state(self) -> tuple[Path, dict[str, Any]] | None:
         """(model dir, trainer state) of the newest checkpoint, or None when there is none."""
+        recover(self.ckpt_dir)  # what a kill during a checkpoint's write left behind
         ckpts = self.checkpoints()
         if not ckpts:  # killed before its first checkpoint: it starts again, so do its logs
             self.restart_logs()
             return None
+        point_link(self.ckpt_dir / "last", ckpts[-1].name)  # a kill may have come before it moved
         state = torch.load(ckpts[-1] / "trainer_state.pt", weights_only=False)
         if (ckpts[-1] / "optimizer.pt").exists():
             state["optimizer"] = torch.load(ckpts[-1] / "optimizer.pt", weights_only=False)

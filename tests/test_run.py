@@ -68,3 +68,22 @@ def test_a_run_without_a_checkpoint_starts_its_logs_over(tmp_path):
     again = Run(tmp_path / "r", RLConfig(), resume=True)
     assert again.resume_state() is None
     assert (tmp_path / "r" / "metrics.jsonl").read_text() == ""
+
+
+def test_a_kill_inside_a_checkpoint_write_loses_nothing_on_resume(tmp_path):
+    """What SIGKILL can leave mid-save: a half-written temporary (gigabytes for a real
+    model) and, re-saving a step, the old copy moved aside with the new not yet in place."""
+    import os
+
+    model, tok = build_tiny_model("micro")
+    run = Run(tmp_path / "r", RLConfig())
+    run.save(1, model, tok, {"optimizer": {"marker": 1}})
+    run.save(2, model, tok, {"optimizer": {"marker": 2}})
+    ckpts = tmp_path / "r" / "checkpoints"
+    (ckpts / ".step_3.abc123.tmp").mkdir()
+    (ckpts / ".step_3.abc123.tmp" / "model.safetensors").write_bytes(b"half")
+    os.replace(ckpts / "step_2", ckpts / ".step_2.old")  # the kill came between the two renames
+    path, state = Run(tmp_path / "r", RLConfig(), resume=True).resume_state()
+    assert state["step"] == 2 and state["optimizer"] == {"marker": 2}
+    assert sorted(p.name for p in ckpts.iterdir()) == ["last", "step_1", "step_2"]
+    assert last_model(tmp_path / "r") == ckpts / "last" / "model" and (ckpts / "last").resolve().name == "step_2"

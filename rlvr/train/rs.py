@@ -144,12 +144,18 @@ def main(cfg: RSConfig) -> Run:
             compute.generated(stats["prompt_tokens"], stats["generated_tokens"])
             # 2. Fine-tune with the SFT trainer on what was kept.
             metrics = {**stats}
-            if stats["kept"]:
+            if stats["kept"] and not compute.spent(cfg.budget_flops):
                 tune = start_model if cfg.restart or rnd == 1 else run.dir / "checkpoints" / "last"
+                data = _training_data(run, cfg, rnd)
+                # Under a budget the fine-tuning stops at what is left of it, not at the round's
+                # end: a round of best-of-N is a fifth of a small budget, and finishing it would
+                # buy this regime more compute than the ones it is compared with.
+                budget = (cfg.budget_flops - compute.total().flops + inherited_from(str(tune), str(data)).flops
+                          if cfg.budget_flops else 0.0)
                 sub = sft.main(sft.SFTConfig(
                     run_dir=str(out / "sft"), model=str(tune),
-                    data=str(_training_data(run, cfg, rnd)), epochs=cfg.sft_epochs, batch_size=cfg.sft_batch_size,
-                    lr=cfg.sft_lr, warmup=cfg.sft_warmup, max_length=cfg.sft_max_length,
+                    data=str(data), epochs=cfg.sft_epochs, batch_size=cfg.sft_batch_size,
+                    lr=cfg.sft_lr, warmup=cfg.sft_warmup, max_length=cfg.sft_max_length, budget_flops=budget,
                     eval_problems=0, seed=cfg.seed + rnd, resume=(out / "sft" / "metrics.jsonl").exists(),
                     **cfg.model_dump(include=set(ModelFields.model_fields))))  # device, dtype, LoRA
                 summary = json.loads((sub.dir / "summary.json").read_text())
