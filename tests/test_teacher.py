@@ -224,6 +224,9 @@ def test_budget_stops_cleanly_and_resumes_from_cache(tmp_path, max_tokens):
         assert e.spent == teacher.spent_tokens == answered * per_request
         assert budget <= e.spent <= budget + per_request  # documented: at most one request past
         assert e.answered == answered and e.remaining == 20 - answered
+        # The answers paid for come with the stop (distill keeps them), None where nothing was sent.
+        assert len(e.results) == 20 and sum(r is not None for r in e.results) == answered
+        check_answers([r for r in e.results if r is not None], [q for q, r in zip(requests, e.results) if r is not None])
         results = HTTPTeacher(cfg(server, tmp_path)).complete(requests)  # no budget: finish
         check_answers(results, requests)
         assert sum(r.cached for r in results) == answered

@@ -104,10 +104,12 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
             requests = [ChatRequest(messages=p.messages(), **sampling) for p in chunk]
             try:
                 results = teacher.complete(requests)
-            except BudgetExceeded as e:
+            except BudgetExceeded as e:  # what was answered (and paid for) is still kept
                 stopped = f"teacher budget reached: {e.spent} of {e.budget} tokens spent"
-                break
+                results = e.results
             for problem, result in zip(chunk, results):
+                if result is None:  # not sent: the budget ran out first
+                    continue
                 counts["requests"] += 1
                 counts["cache_hits"] += int(result.cached)
                 scored = [(text, judge_text(env, problem, text, reason))
@@ -125,6 +127,8 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
                          for text, v in kept]
             progress.update(task, advance=len(chunk), counts=" ".join(f"{k}={v}" for k, v in counts.items()))
             run.log(start // cfg.chunk + 1, {**counts, **compute.metrics()})
+            if stopped:
+                break
     write_text(run_dir / "data.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in rows))
     total = compute.total()
     summary = {"command": "distill", **counts, "teacher_tokens": total.teacher_tokens, "spent_tokens": teacher.spent_tokens,

@@ -60,13 +60,15 @@ class TeacherError(RuntimeError):
 
 
 class BudgetExceeded(RuntimeError):
-    """The token budget ran out; everything answered so far is cached."""
+    """The token budget ran out; everything answered so far is cached, and `results` holds
+    this call's answers in request order (None where a request was not sent)."""
 
-    def __init__(self, spent: int, budget: int, answered: int, remaining: int):
+    def __init__(self, spent: int, budget: int, answered: int, remaining: int, results: list | None = None):
         super().__init__(f"token budget exhausted: spent {spent} of {budget} tokens; "
                          f"{answered} requests answered, {remaining} not sent (answers are cached; "
                          f"rerun with a larger budget to continue)")
         self.spent, self.budget, self.answered, self.remaining = spent, budget, answered, remaining
+        self.results = results or []
 
 
 @dataclass
@@ -183,7 +185,7 @@ class HTTPTeacher:
         missing = sum(r is None for r in results)
         if missing:
             raise BudgetExceeded(self.spent_tokens, int(cfg.budget_tokens or 0),
-                                 answered=len(results) - missing, remaining=missing)
+                                 answered=len(results) - missing, remaining=missing, results=results)
         return results  # type: ignore[return-value]
 
     # -- budget
