@@ -76,7 +76,9 @@ AGG_WEIGHT: dict[str, Callable[[Tensor], float]] = {
 
 
 def _k3(log_q: Tensor, logp: Tensor) -> Tensor:
-    """Schulman's k3 estimator of KL(p || q) from samples of p: >= 0, unbiased, low variance."""
+    """Schulman's k3 estimator of KL(p || q) from samples of p: >= 0, unbiased, low variance.
+    As a loss on samples of p (as TRL and DeepSeekMath use it) its expected gradient is
+    that of KL(q || p), the mass-covering direction, not of the KL its value estimates."""
     d = log_q - logp
     return torch.exp(d) - d - 1
 
