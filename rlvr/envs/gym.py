@@ -53,6 +53,7 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
+from rlvr.config import InputError
 from rlvr.envs.base import check_golds
 from rlvr.types import Problem, Verdict
 from rlvr.verify.extract import extract_final
@@ -74,7 +75,7 @@ MAX_MISSES = 100_000  # consecutive train entries that are all eval content: the
 MAX_EVAL_SIZE = 1_000_000
 
 
-class UnreliableTaskError(ValueError):
+class UnreliableTaskError(InputError):
     """A task whose gold answers do not all score 1 (see `ReasoningGymEnv.validate`)."""
 
 
