@@ -80,7 +80,8 @@ def evaluate(engine, env: Environment, problems: list[Problem], samples: int, ks
     # The truth, also behind a noisy verifier (rlvr.envs.noisy): evaluation measures the model.
     # A sample the verifier could not judge (rlvr.rollout) counts as not correct, flagged
     # `unjudged`: dropping it would take it out of the denominator.
-    rows = [{"env": r.problem.env, "correct": [v.true_correct for v in r.verdicts] + [False] * r.dropped,
+    rows = [{"env": r.problem.env, "id": r.problem.id,
+             "correct": [v.true_correct for v in r.verdicts] + [False] * r.dropped,
              "answers": [v.parsed for v in r.verdicts] + [None] * r.dropped,
              "flags": [sorted(v.flags) for v in r.verdicts] + [[UNJUDGED]] * r.dropped}
             for r in generate_rollouts(engine, env, problems, samples, sampling)]
@@ -95,6 +96,8 @@ def evaluate(engine, env: Environment, problems: list[Problem], samples: int, ks
     for name, rows in sorted(by_env.items()) + ([("all", [p for v in by_env.values() for p in v])]
                                                 if len(by_env) > 1 else []):
         out[name] = summarize(rows, ks)
+        # Each problem's pass@1, for a paired comparison of two evaluations on the same set.
+        out[name]["pass@1"]["per_problem"] = {p["id"]: sum(p["correct"]) / len(p["correct"]) for p in rows}
         if greedy:
             out[name]["greedy"] = summarize([{"correct": p["greedy"], "answers": [None]} for p in rows], [])["pass@1"]
     return out

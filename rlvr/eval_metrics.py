@@ -106,6 +106,25 @@ def bootstrap_ci(values: list[float], level: float = 0.95, resamples: int = 2000
     return float(lo), float(hi)
 
 
+def paired_change(start: dict[str, float], end: dict[str, float], level: float = 0.95, resamples: int = 2000,
+                  seed: int = 0) -> dict[str, Any]:
+    """Mean change of per-problem scores from `start` to `end` ({problem id: score}, two
+    evaluations of the same held-out set), with a bootstrap interval over problems that
+    keeps each problem's pair together: much tighter than comparing two unpaired
+    intervals, which miss a real loss of 1.5 points two times in three."""
+    ids = sorted(set(start) & set(end))
+    if not ids:
+        raise ValueError("paired_change needs evaluations that share problems")
+    d = np.array([end[i] - start[i] for i in ids], dtype=np.float64)
+    if np.all(d == d[0]):
+        return {"mean": float(d[0]), "ci": [float(d[0]), float(d[0])], "n_problems": len(ids)}
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, d.size, size=(resamples, d.size))].mean(axis=1)
+    alpha = (1.0 - level) / 2
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    return {"mean": float(d.mean()), "ci": [float(lo), float(hi)], "n_problems": len(ids)}
+
+
 def _stat(values: list[float]) -> dict[str, Any]:
     return {"mean": float(np.mean(values)), "ci": list(bootstrap_ci(values))}
 

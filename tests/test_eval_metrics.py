@@ -136,3 +136,40 @@ def test_the_held_out_set_never_repeats_a_problem():
 def test_maj_at_1_is_pass_at_1_exactly():
     answers, correct = ["3", "4", None, "3", "5"], [True, False, False, True, False]
     assert maj_at_k(answers, correct, 1) == 0.4
+
+
+def test_a_paired_change_catches_a_loss_that_overlapping_intervals_miss():
+    """Start and end evaluate the same problems: a uniform loss of 2 points on 200
+    problems hides inside two overlapping intervals but not inside the paired one."""
+    from rlvr.eval_metrics import paired_change
+    from rlvr.experiments.coldstart import held
+
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.6, 1.0, 200)
+    start = {f"p{i}": float(x) for i, x in enumerate(base)}
+    end = {f"p{i}": float(x - 0.02 + rng.normal(0, 0.01)) for i, x in enumerate(base)}
+    change = paired_change(start, end)
+    assert change["ci"][1] < 0 < 0.03 + change["mean"] and change["n_problems"] == 200
+    s_stat = {"mean": float(np.mean(list(start.values()))), "ci": list(bootstrap_ci(list(start.values()))),
+              "per_problem": start}
+    e_stat = {"mean": float(np.mean(list(end.values()))), "ci": list(bootstrap_ci(list(end.values()))),
+              "per_problem": end}
+    assert e_stat["ci"][1] >= s_stat["ci"][0]  # the old rule would call it held
+    assert held(s_stat, e_stat)["held"] is False
+    assert held({k: v for k, v in s_stat.items() if k != "per_problem"}, e_stat)["held"] is True  # old runs: old rule
+    assert held(s_stat, {**s_stat})["held"] is True
+
+
+def test_evaluate_keeps_each_problem_s_pass_at_1():
+    from rlvr.engine import TorchEngine
+    from rlvr.envs import make_env
+    from rlvr.eval import eval_problems, evaluate
+    from rlvr.models import build_tiny_model
+    from rlvr.types import Sampling
+
+    model, tok = build_tiny_model("micro", seed=0)
+    env = make_env("arithmetic:digits=2,ops=add")
+    problems = eval_problems(env, 6)
+    out = evaluate(TorchEngine(model, tok), env, problems, 4, [1], Sampling(max_new_tokens=8, seed=0), greedy=False)
+    per = out["arithmetic"]["pass@1"]["per_problem"]
+    assert list(per) == [p.id for p in problems] and np.mean(list(per.values())) == out["arithmetic"]["pass@1"]["mean"]

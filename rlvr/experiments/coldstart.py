@@ -28,6 +28,7 @@ from rich.table import Table
 
 from rlvr.atomic import write_json
 from rlvr.config import Config
+from rlvr.eval_metrics import paired_change
 from rlvr.experiments import grid, regimes, seeds
 from rlvr.experiments.seeds import Seeds
 from rlvr.train import rl, sft
@@ -120,8 +121,7 @@ def main(cfg: ColdstartConfig) -> dict[str, Any]:
             curve = _curve(run_dir)
             rows.setdefault(name, []).append({
                 "seed": seed, "start": start["mean"], "start_ci": start["ci"], "end": end["mean"], "end_ci": end["ci"],
-                "min": min(curve), "delta": end["mean"] - start["mean"], "steps": _steps(run_dir),
-                "held": end["ci"][1] >= start["ci"][0]})
+                "min": min(curve), "delta": end["mean"] - start["mean"], "steps": _steps(run_dir), **held(start, end)})
         for name in cfg.zero:
             run_dir = seed_dir / "coldstart" / f"zero-{_slug(name)}"
             _rl_stage(rcfg, env, base, run_dir, _settings(name), cfg, console, f"zero RL, {name}")
@@ -132,21 +132,32 @@ def main(cfg: ColdstartConfig) -> dict[str, Any]:
                 "curve": curve})
     table = Table(title=f"RL after a cold start (SFT on {cfg.sft_share:.0%} of {cfg.budget_flops:.3g} FLOPs), "
                         f"seeds {cfg.seeds}: held-out pass@1, mean [min, max] over seeds")
-    for col in ("variant", "start", "end", "end - start", "lowest eval", "held (end CI reaches start CI)", "RL steps"):
+    for col in ("variant", "start", "end", "end - start", "lowest eval", "held (no significant loss, paired)", "RL steps"):
         table.add_column(col, justify="left" if col == "variant" else "right")
     summary = {}
     for name, runs in rows.items():
         s = {k: seeds.spread([r[k] for r in runs]) for k in ("start", "end", "delta", "min", "steps")}
-        held = sum(r.get("held", True) for r in runs)
-        summary[name] = {**s, "held": held, "runs": runs}
+        n_held = sum(r.get("held", True) for r in runs)
+        summary[name] = {**s, "held": n_held, "runs": runs}
         table.add_row(name, seeds.show(s["start"]), seeds.show(s["end"]), seeds.show(s["delta"]), seeds.show(s["min"]),
-                      f"{held} of {len(runs)}" if "held" in runs[0] else "-", seeds.show(s["steps"], percent=False))
+                      f"{n_held} of {len(runs)}" if "held" in runs[0] else "-", seeds.show(s["steps"], percent=False))
     console.print(table)
     out = {"variants": summary, "reference": REFERENCE, "defaults": _defaults(), "seconds": time.time() - t0,
            "config": cfg.model_dump(mode="json")}
     write_json(root / "results.json", out)
     console.print(f"results: {root / 'results.json'}   ({out['seconds']:.0f} s)")
     return out
+
+
+def held(start: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
+    """Whether RL kept the student's pass@1: not significantly lower by a paired bootstrap
+    over the held-out problems both evaluated (`change` is its mean and 95% CI). Runs that
+    kept no per-problem scores fall back to the old, weaker rule: the end's interval
+    reaches the start's."""
+    if "per_problem" in start and "per_problem" in end:
+        change = paired_change(start["per_problem"], end["per_problem"])
+        return {"held": change["ci"][1] >= 0, "change": change}
+    return {"held": end["ci"][1] >= start["ci"][0]}
 
 
 def _rl_stage(rcfg, env, model: str, run_dir: Path, settings: dict[str, Any], cfg: ColdstartConfig, console,
