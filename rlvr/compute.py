@@ -84,6 +84,11 @@ class Compute:
         self.own.generated_tokens += completion_tokens
         self.own.forward_flops += 2.0 * self.n_params * (prompt_tokens + completion_tokens)
 
+    @property
+    def flops_per_trained_token(self) -> float:
+        """Forward and backward of one trained token: 4 N + 2 N_trained (6 N in full fine-tuning)."""
+        return 4.0 * self.n_params + 2.0 * self.n_trained
+
     def trained(self, tokens: int) -> None:
         self.own.trained_tokens += tokens
         self.own.forward_flops += 2.0 * self.n_params * tokens

@@ -1,9 +1,9 @@
 """Evaluation: pass@1, unbiased pass@k, maj@k and greedy accuracy, each with a 95% CI.
 
 The held-out set is the first `problems` distinct problems of each environment's "eval"
-split at a fixed seed, so every evaluation of every run sees the same problems. pass@1 is the mean over
-samples at the sampling temperature; greedy accuracy is reported beside it because a
-base whose greedy answer is already right makes RL look better than it is.
+split at a fixed seed, so every evaluation of every run sees the same problems. pass@1
+is the mean over samples at the sampling temperature; greedy accuracy is reported beside
+it because a base whose greedy answer is already right makes RL look better than it is.
 
     rlvr eval --model runs/demo/rl --env arithmetic --problems 200 --samples 16
     rlvr eval --model smollm2-135m --env arithmetic:digits=2 --answer_format answer_is

@@ -97,6 +97,11 @@ def bootstrap_ci(values: list[float], level: float = 0.95, resamples: int = 2000
         raise ValueError("bootstrap_ci needs at least one value")
     if level == 0.95 and (np.all((x == 0) | (x == 1)) or np.all(x == x[0])):
         return wilson(float(x.sum()), int(x.size))
+    return _percentile_bootstrap(x, level, resamples, seed)
+
+
+def _percentile_bootstrap(x: np.ndarray, level: float, resamples: int, seed: int) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `x`, resampling its entries."""
     if np.all(x == x[0]):  # no spread to resample
         return float(x[0]), float(x[0])
     rng = np.random.default_rng(seed)
@@ -116,13 +121,7 @@ def paired_change(start: dict[str, float], end: dict[str, float], level: float =
     if not ids:
         raise ValueError("paired_change needs evaluations that share problems")
     d = np.array([end[i] - start[i] for i in ids], dtype=np.float64)
-    if np.all(d == d[0]):
-        return {"mean": float(d[0]), "ci": [float(d[0]), float(d[0])], "n_problems": len(ids)}
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, d.size, size=(resamples, d.size))].mean(axis=1)
-    alpha = (1.0 - level) / 2
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return {"mean": float(d.mean()), "ci": [float(lo), float(hi)], "n_problems": len(ids)}
+    return {"mean": float(d.mean()), "ci": list(_percentile_bootstrap(d, level, resamples, seed)), "n_problems": len(ids)}
 
 
 def _stat(values: list[float]) -> dict[str, Any]:

@@ -93,10 +93,6 @@ class Served:
         self.proc.wait(timeout=30)
 
 
-def _steps(run_dir: Path) -> int:
-    return json.loads((run_dir / "summary.json").read_text())["steps"]
-
-
 def _spent(run_dir: Path) -> dict[str, float]:
     """Tokens sampled to make a model (its own and its teacher's) and trained on, inherited
     stages included (rlvr/compute.py): a student is charged its teacher's answers."""
@@ -124,7 +120,7 @@ def main(cfg: CeilingConfig) -> dict[str, Any]:
 
     def rl_run(name: str, start: Path, steps: int) -> Path:
         run_dir = root / name  # a stage a killed experiment left is resumed, a finished one kept
-        if not (run_dir / "summary.json").exists() or _steps(run_dir) < steps:
+        if not (run_dir / "summary.json").exists() or grid.steps(run_dir) < steps:
             rl.main(rl.RLConfig(run_dir=str(run_dir), model=str(start), env=env_spec, steps=steps, seed=cfg.seed,
                                 max_new_tokens=32, eval_problems=0, save_every=0,
                                 resume=(run_dir / "metrics.jsonl").exists(), **grid.RATE_BEFORE))
@@ -134,7 +130,7 @@ def main(cfg: CeilingConfig) -> dict[str, Any]:
     console.print("[bold]1/4 growing a teacher[/] of pass@1 in", cfg.teacher_band)
     steps, teacher = 0, None
     if (root / "teacher" / "summary.json").exists():  # a resumed experiment: where the teacher got to
-        steps = _steps(root / "teacher")
+        steps = grid.steps(root / "teacher")
         teacher = measure(root / "teacher" / "checkpoints" / "last" / "model")
     while steps < cfg.teacher_max_steps and (teacher is None or teacher["pass@1"]["mean"] < cfg.teacher_band[0]):
         steps += cfg.teacher_chunk

@@ -121,14 +121,14 @@ def main(cfg: ColdstartConfig) -> dict[str, Any]:
             curve = _curve(run_dir)
             rows.setdefault(name, []).append({
                 "seed": seed, "start": start["mean"], "start_ci": start["ci"], "end": end["mean"], "end_ci": end["ci"],
-                "min": min(curve), "delta": end["mean"] - start["mean"], "steps": _steps(run_dir), **held(start, end)})
+                "min": min(curve), "delta": end["mean"] - start["mean"], "steps": grid.steps(run_dir), **held(start, end)})
         for name in cfg.zero:
             run_dir = seed_dir / "coldstart" / f"zero-{_slug(name)}"
             _rl_stage(rcfg, env, base, run_dir, _settings(name), cfg, console, f"zero RL, {name}")
             curve = _curve(run_dir)
             rows.setdefault(f"zero RL, {name}", []).append({
                 "seed": seed, "start": curve[0], "end": grid.final(run_dir)["mean"], "min": min(curve),
-                "delta": grid.final(run_dir)["mean"] - curve[0], "steps": _steps(run_dir),
+                "delta": grid.final(run_dir)["mean"] - curve[0], "steps": grid.steps(run_dir),
                 "curve": curve})
     table = Table(title=f"RL after a cold start (SFT on {cfg.sft_share:.0%} of {cfg.budget_flops:.3g} FLOPs), "
                         f"seeds {cfg.seeds}: held-out pass@1, mean [min, max] over seeds")
@@ -176,8 +176,6 @@ def _model_of(run_dir: Path) -> str:
     return yaml.safe_load((run_dir / "config.yaml").read_text())["model"]
 
 
-def _steps(run_dir: Path) -> int:
-    return json.loads((run_dir / "summary.json").read_text())["steps"]
 
 
 def _defaults() -> dict[str, Any]:

@@ -6,6 +6,7 @@ first reached a target, and draw every cell's curve in one PNG.
 
     curve(run_dir, against)        [(step or FLOPs, pass@1)] from evals.jsonl
     final(run_dir)                 eval.json's pass@1: {"mean", "ci", ...}
+    steps(run_dir)                 the steps a finished run took
     steps_to(run_dir, target)      first evaluated step with pass@1 >= target, or None
     plot_curves(curves, path, ...) one line per cell
     start(cfg, console)            the cells' environment and starting model (default: the demo's)
@@ -82,6 +83,11 @@ def curve(run_dir: Path, against: str = "step") -> list[tuple[float, float]]:
     rows = [json.loads(line) for line in (run_dir / "evals.jsonl").read_text().splitlines() if line.strip()]
     return [(r["step"] if against == "step" else r["compute"]["flops"], _first_env(r["metrics"])["pass@1"]["mean"])
             for r in rows]
+
+
+def steps(run_dir: Path) -> int:
+    """The steps a finished run took (its summary.json)."""
+    return json.loads((run_dir / "summary.json").read_text())["steps"]
 
 
 def final(run_dir: Path) -> dict[str, Any]:

@@ -172,17 +172,17 @@ def train_on(rollouts: list[Rollout], model, parts, reference, opt, cfg: RLConfi
     # token feels.)
     skip = cfg.kl_coef == 0
     informative = {id(r) for r in rollouts if any(a != 0 for a in r.advantages)}
+    # No group with a learning signal (or a KL term alone, at a rate scaled to 0): no
+    # forward, no backward, no update.
+    if not informative and (skip or cfg.lr_by_signal):
+        return {"trained_tokens": 0, "loss_tokens": 0, "updates": 0, "skipped_groups": 1.0, "signal": 0.0}
     chunks, totals, skipped = [], [], 0
     for chunk in split_groups(rollouts, cfg.mini_batches):
         totals.append(weigh(_mask_of(chunk)))
         live = [r for r in chunk if not skip or id(r) in informative]
         skipped += len(chunk) - len(live)
         chunks.append([make_batch(m, pad_id, device) for m in plan_micro_batches(live, cfg.micro_batch, max_tokens)])
-    if not any(chunks):  # no group with a learning signal: no forward, no backward, no update
-        return {"trained_tokens": 0, "loss_tokens": 0, "updates": 0, "skipped_groups": 1.0, "signal": 0.0}
     signal = len(informative) / len(rollouts)
-    if not informative and cfg.lr_by_signal:  # a KL term alone, at a rate scaled to 0: nothing to do
-        return {"trained_tokens": 0, "loss_tokens": 0, "updates": 0, "skipped_groups": 1.0, "signal": 0.0}
     if cfg.lr_by_signal:  # the trainer sets each step's rate afresh, so this does not compound
         for g in opt.param_groups:
             g["lr"] *= signal
@@ -192,8 +192,6 @@ def train_on(rollouts: list[Rollout], model, parts, reference, opt, cfg: RLConfi
             proximal = [[policy_logprobs(parts, b, cfg.temperature, with_entropy=False)[0] for b in micro]
                         for micro in chunks]
     sums: dict[str, float] = {}
-    if proximal is not None:
-        sums["proximal_tokens"] = float(sum(b.forward_tokens for micro in chunks for b in micro))
     updates, weight = 0, 0.0  # metrics average over the trained samples, weighted as the loss weighs them
     for _ in range(cfg.epochs):
         for c, micro in enumerate(chunks):
@@ -221,8 +219,8 @@ def train_on(rollouts: list[Rollout], model, parts, reference, opt, cfg: RLConfi
     out = {k: v / max(weight, 1e-12) for k, v in sums.items()}
     out["grad_norm"] = sums["grad_norm"] / updates
     out["trained_tokens"], out["loss_tokens"], out["updates"] = sums["trained_tokens"], sums["loss_tokens"], updates
-    if "proximal_tokens" in sums:
-        out["proximal_tokens"] = sums["proximal_tokens"]
+    if proximal is not None:  # one forward of every trained token, charged by the caller
+        out["proximal_tokens"] = sum(b.forward_tokens for micro in chunks for b in micro)
     out["skipped_groups"], out["signal"] = skipped / len(rollouts), signal
     out["micro_batches"] = sum(len(micro) for micro in chunks)
     if cfg.mask_truncated:

@@ -232,7 +232,7 @@ def main(cfg: SFTConfig) -> Run:
     total = cfg.max_steps or cfg.epochs * per_epoch
     horizon = total  # of the LR schedule
     if cfg.budget_flops:  # it spans the steps the budget affords (estimated; the same after a resume)
-        per_step = (4.0 * compute.n_params + 2.0 * compute.n_trained) * sum(len(ex.ids) for row in rows for ex in row) / per_epoch
+        per_step = compute.flops_per_trained_token * sum(len(ex.ids) for row in rows for ex in row) / per_epoch
         horizon = max(1, min(total, math.ceil((cfg.budget_flops - compute.inherited.flops) / per_step)))
     opt = make_optimizer(model, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     if resumed:
