@@ -80,14 +80,25 @@ class Sample:
     finish_reason: FinishReason
     text: str = ""  # decoded completion (special tokens stripped), for the verifier
     loss_mask: list[int] | None = None  # 1 = train on this token; None = all ones
+    # A per-token learning signal added to the group's advantage (a teacher's reverse KL,
+    # rlvr/algos): one float per completion token, None for none.
+    token_advantages: list[float] | None = None
 
     def mask(self) -> list[int]:
         return self.loss_mask if self.loss_mask is not None else [1] * len(self.completion_ids)
 
+    def advantages(self, sequence: float) -> list[float]:
+        """The learning signal of each completion token: the sequence's advantage,
+        broadcast, plus the per-token signal where there is one."""
+        if self.token_advantages is None:
+            return [sequence] * len(self.completion_ids)
+        return [sequence + a for a in self.token_advantages]
+
 
 @dataclass
 class Rollout:
-    """A group of samples of one problem with their verdicts; `advantages` come from `algos`."""
+    """A group of samples of one problem with their verdicts; `advantages` (one per sample,
+    broadcast over its tokens) come from `algos`; per-token signals ride on the samples."""
 
     problem: Problem
     samples: list[Sample]
@@ -100,6 +111,12 @@ class Rollout:
     @property
     def rewards(self) -> list[float]:
         return [v.reward for v in self.verdicts]
+
+    def has_signal(self) -> bool:
+        """Whether any token of this group would move the policy: a non-zero advantage, or
+        a non-zero per-token signal (a group with equal rewards may still have one)."""
+        return (any(a != 0 for a in self.advantages or ())
+                or any(x != 0 for s in self.samples for x in (s.token_advantages or ())))
 
     @property
     def min_version(self) -> int:

@@ -24,7 +24,8 @@ __all__ = ["ADVANTAGES", "AGG_WEIGHT", "AGGREGATIONS", "LOSSES", "REWARD_CORRECT
 
 def compute_advantages(rollouts: list[Rollout], name: str, correction: str = "none", fp: float = 0.0,
                        fn: float = 0.0, max_len: int = 0, overlong_buffer: int = 0) -> list[Rollout]:
-    """Fills each rollout's `advantages` (one float per sample) with estimator `name`,
+    """Fills each rollout's `advantages` (one float per sample, broadcast over its tokens
+    and added to any per-token signal, `Sample.token_advantages`) with estimator `name`,
     after the reward-noise `correction` for a verifier with rates fp, fn (rlvr.algos.noise)
     and DAPO's soft overlong punishment over the last `overlong_buffer` of `max_len`
     tokens (rlvr.algos.length; 0: none).
@@ -39,8 +40,8 @@ def compute_advantages(rollouts: list[Rollout], name: str, correction: str = "no
     for r in rollouts:
         if len(r.samples) != len(r.verdicts):
             raise ValueError(f"rollout {r.problem.id!r}: {len(r.samples)} samples, {len(r.verdicts)} verdicts")
-        if not r.verdicts:
-            r.advantages = []
+        if len(r.verdicts) < 2:  # no baseline: a lone sample learns from its per-token signal alone
+            r.advantages = [0.0] * len(r.verdicts)
             continue
         by_size.setdefault(len(r.verdicts), []).append(r)
     for group in by_size.values():

@@ -1,8 +1,9 @@
 """Per-token policy-gradient losses and the ways to average them, as pure functions.
 
 A loss maps the current policy's per-token log-probs `logp` [B, T], the behaviour
-policy's `old_logp` [B, T] (from the engine), per-sequence `advantages` [B] and a
-loss `mask` [B, T] to a scalar loss and a dict of float metrics:
+policy's `old_logp` [B, T] (from the engine), `advantages` (per token [B, T], or per
+sequence [B], broadcast over its tokens) and a loss `mask` [B, T] to a scalar loss and
+a dict of float metrics:
 
     loss, metrics = LOSSES["ppo_clip"](logp, old_logp, adv, mask, LossConfig(agg="token_mean"))
     loss.backward()
@@ -97,7 +98,9 @@ def _prepare(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
     old_logp = old_logp.detach().to(logp.dtype).masked_fill(off, 0.0)
     if ref_logp is not None:
         ref_logp = ref_logp.detach().to(logp.dtype).masked_fill(off, 0.0)
-    adv = advantages.detach().to(logp.dtype)[:, None]
+    adv = advantages.detach().to(logp.dtype)
+    if adv.dim() == 1:  # one advantage per sequence: every token of it gets it
+        adv = adv[:, None]
     return logp, old_logp, adv, (~off).to(logp.dtype), ref_logp
 
 

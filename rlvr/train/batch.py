@@ -31,7 +31,7 @@ class TrainBatch:
     pos: Tensor  # [B, T]
     mask: Tensor  # [B, T] float: 1 on tokens to train on
     old_logp: Tensor  # [B, T] behaviour log-probs from the engine
-    advantages: Tensor  # [B]
+    advantages: Tensor  # [B, T] per-token learning signal (a sequence's advantage, broadcast, plus any per-token one)
     versions: Tensor  # [B] policy version that generated each completion
 
     @property
@@ -174,7 +174,7 @@ def make_batch(rollouts: list[Rollout], pad_id: int, device: torch.device | str 
             comps.append(s.completion_ids)
             masks.append(s.mask())
             old.append(s.logprobs)
-            adv.append(a)
+            adv.append(s.advantages(a))
             versions.append(s.policy_version)
     p_ids, p_valid, p_pos = left_pad(prompts, pad_id)
     T = max(1, max(len(c) for c in comps))
@@ -182,15 +182,17 @@ def make_batch(rollouts: list[Rollout], pad_id: int, device: torch.device | str 
     ids = torch.full((B, T), pad_id, dtype=torch.long)
     mask = torch.zeros((B, T))
     old_logp = torch.zeros((B, T))
-    for b, (c, m, lp) in enumerate(zip(comps, masks, old)):
+    advantages = torch.zeros((B, T))
+    for b, (c, m, lp, a) in enumerate(zip(comps, masks, old, adv)):
         ids[b, :len(c)] = torch.tensor(c, dtype=torch.long)
         mask[b, :len(c)] = torch.tensor(m, dtype=torch.float)
         old_logp[b, :len(c)] = torch.tensor(lp, dtype=torch.float)
+        advantages[b, :len(c)] = torch.tensor(a, dtype=torch.float)
     group_t = torch.tensor(group, dtype=torch.long)
     pos = p_valid.sum(1)[group_t][:, None] + torch.arange(T)[None, :]
     to = dict(device=device)
     return TrainBatch(p_ids.to(**to), p_valid.to(**to), p_pos.to(**to), group_t.to(**to), ids.to(**to),
-                      pos.to(**to), mask.to(**to), old_logp.to(**to), torch.tensor(adv, **to, dtype=torch.float),
+                      pos.to(**to), mask.to(**to), old_logp.to(**to), advantages.to(**to),
                       torch.tensor(versions, **to))
 
 

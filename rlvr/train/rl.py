@@ -156,8 +156,9 @@ def train_on(rollouts: list[Rollout], model, parts, reference, opt, cfg: RLConfi
     weighs or masks tokens; the proximal policy it may read is the model's own
     log-probs before this step's first update.
     """
-    # A group cut to one sample (its others undecided by the verifier) has no baseline.
-    rollouts = [r for r in rollouts if len(r.samples) > 1]
+    # A group cut to one sample (its others undecided by the verifier) has no baseline, and
+    # nothing to learn from unless its tokens carry a signal of their own.
+    rollouts = [r for r in rollouts if len(r.samples) > 1 or r.has_signal()]
     if not rollouts:  # e.g. dynamic sampling found no group with a learning signal
         return {"trained_tokens": 0, "loss_tokens": 0, "updates": 0}
     compute_advantages(rollouts, cfg.advantage, cfg.reward_correction, cfg.noise_fp, cfg.noise_fn,
@@ -166,12 +167,12 @@ def train_on(rollouts: list[Rollout], model, parts, reference, opt, cfg: RLConfi
     loss_fn, lcfg, weigh = LOSSES[cfg.loss], loss_config(cfg), AGG_WEIGHT[cfg.agg]
     correct = OFFPOLICY[cfg.offpolicy]
     device = next(model.parameters()).device
-    # A group whose advantages are all 0 (equal rewards) adds exactly nothing to the policy
-    # gradient, so it is not computed at all; it still counts in what the aggregation
-    # divides by, so the gradient is the whole batch's. (Not with a KL term, which every
-    # token feels.)
+    # A group whose every token's signal is 0 (equal rewards and no per-token signal) adds
+    # exactly nothing to the policy gradient, so it is not computed at all; it still counts
+    # in what the aggregation divides by, so the gradient is the whole batch's. (Not with a
+    # KL term, which every token feels.)
     skip = cfg.kl_coef == 0
-    informative = {id(r) for r in rollouts if any(a != 0 for a in r.advantages)}
+    informative = {id(r) for r in rollouts if r.has_signal()}
     # No group with a learning signal (or a KL term alone, at a rate scaled to 0): no
     # forward, no backward, no update.
     if not informative and (skip or cfg.lr_by_signal):
@@ -272,7 +273,9 @@ def split_groups(rollouts: list[Rollout], parts: int) -> list[list[Rollout]]:
 def _sample_rows(rollouts: list[Rollout], n: int) -> list[dict[str, Any]]:
     return [{"problem": r.problem.id, "prompt_tokens": len(s.prompt_ids), "tokens": len(s.completion_ids),
              "completion": s.text, "reward": v.reward, "correct": v.correct,
-             "parsed": v.parsed, "flags": sorted(v.flags), "advantage": a, "version": s.policy_version}
+             "parsed": v.parsed, "flags": sorted(v.flags), "advantage": a, "version": s.policy_version,
+             **({"token_advantage_mean": sum(s.token_advantages) / max(len(s.token_advantages), 1)}
+                if s.token_advantages is not None else {})}
             for r in rollouts[:n] for s, v, a in zip(r.samples, r.verdicts, r.advantages or [])]
 
 
