@@ -7,10 +7,13 @@ by short timeouts and small limits).
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
+import json
 import os
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -448,7 +451,10 @@ def test_the_host_project_and_packages_are_invisible():
     code = f"""
 import os
 def add(a, b):
-    assert os.listdir({os.getcwd()!r}) == []
+    try:
+        assert os.listdir({os.getcwd()!r}) == []
+    except FileNotFoundError:
+        pass  # under a hidden directory (a checkout in the temporary directory): not even there
     try:
         open({package_file!r}).read()
     except OSError:
@@ -456,6 +462,89 @@ def add(a, b):
 """
     assert any(p in os.path.realpath(package_file) for p in sandbox.host_paths())
     assert os.listdir(os.getcwd()) and run_tests(code, ADD_TESTS, "add").all_passed
+
+
+@pytest.fixture
+def planted_secret():
+    """A world-readable file in the host's temporary directory, where other runs, checkouts
+    and checkpoints live: (its path, its secret content)."""
+    path = os.path.join(tempfile.gettempdir(), "rlvr_redteam_secret_" + os.urandom(8).hex())
+    content = "rlvr-secret-" + os.urandom(8).hex()
+    with open(path, "x") as f:
+        f.write(content)
+    os.chmod(path, 0o644)  # readable by any uid: only the sandbox can keep it from the code
+    try:
+        yield path, content
+    finally:
+        os.remove(path)
+
+
+def _temp_dirs() -> list[str]:
+    return sorted({os.path.realpath(d) for d in (tempfile.gettempdir(), *sandbox._TEMP_DIRS)})
+
+
+def _snoop(path: str) -> str:
+    """Code that looks for `path` every way it can and prints what it saw, as JSON."""
+    return f"""
+import glob, json, os, tempfile
+seen = {{"cwd": os.getcwd(), "tempdir": tempfile.gettempdir(), "listings": {{}}}}
+for d in {_temp_dirs()!r}:
+    try:
+        seen["listings"][d] = sorted(os.listdir(d))
+    except OSError as e:
+        seen["listings"][d] = e.errno
+seen["glob"] = sorted(set(glob.glob({os.path.join(os.path.dirname(path), "rlvr_redteam_*")!r}) + glob.glob({path!r})))
+seen["exists"] = os.path.exists({path!r})
+try:
+    with open({path!r}) as f:
+        seen["read"] = f.read()
+except OSError as e:
+    seen["read"] = e.errno
+with tempfile.NamedTemporaryFile("w+", delete=False) as f:  # the scratch dir is the code's TMPDIR
+    f.write("scratch")
+with open(f.name) as f:
+    seen["scratch"] = (os.path.dirname(f.name), f.read())
+print(json.dumps(seen))
+"""
+
+
+@needs_isolation
+def test_the_host_temp_directory_is_invisible(planted_secret):
+    """The host's temporary directory holds what a candidate could cheat with (a checkout,
+    runs, checkpoints, answer keys). The code sees only its own scratch directory there: the
+    planted file can be neither listed, globbed nor read, and the scratch dir still works as
+    the code's cwd and TMPDIR."""
+    path, content = planted_secret
+    r = clean(run_python(_snoop(path)))
+    assert r.returncode == 0 and r.filesystem == "readonly", (r.stderr, r.notes)
+    assert content not in r.stdout and os.path.basename(path) not in r.stdout
+    seen = json.loads(r.stdout)
+    assert seen["glob"] == [] and seen["exists"] is False and seen["read"] == errno.ENOENT
+    scratch = seen["cwd"]
+    assert seen["tempdir"] == scratch and seen["scratch"] == [scratch, "scratch"]
+    assert os.path.dirname(scratch) == tempfile.gettempdir()
+    prefixes = {os.path.realpath(p) for p in (sys.base_prefix, sys.base_exec_prefix)}
+    for d, listing in seen["listings"].items():
+        # What may show: the scratch dir, and the way down to the interpreter if it lies here.
+        allowed = {os.path.basename(scratch)} | {p[len(d):].lstrip("/").split("/")[0]
+                                                 for p in prefixes if p.startswith(d.rstrip("/") + "/")}
+        assert listing == errno.ENOENT or set(listing) <= allowed, (d, listing)
+
+
+def test_the_fallback_hides_no_file(planted_secret):
+    """Without namespaces nothing is hidden, as documented: the result says so
+    (``filesystem="open"``), and the code reads the planted file whenever its uid may: as the
+    host's uid, or as a fresh one when the file and the directories above it are open to all."""
+    path, content = planted_secret
+    r = clean(run_python(_snoop(path), limits=Limits(namespaces=False)))
+    assert r.returncode == 0 and r.filesystem == "open", r.stderr
+    ancestors = [os.path.dirname(path)]
+    while ancestors[-1] != "/":
+        ancestors.append(os.path.dirname(ancestors[-1]))
+    open_to_all = all(os.stat(a).st_mode & 0o001 for a in ancestors)
+    if r.uid == os.getuid() or open_to_all:
+        seen = json.loads(r.stdout)
+        assert seen["read"] == content and path in seen["glob"]
 
 
 def test_a_sandbox_without_namespaces_warns_once(monkeypatch):

