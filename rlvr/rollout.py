@@ -1,4 +1,13 @@
-"""Problems -> n samples each -> verdicts -> `Rollout`s. Used by eval, rs and rl.
+"""Problems -> n episodes each -> verdicts -> `Rollout`s. Used by eval, rs and rl.
+
+The environment drives each episode (rlvr/types.py): the problem's prompt is the first
+observation; every model turn goes to the episode's `step`, which answers with the next
+observation or the end and a verdict. A single-turn environment (only `verify`) is an
+episode of one turn. All live episodes of a batch advance together, one engine call per
+turn: the first samples n completions of each prompt (the prompt prefilled once for its
+group), each later one continues every live episode from its whole token stream.
+Observations enter the stream as token ids appended to the sampled ones: a model's
+tokens are never decoded and re-encoded, so what trains is exactly what was sampled.
 
 A completion cut off by the token limit earns nothing (flag `truncated`) whatever it
 says: a cut answer can look right ("#### 84" from "#### 843"), and rewarding it would
@@ -15,10 +24,15 @@ of its negative advantage) by writing something the verifier chokes on, such as
 
 from __future__ import annotations
 
-from rlvr.types import TRUNCATED_FLAG, Environment, Problem, Rollout, Sample, Sampling, Verdict, VerifierError
+import random
+from dataclasses import dataclass, field, replace
+
+from rlvr.types import (TRUNCATED_FLAG, Environment, Episode, MultiTurn, Problem, Rollout, Sample, Sampling, Step,
+                        Turn, Verdict, VerifierError)
 
 TRUNCATED = Verdict(reward=0.0, correct=False, parsed=None, flags=frozenset({TRUNCATED_FLAG}))
 TIMED_OUT = Verdict(reward=0.0, correct=False, parsed=None, flags=frozenset({"timeout"}))
+OUT_OF_TURNS = Verdict(reward=0.0, correct=False, parsed=None, flags=frozenset({"max_turns"}))
 
 
 def encode_prompt(tok, problem: Problem) -> list[int]:
@@ -29,44 +43,183 @@ def encode_prompt(tok, problem: Problem) -> list[int]:
     return tok(text, add_special_tokens=False)["input_ids"]
 
 
-def judge(env: Environment, sample: Sample) -> Verdict:
-    if sample.finish_reason == "length":
+def judge_turn(env: Environment, problem: Problem, turn: Turn) -> Verdict:
+    """A single-turn environment's verdict on a completion (see the module docstring)."""
+    if turn.finish_reason == "length":
         return TRUNCATED
     for attempt in range(2):
         try:
-            return env.verify(sample.problem, sample.text)
+            return env.verify(problem, turn.text)
         except VerifierError as e:
             if not isinstance(e, TimeoutError):
                 raise
     return TIMED_OUT
 
 
+class SingleTurn:
+    """The episode of an environment that only verifies: the first turn is judged and ends it."""
+
+    def __init__(self, env: Environment, problem: Problem):
+        self.env, self.problem = env, problem
+
+    def step(self, turn: Turn) -> Step:
+        return Step(verdict=judge_turn(self.env, self.problem, turn))
+
+
+def episode_of(env: Environment, problem: Problem) -> Episode:
+    return env.episode(problem) if isinstance(env, MultiTurn) else SingleTurn(env, problem)
+
+
+def observation_ids(tok, step: Step, last_ids: list[int]) -> list[int]:
+    """An observation's token ids, to append after a model turn that ended with `last_ids`.
+
+    Text becomes a message of `step.role` in the tokenizer's chat template: what the
+    template writes after an assistant turn (its end-of-turn marker, less what the
+    model's own stop token already wrote), the message, and the next assistant header.
+    Without a chat template the text is encoded as it is. Ids pass through untouched."""
+    if isinstance(step.observation, list):
+        return list(step.observation)
+    if getattr(tok, "chat_template", None) is None:
+        return tok(step.observation, add_special_tokens=False)["input_ids"]
+    closing, suffix = _template_pieces(tok, step.role, step.observation)
+    said = tok.decode(last_ids[-1:]) if last_ids else ""
+    if said and closing.startswith(said):  # the model closed its turn itself (its EOS is the marker)
+        closing = closing[len(said):]
+    return tok(closing + suffix, add_special_tokens=False)["input_ids"]
+
+
+_PLACEHOLDER = "\x00rlvr-turn\x00"
+
+
+def _template_pieces(tok, role: str, content: str) -> tuple[str, str]:
+    """(what the chat template writes after an assistant message's content, what it writes
+    for a `role` message with `content` and the next assistant header)."""
+    turns = [{"role": "user", "content": "?"}, {"role": "assistant", "content": _PLACEHOLDER}]
+    before = tok.apply_chat_template(turns, tokenize=False)
+    after = tok.apply_chat_template(turns + [{"role": role, "content": content}], add_generation_prompt=True,
+                                    tokenize=False)
+    if not after.startswith(before) or _PLACEHOLDER not in before:
+        raise ValueError("the tokenizer's chat template rewrites earlier turns when a message is added, so an "
+                         "observation cannot be appended as token ids; pass the observation as ids")
+    return before[before.index(_PLACEHOLDER) + len(_PLACEHOLDER):], after[len(before):]
+
+
+@dataclass
+class _Live:
+    """An episode in progress: its stream so far, per token who wrote it and the log-probs."""
+
+    problem: Problem
+    first: Sample
+    episode: Episode
+    ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    source: list[int] = field(default_factory=list)
+    turns: int = 0
+    prefilled: int = 0  # context tokens re-read by later turns' engine calls (compute accounting)
+
+    def add_turn(self, sample: Sample) -> Turn:
+        self.ids += sample.completion_ids
+        self.logprobs += sample.logprobs
+        self.source += [1] * len(sample.completion_ids)
+        self.turns += 1
+        return Turn(sample.text, list(sample.completion_ids), sample.finish_reason)
+
+    def add_observation(self, ids: list[int]) -> None:
+        self.ids += ids
+        self.logprobs += [0.0] * len(ids)
+        self.source += [0] * len(ids)
+
+    def sample(self, tok, finish_reason: str, ended: str, multi: bool) -> Sample:
+        if not multi:  # a single-turn episode: the engine's sample as it is
+            return self.first
+        return replace(self.first, completion_ids=self.ids, logprobs=self.logprobs, source=self.source,
+                       finish_reason=finish_reason, text=tok.decode(self.ids, skip_special_tokens=True),
+                       turns=self.turns, ended=ended)
+
+
 def generate_rollouts(engine, env: Environment, problems: list[Problem], n: int,
                       sampling: Sampling) -> list[Rollout]:
     prompts = [encode_prompt(engine.tok, p) for p in problems]
-    groups = engine.generate(prompts, n, sampling)
-    rollouts = []
+    max_turns = env.max_turns if isinstance(env, MultiTurn) else 1
+    budget = env.max_episode_tokens if isinstance(env, MultiTurn) else sampling.max_new_tokens
+    groups = engine.generate(prompts, n, replace(sampling, max_new_tokens=min(sampling.max_new_tokens, budget)))
+    lives: list[list[_Live]] = []
     for problem, samples in zip(problems, groups):
-        judged, verdicts, dropped, dropped_tokens = [], [], 0, 0
         for s in samples:
             s.problem = problem
-            try:
-                verdicts.append(judge(env, s))
-                judged.append(s)
-            except VerifierError:
-                dropped += 1
-                dropped_tokens += len(s.completion_ids)
-        rollouts.append(Rollout(problem, judged, verdicts, dropped=dropped, dropped_tokens=dropped_tokens,
-                                prompt_tokens=len(samples[0].prompt_ids) if samples else 0))
-    return rollouts
+        lives.append([_Live(problem, s, episode_of(env, problem)) for s in samples])
+    turns = {id(live): live.add_turn(live.first) for group in lives for live in group}
+    ended: dict[int, tuple[Verdict | None, str, str]] = {}  # id -> (verdict or None: dropped, finish, why)
+    for k in range(1, max_turns + 1):
+        going = []
+        for live in (x for group in lives for x in group if id(x) not in ended):
+            outcome = _advance(engine.tok, live, turns[id(live)], k, max_turns, budget)
+            if outcome is None:
+                going.append(live)
+            else:
+                ended[id(live)] = outcome
+        if not going:
+            break
+        context = [live.first.prompt_ids + live.ids for live in going]
+        room = max(budget - len(live.ids) for live in going)
+        turn_sampling = replace(sampling, max_new_tokens=min(sampling.max_new_tokens, room),
+                                seed=None if sampling.seed is None else random.Random(f"{sampling.seed}/turn/{k}").getrandbits(31))
+        for live, ctx, (sample,) in zip(going, context, engine.generate(context, 1, turn_sampling)):
+            live.prefilled += len(ctx)
+            over = len(live.ids) + len(sample.completion_ids) - budget
+            if over > 0:  # the episode's token budget cuts this turn
+                keep = len(sample.completion_ids) - over
+                sample = replace(sample, completion_ids=sample.completion_ids[:keep], logprobs=sample.logprobs[:keep],
+                                 finish_reason="length", text=engine.tok.decode(sample.completion_ids[:keep],
+                                                                                skip_special_tokens=True))
+            turns[id(live)] = live.add_turn(sample)
+    multi = isinstance(env, MultiTurn)
+    return [_rollout(engine.tok, problem, group, ended, multi) for problem, group in zip(problems, lives)]
+
+
+def _advance(tok, live: _Live, turn: Turn, k: int, max_turns: int, budget: int) -> tuple | None:
+    """Hand the episode its latest turn: None while it goes on (its observation appended),
+    else (verdict, finish reason, why it ended); verdict None: the verifier could not judge."""
+    try:
+        step = live.episode.step(turn)
+    except VerifierError:
+        return None, turn.finish_reason, "error"
+    if step.verdict is not None:  # a verdict on a cut turn is the cut's: 0 (see the module docstring)
+        return (TRUNCATED, "length", "length") if turn.finish_reason == "length" else (step.verdict, "stop", step.ended)
+    if turn.finish_reason == "length" and len(live.ids) >= budget:
+        return TRUNCATED, "length", "length"
+    if k >= max_turns:
+        return OUT_OF_TURNS, "stop", "turns"
+    live.add_observation(observation_ids(tok, step, turn.ids))
+    if len(live.ids) >= budget:  # no room left for another model turn
+        return TRUNCATED, "length", "length"
+    return None
+
+
+def _rollout(tok, problem: Problem, group: list[_Live], ended: dict, multi: bool) -> Rollout:
+    judged, verdicts, dropped, dropped_tokens, prefilled = [], [], 0, 0, 0
+    for live in group:
+        verdict, finish, why = ended[id(live)]
+        sample = live.sample(tok, finish, why, multi)
+        prefilled += live.prefilled
+        if verdict is None:
+            dropped += 1
+            dropped_tokens += sample.generated_tokens
+            continue
+        judged.append(sample)
+        verdicts.append(verdict)
+    return Rollout(problem, judged, verdicts, dropped=dropped, dropped_tokens=dropped_tokens,
+                   prompt_tokens=len(group[0].first.prompt_ids) if group else 0, prefilled_tokens=prefilled)
 
 
 def token_counts(rollouts: list[Rollout]) -> dict[str, int]:
-    """Prompt tokens (once per problem: the engine prefills a prompt once for its group)
-    and generated tokens: what generating these rollouts cost (rlvr/compute.py)."""
-    return {"prompt_tokens": sum(r.prompt_tokens or (len(r.samples[0].prompt_ids) if r.samples else 0)
-                                 for r in rollouts),
-            "generated_tokens": sum(len(s.completion_ids) for r in rollouts for s in r.samples)
+    """Prompt tokens (once per problem: the engine prefills a prompt once for its group;
+    in a multi-turn episode each later turn prefills its whole context again) and generated
+    tokens (the model's; an environment's are prefilled): what generating these rollouts
+    cost (rlvr/compute.py)."""
+    return {"prompt_tokens": sum((r.prompt_tokens or (len(r.samples[0].prompt_ids) if r.samples else 0))
+                                 + r.prefilled_tokens for r in rollouts),
+            "generated_tokens": sum(s.generated_tokens for r in rollouts for s in r.samples)
             + sum(r.dropped_tokens for r in rollouts)}
 
 
@@ -88,6 +241,7 @@ def rollout_stats(rollouts: list[Rollout]) -> dict[str, float]:
         "solved_groups": sum(any(v.correct for v in r.verdicts) for r in rollouts) / len(rollouts),
         "verifier_errors": sum(r.dropped for r in rollouts) / (n + sum(r.dropped for r in rollouts)),
         **{f"flag_{k}": c / n for k, c in sorted(flags.items())},
+        **({"turns": sum(s.turns for s in samples) / n} if any(s.source is not None for s in samples) else {}),
         **true_stats(verdicts),
     }
 

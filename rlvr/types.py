@@ -70,7 +70,12 @@ FinishReason = Literal["stop", "length"]
 
 @dataclass
 class Sample:
-    """One completion of one prompt, as the behaviour policy produced it."""
+    """One episode of one prompt, as the behaviour policy produced it: the prompt's ids,
+    then the token stream that followed it (`completion_ids`). In a single-turn episode
+    every completion token is the model's; in a multi-turn one the model's turns
+    alternate with what the environment wrote (observations, tool results), which
+    `source` marks 0: those tokens were prefilled, not sampled, so they have no behaviour
+    log-prob (0.0 in `logprobs`) and carry loss mask 0."""
 
     problem: Problem | None
     prompt_ids: list[int]
@@ -83,9 +88,21 @@ class Sample:
     # A per-token learning signal added to the group's advantage (a teacher's reverse KL,
     # rlvr/algos): one float per completion token, None for none.
     token_advantages: list[float] | None = None
+    # Per completion token: 1 the model sampled it, 0 the environment wrote it; None: all
+    # the model's (a single-turn episode).
+    source: list[int] | None = None
+    turns: int = 1  # model turns in the episode
+    ended: str = ""  # why a multi-turn episode ended: answer | turns | length
 
     def mask(self) -> list[int]:
-        return self.loss_mask if self.loss_mask is not None else [1] * len(self.completion_ids)
+        if self.loss_mask is not None:
+            return self.loss_mask
+        return list(self.source) if self.source is not None else [1] * len(self.completion_ids)
+
+    @property
+    def generated_tokens(self) -> int:
+        """Tokens the model sampled (the environment's were prefilled)."""
+        return len(self.completion_ids) if self.source is None else sum(self.source)
 
     def advantages(self, sequence: float) -> list[float]:
         """The learning signal of each completion token: the sequence's advantage,
@@ -107,6 +124,7 @@ class Rollout:
     dropped: int = 0  # samples the verifier could not judge (VerifierError), left out
     dropped_tokens: int = 0  # their completion tokens: generated all the same (compute accounting)
     prompt_tokens: int = 0  # the prompt's length, kept even when every sample was dropped
+    prefilled_tokens: int = 0  # contexts later turns of multi-turn episodes prefilled again
 
     @property
     def rewards(self) -> list[float]:
@@ -123,6 +141,54 @@ class Rollout:
         return min(s.policy_version for s in self.samples)
 
 
+@dataclass
+class Turn:
+    """A model turn, as an episode reads it: the text (special tokens stripped), the token
+    ids as sampled, and whether the turn stopped or was cut by its token limit."""
+
+    text: str
+    ids: list[int]
+    finish_reason: FinishReason
+
+
+@dataclass
+class Step:
+    """An environment's answer to a model turn: the next observation, or the end.
+
+    `observation` is text (sent as a message of `role` in the model's chat template, or
+    as plain text without one) or token ids (used as they are). An episode ends when
+    `verdict` is set; `ended` says why (``answer`` by default)."""
+
+    observation: str | list[int] | None = None
+    role: str = "user"
+    verdict: Verdict | None = None
+    ended: str = "answer"
+
+
+@runtime_checkable
+class Episode(Protocol):
+    """One conversation between the model and an environment about one problem. The
+    problem's prompt is the first observation; `step` reads each model turn."""
+
+    def step(self, turn: Turn) -> Step:
+        ...
+
+
+@runtime_checkable
+class MultiTurn(Protocol):
+    """An environment that drives a conversation: `episode(problem)` starts one.
+    `max_turns` (model turns) and `max_episode_tokens` (the whole token stream after the
+    prompt, model and environment tokens alike) bound every episode; past either it ends
+    with reward 0 (flags ``max_turns``, ``truncated``). A single-turn environment, one
+    with only `verify`, is an episode of one turn (rlvr/rollout.py)."""
+
+    max_turns: int
+    max_episode_tokens: int
+
+    def episode(self, problem: Problem) -> Episode:
+        ...
+
+
 @dataclass(frozen=True)
 class Sampling:
     """How to sample. temperature 0 means greedy."""
@@ -132,6 +198,11 @@ class Sampling:
     max_new_tokens: int = 64
     seed: int | None = None
     ignore_eos: bool = False  # keep generating past EOS (benchmarks that need fixed lengths)
+    # Further ways a completion ends, beside the model's end-of-sequence ids: a token id in
+    # `stop_ids`, or text ending in one of `stop` (a tool call's closing tag). The stopping
+    # token stays in the completion, so the token stream is what was sampled.
+    stop: tuple[str, ...] = ()
+    stop_ids: tuple[int, ...] = ()
 
 
 @runtime_checkable

@@ -417,14 +417,15 @@ class _Timeout(VerifierError, TimeoutError):
 
 
 def test_an_answer_the_verifier_runs_out_of_time_on_twice_earns_0_and_a_broken_verifier_drops_it():
-    from rlvr.rollout import judge
+    from rlvr.rollout import judge_turn
+    from rlvr.types import Turn
     problem = next(make_env(ENV).problems("train", 0))
-    sample = Sample(problem, [1], [2], [0.0], 0, "stop", text=f"#### {problem.answer}")
-    assert judge(_Choking(2, timeout=True), sample).correct  # out of time once: asked again
-    late = judge(_Choking(1, timeout=True), sample)  # out of time twice: the answer's doing
+    turn = Turn(f"#### {problem.answer}", [2], "stop")
+    assert judge_turn(_Choking(2, timeout=True), problem, turn).correct  # out of time once: asked again
+    late = judge_turn(_Choking(1, timeout=True), problem, turn)  # out of time twice: the answer's doing
     assert late.reward == 0.0 and "timeout" in late.flags
     with pytest.raises(VerifierError):  # the verifier's own failure is never a 0
-        judge(_Choking(1, timeout=False), sample)
+        judge_turn(_Choking(1, timeout=False), problem, turn)
 
 
 def test_eval_counts_unjudged_samples_as_not_correct_and_survives_an_unjudged_greedy_one():

@@ -136,6 +136,9 @@ class TorchEngine:
         logps = torch.zeros((B, T), device=dev)
         lengths = torch.full((B,), T, dtype=torch.long, device=dev)
         done = torch.zeros(B, dtype=torch.bool, device=dev)
+        stop_ids = self.stop_ids
+        if sampling.stop_ids:
+            stop_ids = torch.cat([stop_ids, torch.tensor(sampling.stop_ids, dtype=torch.long, device=dev)])
         live = None  # the batch rows the cache still decodes; None: all of them
         for t in range(T):
             # Every row samples, finished ones too (their tokens are cut off below), so the
@@ -144,7 +147,9 @@ class TorchEngine:
             tok, lp = sample_next(logits, sampling, gen)
             tokens[:, t], logps[:, t] = tok, lp
             if not sampling.ignore_eos:  # rows only finish at EOS
-                ended = torch.isin(tok, self.stop_ids) & ~done
+                ended = torch.isin(tok, stop_ids) & ~done
+                if sampling.stop:
+                    ended |= self._ends_in_stop_text(tokens, t, ~done & ~ended, sampling.stop)
                 lengths = torch.where(ended, t + 1, lengths)
                 done |= ended
                 # The rows out of the batch have all finished: one count of the rows still
@@ -162,6 +167,21 @@ class TorchEngine:
             else:
                 logits[live] = p.lm_head(decode_step(p, tok[live], next_pos[live] + t, cache, at=P + t))
         return self._to_samples(prompts, n, tokens, logps, lengths, done)
+
+    def _ends_in_stop_text(self, tokens: Tensor, t: int, rows: Tensor, stop: tuple[str, ...]) -> Tensor:
+        """Which of `rows` have just completed one of the `stop` strings with their token `t`.
+        Only a window of the last tokens is decoded: long enough to hold the longest stop
+        string even when tokens are single bytes of a multi-byte character; an earlier
+        occurrence would already have stopped the row."""
+        hit = torch.zeros_like(rows)
+        live = rows.nonzero().squeeze(1)
+        if live.numel() == 0:
+            return hit
+        window = 4 * max(len(x) for x in stop) + 1
+        tails = self.tok.batch_decode(tokens[live, max(0, t + 1 - window):t + 1].tolist(), skip_special_tokens=True)
+        found = [any(x in text for x in stop) for text in tails]
+        hit[live] = torch.tensor(found, dtype=torch.bool, device=hit.device)
+        return hit
 
     @staticmethod
     def _drop_finished(cache: DecodeCache, live: Tensor | None, finished: Tensor, n_done: int) -> Tensor | None:

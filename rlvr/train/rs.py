@@ -90,7 +90,7 @@ def sample_round(engine, env, cfg: RSConfig, rnd: int, out: Path) -> dict[str, A
             s = sampled[text]
             rows.append({"messages": r.problem.messages() + [{"role": "assistant", "content": text}],
                          "input_ids": s.prompt_ids + s.completion_ids,
-                         "loss_mask": [0] * len(s.prompt_ids) + [1] * len(s.completion_ids),
+                         "loss_mask": [0] * len(s.prompt_ids) + s.mask(),  # the model's own tokens
                          "problem_id": r.problem.id, "env": r.problem.env,
                          "provenance": {"round": rnd, "policy_version": engine.version, "n": cfg.n,
                                         "temperature": cfg.temperature, "keep": cfg.keep},
