@@ -190,9 +190,10 @@ def _advance(tok, live: _Live, turn: Turn, k: int, max_turns: int, budget: int) 
         return TRUNCATED, "length", "length"
     if k >= max_turns:
         return OUT_OF_TURNS, "stop", "turns"
-    live.add_observation(observation_ids(tok, step, turn.ids))
-    if len(live.ids) >= budget:  # no room left for another model turn
+    observation = observation_ids(tok, step, turn.ids)
+    if len(live.ids) + len(observation) >= budget:  # no room for it and another model turn: the stream ends here
         return TRUNCATED, "length", "length"
+    live.add_observation(observation)
     return None
 
 

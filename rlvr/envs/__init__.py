@@ -31,6 +31,7 @@ from rlvr.config import InputError
 from rlvr.envs.arithmetic import Arithmetic
 from rlvr.envs.base import ProceduralEnv
 from rlvr.envs.countdown import Countdown
+from rlvr.envs.guess import Guess
 from rlvr.envs.humaneval import HumanEval
 from rlvr.envs.linear import LinearEquation
 from rlvr.envs.lists import ListOps
@@ -44,7 +45,7 @@ from rlvr.verify.extract import parse_int
 ENVS: dict[str, type] = {"arithmetic": Arithmetic, "countdown": Countdown,
                          "linear": LinearEquation, "lists": ListOps, "word_problems": WordProblems,
                          "math": MathJSONL,
-                         "pyfunc": PyFunctions, "humaneval": HumanEval}
+                         "pyfunc": PyFunctions, "humaneval": HumanEval, "guess": Guess}
 
 __all__ = ["ENVS", "Arithmetic", "Countdown", "Mixture", "ProceduralEnv", "Prompted", "make_env", "make_mixture",
            "with_prompting"]

@@ -23,7 +23,8 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 
-from rlvr.types import Environment, Problem, Verdict
+from rlvr.envs.episodes import EpisodeForwarding
+from rlvr.types import Environment, Problem, Turn, Verdict
 from rlvr.verify.extract import extract_final
 from rlvr.verify.formats import DEFAULT_FORMAT, get_format
 
@@ -93,11 +94,16 @@ class ProceduralEnv(ABC):
         return check_golds(self, {split: itertools.islice(self.problems(split, seed=0), n) for split in SPLITS})
 
 
-class Wrapped:
+class Wrapped(EpisodeForwarding):
     """An environment around another one whose verifier it changes (`noisy:`, `lenient:`):
     problems, splits and validation stay the inner environment's, and the inner
     verifier stays available as the held-out one (`heldout`) that the hack monitor
-    re-scores rollouts with. A subclass sets `self.env` and implements `verify`."""
+    re-scores rollouts with. A subclass sets `self.env` and implements `verify`; around
+    a multi-turn environment its episodes are the inner one's, and `rejudge` gives the
+    final verdict (by default `verify` of the last turn)."""
+
+    def rejudge(self, problem: Problem, turn: Turn, verdict: Verdict) -> Verdict:
+        return self.verify(problem, turn.text)
 
     env: Environment
 

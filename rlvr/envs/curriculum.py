@@ -27,10 +27,11 @@ import itertools
 from collections import deque
 from typing import Any, Iterator
 
-from rlvr.types import Problem, Rollout, Verdict
+from rlvr.envs.episodes import EpisodeForwarding
+from rlvr.types import Environment, Problem, Rollout, Verdict
 
 
-class Curriculum:
+class Curriculum(EpisodeForwarding):
     def __init__(self, levels: list, band: tuple[float, float] = (0.3, 0.7), window: int = 256,
                  start: int = 0, min_samples: int = 64):
         if not levels:
@@ -62,9 +63,15 @@ class Curriculum:
     def _tagged(level: int, stream: Iterator[Problem]) -> Iterator[Problem]:
         return (dataclasses.replace(p, meta={**p.meta, "level": level}) for p in stream)
 
-    def verify(self, problem: Problem, completion: str) -> Verdict:
+    def inner_envs(self) -> list[Environment]:
+        return self.levels
+
+    def route(self, problem: Problem) -> Environment:
         # A level's verifier may read its own settings (a reasoning-gym scorer reads its config).
-        return self.levels[problem.meta.get("level", 0)].verify(problem, completion)
+        return self.levels[problem.meta.get("level", 0)]
+
+    def verify(self, problem: Problem, completion: str) -> Verdict:
+        return self.route(problem).verify(problem, completion)
 
     def validate(self, n: int = 100) -> list[str]:
         return [f"level {i}: {f}" for i, env in enumerate(self.levels) for f in env.validate(n)]

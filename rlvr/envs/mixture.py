@@ -19,12 +19,13 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
+from rlvr.envs.episodes import EpisodeForwarding
 from rlvr.types import Environment, Problem, Verdict
 
 SPLITS = ("train", "eval")
 
 
-class Mixture:
+class Mixture(EpisodeForwarding):
     def __init__(self, envs: list[Environment], weights: list[float] | None = None, name: str = "mixture"):
         envs = list(envs)
         if not envs:
@@ -56,17 +57,21 @@ class Mixture:
         while True:
             yield next(streams[rng.choices(indices, weights=self.weights)[0]])
 
-    def verify(self, problem: Problem, completion: str) -> Verdict:
+    def inner_envs(self) -> list[Environment]:
+        return self.envs
+
+    def route(self, problem: Problem) -> Environment:
         env = self.routes.get(problem.env)
         if env is None:
             raise KeyError(f"no environment {problem.env!r} in mixture {self.name!r}; has {sorted(self.routes)}")
-        return env.verify(problem, completion)
+        return env
+
+    def verify(self, problem: Problem, completion: str) -> Verdict:
+        return self.route(problem).verify(problem, completion)
 
     def heldout(self, problem: Problem, completion: str) -> Verdict:
         """The child's held-out verifier when it names one (rlvr.train.monitor), else its own."""
-        env = self.routes.get(problem.env)
-        if env is None:
-            raise KeyError(f"no environment {problem.env!r} in mixture {self.name!r}; has {sorted(self.routes)}")
+        env = self.route(problem)
         return getattr(env, "heldout", env.verify)(problem, completion)
 
     def observe(self, rollouts) -> None:

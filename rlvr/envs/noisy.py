@@ -24,7 +24,7 @@ import hashlib
 from typing import Any
 
 from rlvr.envs.base import Wrapped, wrapper_spec
-from rlvr.types import Environment, Problem, Verdict
+from rlvr.types import Environment, Problem, Turn, Verdict
 
 
 class Noisy(Wrapped):
@@ -52,7 +52,11 @@ class Noisy(Wrapped):
         return u < (self.fn if correct else self.fp)
 
     def verify(self, problem: Problem, completion: str) -> Verdict:
-        truth = self.env.verify(problem, completion)
+        return self.rejudge(problem, Turn(completion, [], "stop"), self.env.verify(problem, completion))
+
+    def rejudge(self, problem: Problem, turn: Turn, truth: Verdict) -> Verdict:
+        """The noisy verdict on a completion (a multi-turn episode's last turn) whose true one is `truth`."""
+        completion = turn.text
         if not self.flip(problem, completion, truth.correct):
             return dataclasses.replace(truth, truth=truth)
         correct = not truth.correct

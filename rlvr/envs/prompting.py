@@ -48,6 +48,7 @@ from pydantic import Field
 from rlvr.config import Config
 
 from rlvr.envs.base import wrapper_spec
+from rlvr.envs.episodes import EpisodeForwarding
 from rlvr.types import Environment, Message, Problem, Verdict
 from rlvr.verify.extract import ANSWER_MARKER
 from rlvr.verify.formats import DEFAULT_FORMAT, FORMATS, get_format
@@ -63,7 +64,7 @@ MAX_SHOT_DRAWS = 10_000  # train problems scanned for one environment's examples
 KEYS = ("format", "system", "shots")
 
 
-class Prompted:
+class Prompted(EpisodeForwarding):
     def __init__(self, env: Environment, format: str = DEFAULT_FORMAT, system: str | None = None, shots: int = 0):
         self.fmt = get_format(format, key="format")
         if is_prompted(env):
@@ -146,6 +147,12 @@ class Prompted:
 
     def verify(self, problem: Problem, completion: str) -> Verdict:
         return self._grade(self.env.verify, problem, completion)
+
+    def episode(self, problem: Problem):
+        if self.answer_format != DEFAULT_FORMAT:  # each turn is read by the inner environment, in its own format
+            raise ValueError(f"prompt: a multi-turn environment ({self.env.name!r}) reads its own answer format; "
+                             f"'format' {self.answer_format!r} cannot change it")
+        return super().episode(problem)
 
     def _grade(self, grade, problem: Problem, completion: str) -> Verdict:
         if self.answer_format == DEFAULT_FORMAT:
