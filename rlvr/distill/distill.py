@@ -28,13 +28,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from rlvr.atomic import write_text
 from rlvr.compute import Compute
-from rlvr.config import Config
+from rlvr.config import Config, InputError
 from rlvr.distill.teacher import BudgetExceeded, ChatRequest, HTTPTeacher, LocalTeacher, TeacherConfig
 from rlvr.envs import make_env
 from rlvr.models import count_parameters
-from rlvr.rollout import TRUNCATED
+from rlvr.rollout import judge_turn
 from rlvr.run import Run
-from rlvr.types import Problem, Verdict
+from rlvr.types import MultiTurn, Turn
 from rlvr.verify.filters import FILTERS, keep
 
 
@@ -67,10 +67,6 @@ def make_teacher(cfg: DistillConfig, cache_dir: Path):
     return LocalTeacher(model_path=cfg.teacher, cache_dir=cache_dir, default_max_tokens=cfg.max_tokens)
 
 
-def judge_text(env, problem: Problem, text: str, finish_reason: str) -> Verdict:
-    return TRUNCATED if finish_reason == "length" else env.verify(problem, text)
-
-
 def main(cfg: DistillConfig) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
     # Always resumable: a rerun replays every answered request from the cache, so its
@@ -82,6 +78,9 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
     run = Run(run_dir, cfg, resume=True, tensorboard=cfg.tensorboard)
     run.restart_logs()
     env = make_env(cfg.env)
+    if isinstance(env, MultiTurn):
+        raise InputError(f"env {cfg.env!r} is multi-turn: distill asks a teacher for one answer a problem, "
+                         "which cannot play an episode")
     stream = env.problems("train", cfg.seed)
     problems = [next(stream) for _ in range(cfg.problems)]
     teacher = make_teacher(cfg, Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "teacher_cache")
@@ -112,7 +111,7 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
                     continue
                 counts["requests"] += 1
                 counts["cache_hits"] += int(result.cached)
-                scored = [(text, judge_text(env, problem, text, reason))
+                scored = [(text, judge_turn(env, problem, Turn(text, [], reason)))
                           for text, reason in zip(result.texts, result.finish_reasons)]
                 counts["generated"] += len(scored)
                 counts["correct"] += sum(v.correct for _, v in scored)

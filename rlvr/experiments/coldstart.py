@@ -16,7 +16,6 @@ start.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
