@@ -222,6 +222,61 @@ class Environment(Protocol):
         ...
 
 
+# Optional capabilities of an environment, each a Protocol that code checks with
+# isinstance (never by probing names): what an environment declares is what it has.
+
+@runtime_checkable
+class HeldOut(Protocol):
+    """A second, strict verifier kept apart from the one trained on (noisy:, lenient:):
+    the hack monitor re-scores rollouts with it."""
+
+    def heldout(self, problem: Problem, completion: str) -> Verdict:
+        ...
+
+
+@runtime_checkable
+class Stateful(Protocol):
+    """State that must survive a resume and reach rollout workers (a curriculum's level)."""
+
+    def state(self) -> Any:
+        ...
+
+    def load_state(self, state: Any) -> None:
+        ...
+
+
+@runtime_checkable
+class Observer(Protocol):
+    """Learns from every batch of rollouts the trainer draws (a curriculum moves its level)."""
+
+    def observe(self, rollouts: list[Rollout]) -> None:
+        ...
+
+
+@runtime_checkable
+class Reporting(Protocol):
+    """Metrics of its own, logged with each step (a curriculum's level and window)."""
+
+    def stats(self) -> dict[str, float]:
+        ...
+
+
+@runtime_checkable
+class GoldText(Protocol):
+    """The text a perfect answer writes (probes, gold validation, worked solutions)."""
+
+    def gold_text(self, problem: Problem) -> str:
+        ...
+
+
+@runtime_checkable
+class Routing(Protocol):
+    """Made of other environments (a mixture, a wrapper): `routes` maps each problem's
+    `env` name to the environment that answers for it."""
+
+    routes: dict[str, Any]
+
+
 @runtime_checkable
 class Engine(Protocol):
     """Turns prompts into samples; takes new weights with a version number.

@@ -23,7 +23,7 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 
-from rlvr.envs.episodes import EpisodeForwarding
+from rlvr.envs.forwarding import Forwarding
 from rlvr.types import Environment, Problem, Turn, Verdict
 from rlvr.verify.extract import extract_final
 from rlvr.verify.formats import DEFAULT_FORMAT, get_format
@@ -94,7 +94,7 @@ class ProceduralEnv(ABC):
         return check_golds(self, {split: itertools.islice(self.problems(split, seed=0), n) for split in SPLITS})
 
 
-class Wrapped(EpisodeForwarding):
+class Wrapped(Forwarding):
     """An environment around another one whose verifier it changes (`noisy:`, `lenient:`):
     problems, splits and validation stay the inner environment's, and the inner
     verifier stays available as the held-out one (`heldout`) that the hack monitor

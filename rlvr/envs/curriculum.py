@@ -27,11 +27,11 @@ import itertools
 from collections import deque
 from typing import Any, Iterator
 
-from rlvr.envs.episodes import EpisodeForwarding
+from rlvr.envs.forwarding import Forwarding
 from rlvr.types import Environment, Problem, Rollout, Verdict
 
 
-class Curriculum(EpisodeForwarding):
+class Curriculum(Forwarding):
     def __init__(self, levels: list, band: tuple[float, float] = (0.3, 0.7), window: int = 256,
                  start: int = 0, min_samples: int = 64):
         if not levels:

@@ -19,13 +19,13 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
-from rlvr.envs.episodes import EpisodeForwarding
-from rlvr.types import Environment, Problem, Verdict
+from rlvr.envs.forwarding import Forwarding
+from rlvr.types import Environment, HeldOut, Observer, Problem, Reporting, Routing, Stateful, Verdict
 
 SPLITS = ("train", "eval")
 
 
-class Mixture(EpisodeForwarding):
+class Mixture(Forwarding):
     def __init__(self, envs: list[Environment], weights: list[float] | None = None, name: str = "mixture"):
         envs = list(envs)
         if not envs:
@@ -40,7 +40,7 @@ class Mixture(EpisodeForwarding):
         # problem.env -> the child that verifies it; a nested mixture routes its own children.
         self.routes: dict[str, Environment] = {}
         for env in envs:
-            for env_name in getattr(env, "routes", {env.name: env}):
+            for env_name in env.routes if isinstance(env, Routing) else {env.name: env}:
                 if env_name in self.routes:
                     raise ValueError(f"environment name {env_name!r} appears twice in mixture {name!r}")
                 self.routes[env_name] = env
@@ -72,16 +72,16 @@ class Mixture(EpisodeForwarding):
     def heldout(self, problem: Problem, completion: str) -> Verdict:
         """The child's held-out verifier when it names one (rlvr.train.monitor), else its own."""
         env = self.route(problem)
-        return getattr(env, "heldout", env.verify)(problem, completion)
+        return (env.heldout if isinstance(env, HeldOut) else env.verify)(problem, completion)
 
     def observe(self, rollouts) -> None:
         """Pass results to the children that learn from them (curricula)."""
         for env in self.envs:
-            if hasattr(env, "observe"):
+            if isinstance(env, Observer):
                 env.observe(rollouts)
 
     def state(self) -> dict[str, Any]:
-        return {str(i): env.state() for i, env in enumerate(self.envs) if hasattr(env, "state")}
+        return {str(i): env.state() for i, env in enumerate(self.envs) if isinstance(env, Stateful)}
 
     def load_state(self, state: dict[str, Any]) -> None:
         for i, env in enumerate(self.envs):
@@ -89,7 +89,7 @@ class Mixture(EpisodeForwarding):
                 env.load_state(state[str(i)])
 
     def stats(self) -> dict[str, float]:
-        return {k: v for env in self.envs if hasattr(env, "stats") for k, v in env.stats().items()}
+        return {k: v for env in self.envs if isinstance(env, Reporting) for k, v in env.stats().items()}
 
     def validate(self, n: int = 100) -> list[str]:
         return [f"{env.name}: {failure}" for env in self.envs for failure in env.validate(n)]

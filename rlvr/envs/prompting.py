@@ -48,8 +48,8 @@ from pydantic import Field
 from rlvr.config import Config
 
 from rlvr.envs.base import wrapper_spec
-from rlvr.envs.episodes import EpisodeForwarding
-from rlvr.types import Environment, Message, Problem, Verdict
+from rlvr.envs.forwarding import Forwarding
+from rlvr.types import Environment, HeldOut, Message, Problem, Verdict
 from rlvr.verify.extract import ANSWER_MARKER
 from rlvr.verify.formats import DEFAULT_FORMAT, FORMATS, get_format
 from rlvr.verify.probes import gold_text as _gold_text
@@ -64,7 +64,7 @@ MAX_SHOT_DRAWS = 10_000  # train problems scanned for one environment's examples
 KEYS = ("format", "system", "shots")
 
 
-class Prompted(EpisodeForwarding):
+class Prompted(Forwarding):
     def __init__(self, env: Environment, format: str = DEFAULT_FORMAT, system: str | None = None, shots: int = 0):
         self.fmt = get_format(format, key="format")
         if is_prompted(env):
@@ -176,13 +176,11 @@ class Prompted(EpisodeForwarding):
         return failures
 
     def __getattr__(self, name: str) -> Any:
-        # observe / stats / state of a wrapped curriculum; the held-out verifier of a wrapped
-        # noisy or lenient env, read in this format.
-        if name in ("observe", "stats", "state", "load_state"):
-            return getattr(self.env, name)
-        if name == "heldout" and callable(getattr(self.env, "heldout", None)):
+        # The held-out verifier of a wrapped noisy or lenient env, read in this format (and
+        # absent when it has none); the rest a wrapper forwards (rlvr/envs/forwarding.py).
+        if name == "heldout" and isinstance(vars(self).get("env"), HeldOut):
             return lambda problem, completion: self._grade(self.env.heldout, problem, completion)
-        raise AttributeError(name)
+        return super().__getattr__(name)
 
 
 def accepts_format(env, answer_format: str) -> bool:
