@@ -17,7 +17,7 @@ background rollout producer has an engine of its own.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -32,6 +32,8 @@ from rlvr.types import Sampling
 
 
 class TrainerFields(ModelFields, PromptFields):
+    shared_heading: ClassVar[str] = "shared by every trainer"
+
     eval_env: Any = Field(None, description="Environment to evaluate on (None: the training environment; sft: no evaluation).")
     eval_every: int = Field(0, ge=0, description="Evaluate every N steps (rs: rounds) during training; 0: only at the end.")
     eval_problems: int = Field(200, ge=0, description="Held-out problems per evaluation (0: no evaluation).")
