@@ -19,9 +19,9 @@ from rlvr.engine.registry import ENGINES, backend, engine_options
 
 
 class EngineFields(Config):
-    engine: str = Field("torch", description=f"Generation backend: {' | '.join(sorted(ENGINES))} (torch: rlvr's own, "
-                                             "CPU or GPU). A backend is one file in rlvr/engine/ (its __init__ says how "
-                                             "to add one).")
+    engine: str = Field("torch", description=f"Generation backend: {' | '.join(sorted(ENGINES))}. torch is rlvr's "
+                                             "own engine (CPU or GPU); another backend is one file in rlvr/engine/ "
+                                             "(its __init__ says how to add one).")
     engine_options: dict[str, Any] = Field({}, description="The backend's own options, e.g. "
                                                            "--engine_options='{kv_budget_gb: 2}' (torch: max_batch, "
                                                            "kv_budget_gb; see rlvr/engine/torch_engine.py).")
