@@ -11,7 +11,8 @@ same work. `--group N` samples N completions per prompt, as RL, rejection sampli
 pass@k do (HF: `num_return_sequences=N`, which prefills each prompt N times; rlvr prefills
 it once and shares its keys and values); the useful FLOPs count each prompt once. HF runs
 as its users run it: `AutoModelForCausalLM.from_pretrained(dir)` and `generate` in a plain
-process; rlvr as `rlvr eval` runs it (`load_model`, `TorchEngine`).
+process; rlvr as `rlvr eval` runs it (`load_model`, then `make_engine` in the "inference" role:
+the torch engine, sharing and prepacking the weights).
 
 Each side is a process of its own, stepped in turn by this one (A B B A ...,
 benchmarks/interleave.py): a slow spell of a shared machine hits both alike, and the two
@@ -63,12 +64,12 @@ def worker(side: str, path: str, threads: int | None, device: str) -> None:
     if threads:
         torch.set_num_threads(threads)
     if side == "rlvr":
-        from rlvr.engine import TorchEngine
+        from rlvr.engine import make_engine
         from rlvr.models import load_model
         from rlvr.types import Sampling
 
         model, tok = load_model(path, device=device)  # bf16 on a GPU, fp32 on CPU
-        engine = TorchEngine(model, tok, max_batch=1024, share=True, pack=True)  # as rlvr eval builds it
+        engine = make_engine(model, tok, role="inference")  # as rlvr eval builds it
 
         def run(prompts: list[list[int]], new: int, seed: int, n: int) -> list[int]:
             groups = engine.generate(prompts, n=n, sampling=Sampling(temperature=1.0, top_p=1.0, max_new_tokens=new,

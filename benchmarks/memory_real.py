@@ -54,7 +54,7 @@ ENV = "prompt:format=answer_is,shots=2:arithmetic:digits=1,ops=add+sub"
 
 def worst_case(args: argparse.Namespace, setting: str) -> None:
     from rlvr.algos import compute_advantages
-    from rlvr.engine import TorchEngine
+    from rlvr.engine import make_engine
     from rlvr.envs import make_env
     from rlvr.rollout import generate_rollouts
     from rlvr.train import rl
@@ -67,7 +67,7 @@ def worst_case(args: argparse.Namespace, setting: str) -> None:
     model, tok, parts = setup_model(cfg, args.model)
     opt = make_optimizer(model, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     max_tokens = micro_batch_tokens(parts, cfg.activation_gb)
-    engine = TorchEngine(model, tok, share=True)
+    engine = make_engine(model, tok, cfg.engine, role="trainer", options=cfg.engine_options)
     env = make_env(cfg.prompted(cfg.env))
     stream = env.problems("train", seed=0)
     sampling = Sampling(temperature=1.0, max_new_tokens=64, seed=0, ignore_eos=True)

@@ -35,7 +35,8 @@ shared machine hits both alike and neither ever competes with the other for the 
   step; the step's time runs from that request to the next `on_step_end` (the Trainer's
   own between-step work, data loading and logging, included).
 - rlvr: exactly what `rlvr.train.rl.main` does per step, set up as `main` sets it up
-  (`setup_model`, a weight-sharing `TorchEngine`, `Producer`, `train_on`, `push_weights`).
+  (`setup_model`, an engine in the "trainer" role, which shares the weights, `Producer`, `train_on`,
+  `push_weights`).
 
 Compute floor: each side's useful FLOPs (benchmarks/common.py; prompts once per group,
 completions per sample, from that side's own token counts) over a large fp32 matmul's
@@ -121,7 +122,7 @@ def _sync(device: str) -> None:
 
 # ---------------------------------------------------------------------------- rlvr side
 def rlvr_worker(path: str, case: dict, steps: int, device: str) -> None:
-    from rlvr.engine import TorchEngine
+    from rlvr.engine import make_engine
     from rlvr.envs import make_env
     from rlvr.train.batch import micro_batch_tokens
     from rlvr.train.producer import Producer
@@ -140,7 +141,7 @@ def rlvr_worker(path: str, case: dict, steps: int, device: str) -> None:
     max_tokens = micro_batch_tokens(parts, cfg.activation_gb)
     opt = make_optimizer(model, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
-    engine = TorchEngine(model, tok, version=0, share=True)
+    engine = make_engine(model, tok, cfg.engine, role="trainer", version=0, options=cfg.engine_options)
     env = make_env(cfg.prompted(cfg.env))
     if case["reward"] == "parity":
         env = ParityReward(env)

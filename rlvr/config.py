@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    # `--help`'s heading over the keys a command inherits (the trainers': "shared by every trainer").
+    shared_heading: ClassVar[str] = "shared with other commands"
 
 
 class InputError(ValueError):
@@ -124,7 +126,7 @@ def describe(cls: type[Config]) -> str:
     shared = [n for n in cls.model_fields if n not in own]
     rows = [_key_help(cls, n) for n in own]
     if shared:
-        rows.append("\n  shared by every trainer:" if own else "")
+        rows.append(f"\n  {cls.shared_heading}:" if own else "")
         rows += [_key_help(cls, n) for n in shared]
     return "\n".join(rows)
 

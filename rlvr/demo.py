@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rlvr.config import Config
-from rlvr.engine import TorchEngine
+from rlvr.engine import make_engine
 from rlvr.envs import make_env
 from rlvr.eval import eval_problems, evaluate, headline
 from rlvr.models import load_model
@@ -87,7 +87,7 @@ def main(cfg: DemoConfig) -> dict:
 
     console.print("[bold]2/3 evaluating the base[/] on held-out problems")
     model, tok = load_model(base_model)
-    before = evaluate(TorchEngine(model, tok), env, problems, cfg.eval_samples, ks, sampling)[env.name]
+    before = evaluate(make_engine(model, tok, role="snapshot"), env, problems, cfg.eval_samples, ks, sampling)[env.name]
 
     console.print(f"[bold]3/3 zero RL[/] from the base ({cfg.rl_steps} steps of {cfg.prompts} x {cfg.group_size})")
     rl_cfg = rl.RLConfig(run_dir=str(run_dir / "rl"), model=str(base_model), env=pre.env, steps=cfg.rl_steps,
@@ -99,7 +99,7 @@ def main(cfg: DemoConfig) -> dict:
     rl.main(rl_cfg)
     rl_seconds = time.time() - t_rl
     model, tok = load_model(run_dir / "rl" / "checkpoints" / "last" / "model")
-    after = evaluate(TorchEngine(model, tok), env, problems, cfg.eval_samples, ks, sampling)[env.name]
+    after = evaluate(make_engine(model, tok, role="snapshot"), env, problems, cfg.eval_samples, ks, sampling)[env.name]
 
     b, a = headline(before, ks), headline(after, ks)
     k = cfg.eval_samples

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import Field
 
+from rlvr.engine.fields import EngineFields
 from rlvr.envs.prompting import PromptFields
 from rlvr.eval_metrics import summarize
 from rlvr.rollout import generate_rollouts
@@ -29,7 +30,7 @@ from rlvr.types import Environment, Problem, Sampling
 UNJUDGED = "unjudged"  # the verifier failed on the sample (a crashed worker, a broken sandbox)
 
 
-class EvalConfig(PromptFields):
+class EvalConfig(PromptFields, EngineFields):
     model: str = Field("runs/demo/base", description="Model to evaluate: HF directory, checkpoint, run dir or .gguf file.")
     env: Any = Field("arithmetic", description="Environment spec: a name, 'name:key=value,...', or a mapping.")
     problems: int = Field(200, description="Held-out problems per environment.")
@@ -115,7 +116,7 @@ def headline(metrics: dict[str, Any], ks: list[int]) -> dict[str, float]:
 
 
 def main(cfg: EvalConfig) -> dict[str, Any]:
-    from rlvr.engine import TorchEngine
+    from rlvr.engine import make_engine
     from rlvr.envs import make_env
     from rlvr.models import load_model
     from rlvr.run import last_model
@@ -123,7 +124,7 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
 
     model, tok = load_model(last_model(cfg.model))
     env = make_env(cfg.prompted(cfg.env))
-    engine = TorchEngine(model, tok, share=True, pack=True)  # inference only: no second copy
+    engine = make_engine(model, tok, cfg.engine, role="inference", options=cfg.engine_options)
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p,
                         max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
     result = evaluate(engine, env, eval_problems(env, cfg.problems, cfg.seed), cfg.samples, cfg.ks,

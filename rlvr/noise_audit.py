@@ -26,11 +26,12 @@ from typing import Any, Iterable
 
 from pydantic import Field
 
-from rlvr.config import Config, InputError
+from rlvr.config import InputError
+from rlvr.engine.fields import EngineFields
 from rlvr.eval_metrics import wilson
 
 
-class NoiseAuditConfig(Config):
+class NoiseAuditConfig(EngineFields):
     env: Any = Field("arithmetic", description="Environment whose verifier is audited (its spec).")
     model: str = Field("", description="Model whose rollouts are judged twice (HF dir, checkpoint, run dir, .gguf).")
     labelled: str = Field("", description="A labelled JSONL (problem, completion, correct) instead of rollouts.")
@@ -74,7 +75,7 @@ def _labelled(path: Path, env) -> list[tuple[bool, bool]]:
 
 
 def _rollouts(cfg: NoiseAuditConfig, env) -> list[tuple[bool, bool]]:
-    from rlvr.engine import TorchEngine
+    from rlvr.engine import make_engine
     from rlvr.envs import make_env
     from rlvr.models import load_model
     from rlvr.rollout import generate_rollouts
@@ -89,7 +90,8 @@ def _rollouts(cfg: NoiseAuditConfig, env) -> list[tuple[bool, bool]]:
     stream = env.problems("train", cfg.seed)
     problems = [next(stream) for _ in range(cfg.problems)]
     sampling = Sampling(temperature=1.0, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
-    rollouts = generate_rollouts(TorchEngine(model, tok, share=True, pack=True), env, problems, cfg.samples, sampling)
+    engine = make_engine(model, tok, cfg.engine, role="inference", options=cfg.engine_options)
+    rollouts = generate_rollouts(engine, env, problems, cfg.samples, sampling)
     return [(v.correct, truth(r.problem, s.text).correct)
             for r in rollouts for s, v in zip(r.samples, r.verdicts) if s.finish_reason == "stop"]
 

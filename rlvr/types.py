@@ -281,8 +281,23 @@ class Routing(Protocol):
 class Engine(Protocol):
     """Turns prompts into samples; takes new weights with a version number.
 
-    `tok` encodes prompts and decodes completions (the producer and evaluation read it);
-    `version` is the version of the weights it holds, stamped on every sample."""
+    What a backend provides (rlvr/engine/__init__.py says how to add one):
+
+    - `tok`: the model's tokenizer; the producer and evaluation encode prompts with it,
+      and the verifier reads completions it decoded.
+    - `version`: the version of the weights it holds, stamped on every sample as
+      `policy_version` (staleness and off-policy corrections are counted in it).
+    - `generate(prompts, n, sampling)`: prompts as token ids, never re-tokenized; back
+      come, per prompt and in order, `n` `Sample`s with the completion's token ids, each
+      token's behaviour log-prob (log-softmax of the logits over `sampling.temperature`,
+      before `top_p` truncation, as rlvr/engine/sampling.py computes it: the quantity the
+      trainer recomputes for its importance ratios), `finish_reason` "stop" (an end-of-sequence token,
+      kept as the last id) or "length" (`max_new_tokens` reached), and the decoded text
+      without special tokens. Temperature 0 is greedy; a `seed` makes a call repeatable.
+    - `sync_weights(state, version, partial)`: new weights by name (`partial`: only those
+      named, e.g. LoRA adapters; the rest stay), after which samples carry `version`. An
+      engine that generates from the trainer's own weights only records the version.
+    """
 
     tok: Any
     version: int

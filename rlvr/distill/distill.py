@@ -28,7 +28,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from rlvr.atomic import write_text
 from rlvr.compute import Compute
-from rlvr.config import Config, InputError
+from rlvr.config import InputError
+from rlvr.engine.fields import EngineFields
 from rlvr.distill.teacher import BudgetExceeded, ChatRequest, HTTPTeacher, LocalTeacher, TeacherConfig
 from rlvr.envs import make_env
 from rlvr.models import count_parameters
@@ -38,7 +39,7 @@ from rlvr.types import MultiTurn, Turn
 from rlvr.verify.filters import FILTERS, keep
 
 
-class DistillConfig(Config):
+class DistillConfig(EngineFields):
     run_dir: str = Field("runs/distill", description="Run directory: data.jsonl, the request cache, summary.json.")
     env: Any = Field("arithmetic", description="Environment spec whose train-split problems are distilled.")
     problems: int = Field(200, ge=1, description="Problems to ask the teacher about.")
@@ -64,7 +65,8 @@ def make_teacher(cfg: DistillConfig, cache_dir: Path):
         return HTTPTeacher(TeacherConfig(base_url=cfg.base_url, model=cfg.teacher, api_key_env=cfg.api_key_env,
                                          max_concurrency=cfg.max_concurrency, budget_tokens=cfg.budget_tokens,
                                          cache_dir=str(cache_dir)))
-    return LocalTeacher(model_path=cfg.teacher, cache_dir=cache_dir, default_max_tokens=cfg.max_tokens)
+    return LocalTeacher(model_path=cfg.teacher, cache_dir=cache_dir, default_max_tokens=cfg.max_tokens,
+                        engine=cfg.engine, engine_options=cfg.engine_options)
 
 
 def main(cfg: DistillConfig) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from typing import ClassVar, Optional
 
 from pydantic import Field
 
-from rlvr.config import Config
+from rlvr.engine.fields import EngineFields
 from rlvr.distill.batcher import Batcher
 from rlvr.distill.openai_schema import (APIError, ChatRequest, Choice, ChoiceDecoder, CompletionRequest, RequestBase,
                                         chat_logprobs, completion_logprobs, error_body, sse)
@@ -49,7 +49,7 @@ from rlvr.types import Sample, Sampling
 log = logging.getLogger("rlvr.serve")
 
 
-class ServeConfig(Config):
+class ServeConfig(EngineFields):
     positional: ClassVar[str] = "model"
 
     model: str = Field(..., description="Model to serve: HF directory, checkpoint, run dir or .gguf file.")
@@ -76,7 +76,7 @@ def make_app(model, tok, cfg: ServeConfig):
     from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    from rlvr.engine.torch_engine import TorchEngine
+    from rlvr.engine import make_engine
 
     name = cfg.model_name or Path(cfg.model).name or "model"
     key = None
@@ -85,7 +85,8 @@ def make_app(model, tok, cfg: ServeConfig):
         if not key:  # fail closed: a configured but empty key must not mean "no auth"
             raise ValueError(f"api_key_env={cfg.api_key_env!r}: that environment variable is not set")
     context = int(getattr(model.config, "max_position_embeddings", 0) or 0) or None
-    engine = TorchEngine(model, tok, max_batch=cfg.max_batch, share=True, pack=True)  # inference only
+    engine = make_engine(model, tok, cfg.engine, role="inference", max_batch=cfg.max_batch,
+                         options=cfg.engine_options)
     batcher = Batcher(engine, cfg.max_batch, cfg.batch_wait_ms / 1000)
     decoder = ChoiceDecoder(tok)
     created = int(time.time())

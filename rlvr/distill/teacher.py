@@ -27,8 +27,9 @@ the point where it could overflow: when the budget runs out, `complete` stops se
 lets what is in flight finish and land in the cache, and raises `BudgetExceeded` with
 `spent <= budget + one request's tokens`.
 
-`LocalTeacher` answers the same requests with rlvr's `TorchEngine` (the tokenizer's chat
-template, usage counted from token ids) and shares the cache format.
+`LocalTeacher` answers the same requests with a local model on an rlvr engine (the backend
+`engine` names, torch by default) through the tokenizer's chat template, counts usage from
+token ids, and shares the cache format.
 """
 
 from __future__ import annotations
@@ -293,7 +294,8 @@ class HTTPTeacher:
 
 
 class LocalTeacher:
-    """The same `complete` with a local model on rlvr's TorchEngine; cached like HTTPTeacher.
+    """The same `complete` with a local model on an rlvr engine (`engine`: a backend's name, torch by
+    default, with its `engine_options`); cached like HTTPTeacher.
 
     Pass `model_path` (anything `load_model` reads) or `model` and `tok`. The cache is keyed
     by `name` (default: the resolved model path, or "local" for an in-memory model: give
@@ -302,8 +304,8 @@ class LocalTeacher:
 
     def __init__(self, model_path: str | Path | None = None, model=None, tok=None,
                  cache_dir: str | Path | None = None, name: str | None = None, device=None,
-                 default_max_tokens: int = 256):
-        from rlvr.engine.torch_engine import TorchEngine
+                 default_max_tokens: int = 256, engine: str = "torch", engine_options: dict | None = None):
+        from rlvr.engine import make_engine
 
         if model_path is not None:
             from rlvr.models.io import load_model
@@ -313,7 +315,7 @@ class LocalTeacher:
             raise ValueError("LocalTeacher needs model_path, or both model and tok")
         self.name = name or "local"
         self.tok = tok
-        self.engine = TorchEngine(model, tok, share=True, pack=True)  # inference only
+        self.engine = make_engine(model, tok, engine, role="inference", options=engine_options)
         self.cache = ResultCache(cache_dir)
         self.default_max_tokens = default_max_tokens
         self.spent_tokens = 0

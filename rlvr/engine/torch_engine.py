@@ -18,6 +18,10 @@ SmolLM2-135M) and buys 7-16% of generation speed, so a trainer's shared engine o
 model generates through the model's own modules. An inference-only command (eval,
 serve, a local teacher) shares and packs (`pack=True`): one copy plus the packed one.
 
+rlvr's commands build it as the "torch" backend of `make_engine` (rlvr/engine/registry.py),
+which maps each role onto these settings (`ROLE_SETTINGS`) and reads the engine's own
+options, `TorchOptions`, from `--engine_options` (e.g. `--engine_options='{kv_budget_gb: 4}'`).
+
     engine = TorchEngine(model, tok)
     groups = engine.generate([prompt_ids], n=8, sampling=Sampling(temperature=1.0))
 """
@@ -27,8 +31,11 @@ from __future__ import annotations
 import copy
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
+from rlvr.config import Config
+from rlvr.engine.registry import register_engine
 from rlvr.engine.sampling import sample_next
 from rlvr.models.forward import DecodeCache, can_pack, decode_step, forward, left_pad, parts_of, prefix_mask
 from rlvr.types import Sample, Sampling
@@ -208,3 +215,32 @@ class TorchEngine:
                        finish_reason="stop" if done[b] else "length", text=texts[b])
                 for b in range(g * n, (g + 1) * n)])
         return groups
+
+
+class TorchOptions(Config):
+    """The torch engine's own options (`--engine_options`)."""
+
+    max_batch: int = Field(1024, ge=1, description="Completions decoded together at most; a command's own cap "
+                                                   "(serve's --max_batch) lowers it.")
+    kv_budget_gb: float = Field(0.5, gt=0, description="KV cache one decoding chunk may hold, GB: fewer completions "
+                                                       "decode together when theirs would pass it (a real model's "
+                                                       "is ~8 MB a completion at 170 tokens). Raise it on a large GPU.")
+
+
+# Whose weights each role generates from, and whether they are prepacked (the docstring
+# above): `pack=None` packs an own copy always and shared weights only when small.
+ROLE_SETTINGS = {
+    "trainer": {"share": True, "pack": None},
+    "snapshot": {"share": False, "pack": None},
+    "inference": {"share": True, "pack": True},
+}
+
+
+def build(model: torch.nn.Module, tok, *, role: str, version: int, max_batch: int | None,
+          options: TorchOptions) -> TorchEngine:
+    cap = options.max_batch if max_batch is None else min(max_batch, options.max_batch)
+    return TorchEngine(model, tok, version=version, max_batch=cap, kv_budget_gb=options.kv_budget_gb,
+                       **ROLE_SETTINGS[role])
+
+
+register_engine("torch", build, TorchOptions)

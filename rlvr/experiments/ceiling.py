@@ -31,7 +31,7 @@ from rich.table import Table
 from rlvr.atomic import write_json
 from rlvr.config import Config
 from rlvr.distill import distill
-from rlvr.engine import TorchEngine
+from rlvr.engine import make_engine
 from rlvr.envs import make_env
 from rlvr.eval import eval_problems, evaluate
 from rlvr.models import load_model
@@ -116,7 +116,8 @@ def main(cfg: CeilingConfig) -> dict[str, Any]:
 
     def measure(model_dir: Path) -> dict[str, Any]:
         model, tok = load_model(model_dir)
-        return evaluate(TorchEngine(model, tok), env, problems, cfg.eval_samples, [1], sampling)[env.name]
+        engine = make_engine(model, tok, role="snapshot")
+        return evaluate(engine, env, problems, cfg.eval_samples, [1], sampling)[env.name]
 
     def rl_run(name: str, start: Path, steps: int) -> Path:
         run_dir = root / name  # a stage a killed experiment left is resumed, a finished one kept

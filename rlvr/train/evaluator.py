@@ -17,13 +17,13 @@ background rollout producer has an engine of its own.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 
 from rlvr.envs.prompting import PromptFields
 from rlvr.train.setup import ModelFields
-from rlvr.engine import TorchEngine
+from rlvr.engine import make_engine
 from rlvr.envs import make_env
 from rlvr.eval import eval_problems, evaluate
 from rlvr.compute import Compute
@@ -32,6 +32,8 @@ from rlvr.types import Sampling
 
 
 class TrainerFields(ModelFields, PromptFields):
+    shared_heading: ClassVar[str] = "shared by every trainer"
+
     eval_env: Any = Field(None, description="Environment to evaluate on (None: the training environment; sft: no evaluation).")
     eval_every: int = Field(0, ge=0, description="Evaluate every N steps (rs: rounds) during training; 0: only at the end.")
     eval_problems: int = Field(200, ge=0, description="Held-out problems per evaluation (0: no evaluation).")
@@ -58,7 +60,7 @@ class Evaluator:
         self.problems = eval_problems(self.env, cfg.eval_problems) if self.enabled else []
         self.max_new_tokens = cfg.eval_max_new_tokens or max_new_tokens
         self.seed = seed
-        self._engine: TorchEngine | None = None
+        self._engine = None
         self.last: dict[str, Any] | None = None
 
     def due(self, step: int) -> bool:
@@ -69,7 +71,8 @@ class Evaluator:
         if not self.enabled:
             return {}
         if self._engine is None:
-            self._engine = TorchEngine(self.model, self.tok, version=step, share=True)
+            self._engine = make_engine(self.model, self.tok, self.cfg.engine, role="trainer", version=step,
+                                       options=self.cfg.engine_options)
         self._engine.sync_weights(self.model.state_dict(), step)
         samples = (self.cfg.final_eval_samples or self.cfg.eval_samples) if final else self.cfg.eval_samples
         sampling = Sampling(temperature=self.cfg.eval_temperature, max_new_tokens=self.max_new_tokens, seed=self.seed)

@@ -35,7 +35,7 @@ from pydantic import Field
 from rich.console import Console
 
 from rlvr.config import Config
-from rlvr.engine import TorchEngine
+from rlvr.engine import make_engine
 from rlvr.envs import make_env
 from rlvr.eval import eval_problems, evaluate
 from rlvr.models import build_tiny_model, count_parameters, load_model
@@ -96,7 +96,8 @@ class Check:
         self.sampling = Sampling(temperature=1.0, max_new_tokens=cfg.check_max_new_tokens, seed=cfg.seed)
 
     def __call__(self, model, tok) -> dict[str, float]:
-        result = evaluate(TorchEngine(model, tok), self.env, self.problems, self.k, [1, self.k], self.sampling)
+        engine = make_engine(model, tok, role="snapshot")
+        result = evaluate(engine, self.env, self.problems, self.k, [1, self.k], self.sampling)
         m = next(iter(result.values())) if len(result) == 1 else result["all"]
         model.train()
         return {"check/pass@1": m["pass@1"]["mean"], f"check/pass@{self.k}": m[f"pass@{self.k}"]["mean"],

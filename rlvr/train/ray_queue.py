@@ -82,10 +82,11 @@ class _Worker:
     """One rollout worker (wrapped as a Ray actor by RayQueue)."""
 
     def __init__(self, model_dir: str, env_spec: Any, prompts: int, group_size: int, sampling: Sampling,
-                 seed: int, drop_uniform: bool, version: int, threads: int, lora: dict | None):
+                 seed: int, drop_uniform: bool, version: int, threads: int, lora: dict | None,
+                 engine: str = "torch", engine_options: dict | None = None):
         import torch
 
-        from rlvr.engine import TorchEngine
+        from rlvr.engine import make_engine
         from rlvr.envs import make_env
         from rlvr.models import load_model
         from rlvr.train.producer import Producer
@@ -98,8 +99,8 @@ class _Worker:
 
             model, version = add_lora(model, base=model_dir, **lora), -1
         self.env = make_env(env_spec)
-        self.producer = Producer(TorchEngine(model, tok, version=version), self.env, prompts, group_size, sampling,
-                                 seed, drop_uniform)
+        engine = make_engine(model, tok, engine, role="snapshot", version=version, options=engine_options)
+        self.producer = Producer(engine, self.env, prompts, group_size, sampling, seed, drop_uniform)
         self.version = version  # the weights loaded from model_dir (-1: adapters not received yet)
 
     def pid(self) -> int:
@@ -136,7 +137,7 @@ class RayQueue:
                                               "targets": list(cfg.lora_targets)}
         self.workers = [actor.options(name=name).remote(
             model_dir, cfg.prompted(cfg.env), cfg.prompts, cfg.group_size, sampling, cfg.seed, cfg.drop_uniform_groups, start,
-            threads, lora) for name in self.names]
+            threads, lora, cfg.engine, cfg.engine_options) for name in self.names]
         self.max_staleness, self.version, self.env_state = cfg.max_staleness, start, env_state
         self.weights_ref = None  # None: the workers' own (the model directory's) weights are current
         self.keys = None if adapters is None else sorted(adapters)  # what a push sends

@@ -25,7 +25,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from rlvr.algos import (ADVANTAGES, AGG_WEIGHT, AGGREGATIONS, LOSSES, REWARD_CORRECTIONS, LossConfig, compute_advantages,
                         mask_truncated)
 from rlvr.algos.offpolicy import NEEDS_PROXIMAL, OFFPOLICY
-from rlvr.engine import TorchEngine
+from rlvr.engine import make_engine
 from rlvr.envs import make_env
 from rlvr.models import count_parameters, load_model
 from rlvr.models.forward import parts_of
@@ -324,7 +324,8 @@ def main(cfg: RLConfig) -> Run:
                               adapters=adapters)
     else:
         # Synchronous: the engine generates from the trainer's own weights (one copy in memory).
-        engine = TorchEngine(model, tok, version=start, share=cfg.max_staleness == 0)
+        engine = make_engine(model, tok, cfg.engine, role="trainer" if cfg.max_staleness == 0 else "snapshot",
+                             version=start, options=cfg.engine_options)
         producer = Producer(engine, env, cfg.prompts, cfg.group_size, sampling, cfg.seed, cfg.drop_uniform_groups)
         rollouts_q = make_queue(producer, cfg.max_staleness, start=start, version=start, exact=cfg.exact_staleness)
     evaluator = Evaluator(cfg, run, cfg.env, model, tok, cfg.max_new_tokens, cfg.seed)

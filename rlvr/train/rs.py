@@ -38,7 +38,7 @@ from pydantic import Field
 
 from rlvr.atomic import write_json, write_text
 from rlvr.compute import Compute, Totals, inherited_from
-from rlvr.engine import TorchEngine
+from rlvr.engine import make_engine
 from rlvr.jsonl import read_jsonl
 from rlvr.envs import make_env
 from rlvr.models import count_parameters, load_model
@@ -124,7 +124,8 @@ def main(cfg: RSConfig) -> Run:
     compute = Compute(count_parameters(model), "rs", inherited_from(cfg.model))
     if resumed:
         compute.load_state(resumed[1].get("compute"))
-    engine = TorchEngine(model, tok, version=done_rounds, share=True)  # the SFT rounds load into `model`
+    # The SFT rounds load into `model`, the weights this engine generates from.
+    engine = make_engine(model, tok, cfg.engine, role="trainer", version=done_rounds, options=cfg.engine_options)
     evaluator = Evaluator(cfg, run, cfg.env, model, tok, cfg.max_new_tokens, cfg.seed)
     if done_rounds == 0 and evaluator.enabled:  # where the accuracy-against-compute curve starts
         run.log(0, {**evaluator(0, compute), **compute.metrics()})

@@ -21,7 +21,8 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from rlvr.config import Config, InputError
+from rlvr.config import InputError
+from rlvr.engine.fields import EngineFields
 from rlvr.models import load_model
 from rlvr.models.io import default_device, default_dtype
 from rlvr.models.forward import Parts, parts_of
@@ -30,7 +31,7 @@ from rlvr.models.lora import DEFAULT_TARGETS, add_lora, load_adapter_dir
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class ModelFields(Config):
+class ModelFields(EngineFields):
     device: str = Field("auto", description="Where the model trains and generates: auto (cuda when present, else cpu) | cpu | cuda | cuda:N.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weight dtype: auto is bfloat16 on a GPU, float32 on CPU (where bf16 matmuls are several times slower). LoRA adapters stay in float32.")
     lora_r: int = Field(0, ge=0, description="LoRA rank (0: full fine-tuning). The base is frozen; only adapters train, and checkpoints hold the adapter (loads merged).")
