@@ -24,6 +24,7 @@ Run its tests: ``.venv/bin/python -m pytest tests/test_envs.py -q``.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from typing import Any
 
@@ -62,35 +63,24 @@ def make_env(spec: str | dict[str, Any]):
         raise InputError(f"env {spec!r}: {e}") from None
 
 
+# Environments built from a spec of their own form, each by a function of its module,
+# imported when first named (reasoning-gym is slow to import; the wrappers build their
+# inner environment with `make_env`). The key is the spec's name up to its first ':'.
+WRAPPERS: dict[str, str] = {
+    "curriculum": "rlvr.envs.curriculum:make_curriculum",  # one environment at a ladder of difficulties
+    "noisy": "rlvr.envs.noisy:make_noisy",  # a verifier that errs
+    "lenient": "rlvr.envs.lenient:make_lenient",  # planted verifier holes
+    "prompt": "rlvr.envs.prompting:make_prompted",  # another answer format, a system prompt, few-shot examples
+    "gym": "rlvr.envs.gym:make_gym_env",  # any reasoning-gym task, by name
+}
+
+
 def _make_env(spec: str | dict[str, Any]):
     name = spec.get("name") if isinstance(spec, dict) else spec
-    if name == "curriculum":  # one environment at a ladder of difficulties (rlvr.envs.curriculum)
-        from rlvr.envs.curriculum import make_curriculum
-        return make_curriculum(spec if isinstance(spec, dict) else {})
-    if name == "noisy" or (isinstance(name, str) and name.startswith("noisy:")):  # a verifier that errs (rlvr.envs.noisy)
-        from rlvr.envs.noisy import Noisy, parse_noisy_spec
-        if isinstance(spec, dict):
-            params = {k: v for k, v in spec.items() if k != "name"}
-            if "env" not in params:
-                raise ValueError(f"env spec {spec!r}: a noisy env needs 'env' (the environment it wraps)")
-            return Noisy(make_env(params.pop("env")), **params)
-        params, inner = parse_noisy_spec(spec)
-        return Noisy(make_env(inner), **params)
-    if name == "lenient" or (isinstance(name, str) and name.startswith("lenient:")):  # planted holes (rlvr.envs.lenient)
-        from rlvr.envs.lenient import Lenient, parse_lenient_spec
-        if isinstance(spec, dict):
-            if "env" not in spec:
-                raise ValueError(f"env spec {spec!r}: a lenient env needs 'env' (the strict environment it wraps)")
-            return Lenient(make_env(spec["env"]), **{k: v for k, v in spec.items() if k not in ("name", "env")})
-        hole, inner = parse_lenient_spec(spec)
-        return Lenient(make_env(inner), hole)
-    # Another answer format, a system prompt, few-shot examples (rlvr.envs.prompting).
-    if name == "prompt" or (isinstance(name, str) and name.startswith("prompt:")):
-        from rlvr.envs.prompting import make_prompted
-        return make_prompted(spec)
-    if isinstance(name, str) and name.startswith("gym:"):  # any reasoning-gym task, by name (rlvr.envs.gym)
-        from rlvr.envs.gym import make_gym_env
-        return make_gym_env(spec)
+    builder = WRAPPERS.get(name.partition(":")[0]) if isinstance(name, str) else None
+    if builder is not None:
+        module, _, function = builder.partition(":")
+        return getattr(importlib.import_module(module), function)(spec)
     if isinstance(spec, dict):
         params = dict(spec)
         if "name" not in params:
@@ -105,7 +95,7 @@ def _make_env(spec: str | dict[str, Any]):
                 raise ValueError(f"env spec {spec!r}: expected key=value, got {item!r}")
             raw[key.strip()] = value.strip()
     if name not in ENVS:
-        raise ValueError(f"unknown env {name!r}; valid names: {sorted(ENVS)}")
+        raise ValueError(f"unknown env {name!r}; valid names: {sorted(ENVS)}, and the wrappers {sorted(WRAPPERS)}")
     cls = ENVS[name]
     signature = inspect.signature(cls).parameters
     unknown = sorted(set(raw if raw is not None else params) - set(signature))

@@ -107,7 +107,7 @@ def make_curriculum(spec: dict[str, Any]) -> Curriculum:
     """{"name": "curriculum", "env": NAME or spec, "param": KEY, "levels": [v, ...], "band": [lo, hi], ...}"""
     from rlvr.envs import make_env
 
-    spec = dict(spec)
+    spec = dict(spec) if isinstance(spec, dict) else {}  # a bare name lacks every key: said below
     spec.pop("name", None)
     try:
         base, param, values = spec.pop("env"), spec.pop("param"), spec.pop("levels")

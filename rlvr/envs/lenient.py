@@ -83,3 +83,15 @@ def parse_lenient_spec(spec: str) -> tuple[str, str]:
     if not sep or not inner:
         raise ValueError(f"env spec {spec!r}: expected lenient:HOLE:INNER_SPEC with HOLE one of {list(HOLES)}")
     return hole, inner
+
+
+def make_lenient(spec: str | dict[str, Any]) -> Lenient:
+    """A `Lenient` env from ``lenient:HOLE:INNER`` or ``{"name": "lenient", "env": INNER, "hole": HOLE}``."""
+    from rlvr.envs import make_env
+
+    if isinstance(spec, dict):
+        if "env" not in spec:
+            raise ValueError(f"env spec {spec!r}: a lenient env needs 'env' (the strict environment it wraps)")
+        return Lenient(make_env(spec["env"]), **{k: v for k, v in spec.items() if k not in ("name", "env")})
+    hole, inner = parse_lenient_spec(spec)
+    return Lenient(make_env(inner), hole)

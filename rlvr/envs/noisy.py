@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from typing import Any
 
 from rlvr.envs.base import Wrapped, wrapper_spec
 from rlvr.types import Environment, Problem, Turn, Verdict
@@ -74,3 +75,16 @@ def parse_noisy_spec(spec: str) -> tuple[dict[str, float], str]:
         except ValueError:
             raise ValueError(f"env spec {spec!r}: bad number {value!r} for {key}") from None
     return params, inner
+
+
+def make_noisy(spec: str | dict[str, Any]) -> Noisy:
+    """A `Noisy` env from ``noisy:fn=F,fp=P:INNER`` or ``{"name": "noisy", "env": INNER, ...}``."""
+    from rlvr.envs import make_env
+
+    if isinstance(spec, dict):
+        params = {k: v for k, v in spec.items() if k != "name"}
+        if "env" not in params:
+            raise ValueError(f"env spec {spec!r}: a noisy env needs 'env' (the environment it wraps)")
+        return Noisy(make_env(params.pop("env")), **params)
+    params, inner = parse_noisy_spec(spec)
+    return Noisy(make_env(inner), **params)
