@@ -80,9 +80,10 @@ def _rollouts(cfg: NoiseAuditConfig, env) -> list[tuple[bool, bool]]:
     from rlvr.models import load_model
     from rlvr.rollout import generate_rollouts
     from rlvr.run import last_model
+    from rlvr.types import HeldOut
     from rlvr.types import Sampling
 
-    truth = make_env(cfg.reference).verify if cfg.reference is not None else getattr(env, "heldout", None)
+    truth = make_env(cfg.reference).verify if cfg.reference is not None else (env.heldout if isinstance(env, HeldOut) else None)
     if truth is None:
         raise InputError(f"env {cfg.env!r} names no held-out verifier: pass --reference ENV (a stricter one) "
                          "or --labelled FILE")

@@ -29,7 +29,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-from rlvr.types import Environment, Rollout, VerifierError
+from rlvr.types import Environment, HeldOut, Rollout, VerifierError
 
 
 def check_stricter(env: Environment, problems: int = 5) -> None:
@@ -54,7 +54,7 @@ def check_stricter(env: Environment, problems: int = 5) -> None:
 class HackMonitor:
     def __init__(self, env: Environment, samples: int = 32, seed: int = 0, penalty: float = 0.0):
         self.env, self.samples, self.seed, self.penalty = env, samples, seed, penalty
-        self.enabled = samples > 0 and callable(getattr(env, "heldout", None))
+        self.enabled = samples > 0 and isinstance(env, HeldOut)
         self._warned = 0.0
         if self.enabled:
             check_stricter(env)

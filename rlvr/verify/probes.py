@@ -40,7 +40,7 @@ import random
 import string
 from itertools import islice
 
-from rlvr.types import Problem
+from rlvr.types import GoldText, Problem, Routing
 from rlvr.verify.extract import parse_int
 from rlvr.verify.formats import DEFAULT_FORMAT, get_format
 
@@ -54,7 +54,7 @@ _GARBAGE = "".join(c for c in string.ascii_letters + string.digits + string.punc
 def maker(env, problem: Problem):
     """The environment that made `problem`: routed through mixtures and wrappers down to
     the first one that answers for it itself (a leaf, or a wrapper that routes to itself)."""
-    while hasattr(env, "routes") and env.routes[problem.env] is not env:
+    while isinstance(env, Routing) and env.routes[problem.env] is not env:
         env = env.routes[problem.env]
     return env
 
@@ -62,7 +62,7 @@ def maker(env, problem: Problem):
 def gold_text(env, problem: Problem) -> str:
     """The gold answer text of `problem`, routing through mixtures to the env that made it."""
     env = maker(env, problem)
-    return env.gold_text(problem) if hasattr(env, "gold_text") else str(problem.answer)
+    return env.gold_text(problem) if isinstance(env, GoldText) else str(problem.answer)
 
 
 def answer_format(env, problem: Problem):
