@@ -5,6 +5,7 @@ token ids marked as the environment's (mask 0, no behaviour log-prob), and the t
 recomputes the behaviour log-probs of the model's tokens from the whole stream.
 """
 
+import dataclasses
 import json
 
 import pytest
@@ -164,3 +165,22 @@ def test_rl_trains_on_multi_turn_episodes_and_logs_them(micro_base, tmp_path):
     samples = [json.loads(line) for line in (tmp_path / "rl" / "samples.jsonl").read_text().splitlines()]
     assert samples and all("Higher." in s["completion"] or "Lower." in s["completion"] or "####" in s["completion"]
                            for s in samples if s["tokens"] > 40)
+
+
+def test_a_lenient_wrapper_judges_the_last_turn_and_keeps_the_strict_verdict_for_the_monitor():
+    from rlvr.train.monitor import HackMonitor
+    from rlvr.types import Rollout, Sample
+
+    env = make_env("lenient:substring:guess")
+    problem = next(env.problems("train", 0))
+    # The gold appears in the turn, but not after ####: the hole pays, the strict verifier would not.
+    turn = Turn(f"{problem.answer} maybe? #### {problem.answer + 1}", [], "stop")
+    step = episode_of(env, problem).step(turn)
+    assert step.verdict is None  # the inner game goes on ("Lower."): the hole is read only at the end
+    right = episode_of(env, problem).step(Turn(f"#### {problem.answer}", [], "stop"))
+    assert right.verdict.correct and right.verdict.truth is None  # both agree: nothing kept aside
+    monitor = HackMonitor(env, samples=4)
+    sample = Sample(problem, [1], [2, 3], [0.0, 0.0], 0, "stop", text="stream", source=[1, 0])
+    hacked = dataclasses.replace(right.verdict, truth=dataclasses.replace(right.verdict, correct=False, reward=0.0))
+    m = monitor([Rollout(problem, [sample], [hacked])], step=0)
+    assert m["hack/rate"] == 1.0 and m["hack/heldout"] == 0.0

@@ -8,7 +8,8 @@ verifier around a curriculum still observes, reports and resumes like the curric
 - Episodes. `max_turns` and `max_episode_tokens` exist only when some inner environment
   is multi-turn, so `isinstance(env, MultiTurn)` says what the rollout must do; each
   episode is the inner one, its final verdict passed through the wrapper's `rejudge`
-  (a noisy verifier flips it, a lenient one reads the last turn with its hole). Around a
+  (a noisy verifier flips it, a lenient one reads the last turn with its hole), the inner
+  verdict kept as its `truth` (what the hack monitor and true-reward metrics read). Around a
   single-turn environment nothing changes: the rollout judges with `verify` as before.
 - Capabilities (rlvr/types.py: `Observer`, `Reporting`, `Stateful`): `observe`, `stats`,
   `state` and `load_state` are the inner environments' where they have them, and absent
@@ -23,6 +24,7 @@ Run its tests: ``.venv/bin/python -m pytest tests/test_episodes.py -q``.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from rlvr.types import Environment, Episode, MultiTurn, Observer, Problem, Reporting, Stateful, Step, Turn, Verdict
@@ -91,5 +93,8 @@ class Rejudged:
         step = self.inner.step(turn)
         if step.verdict is None:
             return step
-        return Step(observation=step.observation, role=step.role, verdict=self.rejudge(turn, step.verdict),
-                    ended=step.ended)
+        verdict = self.rejudge(turn, step.verdict)
+        disagree = (verdict.reward, verdict.correct) != (step.verdict.reward, step.verdict.correct)
+        if disagree and verdict.truth is None:  # the inner, strict verdict stays beside it
+            verdict = dataclasses.replace(verdict, truth=step.verdict)
+        return Step(observation=step.observation, role=step.role, verdict=verdict, ended=step.ended)

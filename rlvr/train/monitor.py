@@ -70,7 +70,7 @@ class HackMonitor:
         for r, i in picked:
             verdict = r.verdicts[i]
             try:
-                held = self.env.heldout(r.problem, r.samples[i].text)
+                held = self._heldout(r.problem, r.samples[i], verdict)
             except VerifierError:
                 continue
             checked += 1
@@ -87,6 +87,13 @@ class HackMonitor:
             return {}
         return {"hack/rate": hacks / rewarded if rewarded else 0.0, "hack/caught": float(hacks),
                 "hack/gap": train_reward / checked - right / checked, "hack/heldout": right / checked}
+
+    def _heldout(self, problem, sample, verdict):
+        """The held-out verdict: re-scored from the completion, or for a multi-turn episode
+        (whose final turn its wrapper already judged both ways) the inner verdict it kept."""
+        if sample.source is None:
+            return self.env.heldout(problem, sample.text)
+        return verdict.truth or verdict
 
     def warning(self, metrics: dict[str, float], step: int) -> str | None:
         """A warning when the hack rate passes 5%, and again each time it doubles."""
