@@ -15,7 +15,7 @@ import torch
 
 from conftest import served
 
-from rlvr.distill.serve import ServeConfig, make_app
+from rlvr.serve import ServeConfig, make_app
 from rlvr.engine.torch_engine import TorchEngine
 from rlvr.models.tiny import build_tiny_model
 from rlvr.types import Sampling

@@ -15,8 +15,8 @@ seed gives the same samples whatever else is in flight. Stop strings are applied
 after generation (the text is cut at the first one) and streaming sends the finished
 completion in per-token chunks: simple, and exact, at the price of decoding up to
 `max_tokens`. The request bodies, the error shape and the JSON of a choice live in
-`openai_schema.py`; this file holds the config, the routes, the auth and body-size
-guard, and `main`.
+`schema.py`; this file holds the config, the routes, the auth and body-size guard,
+and `main`.
 
 Bad requests get a 4xx in OpenAI's error shape and the server keeps serving. It binds
 127.0.0.1 unless told otherwise; `api_key_env` names an environment variable holding
@@ -41,9 +41,9 @@ from typing import ClassVar, Optional
 from pydantic import Field
 
 from rlvr.config import Config
-from rlvr.distill.batcher import Batcher
-from rlvr.distill.openai_schema import (APIError, ChatRequest, Choice, ChoiceDecoder, CompletionRequest, RequestBase,
-                                        chat_logprobs, completion_logprobs, error_body, sse)
+from rlvr.serve.batcher import Batcher
+from rlvr.serve.schema import (APIError, ChatRequest, Choice, ChoiceDecoder, CompletionRequest, RequestBase,
+                               chat_logprobs, completion_logprobs, error_body, sse)
 from rlvr.types import Sample, Sampling
 
 log = logging.getLogger("rlvr.serve")
