@@ -8,6 +8,7 @@ evaluate with someone else's harness. The server is its own package, beside
     app.py       the config, the routes, the auth and body-size guard, and `main`
     batcher.py   the engine thread: concurrent requests become shared `generate` calls
     schema.py    the OpenAI wire format: errors, request bodies, a completion as JSON
+    stream.py    a streamed response: one chunk per token, for chat and text completions alike
 
     rlvr serve runs/sft-1 --port 8000
 """

@@ -11,7 +11,6 @@ against OpenAI's API reference, in one place.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, Union
@@ -169,7 +168,3 @@ def completion_logprobs(tokens: list[str], lps: list[float], pieces: list[str]) 
         at += len(p)
     return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": [{} for _ in tokens],
             "text_offset": offsets[:len(tokens)]}
-
-
-def sse(obj: Any) -> str:
-    return f"data: {json.dumps(obj)}\n\n"
