@@ -15,8 +15,8 @@ seed gives the same samples whatever else is in flight. Stop strings are applied
 after generation (the text is cut at the first one) and streaming sends the finished
 completion in per-token chunks: simple, and exact, at the price of decoding up to
 `max_tokens`. The request bodies, the error shape and the JSON of a choice live in
-`schema.py`, the streamed chunks of both endpoints in `stream.py`; this file holds the
-config, the routes, the auth and body-size guard, and `main`.
+`schema.py`, the streamed chunks of both endpoints in `stream.py`, the API key and
+body-size checks in `guard.py`; this file holds the config, the routes and `main`.
 
 Bad requests get a 4xx in OpenAI's error shape and the server keeps serving. It binds
 127.0.0.1 unless told otherwise; `api_key_env` names an environment variable holding
@@ -29,8 +29,6 @@ a key that clients must send as `Authorization: Bearer <key>`.
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 import logging
 import os
 import time
@@ -42,6 +40,7 @@ from pydantic import Field
 
 from rlvr.config import Config
 from rlvr.serve.batcher import Batcher
+from rlvr.serve.guard import Guard
 from rlvr.serve.schema import (APIError, ChatRequest, Choice, ChoiceDecoder, CompletionRequest, RequestBase,
                                chat_logprobs, completion_logprobs, error_body)
 from rlvr.serve.stream import CHAT, TEXT, ChunkShape, events
@@ -127,7 +126,7 @@ def make_app(model, tok, cfg: ServeConfig):
         log.exception("request failed")
         return JSONResponse(error_body("internal error", None, None, "server_error"), status_code=500)
 
-    app.add_middleware(_Guard, key=key, max_body=cfg.max_body_bytes)
+    app.add_middleware(Guard, key=key, max_body=cfg.max_body_bytes)
 
     # ---- shared request handling
 
@@ -256,56 +255,6 @@ def make_app(model, tok, cfg: ServeConfig):
         }
 
     return app
-
-
-class _Guard:
-    """ASGI middleware: the API key, then the body size, before anything parses the body."""
-
-    def __init__(self, app, key: str | None, max_body: int):
-        self.app, self.key, self.max_body = app, key, max_body
-
-    async def _reject(self, send, status: int, body: dict, extra: list | None = None):
-        data = json.dumps(body).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
-        await send({"type": "http.response.body", "body": data})
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        if self.key is not None:
-            auth = headers.get(b"authorization", b"").decode("latin-1")
-            given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-            if not hmac.compare_digest(given.encode("utf-8", "replace"), self.key.encode()):
-                return await self._reject(send, 401, error_body(
-                    "invalid or missing API key (send Authorization: Bearer <key>)", None, "invalid_api_key"),
-                    [(b"www-authenticate", b"Bearer")])
-        too_big = error_body(f"request body larger than {self.max_body} bytes", None, "request_too_large")
-        length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            return await self._reject(send, 413, too_big)
-        # Read the whole body (bounded), then replay it to the app.
-        chunks, size, more = [], 0, True
-        while more:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                return
-            chunks.append(msg.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_body:
-                return await self._reject(send, 413, too_big)
-            more = msg.get("more_body", False)
-        body, sent = b"".join(chunks), False
-
-        async def replay():
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        return await self.app(scope, replay, send)
 
 
 def main(cfg: ServeConfig) -> None:
