@@ -34,6 +34,7 @@ from rlvr.atomic import atomic_dir
 from rlvr.models import hub
 from rlvr.models.gguf import load_gguf
 from rlvr.models.hub import ModelNotFound
+from rlvr.models.lora import adapter_base, quiet_peft
 from rlvr.models.support import SUPPORTED, check_supported
 
 # Per-file progress bars of transformers drown the trainers' own; loads here are fast.
@@ -75,7 +76,6 @@ def load_model(path_or_id: str | Path, device: str | torch.device | None = None,
         path = hub.resolve(name)
     if path.exists():
         if path.is_dir() and (path / "adapter_config.json").exists():
-            from rlvr.models.lora import load_adapter_dir
             return load_adapter_dir(path, device, dtype)
         if path.suffix == ".gguf":
             model, tok = load_gguf(path)
@@ -89,6 +89,24 @@ def load_model(path_or_id: str | Path, device: str | torch.device | None = None,
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return model.to(device=device, dtype=dtype), tok
+
+
+def load_adapter_dir(path: str | Path, device=None, dtype=None, trainable: bool = False):
+    """(model, tokenizer) of an adapter directory: its base with the adapter merged in (a
+    plain model), or with `trainable` the peft model itself, adapters live (resuming)."""
+    from peft import PeftModel
+
+    path = Path(path)
+    base, tok = load_model(adapter_base(path), device=device, dtype=dtype)
+    with quiet_peft():
+        model = PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
+    if (path / "tokenizer_config.json").exists():  # checkpoints carry the tokenizer they trained with
+        tok = _load_tokenizer(path)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    if trainable:
+        return model, tok
+    return model.merge_and_unload(), tok
 
 
 def _load_dir(path: Path, dtype: torch.dtype):
