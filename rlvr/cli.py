@@ -26,8 +26,8 @@ USER_ERRORS = (InputError, FileNotFoundError, FileExistsError)
 
 
 def _commands() -> dict[str, tuple[type, Callable, str]]:
-    from rlvr import demo, eval as evaluation, inspect_envs, noise_audit, report
-    from rlvr.distill import distill, serve
+    from rlvr import demo, eval as evaluation, inspect_envs, noise_audit, report, serve
+    from rlvr.distill import distill
     from rlvr.models import hub
     from rlvr.train import pretrain, rl, rs, sft
     return {

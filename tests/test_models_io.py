@@ -19,7 +19,9 @@ from rlvr.cli import main as cli
 from rlvr.config import InputError
 from rlvr.engine import TorchEngine
 from rlvr.models import build_tiny_model, count_parameters, hub, load_model, save_model
-from rlvr.models.io import ModelNotFound, UnsupportedModel, load_strict
+from rlvr.models.gguf import load_strict
+from rlvr.models.hub import ModelNotFound
+from rlvr.models.support import UnsupportedModel
 from rlvr.types import Sampling
 
 QUESTION = [{"role": "user", "content": "Compute 457+386. End with #### and the result."}]

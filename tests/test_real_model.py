@@ -94,7 +94,7 @@ def test_serve(smol):
     import openai
     from conftest import served
 
-    from rlvr.distill.serve import ServeConfig, make_app
+    from rlvr.serve import ServeConfig, make_app
     from rlvr.models import load_model
 
     model, tok = load_model(smol)

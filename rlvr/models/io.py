@@ -10,9 +10,9 @@ order it is tried:
     a hub id              `owner/name`, through the standard `from_pretrained` cache; a machine
                           without network needs it cached already (HF_HUB_OFFLINE=1 skips the retries)
 
-The architecture is checked against what rlvr's own forward runs (models/forward.py)
-before any weight is read, and a GGUF file's weights are loaded strictly: every tensor
-accounted for, nothing left at its random init. Saves are atomic.
+The architecture is checked against what rlvr's own forward runs (models/support.py)
+before any weight is read, and a GGUF file's weights are loaded strictly (models/gguf.py):
+every tensor accounted for, nothing left at its random init. Saves are atomic.
 
     model, tok = load_model("runs/demo/base")
     model, tok = load_model("smollm2-135m")
@@ -31,20 +31,17 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from transformers.utils import logging as hf_logging
 
 from rlvr.atomic import atomic_dir
-from rlvr.config import InputError
 from rlvr.models import hub
+from rlvr.models.gguf import load_gguf
 from rlvr.models.hub import ModelNotFound
-from rlvr.models.forward import SUPPORTED, unsupported
+from rlvr.models.lora import adapter_base, quiet_peft
+from rlvr.models.support import SUPPORTED, check_supported
 
 # Per-file progress bars of transformers drown the trainers' own; loads here are fast.
 hf_logging.disable_progress_bar()
 
 # What the hub accepts as a repository id: `owner/name`, word characters, '.' and '-'.
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
-
-
-class UnsupportedModel(InputError):
-    """An architecture rlvr's forward (engine and trainers) cannot run."""
 
 
 def default_device() -> torch.device:
@@ -79,10 +76,9 @@ def load_model(path_or_id: str | Path, device: str | torch.device | None = None,
         path = hub.resolve(name)
     if path.exists():
         if path.is_dir() and (path / "adapter_config.json").exists():
-            from rlvr.models.lora import load_adapter_dir
             return load_adapter_dir(path, device, dtype)
         if path.suffix == ".gguf":
-            model, tok = _load_gguf(path)
+            model, tok = load_gguf(path)
         else:
             model, tok = _load_dir(path, dtype)
     elif HUB_ID.match(name) and ".." not in name:
@@ -95,11 +91,22 @@ def load_model(path_or_id: str | Path, device: str | torch.device | None = None,
     return model.to(device=device, dtype=dtype), tok
 
 
-def check_supported(config, what: str | Path) -> None:
-    """Refuses, in one line naming `what`, a model whose config rlvr's forward cannot run."""
-    why = unsupported(config)
-    if why:
-        raise UnsupportedModel(f"{what}: {why}")
+def load_adapter_dir(path: str | Path, device=None, dtype=None, trainable: bool = False):
+    """(model, tokenizer) of an adapter directory: its base with the adapter merged in (a
+    plain model), or with `trainable` the peft model itself, adapters live (resuming)."""
+    from peft import PeftModel
+
+    path = Path(path)
+    base, tok = load_model(adapter_base(path), device=device, dtype=dtype)
+    with quiet_peft():
+        model = PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
+    if (path / "tokenizer_config.json").exists():  # checkpoints carry the tokenizer they trained with
+        tok = _load_tokenizer(path)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    if trainable:
+        return model, tok
+    return model.merge_and_unload(), tok
 
 
 def _load_dir(path: Path, dtype: torch.dtype):
@@ -142,42 +149,6 @@ def _load_tokenizer(path: Path):
     if saved in ("TokenizersBackend", "PreTrainedTokenizerFast"):
         return PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
-
-
-def _load_gguf(path: Path):
-    """Dequantize a GGUF file into a plain, trainable fp32 model.
-
-    transformers keeps a GGUF quantizer on the model it loads, which makes it
-    untrainable and unsaveable, so the architecture is rebuilt from the config (without
-    `quantization_config`) and every weight copied over strictly.
-    """
-    kw = dict(gguf_file=path.name, local_files_only=True)
-    try:
-        config = AutoConfig.from_pretrained(path.parent, **kw)
-    except ValueError as e:  # an architecture transformers cannot read from GGUF, or not a GGUF file
-        raise UnsupportedModel(str(e) if str(path) in str(e) else f"{path}: {e}") from None
-    check_supported(config, path)
-    tok = AutoTokenizer.from_pretrained(path.parent, **kw)
-    loaded = AutoModelForCausalLM.from_pretrained(path.parent, config=config, **kw)
-    plain = AutoConfig.for_model(**{k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"})
-    model = AutoModelForCausalLM.from_config(plain)
-    load_strict(model, loaded.state_dict(), str(path))
-    model.tie_weights()
-    return model, tok
-
-
-def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    """`model.load_state_dict(state)` where every weight must be there and nothing else may
-    be: the one key allowed missing is `lm_head.weight` of a model that ties it to the
-    embeddings. Anything else is an InputError naming the keys."""
-    result = model.load_state_dict(state, strict=False)
-    tied = bool(getattr(model.config, "tie_word_embeddings", False))
-    missing = [k for k in result.missing_keys if not (tied and k == "lm_head.weight")]
-    if missing or result.unexpected_keys:
-        problems = ([f"missing {missing}"] if missing else []) + (
-            [f"unexpected {list(result.unexpected_keys)}"] if result.unexpected_keys else [])
-        raise InputError(f"{what}: weights do not match the {type(model).__name__} its config describes: "
-                         + "; ".join(problems))
 
 
 def save_model(model: PreTrainedModel, tok, path: str | Path) -> Path:

@@ -6,14 +6,17 @@ the gradients are those of the adapters alone (a few MB for a 135M model instead
 1.6 GB). A LoRA run's checkpoints hold the adapter (`adapter_config.json` naming the
 base, `adapter_model.safetensors`); `load_model` on such a directory loads the base
 and merges the adapter into it, so `rlvr eval --model runs/x` and the next stage of a
-pipeline see a plain model. A resumed run reloads the adapter trainable instead.
+pipeline see a plain model. A resumed run reloads the adapter trainable instead. The
+loading itself (`load_adapter_dir`) is in io.py, beside `load_model`, which it calls
+for the base: this module only reads and writes adapters on a model in memory, so the
+forward can read a LoRA layer's weights without importing the loaders.
 
 rlvr's own forward (models/forward.py) calls the model's projection modules, so the
 adapters take part in training; the CPU engine packs each projection's effective
 weight (base + B A x scale, `dense_weight`) and generates at full speed.
 
     model = add_lora(model, r=16, alpha=32, targets=DEFAULT_TARGETS, base="runs/sft/model")
-    model, tok = load_adapter_dir("runs/rl/checkpoints/last/model")   # merged, plain
+    model, tok = load_model("runs/rl/checkpoints/last/model")   # io.py: the base, adapter merged
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 
 
 @contextmanager
-def _quiet_peft():
+def quiet_peft():
     """peft calls a transformers method deprecated in v5; its warning is not the user's."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -56,7 +59,7 @@ def add_lora(model: torch.nn.Module, r: int, alpha: float, targets: tuple[str, .
     if missing:
         raise InputError(f"lora_targets {missing} name no linear layer of this model; its linear layers are {known}")
     config = LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0, bias="none")
-    with _quiet_peft():
+    with quiet_peft():
         peft_model = get_peft_model(model, config)
     # Saved in adapter_config.json: the path (or hub id) this run started from, which a
     # model loaded from a GGUF file or built in memory does not know itself.
@@ -103,24 +106,3 @@ def adapter_base(path: str | Path) -> str:
     if not base:
         raise InputError(f"{cfg_path}: no base_model_name_or_path, so the adapter's base model is unknown")
     return base
-
-
-def load_adapter_dir(path: str | Path, device=None, dtype=None, trainable: bool = False):
-    """(model, tokenizer) of an adapter directory: its base with the adapter merged in (a
-    plain model), or with `trainable` the peft model itself, adapters live (resuming)."""
-    from peft import PeftModel
-
-    from rlvr.models.io import _load_tokenizer, load_model
-
-    path = Path(path)
-    base, tok = load_model(adapter_base(path), device=device, dtype=dtype)
-    with _quiet_peft():
-        model = PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
-    if (path / "tokenizer_config.json").exists():  # checkpoints carry the tokenizer they trained with
-        tok = _load_tokenizer(path)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    if trainable:
-        return model, tok
-    return model.merge_and_unload(), tok
-

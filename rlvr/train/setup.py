@@ -24,9 +24,9 @@ from pydantic import Field
 from rlvr.config import InputError
 from rlvr.engine.fields import EngineFields
 from rlvr.models import load_model
-from rlvr.models.io import default_device, default_dtype
+from rlvr.models.io import default_device, default_dtype, load_adapter_dir
 from rlvr.models.forward import Parts, parts_of
-from rlvr.models.lora import DEFAULT_TARGETS, add_lora, load_adapter_dir
+from rlvr.models.lora import DEFAULT_TARGETS, add_lora
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

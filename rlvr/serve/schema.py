@@ -4,14 +4,13 @@ Requests are pydantic models in strict mode ("3" is not an int and true is not a
 number) that ignore unknown fields, as OpenAI-compatible servers do. A finished
 `Sample` becomes a `Choice` (`ChoiceDecoder`): the trailing EOS dropped, the text cut
 at the first stop string, and the text split by token, so that streaming chunks and
-logprobs line up with the text exactly. Kept apart from the app (`serve.py`, which
-routes and batches) so that what a client sees can be read, and checked against
-OpenAI's API reference, in one place.
+logprobs line up with the text exactly. Kept apart from the routes (`app.py`) and the
+engine thread (`batcher.py`) so that what a client sees can be read, and checked
+against OpenAI's API reference, in one place.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, Union
@@ -169,7 +168,3 @@ def completion_logprobs(tokens: list[str], lps: list[float], pieces: list[str]) 
         at += len(p)
     return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": [{} for _ in tokens],
             "text_offset": offsets[:len(tokens)]}
-
-
-def sse(obj: Any) -> str:
-    return f"data: {json.dumps(obj)}\n\n"

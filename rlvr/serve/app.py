@@ -15,8 +15,8 @@ seed gives the same samples whatever else is in flight. Stop strings are applied
 after generation (the text is cut at the first one) and streaming sends the finished
 completion in per-token chunks: simple, and exact, at the price of decoding up to
 `max_tokens`. The request bodies, the error shape and the JSON of a choice live in
-`openai_schema.py`; this file holds the config, the routes, the auth and body-size
-guard, and `main`.
+`schema.py`, the streamed chunks of both endpoints in `stream.py`, the API key and
+body-size checks in `guard.py`; this file holds the config, the routes and `main`.
 
 Bad requests get a 4xx in OpenAI's error shape and the server keeps serving. It binds
 127.0.0.1 unless told otherwise; `api_key_env` names an environment variable holding
@@ -29,8 +29,6 @@ a key that clients must send as `Authorization: Bearer <key>`.
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 import logging
 import os
 import time
@@ -41,9 +39,11 @@ from typing import ClassVar, Optional
 from pydantic import Field
 
 from rlvr.engine.fields import EngineFields
-from rlvr.distill.batcher import Batcher
-from rlvr.distill.openai_schema import (APIError, ChatRequest, Choice, ChoiceDecoder, CompletionRequest, RequestBase,
-                                        chat_logprobs, completion_logprobs, error_body, sse)
+from rlvr.serve.batcher import Batcher
+from rlvr.serve.guard import Guard
+from rlvr.serve.schema import (APIError, ChatRequest, Choice, ChoiceDecoder, CompletionRequest, RequestBase,
+                               chat_logprobs, completion_logprobs, error_body)
+from rlvr.serve.stream import CHAT, TEXT, ChunkShape, events
 from rlvr.types import Sample, Sampling
 
 log = logging.getLogger("rlvr.serve")
@@ -127,7 +127,7 @@ def make_app(model, tok, cfg: ServeConfig):
         log.exception("request failed")
         return JSONResponse(error_body("internal error", None, None, "server_error"), status_code=500)
 
-    app.add_middleware(_Guard, key=key, max_body=cfg.max_body_bytes)
+    app.add_middleware(Guard, key=key, max_body=cfg.max_body_bytes)
 
     # ---- shared request handling
 
@@ -165,6 +165,15 @@ def make_app(model, tok, cfg: ServeConfig):
         p, c = sum(prompt_lens), sum(ch.completion_tokens for ch in choices)
         return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
+    def head(id_prefix: str, object_: str) -> dict:
+        return {"id": f"{id_prefix}-{uuid.uuid4().hex}", "object": object_, "created": int(time.time()), "model": name}
+
+    def streamed(req: RequestBase, top: dict, shape: ChunkShape, choices: list[Choice], per_token,
+                 use: dict[str, int]) -> StreamingResponse:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return StreamingResponse(events(top, shape, choices, per_token, use if include_usage else None),
+                                 media_type="text/event-stream")
+
     def encode(text: str) -> list[int]:
         ids = tok(text).input_ids
         if not ids and tok.bos_token_id is not None:
@@ -193,33 +202,15 @@ def make_app(model, tok, cfg: ServeConfig):
         [samples] = await generate([ids], req.n, sampling)
         detail = req.logprobs or req.stream
         choices = [decoder.choice(s, stops, detail) for s in samples]
-        rid, now = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        use = usage([len(ids)] * 1, choices)
+        top = head("chatcmpl", "chat.completion")
+        use = usage([len(ids)], choices)
         if req.stream:
-            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            def per_token(ch: Choice, j: int):
+                return chat_logprobs(ch.tokens[j:j + 1], ch.logprobs[j:j + 1]) if req.logprobs else None
 
-            def chunk(choices_, usage_=None):
-                out = {"id": rid, "object": "chat.completion.chunk", "created": now, "model": name,
-                       "choices": choices_}
-                if include_usage:
-                    out["usage"] = usage_
-                return sse(out)
-
-            async def events():
-                for i, ch in enumerate(choices):
-                    yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""},
-                                  "logprobs": None, "finish_reason": None}])
-                    for j, piece in enumerate(ch.pieces):
-                        lp = chat_logprobs(ch.tokens[j:j + 1], ch.logprobs[j:j + 1]) if req.logprobs else None
-                        yield chunk([{"index": i, "delta": {"content": piece}, "logprobs": lp, "finish_reason": None}])
-                    yield chunk([{"index": i, "delta": {}, "logprobs": None, "finish_reason": ch.finish_reason}])
-                if include_usage:
-                    yield chunk([], use)
-                yield "data: [DONE]\n\n"
-
-            return StreamingResponse(events(), media_type="text/event-stream")
+            return streamed(req, top, CHAT, choices, per_token, use)
         return {
-            "id": rid, "object": "chat.completion", "created": now, "model": name,
+            **top,
             "choices": [{"index": i, "message": {"role": "assistant", "content": ch.text},
                          "logprobs": chat_logprobs(ch.tokens, ch.logprobs) if req.logprobs else None,
                          "finish_reason": ch.finish_reason} for i, ch in enumerate(choices)],
@@ -243,7 +234,7 @@ def make_app(model, tok, cfg: ServeConfig):
         groups = await generate(prompts, req.n, sampling)
         detail = req.logprobs is not None or req.stream
         choices = [decoder.choice(s, stops, detail) for g in groups for s in g]
-        rid, now = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        top = head("cmpl", "text_completion")
         use = usage(lens, choices)
         # usage counts each prompt once per request (as OpenAI does), completions all
 
@@ -256,83 +247,15 @@ def make_app(model, tok, cfg: ServeConfig):
                     "top_logprobs": [{} for _ in ch.tokens[j]], "text_offset": []}
 
         if req.stream:
-            include_usage = bool(req.stream_options and req.stream_options.include_usage)
-
-            def chunk(choices_, usage_=None):
-                out = {"id": rid, "object": "text_completion", "created": now, "model": name, "choices": choices_}
-                if include_usage:
-                    out["usage"] = usage_
-                return sse(out)
-
-            async def events():
-                for i, ch in enumerate(choices):
-                    for j, piece in enumerate(ch.pieces):
-                        yield chunk([{"index": i, "text": piece, "logprobs": lp(ch, slice(j, j + 1)),
-                                      "finish_reason": None}])
-                    yield chunk([{"index": i, "text": "", "logprobs": None, "finish_reason": ch.finish_reason}])
-                if include_usage:
-                    yield chunk([], use)
-                yield "data: [DONE]\n\n"
-
-            return StreamingResponse(events(), media_type="text/event-stream")
+            return streamed(req, top, TEXT, choices, lambda ch, j: lp(ch, slice(j, j + 1)), use)
         return {
-            "id": rid, "object": "text_completion", "created": now, "model": name,
+            **top,
             "choices": [{"index": i, "text": ch.text, "logprobs": lp(ch), "finish_reason": ch.finish_reason}
                         for i, ch in enumerate(choices)],
             "usage": use,
         }
 
     return app
-
-
-class _Guard:
-    """ASGI middleware: the API key, then the body size, before anything parses the body."""
-
-    def __init__(self, app, key: str | None, max_body: int):
-        self.app, self.key, self.max_body = app, key, max_body
-
-    async def _reject(self, send, status: int, body: dict, extra: list | None = None):
-        data = json.dumps(body).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
-        await send({"type": "http.response.body", "body": data})
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        if self.key is not None:
-            auth = headers.get(b"authorization", b"").decode("latin-1")
-            given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-            if not hmac.compare_digest(given.encode("utf-8", "replace"), self.key.encode()):
-                return await self._reject(send, 401, error_body(
-                    "invalid or missing API key (send Authorization: Bearer <key>)", None, "invalid_api_key"),
-                    [(b"www-authenticate", b"Bearer")])
-        too_big = error_body(f"request body larger than {self.max_body} bytes", None, "request_too_large")
-        length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            return await self._reject(send, 413, too_big)
-        # Read the whole body (bounded), then replay it to the app.
-        chunks, size, more = [], 0, True
-        while more:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                return
-            chunks.append(msg.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_body:
-                return await self._reject(send, 413, too_big)
-            more = msg.get("more_body", False)
-        body, sent = b"".join(chunks), False
-
-        async def replay():
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        return await self.app(scope, replay, send)
 
 
 def main(cfg: ServeConfig) -> None:
