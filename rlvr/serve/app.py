@@ -148,7 +148,9 @@ def make_app(model, tok, cfg: ServeConfig):
             raise APIError(400, f"this model's maximum context length is {context} tokens; the prompt has "
                            f"{longest} and max_tokens is {max_tokens}", "messages", "context_length_exceeded")
         seed = req.seed % (1 << 63) if req.seed is not None else None
-        return Sampling(temperature=req.temperature, top_p=req.top_p, max_new_tokens=max_tokens, seed=seed)
+        # The engine stops at a stop string (no tokens sampled past it); the decoder cuts it from the text.
+        return Sampling(temperature=req.temperature, top_p=req.top_p, max_new_tokens=max_tokens, seed=seed,
+                        stop=tuple(req.stops()))
 
     async def generate(prompts: list[list[int]], n: int, sampling: Sampling) -> list[list[Sample]]:
         loop = asyncio.get_running_loop()
