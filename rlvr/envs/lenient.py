@@ -74,12 +74,6 @@ class Lenient(Wrapped):
         return (PASSED in result.stdout or result.returncode == 0) and not result.timed_out, code
 
 
-    def __getattr__(self, name: str) -> Any:  # observe / stats / state of a wrapped curriculum
-        if name in ("observe", "stats", "state", "load_state"):
-            return getattr(self.env, name)
-        raise AttributeError(name)
-
-
 def parse_lenient_spec(spec: str) -> tuple[str, str]:
     """"lenient:HOLE:INNER" -> ("HOLE", "INNER")."""
     _, _, rest = spec.partition(":")

@@ -19,9 +19,8 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
+from rlvr.envs.base import check_split
 from rlvr.types import Environment, Problem, Verdict
-
-SPLITS = ("train", "eval")
 
 
 class Mixture:
@@ -45,9 +44,7 @@ class Mixture:
                 self.routes[env_name] = env
 
     def problems(self, split: str, seed: int) -> Iterator[Problem]:
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-        return self._stream(split, seed)
+        return self._stream(check_split(split), seed)
 
     def _stream(self, split: str, seed: int) -> Iterator[Problem]:
         streams = [env.problems(split, seed) for env in self.envs]
@@ -56,17 +53,19 @@ class Mixture:
         while True:
             yield next(streams[rng.choices(indices, weights=self.weights)[0]])
 
-    def verify(self, problem: Problem, completion: str) -> Verdict:
+    def _child(self, problem: Problem) -> Environment:
+        """The child that made `problem` (a KeyError naming the children if none did)."""
         env = self.routes.get(problem.env)
         if env is None:
             raise KeyError(f"no environment {problem.env!r} in mixture {self.name!r}; has {sorted(self.routes)}")
-        return env.verify(problem, completion)
+        return env
+
+    def verify(self, problem: Problem, completion: str) -> Verdict:
+        return self._child(problem).verify(problem, completion)
 
     def heldout(self, problem: Problem, completion: str) -> Verdict:
         """The child's held-out verifier when it names one (rlvr.train.monitor), else its own."""
-        env = self.routes.get(problem.env)
-        if env is None:
-            raise KeyError(f"no environment {problem.env!r} in mixture {self.name!r}; has {sorted(self.routes)}")
+        env = self._child(problem)
         return getattr(env, "heldout", env.verify)(problem, completion)
 
     def observe(self, rollouts) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Any
 
 from rlvr.envs.base import Wrapped, wrapper_spec
 from rlvr.types import Environment, Problem, Verdict
@@ -58,11 +57,6 @@ class Noisy(Wrapped):
         correct = not truth.correct
         return Verdict(reward=1.0 if correct else 0.0, correct=correct, parsed=truth.parsed, flags=truth.flags,
                        truth=truth)
-
-    def __getattr__(self, name: str) -> Any:  # observe / stats / state of a wrapped curriculum
-        if name in ("observe", "stats", "state", "load_state"):
-            return getattr(self.env, name)
-        raise AttributeError(name)
 
 
 def parse_noisy_spec(spec: str) -> tuple[dict[str, float], str]:
