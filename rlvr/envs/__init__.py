@@ -88,12 +88,7 @@ def _make_env(spec: str | dict[str, Any]):
         name, raw = params.pop("name"), None
     else:
         name, _, rest = spec.partition(":")
-        params, raw = {}, {}
-        for item in filter(None, rest.split(",")):
-            key, eq, value = item.partition("=")
-            if not eq:
-                raise ValueError(f"env spec {spec!r}: expected key=value, got {item!r}")
-            raw[key.strip()] = value.strip()
+        params, raw = {}, _key_values(spec, rest)
     if name not in ENVS:
         raise ValueError(f"unknown env {name!r}; valid names: {sorted(ENVS)}, and the wrappers {sorted(WRAPPERS)}")
     cls = ENVS[name]
@@ -109,6 +104,17 @@ def _make_env(spec: str | dict[str, Any]):
 def make_mixture(specs: list, weights: list[float] | None = None, name: str = "mixture") -> Mixture:
     """A `Mixture` of `make_env(spec)` for each spec."""
     return Mixture([make_env(s) for s in specs], weights, name)
+
+
+def _key_values(spec: str, text: str) -> dict[str, str]:
+    """"k=v,k=v" (the parameters part of `spec`) -> {k: v} as text; an item without ``=`` fails."""
+    raw = {}
+    for item in filter(None, text.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"env spec {spec!r}: expected key=value, got {item!r}")
+        raw[key.strip()] = value.strip()
+    return raw
 
 
 def _coerce(key: str, value: str, default: Any) -> Any:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import operator
 import random
 
-from rlvr.envs.base import ProceduralEnv
+from rlvr.envs.base import ProceduralEnv, check_template, exact_verdict
 from rlvr.types import Problem, Verdict
 from rlvr.verify.extract import parse_int
 
@@ -43,12 +43,7 @@ class Arithmetic(ProceduralEnv):
         unknown = [o for o in ops if o not in OPS]
         if not ops or unknown:
             raise ValueError(f"ops must be a non-empty subset of {sorted(OPS)}, got {ops!r}")
-        if "{expr}" not in template:
-            raise ValueError(f"template must contain '{{expr}}', got {template!r}")
-        try:
-            template.format(expr="1+1")
-        except (KeyError, IndexError, ValueError) as e:
-            raise ValueError(f"template has fields other than {{expr}}: {template!r} ({e!r})") from None
+        check_template(template, ("expr",), expr="1+1")
         self.digits, self.ops, self.template = digits, ops, template
 
     def make(self, rng: random.Random) -> Problem:
@@ -66,8 +61,4 @@ class Arithmetic(ProceduralEnv):
         )
 
     def check(self, problem: Problem, answer: str) -> Verdict:
-        value = parse_int(answer)
-        if value is None:
-            return Verdict(reward=0.0, correct=False, parsed=None, flags=frozenset({"format_error"}))
-        correct = value == problem.answer
-        return Verdict(reward=1.0 if correct else 0.0, correct=correct, parsed=value)
+        return exact_verdict(parse_int(answer), problem.answer)

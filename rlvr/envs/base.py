@@ -8,7 +8,8 @@ This class supplies the rest of the `Environment` protocol:
   share content: each problem belongs to a split by a stable hash of its id (which
   is its content key, ``f"{env}/{key}"``), and each split's stream drops the other
   split's problems. Seeds only pick *which* problems of a split you see.
-- `verify`: strict ``####`` extraction, then `check`.
+- `verify`: strict ``####`` extraction, then `check` (`verify_final`, which reasoning-gym
+  tasks share); `exact_verdict` is the `check` of every task with one exact answer.
 - `validate`: the gold answers of the first problems of both splits must verify.
 
 Run its tests: ``.venv/bin/python -m pytest tests/test_envs.py -q``.
@@ -22,6 +23,7 @@ import itertools
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from rlvr.envs.forwarding import Forwarding
 from rlvr.types import Environment, Problem, Turn, Verdict
@@ -32,6 +34,26 @@ SPLITS = ("train", "eval")
 # Consecutive rejected draws before a stream gives up: reached only when a content
 # space is (nearly) empty for a split, which is a configuration error, not bad luck.
 MAX_MISSES = 100_000
+
+
+def check_split(split: str) -> str:
+    """`split` when it is one of `SPLITS`, else a ValueError naming them."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    return split
+
+
+def check_template(template: str, required: tuple[str, ...], **sample: Any) -> None:
+    """A ValueError unless `template` formats with the `sample` fields alone and names every
+    `required` one: a typo in a configured prompt fails when the environment is built."""
+    try:
+        template.format(**sample)
+    except (KeyError, IndexError, ValueError) as e:
+        fields = " and ".join(f"{{{k}}}" for k in sample)
+        raise ValueError(f"template may use only {fields}: {template!r} ({e!r})") from None
+    if any(f"{{{k}}}" not in template for k in required):
+        fields = " and ".join(f"'{{{k}}}'" for k in required)
+        raise ValueError(f"template must contain {fields}, got {template!r}")
 
 
 def split_of(problem_id: str, eval_fraction: float) -> str:
@@ -62,9 +84,7 @@ class ProceduralEnv(ABC):
 
     def problems(self, split: str, seed: int) -> Iterator[Problem]:
         # Not a generator itself, so a bad split fails here, not at the first next().
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-        return self._stream(split, seed)
+        return self._stream(check_split(split), seed)
 
     def _stream(self, split: str, seed: int) -> Iterator[Problem]:
         # A str seed is hashed with SHA-512 by random.Random, unlike hash(str),
@@ -83,15 +103,30 @@ class ProceduralEnv(ABC):
             yield dataclasses.replace(p, meta={**p.meta, "split": split, "seed": seed})
 
     def verify(self, problem: Problem, completion: str) -> Verdict:
-        if problem.env != self.name:
-            raise ValueError(f"{self.name} cannot verify a problem of env {problem.env!r}")
-        answer, flags = extract_final(completion)
-        if answer is None:
-            return Verdict(reward=0.0, correct=False, parsed=None, flags=flags)
-        return self.check(problem, answer)
+        return verify_final(self, problem, completion)
 
     def validate(self, n: int = 100) -> list[str]:
         return check_golds(self, {split: itertools.islice(self.problems(split, seed=0), n) for split in SPLITS})
+
+
+def verify_final(env, problem: Problem, completion: str) -> Verdict:
+    """`env.check` on the strict ``####`` extraction of `completion`; no single answer earns 0
+    with the extraction's flags. Shared by every environment that grades one final answer."""
+    if problem.env != env.name:
+        raise ValueError(f"{env.name} cannot verify a problem of env {problem.env!r}")
+    answer, flags = extract_final(completion)
+    if answer is None:
+        return Verdict(reward=0.0, correct=False, parsed=None, flags=flags)
+    return env.check(problem, answer)
+
+
+def exact_verdict(parsed, gold) -> Verdict:
+    """Reward 1 when the parsed answer equals the gold; an answer that did not parse (None)
+    is a ``format_error``. The grading of every environment with one exact answer."""
+    if parsed is None:
+        return Verdict(reward=0.0, correct=False, parsed=None, flags=frozenset({"format_error"}))
+    correct = parsed == gold
+    return Verdict(reward=1.0 if correct else 0.0, correct=correct, parsed=parsed)
 
 
 class Wrapped(Forwarding):
@@ -116,7 +151,6 @@ class Wrapped(Forwarding):
     def heldout(self, problem: Problem, completion: str) -> Verdict:
         """The inner environment's own, strict verdict: what the completion really earns."""
         return self.env.verify(problem, completion)
-
 
 def wrapper_spec(spec: str, keys: tuple[str, ...], usage: str) -> tuple[dict[str, str], str]:
     """"NAME:k=v,k=v:INNER" -> ({k: v} as text, "INNER"), for the wrapper specs (`noisy:`,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from rlvr.envs.base import ProceduralEnv
+from rlvr.envs.base import ProceduralEnv, check_template
 from rlvr.types import Problem, Verdict
 from rlvr.verify.expr import ExprError, evaluate
 
@@ -42,12 +42,7 @@ class Countdown(ProceduralEnv):
         for key, value, least in (("count", count, 2), ("max_number", max_number, 1), ("max_target", max_target, 2)):
             if type(value) is not int or value < least:
                 raise ValueError(f"{key} must be an int >= {least}, got {value!r}")
-        try:
-            template.format(numbers=[1, 2], target=3)
-        except (KeyError, IndexError, ValueError) as e:
-            raise ValueError(f"template may use only {{numbers}} and {{target}}: {template!r} ({e!r})") from None
-        if "{target}" not in template or "{numbers}" not in template:
-            raise ValueError(f"template must contain '{{numbers}}' and '{{target}}', got {template!r}")
+        check_template(template, ("numbers", "target"), numbers=[1, 2], target=3)
         self.count, self.max_number, self.max_target, self.template = count, max_number, max_target, template
 
     def make(self, rng: random.Random) -> Problem | None:

@@ -54,12 +54,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from rlvr.config import InputError
-from rlvr.envs.base import check_golds
+from rlvr.envs.base import check_golds, check_split, verify_final
 from rlvr.types import Problem, Verdict
-from rlvr.verify.extract import extract_final
 from rlvr.verify.math_equiv import VerifierError
 
-SPLITS = ("train", "eval")
 PREFIX = "gym:"
 TEMPLATE = "{question}\n\nEnd your response with #### followed by the final answer."
 # Known (FACTS.md, reasoning-gym 0.1.25) to have golds that do not score 1; composite needs a dataset list.
@@ -158,9 +156,7 @@ class ReasoningGymEnv:
         return str(problem.answer["answer"])
 
     def problems(self, split: str, seed: int) -> Iterator[Problem]:
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-        return self._train(seed) if split == "train" else self._eval(seed)
+        return self._train(seed) if check_split(split) == "train" else self._eval(seed)
 
     def _eval(self, seed: int) -> Iterator[Problem]:
         rng = random.Random(f"{self.name}/eval/{seed}")
@@ -189,11 +185,10 @@ class ReasoningGymEnv:
             chunk += 1
 
     def verify(self, problem: Problem, completion: str) -> Verdict:
-        if problem.env != self.name:
-            raise ValueError(f"{self.name} cannot verify a problem of env {problem.env!r}")
-        answer, flags = extract_final(completion)
-        if answer is None:
-            return Verdict(reward=0.0, correct=False, parsed=None, flags=flags)
+        return verify_final(self, problem, completion)
+
+    def check(self, problem: Problem, answer: str) -> Verdict:
+        """Grade `answer`, the text after ``####``, with the task's own scorer."""
         try:
             score = float(self.scorer.score_answer(answer, problem.answer))
         except Exception as e:
@@ -218,7 +213,7 @@ def make_gym_env(spec: str | dict[str, Any]) -> ReasoningGymEnv:
     """
     from reasoning_gym.factory import DATASETS
 
-    from rlvr.envs import _coerce
+    from rlvr.envs import _coerce, _key_values
 
     if isinstance(spec, dict):
         params = dict(spec)
@@ -230,11 +225,5 @@ def make_gym_env(spec: str | dict[str, Any]) -> ReasoningGymEnv:
     if task in DATASETS:
         defaults.update({f.name: f.default for f in dataclasses.fields(DATASETS[task][1])
                          if f.default is not dataclasses.MISSING})
-    params = {}
-    for item in filter(None, rest.split(",")):
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise ValueError(f"env spec {spec!r}: expected key=value, got {item!r}")
-        key = key.strip()
-        params[key] = _coerce(key, value.strip(), defaults.get(key))
+    params = {key: _coerce(key, value, defaults.get(key)) for key, value in _key_values(spec, rest).items()}
     return ReasoningGymEnv(task, **params)

@@ -32,10 +32,9 @@ import gzip
 import json
 import random
 
-from rlvr.envs.base import SPLITS, ProceduralEnv, check_golds, split_of
-from rlvr.envs.pyfunc import code_from_answer, code_verdict, fenced
+from rlvr.envs.base import SPLITS, ProceduralEnv, check_golds, check_split, check_template, split_of
+from rlvr.envs.pyfunc import check_code, fenced
 from rlvr.types import Problem, Verdict
-from rlvr.verify.sandbox import run_tests
 
 TEMPLATE = ("Complete the following Python function.\n\n```python\n{prompt}```\n\n"
             "End with #### and then a single ```python code block with the complete function `{entry_point}` "
@@ -62,12 +61,7 @@ class HumanEval(ProceduralEnv):
         super().__init__(eval_fraction)
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0, got {timeout!r}")
-        try:
-            template.format(prompt="def f():\n", entry_point="f")
-        except (KeyError, IndexError, ValueError) as e:
-            raise ValueError(f"template may use only {{prompt}} and {{entry_point}}: {template!r} ({e!r})") from None
-        if "{prompt}" not in template:
-            raise ValueError(f"template must contain '{{prompt}}', got {template!r}")
+        check_template(template, ("prompt",), prompt="def f():\n", entry_point="f")
         self.timeout, self.template = timeout, template
         self.tasks = [self._problem(t) for t in load_tasks()]
 
@@ -84,17 +78,12 @@ class HumanEval(ProceduralEnv):
         return fenced(problem.answer["prompt"] + problem.answer["canonical_solution"])
 
     def check(self, problem: Problem, answer: str) -> Verdict:
-        code = code_from_answer(answer)
-        if code is None:
-            return Verdict(reward=0.0, correct=False, parsed=None, flags=frozenset({"format_error"}))
         a = problem.answer
-        report = run_tests(code, a["test"], a["entry_point"], timeout=self.timeout, prelude=a["prompt"])
-        return code_verdict(report, code)
+        return check_code(answer, a["test"], a["entry_point"], self.timeout, prelude=a["prompt"])
 
     def split_tasks(self, split: str) -> list[Problem]:
         """The distinct tasks of a split, in file order."""
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        split = check_split(split)
         return [p for p in self.tasks if split_of(p.id, self.eval_fraction) == split]
 
     def validate(self, n: int = 100) -> list[str]:

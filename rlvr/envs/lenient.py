@@ -74,8 +74,6 @@ class Lenient(Wrapped):
         return (PASSED in result.stdout or result.returncode == 0) and not result.timed_out, code
 
 
-
-
 def parse_lenient_spec(spec: str) -> tuple[str, str]:
     """"lenient:HOLE:INNER" -> ("HOLE", "INNER")."""
     _, _, rest = spec.partition(":")

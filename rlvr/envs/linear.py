@@ -25,7 +25,7 @@ from __future__ import annotations
 import random
 import re
 
-from rlvr.envs.base import ProceduralEnv
+from rlvr.envs.base import ProceduralEnv, check_template, exact_verdict
 from rlvr.types import Problem, Verdict
 from rlvr.verify.extract import parse_int
 
@@ -44,12 +44,7 @@ class LinearEquation(ProceduralEnv):
             raise ValueError(f"max_coef must be an int >= 2, got {max_coef!r}")
         if type(steps) is not int or steps not in (1, 2):
             raise ValueError(f"steps must be 1 or 2, got {steps!r}")
-        try:
-            template.format(equation="x = 1")
-        except (KeyError, IndexError, ValueError) as e:
-            raise ValueError(f"template may use only {{equation}}: {template!r} ({e!r})") from None
-        if "{equation}" not in template:
-            raise ValueError(f"template must contain '{{equation}}', got {template!r}")
+        check_template(template, ("equation",), equation="x = 1")
         self.max_coef, self.steps, self.template = max_coef, steps, template
 
     def _nonzero(self, rng: random.Random) -> int:
@@ -82,11 +77,7 @@ class LinearEquation(ProceduralEnv):
 
     def check(self, problem: Problem, answer: str) -> Verdict:
         prefix = _X_PREFIX.match(answer)
-        value = parse_int(answer[prefix.end():] if prefix else answer)
-        if value is None:
-            return Verdict(reward=0.0, correct=False, parsed=None, flags=frozenset({"format_error"}))
-        correct = value == problem.answer
-        return Verdict(reward=1.0 if correct else 0.0, correct=correct, parsed=value)
+        return exact_verdict(parse_int(answer[prefix.end():] if prefix else answer), problem.answer)
 
 
 def _coef(a: int) -> str:

@@ -31,7 +31,7 @@ import random
 import re
 import string
 
-from rlvr.envs.base import ProceduralEnv
+from rlvr.envs.base import ProceduralEnv, exact_verdict
 from rlvr.types import Problem, Verdict
 from rlvr.verify.extract import parse_int
 
@@ -106,10 +106,7 @@ class ListOps(ProceduralEnv):
             parsed = parse_word(answer)
         else:
             parsed = parse_int(answer)
-        if parsed is None:
-            return Verdict(reward=0.0, correct=False, parsed=None, flags=frozenset({"format_error"}))
-        correct = parsed == gold
-        return Verdict(reward=1.0 if correct else 0.0, correct=correct, parsed=parsed)
+        return exact_verdict(parsed, gold)
 
 
 def parse_list(s: str) -> tuple[int, ...] | None:

@@ -19,10 +19,9 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
+from rlvr.envs.base import check_split
 from rlvr.envs.forwarding import Forwarding
 from rlvr.types import Environment, HeldOut, Observer, Problem, Reporting, Routing, Stateful, Verdict
-
-SPLITS = ("train", "eval")
 
 
 class Mixture(Forwarding):
@@ -46,9 +45,7 @@ class Mixture(Forwarding):
                 self.routes[env_name] = env
 
     def problems(self, split: str, seed: int) -> Iterator[Problem]:
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-        return self._stream(split, seed)
+        return self._stream(check_split(split), seed)
 
     def _stream(self, split: str, seed: int) -> Iterator[Problem]:
         streams = [env.problems(split, seed) for env in self.envs]

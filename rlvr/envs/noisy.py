@@ -64,7 +64,6 @@ class Noisy(Wrapped):
                        truth=truth)
 
 
-
 def parse_noisy_spec(spec: str) -> tuple[dict[str, float], str]:
     """"noisy:fn=0.2,fp=0.05:INNER" -> ({"fn": 0.2, "fp": 0.05}, "INNER")."""
     raw, inner = wrapper_spec(spec, ("fn", "fp", "seed", "random"), "noisy:fn=F,fp=P[,seed=S]:INNER_SPEC")

@@ -291,11 +291,16 @@ class PyFunctions(ProceduralEnv):
         return problem.answer["tests"], problem.answer["entry_point"]
 
     def check(self, problem: Problem, answer: str) -> Verdict:
-        code = code_from_answer(answer)
-        if code is None:
-            return Verdict(reward=0.0, correct=False, parsed=None, flags=frozenset({"format_error"}))
-        report = run_tests(code, problem.answer["tests"], problem.answer["entry_point"], timeout=self.timeout)
-        return code_verdict(report, code)
+        return check_code(answer, problem.answer["tests"], problem.answer["entry_point"], self.timeout)
+
+
+def check_code(answer: str, tests: list[str] | str, entry_point: str, timeout: float, prelude: str = "") -> Verdict:
+    """Run the answer's code block against `tests` in the sandbox, after `prelude` (shared
+    by the code environments). Not exactly one code block: a ``format_error``."""
+    code = code_from_answer(answer)
+    if code is None:
+        return Verdict(reward=0.0, correct=False, parsed=None, flags=frozenset({"format_error"}))
+    return code_verdict(run_tests(code, tests, entry_point, timeout=timeout, prelude=prelude), code)
 
 
 def code_verdict(report, code: str) -> Verdict:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import random
 
-from rlvr.envs.base import ProceduralEnv
+from rlvr.envs.base import ProceduralEnv, exact_verdict
 from rlvr.types import Problem, Verdict
 from rlvr.verify.extract import parse_int
 
@@ -152,8 +152,4 @@ class WordProblems(ProceduralEnv):
                        meta={"template": tid, "steps": steps, "difficulty": steps})
 
     def check(self, problem: Problem, answer: str) -> Verdict:
-        value = parse_int(answer)
-        if value is None:
-            return Verdict(reward=0.0, correct=False, parsed=None, flags=frozenset({"format_error"}))
-        correct = value == problem.answer
-        return Verdict(reward=1.0 if correct else 0.0, correct=correct, parsed=value)
+        return exact_verdict(parse_int(answer), problem.answer)
