@@ -325,3 +325,19 @@ def test_dropping_finished_rows_changes_no_sample(monkeypatch):
     for a, b in zip(dropped, full):
         assert a.completion_ids == b.completion_ids and a.finish_reason == b.finish_reason
         assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
+
+
+def test_score_gives_each_sampled_token_the_logprob_the_engine_sampled_it_with():
+    """A teacher's view of text: one forward per sequence, any chunking, equals sampling's log-probs at T=1."""
+    from rlvr.models import build_tiny_model
+
+    model, tok = build_tiny_model("micro", seed=3)
+    engine = TorchEngine(model, tok)
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in ("12+34=", "7*8=")]
+    groups = engine.generate(prompts, 3, Sampling(max_new_tokens=12, seed=1))
+    samples = [s for g in groups for s in g]
+    for budget in (16384, 40, 1):
+        scored = engine.score([s.prompt_ids for s in samples], [s.completion_ids for s in samples], max_tokens=budget)
+        for s, lp in zip(samples, scored):
+            assert len(lp) == len(s.completion_ids)
+            assert max(abs(a - b) for a, b in zip(lp, s.logprobs)) < 1e-4

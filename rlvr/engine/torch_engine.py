@@ -38,6 +38,7 @@ from rlvr.config import Config
 from rlvr.engine.registry import register_engine
 from rlvr.engine.sampling import sample_next
 from rlvr.models.forward import DecodeCache, can_pack, decode_step, forward, left_pad, parts_of, prefix_mask
+from rlvr.models.lm_head import head_logprobs
 from rlvr.types import Sample, Sampling
 
 
@@ -118,6 +119,34 @@ class TorchEngine:
         parts = self.parts
         for start in range(0, len(prompts), per_chunk):
             out.extend(self._generate_chunk(parts, prompts[start:start + per_chunk], n, sampling, gen))
+        return out
+
+    @torch.inference_mode()
+    def score(self, prompts: list[list[int]], completions: list[list[int]], max_tokens: int = 16384) -> list[list[float]]:
+        """The log-prob, at temperature 1, of each completion token after its prompt and
+        the tokens before it: a teacher's view of sampled text, one forward per sequence
+        and no cache. Sequences go through in chunks of at most `max_tokens` padded tokens."""
+        if len(prompts) != len(completions):
+            raise ValueError(f"score needs one completion per prompt (got {len(prompts)} and {len(completions)})")
+        if self.parts is None:
+            self.parts = self._build()
+        seqs = [list(p) + list(c) for p, c in zip(prompts, completions)]
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        out: list[list[float]] = [[] for _ in seqs]
+        start = 0
+        while start < len(order):
+            rows = max(1, max_tokens // max(1, len(seqs[order[start]])))
+            chunk = order[start:start + rows]
+            ids, valid, pos = left_pad([seqs[i] for i in chunk], self.pad_id, self.device)
+            hidden, _ = forward(self.parts, ids, pos, mask=prefix_mask(valid))
+            logp, _ = head_logprobs(self.parts.lm_head, hidden[:, :-1], ids[:, 1:], with_entropy=False)
+            logp = logp.float().tolist()
+            for row, i in enumerate(chunk):
+                n = len(completions[i])
+                if n and not prompts[i]:
+                    raise ValueError("score needs a prompt of at least one token before each completion")
+                out[i] = logp[row][len(logp[row]) - n:] if n else []
+            start += len(chunk)
         return out
 
     def rows_per_chunk(self, seq_len: int) -> int:
