@@ -12,7 +12,7 @@ from rlvr.envs import make_env
 from rlvr.models import build_tiny_model
 from rlvr.models.forward import parts_of
 from rlvr.train import rl
-from rlvr.train.producer import Producer
+from rlvr.train.rollouts.producer import Producer
 from rlvr.types import Problem, Rollout, Sample, Sampling, Verdict
 
 ENV = {"name": "arithmetic", "digits": 2, "ops": ["add"], "template": "{expr}"}

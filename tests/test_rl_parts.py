@@ -10,8 +10,8 @@ from rlvr.models import build_tiny_model
 from rlvr.models.forward import parts_of
 from rlvr.rollout import generate_rollouts, rollout_stats, token_counts
 from rlvr.train.batch import make_batch, policy_logprobs
-from rlvr.train.producer import Producer
-from rlvr.train.queues import make_queue
+from rlvr.train.rollouts.producer import Producer
+from rlvr.train.rollouts.queues import make_queue
 from rlvr.types import Sample, Sampling, VerifierError
 
 ENV = {"name": "arithmetic", "digits": 2, "ops": ["add", "sub"], "template": "{expr}"}

@@ -38,8 +38,8 @@ from rlvr.train.evaluator import Evaluator, TrainerFields, headline_pass_at_1
 from rlvr.train.guard import DeclineGuard
 from rlvr.train.monitor import HackMonitor
 from rlvr.jsonl import read_jsonl
-from rlvr.train.producer import Producer
-from rlvr.train.queues import make_queue
+from rlvr.train.rollouts.producer import Producer
+from rlvr.train.rollouts.queues import make_queue
 from rlvr.train.progress import StepBar
 from rlvr.run import Run, last_model
 from rlvr.train.schedule import lr_at
@@ -315,7 +315,7 @@ def main(cfg: RLConfig) -> Run:
     if resumed and resumed[1].get("env_state") is not None and hasattr(env, "load_state"):
         env.load_state(resumed[1]["env_state"])  # a curriculum continues at its level
     if cfg.rollout_workers:
-        from rlvr.train.ray_queue import RayQueue
+        from rlvr.train.rollouts.ray_queue import RayQueue
         adapters = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad} if is_lora(model) else None
         workers_load = resumed[0] if resumed else last_model(cfg.model)
         if adapters is not None and resumed and (resumed[0] / "adapter_config.json").exists():

@@ -38,8 +38,8 @@ from typing import Any
 from torch import Tensor
 
 from rlvr.config import InputError
-from rlvr.train.producer import Batch, batch_stats
-from rlvr.train.queues import check_fit
+from rlvr.train.rollouts.producer import Batch, batch_stats
+from rlvr.train.rollouts.queues import check_fit
 from rlvr.types import Sampling
 
 try:
@@ -88,7 +88,7 @@ class _Worker:
         from rlvr.engine import TorchEngine
         from rlvr.envs import make_env
         from rlvr.models import load_model
-        from rlvr.train.producer import Producer
+        from rlvr.train.rollouts.producer import Producer
 
         torch.set_num_threads(threads)
         model, tok = load_model(model_dir)
