@@ -35,6 +35,7 @@ from pydantic import Field
 from rich.console import Console
 
 from rlvr.config import Config
+from rlvr.fields import Resume, SaveEvery, Tensorboard, Warmup, WeightDecay
 from rlvr.engine import TorchEngine
 from rlvr.envs import make_env
 from rlvr.eval import eval_problems, evaluate
@@ -62,8 +63,8 @@ class PretrainConfig(Config):
     steps: int = Field(1500, ge=1, description="Most optimizer steps (with the check on, the run usually ends at 300-500).")
     batch_size: int = Field(64, ge=1, description="Documents per step.")
     lr: float = Field(2e-3, gt=0, description="Learning rate (AdamW) after warm-up (check_every 0: decayed along a cosine to 10%).")
-    warmup: int = Field(30, ge=0, description="Linear warm-up steps.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    warmup: Warmup = 30
+    weight_decay: WeightDecay
     check_every: int = Field(50, ge=0, description="Run the held-out check every N steps; 0: no check, train `steps` with a cosine decay.")
     check_from: int = Field(150, ge=0, description="First step of a check (before it the model is still on its plateau).")
     check_problems: int = Field(64, ge=1, description="Held-out problems of the check (eval split, a seed apart from every evaluation's).")
@@ -76,9 +77,9 @@ class PretrainConfig(Config):
     band_pass_at_1: float = Field(0.2, ge=0, le=1, description="... while pass@1 is at most this ...")
     band_greedy: float = Field(0.1, ge=0, le=1, description="... and greedy accuracy at most this (the base's most likely answer is still wrong).")
     seed: int = Field(0, description="Seed of the model init and the corpus stream.")
-    save_every: int = Field(0, ge=0, description="Checkpoint every N steps (0: only at the end).")
-    resume: bool = Field(False, description="Continue the run in run_dir from its last checkpoint.")
-    tensorboard: bool = Field(False, description="Also write metrics as TensorBoard events in RUN_DIR/tensorboard.")
+    save_every: SaveEvery
+    resume: Resume
+    tensorboard: Tensorboard
 
 
 def batch_tensors(texts: list[str], tok) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

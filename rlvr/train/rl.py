@@ -34,6 +34,7 @@ from rlvr.train.batch import TrainBatch, make_batch, micro_batch_tokens, plan_mi
 from rlvr.train.setup import make_optimizer, memory_metrics, restore_optimizer, setup_model
 from rlvr.compute import Compute, inherited_from
 from rlvr.config import InputError
+from rlvr.fields import EnvSpec, GradClip, KeepLast, Resume, SaveEvery, StartModel, WeightDecay
 from rlvr.train.evaluator import Evaluator, TrainerFields, headline_pass_at_1
 from rlvr.train.guard import DeclineGuard
 from rlvr.train.monitor import HackMonitor
@@ -48,8 +49,8 @@ from rlvr.types import Rollout, Sampling
 
 class RLConfig(TrainerFields):
     run_dir: str = Field("runs/rl", description="Run directory (config, metrics, samples, checkpoints, eval).")
-    model: str = Field("runs/demo/base", description="Starting model: HF dir, checkpoint, run dir or .gguf.")
-    env: Any = Field("arithmetic", description="Environment spec: a name, 'name:key=value,...', or a mapping.")
+    model: StartModel
+    env: EnvSpec
     steps: int = Field(100, ge=1, description="Training steps (one rollout batch each).")
     prompts: int = Field(64, ge=1, description="Problems per step.")
     group_size: int = Field(8, ge=1, description="Completions per problem (the group of GRPO).")
@@ -70,8 +71,8 @@ class RLConfig(TrainerFields):
     warmup: int = Field(10, ge=0, description="Linear learning-rate warm-up steps (Adam's first steps move every weight by ~lr).")
     lr_schedule: Literal["constant", "cosine"] = Field("cosine", description="After warm-up: constant, or cosine to 10% over `steps` (under --budget_flops: over the steps the budget affords, estimated from the first step's cost).")
     lr_by_signal: bool = Field(True, description="Scale each step's learning rate by the share of groups whose rewards differ: Adam's normalisation moves every weight by ~lr however few groups carry a signal, which on a strong model (most groups all right) is mostly noise. Derived from the policy's own pass rate, step by step: ~0.6 from a 12% base, ~0.1-0.3 from a 98% one.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    grad_clip: float = Field(1.0, gt=0, description="Gradient norm clip.")
+    weight_decay: WeightDecay
+    grad_clip: GradClip
     epochs: int = Field(1, ge=1, description="Passes over each batch.")
     mini_batches: int = Field(1, ge=1, description="Optimizer steps per pass: the batch's groups in this many near-equal parts (fewer only when there are fewer groups).")
     micro_batch: int = Field(128, ge=1, description="Completions per forward/backward at most (gradient accumulation; memory and speed only).")
@@ -85,15 +86,15 @@ class RLConfig(TrainerFields):
     ray_address: str = Field("", description="Join this Ray cluster (e.g. ray://host:10001 or auto); empty: start a local one.")
     offpolicy: str = Field("none", description="Off-policy correction (rlvr.algos.offpolicy): none | tis | seq_tis | mask | decoupled.")
     offpolicy_cap: float = Field(2.0, gt=1, description="The correction's cap C: tis and seq_tis truncate importance weights at C; decoupled drops tokens whose weight exceeds C; mask keeps ratios in [1/C, C].")
-    save_every: int = Field(50, ge=0, description="Checkpoint every N steps (0: only at the end).")
-    keep_last: int = Field(2, ge=1, description="Checkpoints kept.")
+    save_every: SaveEvery = 50
+    keep_last: KeepLast
     log_samples: int = Field(2, ge=0, description="Rollouts per step written to samples.jsonl.")
     hack_monitor: int = Field(32, ge=0, description="Completions per step re-scored by the environment's held-out verifier, when it names one (lenient:, noisy:): hack/rate, hack/gap (0: off).")
     hack_penalty: float = Field(0.0, ge=0, description="Reward a completion the hack monitor catches -this instead of its training reward (0: none).")
     stop_on_hack: float = Field(0.0, ge=0, le=1, description="End the run when the monitor's hack rate reaches this; the final checkpoint is the last step below it (0: never).")
     guard_patience: int = Field(3, ge=1, description="Warn when held-out pass@1 falls at this many evaluations in a row while the training reward does not rise (needs --eval_every).")
     seed: int = Field(0, description="Seed of problem streams and sampling.")
-    resume: bool = Field(False, description="Continue the run in run_dir from its last checkpoint.")
+    resume: Resume
 
     @field_validator("advantage", "loss", "agg", "reward_correction", "offpolicy")
     @classmethod

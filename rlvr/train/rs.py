@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from rlvr.fields import EnvSpec, StartModel
 from rlvr.atomic import write_json, write_text
 from rlvr.compute import Compute, Totals, inherited_from
 from rlvr.engine import TorchEngine
@@ -54,8 +55,8 @@ from rlvr.verify.filters import FILTERS, keep
 
 class RSConfig(TrainerFields):
     run_dir: str = Field("runs/rs", description="Run directory (config, metrics, per-round data and SFT sub-runs, checkpoints).")
-    model: str = Field("runs/demo/base", description="Starting model: HF dir, checkpoint, run dir or .gguf.")
-    env: Any = Field("arithmetic", description="Environment spec: a name, 'name:key=value,...', or a mapping.")
+    model: StartModel
+    env: EnvSpec
     rounds: int = Field(3, ge=1, description="Rounds of sample -> filter -> fine-tune.")
     problems: int = Field(256, ge=1, description="Fresh train-split problems sampled per round.")
     n: int = Field(8, ge=1, description="Samples per problem (the N of best-of-N).")

@@ -47,6 +47,7 @@ from rlvr.models.forward import forward
 from rlvr.models.lm_head import chunked, token_logprobs
 from rlvr.compute import Compute, inherited_from
 from rlvr.config import InputError
+from rlvr.fields import GradClip, KeepLast, Resume, SaveEvery, StartModel, Warmup, WeightDecay
 from rlvr.jsonl import read_jsonl
 from rlvr.train.batch import micro_batch_tokens, plan_rows
 from rlvr.train.evaluator import Evaluator, TrainerFields
@@ -60,21 +61,21 @@ ROLES = {"system", "user", "assistant", "tool"}
 
 class SFTConfig(TrainerFields):
     run_dir: str = Field("runs/sft", description="Run directory (config, metrics, checkpoints, eval).")
-    model: str = Field("runs/demo/base", description="Starting model: HF dir, checkpoint, run dir or .gguf.")
+    model: StartModel
     data: str = Field("data/sft.jsonl", description='JSONL, a line a conversation: {"messages": [{"role", "content"}, ...]}.')
     epochs: int = Field(1, ge=1, description="Passes over the data (ignored when max_steps > 0).")
     max_steps: int = Field(0, ge=0, description="Optimizer steps (0: epochs x rows / batch_size).")
     batch_size: int = Field(16, ge=1, description="Rows per step: conversations, or packed rows with `pack`.")
     lr: float = Field(1e-4, gt=0, description="Peak learning rate (AdamW), cosine-decayed to 10%.")
-    warmup: int = Field(10, ge=0, description="Linear warm-up steps.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    grad_clip: float = Field(1.0, gt=0, description="Gradient norm clip.")
+    warmup: Warmup = 10
+    weight_decay: WeightDecay
+    grad_clip: GradClip
     max_length: int = Field(1024, ge=2, description="Token limit of a conversation (and of a packed row).")
     pack: bool = Field(False, description="Pack conversations into rows of max_length with block-diagonal attention.")
-    save_every: int = Field(0, ge=0, description="Checkpoint every N steps (0: only at the end).")
-    keep_last: int = Field(2, ge=1, description="Checkpoints kept.")
+    save_every: SaveEvery
+    keep_last: KeepLast
     seed: int = Field(0, description="Seed of the data order.")
-    resume: bool = Field(False, description="Continue the run in run_dir from its last checkpoint.")
+    resume: Resume
 
 
 # -- data ------------------------------------------------------------------------------
