@@ -14,7 +14,6 @@ here. `max_staleness` > 0 lets generation run ahead of training, in a thread or 
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -36,14 +35,14 @@ from rlvr.compute import Compute, inherited_from
 from rlvr.config import InputError
 from rlvr.fields import EnvSpec, GradClip, KeepLast, Resume, SaveEvery, StartModel, WeightDecay
 from rlvr.train.evaluator import Evaluator, TrainerFields, headline_pass_at_1
-from rlvr.train.guard import DeclineGuard
-from rlvr.train.monitor import HackMonitor
+from rlvr.train.guard import DeadRun, DeclineGuard
+from rlvr.train.monitor import HackMonitor, HackStop
 from rlvr.jsonl import read_jsonl
 from rlvr.train.rollouts.producer import Producer
 from rlvr.train.rollouts.queues import make_queue
 from rlvr.train.progress import StepBar
 from rlvr.run import Run, last_model
-from rlvr.train.schedule import lr_at
+from rlvr.train.schedule import Horizon
 from rlvr.types import Rollout, Sampling
 
 
@@ -239,18 +238,6 @@ def _mask_of(rollouts: list[Rollout]) -> torch.Tensor:
     return out
 
 
-def dead_warning(metrics: dict[str, float]) -> str:
-    """Why a run has no learning signal, from the batch it just drew."""
-    rate = metrics.get("pass_rate", 0.0)
-    if rate == 0.0:
-        flags = {k[5:]: v for k, v in metrics.items() if k.startswith("flag_") and v > 0}
-        why = (f"the policy never earns reward (flags: {', '.join(f'{k} {v:.0%}' for k, v in flags.items())}): "
-               "the model may not write the answer format the verifier reads, or the task is too hard for it")
-    else:
-        why = "every completion earns the same reward: the task is solved at this difficulty"
-    return f"3 steps in a row with no group whose rewards differ, so nothing to learn from: {why}"
-
-
 def _env_state(env) -> Any:
     """What an environment that learns (a curriculum) must carry across a resume, or None."""
     return env.state() if hasattr(env, "state") else None
@@ -331,19 +318,17 @@ def main(cfg: RLConfig) -> Run:
     evaluator = Evaluator(cfg, run, cfg.env, model, tok, cfg.max_new_tokens, cfg.seed)
     guard = DeclineGuard(cfg.guard_patience)
     monitor = HackMonitor(env, cfg.hack_monitor, cfg.seed, cfg.hack_penalty)
-    clean: tuple[int, dict] | None = None  # (step, weights) of the last step under stop_on_hack
-    stopped = ""
-    dead = 0  # steps in a row without a single group whose rewards differ
+    hack_stop = HackStop(cfg.stop_on_hack, monitor, start)
+    dead = DeadRun()
     if resumed and (run.dir / "metrics.jsonl").exists():
         guard.replay(row for _, row in read_jsonl(run.dir / "metrics.jsonl"))
     step = start
     if start == 0 and cfg.eval_every:  # where the accuracy-against-compute curve starts
         run.log(0, {**evaluator(0, compute), **compute.metrics()})
         guard.evaluation(headline_pass_at_1(evaluator.last))
-    horizon = resumed[1].get("horizon") if resumed else None  # of a cosine schedule; set after step 1 under a budget
-    if cfg.lr_schedule == "cosine" and not cfg.budget_flops:
-        horizon = cfg.steps
-    state = lambda: {"optimizer": opt.state_dict(), "compute": compute.state(), "horizon": horizon,  # noqa: E731
+    horizon = Horizon(cfg.lr_schedule == "cosine", cfg.steps, cfg.budget_flops,
+                      resumed[1].get("horizon") if resumed else None)
+    state = lambda: {"optimizer": opt.state_dict(), "compute": compute.state(), "horizon": horizon.total,  # noqa: E731
                      "env_state": _env_state(env)}
     try:
         with StepBar("rl", cfg.steps, start) as bar:
@@ -352,21 +337,17 @@ def main(cfg: RLConfig) -> Run:
                 t0 = time.perf_counter()
                 flops_before = compute.total().flops
                 for g in opt.param_groups:
-                    g["lr"] = lr_at(step, cfg.lr, cfg.warmup, horizon)  # horizon None: constant
+                    g["lr"] = horizon.rate(step, cfg.lr, cfg.warmup)
                 batch = rollouts_q.get(step)
                 t_wait = time.perf_counter() - t0
                 if hasattr(env, "observe"):  # a curriculum moves with the policy's pass rate
                     env.observe(batch.generated)
                 hack = monitor(batch.rollouts, step)
-                if cfg.stop_on_hack and hack and hack["hack/rate"] >= cfg.stop_on_hack:
-                    stopped = (f"stopped at step {step + 1}: hack rate {hack['hack/rate']:.1%} >= --stop_on_hack "
-                               f"{cfg.stop_on_hack:.1%}; the final checkpoint holds the weights of step "
-                               f"{clean[0] if clean else start}, the last below it")
+                stopped = hack_stop.check(hack, step, model)
+                if stopped:
                     bar.warn(stopped)
                     run.log(step + 1, {**hack, **batch.stats, "stopped_on_hack": 1.0})
                     break
-                if cfg.stop_on_hack and monitor.enabled:
-                    clean = (step, {k: v.detach().clone() for k, v in model.state_dict().items()})
                 metrics = train_on(batch.rollouts, model, parts, reference, opt, cfg, tok.pad_token_id, max_tokens)
                 metrics.update(hack)
                 hack_warning = monitor.warning(hack, step + 1)
@@ -379,9 +360,8 @@ def main(cfg: RLConfig) -> Run:
                 if reference is not None:
                     compute.forward_only(metrics["trained_tokens"])
                 compute.forward_only(metrics.pop("proximal_tokens", 0))  # decoupled PPO's proximal pass
-                if horizon is None and cfg.lr_schedule == "cosine":  # the steps the budget affords, at this step's cost
-                    per_step = compute.total().flops - flops_before
-                    horizon = min(cfg.steps, step + math.ceil(max(0.0, cfg.budget_flops - compute.total().flops) / per_step))
+                spent = compute.total().flops
+                horizon.fit(step, spent, spent - flops_before)  # under a budget: the steps it affords at this cost
                 dt = time.perf_counter() - t0
                 metrics.update(batch.stats)
                 metrics.update(getattr(env, "stats", dict)())
@@ -399,10 +379,10 @@ def main(cfg: RLConfig) -> Run:
                         metrics.update(guard.metrics())
                         if warning:
                             bar.warn(f"step {step}: {warning}")
-                dead = dead + 1 if metrics["updates"] == 0 else 0
-                metrics["dead_steps"] = float(dead)
-                if dead == 3:
-                    bar.warn(dead_warning(metrics))
+                dead_warning = dead.step(metrics)
+                metrics.update(dead.metrics())
+                if dead_warning:
+                    bar.warn(dead_warning)
                 run.log(step, metrics)
                 if cfg.log_samples:
                     run.log_samples(step, _sample_rows(batch.rollouts, cfg.log_samples))
@@ -412,12 +392,10 @@ def main(cfg: RLConfig) -> Run:
                     run.save(step, model, tok, state(), cfg.keep_last)
     finally:
         rollouts_q.close()
-    if stopped and clean is not None:
-        model.load_state_dict(clean[1])
-        step = clean[0]
-    if stopped:  # the final evaluation is of the weights kept, not of the last one that ran
+    step = hack_stop.restore(model, step)
+    if hack_stop.reason:  # the final evaluation is of the weights kept, not of the last one that ran
         evaluator(step, compute, final=True)
     run.save(step, model, tok, state(), cfg.keep_last)
     run.finish({"command": "rl", "steps": step, **compute.summary(), "final": evaluator.last,
-                **({"stopped": stopped} if stopped else {})})
+                **({"stopped": hack_stop.reason} if hack_stop.reason else {})})
     return run
