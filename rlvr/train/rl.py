@@ -21,15 +21,14 @@ from typing import Any, Callable, Literal
 import torch
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from rlvr.algos import (ADVANTAGES, AGG_WEIGHT, AGGREGATIONS, LOSSES, REWARD_CORRECTIONS, LossConfig, compute_advantages,
-                        mask_truncated)
-from rlvr.algos.offpolicy import NEEDS_PROXIMAL, OFFPOLICY
+from rlvr.algos import ADVANTAGES, AGGREGATIONS, LOSSES, REWARD_CORRECTIONS
+from rlvr.algos.offpolicy import OFFPOLICY
 from rlvr.engine import TorchEngine
 from rlvr.envs import make_env
 from rlvr.models import count_parameters, load_model
 from rlvr.models.forward import parts_of
 from rlvr.models.lora import adapter_base, is_lora
-from rlvr.train.batch import TrainBatch, make_batch, micro_batch_tokens, plan_micro_batches, policy_logprobs
+from rlvr.train.batch import TrainBatch, micro_batch_tokens, policy_logprobs
 from rlvr.train.setup import make_optimizer, memory_metrics, restore_optimizer, setup_model
 from rlvr.compute import Compute, inherited_from
 from rlvr.config import InputError
@@ -42,6 +41,7 @@ from rlvr.train.rollouts.producer import Producer
 from rlvr.train.rollouts.queues import make_queue
 from rlvr.train.progress import StepBar
 from rlvr.run import Run, last_model
+from rlvr.train.rl_update import train_on
 from rlvr.train.schedule import Horizon
 from rlvr.types import Rollout, Sampling
 
@@ -137,107 +137,6 @@ def reference_logprobs(cfg: RLConfig, model, parts) -> Callable[[TrainBatch], to
     return frozen
 
 
-def loss_config(cfg: RLConfig) -> LossConfig:
-    return LossConfig(clip_low=cfg.clip_low, clip_high=cfg.clip_high, kl_coef=cfg.kl_coef, agg=cfg.agg,
-                      max_tokens=cfg.max_new_tokens)
-
-
-def train_on(rollouts: list[Rollout], model, parts, reference, opt, cfg: RLConfig, pad_id: int,
-             max_tokens: int | None = None) -> dict[str, float]:
-    """Advantages, then epochs x mini_batches optimizer steps on one batch of rollouts.
-
-    Each optimizer step accumulates gradients over micro-batches of at most
-    `micro_batch` completions and `max_tokens` tokens (`batch.micro_batch_tokens`), of
-    similar lengths (`batch.plan_micro_batches`: less padding, prompts shared where it
-    pays); each micro-batch's loss is weighted by its
-    share of what the aggregation averages over, so the gradient equals the whole
-    mini-batch's. The off-policy correction
-    (`algos.OFFPOLICY[offpolicy]`) sets what the loss's ratio is taken against and
-    weighs or masks tokens; the proximal policy it may read is the model's own
-    log-probs before this step's first update.
-    """
-    # A group cut to one sample (its others undecided by the verifier) has no baseline, and
-    # nothing to learn from unless its tokens carry a signal of their own.
-    rollouts = [r for r in rollouts if len(r.samples) > 1 or r.has_signal()]
-    if not rollouts:  # e.g. dynamic sampling found no group with a learning signal
-        return {"trained_tokens": 0, "loss_tokens": 0, "updates": 0}
-    compute_advantages(rollouts, cfg.advantage, cfg.reward_correction, cfg.noise_fp, cfg.noise_fn,
-                       cfg.max_new_tokens, cfg.overlong_buffer)
-    masked = mask_truncated(rollouts) if cfg.mask_truncated else 0
-    loss_fn, lcfg, weigh = LOSSES[cfg.loss], loss_config(cfg), AGG_WEIGHT[cfg.agg]
-    correct = OFFPOLICY[cfg.offpolicy]
-    device = next(model.parameters()).device
-    # A group whose every token's signal is 0 (equal rewards and no per-token signal) adds
-    # exactly nothing to the policy gradient, so it is not computed at all; it still counts
-    # in what the aggregation divides by, so the gradient is the whole batch's. (Not with a
-    # KL term, which every token feels.)
-    skip = cfg.kl_coef == 0
-    informative = {id(r) for r in rollouts if r.has_signal()}
-    # No group with a learning signal (or a KL term alone, at a rate scaled to 0): no
-    # forward, no backward, no update.
-    if not informative and (skip or cfg.lr_by_signal):
-        return {"trained_tokens": 0, "loss_tokens": 0, "updates": 0, "skipped_groups": 1.0, "signal": 0.0}
-    chunks, totals, skipped = [], [], 0
-    for chunk in split_groups(rollouts, cfg.mini_batches):
-        totals.append(weigh(_mask_of(chunk)))
-        live = [r for r in chunk if not skip or id(r) in informative]
-        skipped += len(chunk) - len(live)
-        chunks.append([make_batch(m, pad_id, device) for m in plan_micro_batches(live, cfg.micro_batch, max_tokens)])
-    signal = len(informative) / len(rollouts)
-    if cfg.lr_by_signal:  # the trainer sets each step's rate afresh, so this does not compound
-        for g in opt.param_groups:
-            g["lr"] *= signal
-    proximal = None  # one update per step: the current log-probs are the proximal ones
-    if cfg.offpolicy in NEEDS_PROXIMAL and cfg.epochs * len(chunks) > 1:
-        with torch.no_grad():
-            proximal = [[policy_logprobs(parts, b, cfg.temperature, with_entropy=False)[0] for b in micro]
-                        for micro in chunks]
-    sums: dict[str, float] = {}
-    updates, weight = 0, 0.0  # metrics average over the trained samples, weighted as the loss weighs them
-    for _ in range(cfg.epochs):
-        for c, micro in enumerate(chunks):
-            if not micro:
-                continue
-            for m, batch in enumerate(micro):
-                share = weigh(batch.mask) / max(totals[c], 1.0)
-                logp, entropy = policy_logprobs(parts, batch, cfg.temperature)
-                prox = proximal[c][m] if proximal is not None else logp.detach()
-                off = correct(logp, batch.old_logp, prox, batch.mask, cfg.offpolicy_cap)
-                sums["trained_tokens"] = sums.get("trained_tokens", 0.0) + batch.forward_tokens
-                ref_logp = reference(batch) if reference is not None else None
-                loss, metrics = loss_fn(logp, off.anchor, batch.advantages, batch.mask, lcfg, ref_logp, off.weights)
-                (loss * share).backward()
-                metrics["entropy"] = float((entropy * batch.mask).sum() / batch.mask.sum().clamp(min=1))
-                for k, v in {**metrics, **off.metrics}.items():
-                    sums[k] = sums.get(k, 0.0) + v * share
-                weight += share
-                sums["loss_tokens"] = sums.get("loss_tokens", 0.0) + batch.tokens
-            sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            updates += 1
-    out = {k: v / max(weight, 1e-12) for k, v in sums.items()}
-    out["grad_norm"] = sums["grad_norm"] / updates
-    out["trained_tokens"], out["loss_tokens"], out["updates"] = sums["trained_tokens"], sums["loss_tokens"], updates
-    if proximal is not None:  # one forward of every trained token, charged by the caller
-        out["proximal_tokens"] = sum(b.forward_tokens for micro in chunks for b in micro)
-    out["skipped_groups"], out["signal"] = skipped / len(rollouts), signal
-    out["micro_batches"] = sum(len(micro) for micro in chunks)
-    if cfg.mask_truncated:
-        out["masked_truncated"] = masked / sum(len(r.samples) for r in rollouts)
-    return out
-
-
-def _mask_of(rollouts: list[Rollout]) -> torch.Tensor:
-    """The loss mask of these rollouts' samples, padded [B, T] (what an aggregation counts)."""
-    masks = [s.mask() for r in rollouts for s in r.samples]
-    out = torch.zeros(len(masks), max(1, max(len(m) for m in masks)))
-    for b, m in enumerate(masks):
-        out[b, :len(m)] = torch.tensor(m, dtype=torch.float)
-    return out
-
-
 def _env_state(env) -> Any:
     """What an environment that learns (a curriculum) must carry across a resume, or None."""
     return env.state() if hasattr(env, "state") else None
@@ -247,15 +146,6 @@ def staleness(rollouts: list[Rollout], version: int) -> dict[str, float]:
     """Policy versions each trained sample lags the weights it trains (0: on-policy)."""
     lags = [version - s.policy_version for r in rollouts for s in r.samples] or [0]
     return {"staleness": float(max(lags)), "staleness_mean": sum(lags) / len(lags)}
-
-
-def split_groups(rollouts: list[Rollout], parts: int) -> list[list[Rollout]]:
-    """`parts` mini-batches of groups (fewer only when there are fewer groups), their sizes
-    within one of each other: 10 groups in 4 are 3, 3, 2, 2, not 3, 3, 3, 1."""
-    parts = min(parts, len(rollouts))
-    size, extra = divmod(len(rollouts), parts)
-    bounds = [i * size + min(i, extra) for i in range(parts + 1)]
-    return [rollouts[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 def _sample_rows(rollouts: list[Rollout], n: int) -> list[dict[str, Any]]:
