@@ -231,8 +231,9 @@ class SFT(Trainer):
         # Under a budget the cosine spans the steps it affords (estimated from the data; the
         # same after a resume), and so does the progress bar.
         self.horizon = Horizon(cosine=True, steps=self.steps, budget_flops=cfg.budget_flops)
-        tokens = sum(len(ex.ids) for row in self.rows for ex in row)
-        self.horizon.fit(0, self.compute.inherited.flops, self.compute.flops_per_trained_token * tokens / self.per_epoch)
+        epoch_tokens = sum(len(ex.ids) for row in self.rows for ex in row)
+        per_step = self.compute.flops_per_trained_token * epoch_tokens / self.per_epoch
+        self.horizon.fit(0, self.compute.inherited.flops, per_step)
         self.expected = self.horizon.total
 
     def make_evaluator(self) -> Evaluator:

@@ -120,8 +120,8 @@ class Trainer:
 
     def save(self) -> Path:
         state = {"optimizer": self.opt.state_dict()} if self.opt is not None else {}
-        return self.run.save(self.step, self.model, self.tok, {**state, "compute": self.compute.state(), **self.state()},
-                             self.keep_last)
+        state.update({"compute": self.compute.state(), **self.state()})
+        return self.run.save(self.step, self.model, self.tok, state, self.keep_last)
 
     def update(self, grad_clip: float) -> float:
         """Clip the gradient, take an optimizer step, clear the gradient; its norm before the clip."""
