@@ -1,12 +1,16 @@
 """`rlvr rl`: RL on verifiable rewards (the GRPO family), from a base or after a cold start.
 
-One step: take a batch of groups from the rollout queue (n completions of each of
-`prompts` problems, scored by the environment's verifier), turn rewards into
-advantages (`algos.ADVANTAGES[advantage]`), and minimise `algos.LOSSES[loss]` over
-the batch for `epochs` x `mini_batches` optimizer steps; then hand the new weights to
-the producer. Which estimator and which loss are names in the config, never branches
-here. `max_staleness` > 0 lets generation run ahead of training, in a thread or on
-`rollout_workers` Ray actors (see queues.py), with `offpolicy` correcting the lag.
+One step (`RL.train_step`): take a batch of groups from the rollout queue (n completions
+of each of `prompts` problems, scored by the environment's verifier); let a curriculum
+see how the policy did; re-score a sample with the held-out verifier (`HackMonitor`,
+ending the run at `--stop_on_hack`); turn rewards into advantages and minimise
+`algos.LOSSES[loss]` over the batch for `epochs` x `mini_batches` optimizer steps
+(rl_update.py); hand the new weights to the producer; charge the step's compute. Which
+estimator and which loss are names in the config, never branches here. `max_staleness`
+> 0 lets generation run ahead of training, in a thread or on `rollout_workers` Ray
+actors (rlvr/train/rollouts/), with `offpolicy` correcting the lag. Around the steps,
+`DeclineGuard` watches each evaluation and `DeadRun` the steps that cannot learn; the
+loop itself (resume, evaluation, checkpoints, summary) is rlvr/train/trainer.py's.
 
     rlvr rl --model runs/demo/base --env arithmetic:digits=3,ops=add --steps 100
 """
@@ -23,26 +27,24 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from rlvr.algos import ADVANTAGES, AGGREGATIONS, LOSSES, REWARD_CORRECTIONS
 from rlvr.algos.offpolicy import OFFPOLICY
+from rlvr.config import InputError
 from rlvr.engine import TorchEngine
 from rlvr.envs import make_env
-from rlvr.models import count_parameters, load_model
+from rlvr.fields import EnvSpec, GradClip, KeepLast, Resume, SaveEvery, StartModel, WeightDecay
+from rlvr.jsonl import read_jsonl
+from rlvr.models import load_model
 from rlvr.models.forward import parts_of
 from rlvr.models.lora import adapter_base, is_lora
+from rlvr.run import Run, last_model
 from rlvr.train.batch import TrainBatch, micro_batch_tokens, policy_logprobs
-from rlvr.train.setup import make_optimizer, memory_metrics, restore_optimizer, setup_model
-from rlvr.compute import Compute, inherited_from
-from rlvr.config import InputError
-from rlvr.fields import EnvSpec, GradClip, KeepLast, Resume, SaveEvery, StartModel, WeightDecay
-from rlvr.train.evaluator import Evaluator, TrainerFields, headline_pass_at_1
+from rlvr.train.evaluator import TrainerFields, headline_pass_at_1
 from rlvr.train.guard import DeadRun, DeclineGuard
 from rlvr.train.monitor import HackMonitor, HackStop
-from rlvr.jsonl import read_jsonl
-from rlvr.train.rollouts.producer import Producer
-from rlvr.train.rollouts.queues import make_queue
-from rlvr.train.progress import StepBar
-from rlvr.run import Run, last_model
 from rlvr.train.rl_update import train_on
+from rlvr.train.rollouts.producer import Batch, Producer
+from rlvr.train.rollouts.queues import RolloutQueue, make_queue
 from rlvr.train.schedule import Horizon
+from rlvr.train.trainer import Trainer
 from rlvr.types import Rollout, Sampling
 
 
@@ -116,6 +118,130 @@ class RLConfig(TrainerFields):
         return self
 
 
+class RL(Trainer):
+    command = "rl"
+    betas = (0.9, 0.99)
+    throughput = "generated_tokens"
+
+    def __init__(self, cfg: RLConfig):
+        super().__init__(cfg)
+        self.steps = cfg.steps
+
+    def prepare(self) -> None:
+        if self.cfg.noise_rates:  # rlvr noise-audit's estimates
+            self.cfg = with_noise_rates(self.cfg, Path(self.cfg.noise_rates))
+        self.env = make_env(self.cfg.prompted(self.cfg.env))
+
+    def setup(self, state: dict[str, Any]) -> None:
+        cfg = self.cfg
+        self.reference = reference_logprobs(cfg, self.model, self.parts)
+        self.max_tokens = micro_batch_tokens(self.parts, cfg.activation_gb)
+        self.horizon = Horizon(cfg.lr_schedule == "cosine", cfg.steps, cfg.budget_flops, state.get("horizon"))
+        if state.get("env_state") is not None and hasattr(self.env, "load_state"):
+            self.env.load_state(state["env_state"])  # a curriculum continues at its level
+        self.monitor = HackMonitor(self.env, cfg.hack_monitor, cfg.seed, cfg.hack_penalty)
+        self.hack_stop = HackStop(cfg.stop_on_hack, self.monitor, self.start)
+        self.guard, self.dead = DeclineGuard(cfg.guard_patience), DeadRun()
+        if self.checkpoint is not None and (self.run.dir / "metrics.jsonl").exists():
+            self.guard.replay(row for _, row in read_jsonl(self.run.dir / "metrics.jsonl"))
+        self.rollouts = self.rollout_queue()
+
+    def rollout_queue(self) -> RolloutQueue:
+        """Where batches come from: the trainer's own weights (in its thread, or a producer
+        thread ahead of it), or Ray actors loading the starting model or the checkpoint."""
+        cfg, model = self.cfg, self.model
+        sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                            seed=cfg.seed)
+        if cfg.rollout_workers:
+            from rlvr.train.rollouts.ray_queue import RayQueue
+            adapters = ({k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
+                        if is_lora(model) else None)
+            workers_load = self.checkpoint or last_model(cfg.model)
+            if adapters is not None and self.checkpoint and (self.checkpoint / "adapter_config.json").exists():
+                workers_load = adapter_base(self.checkpoint)  # the base; the adapters travel as weights
+            return RayQueue(cfg, str(workers_load), sampling, start=self.start, env_state=_env_state(self.env),
+                            adapters=adapters)
+        # Synchronous: the engine generates from the trainer's own weights (one copy in memory).
+        engine = TorchEngine(model, self.tok, version=self.start, share=cfg.max_staleness == 0)
+        producer = Producer(engine, self.env, cfg.prompts, cfg.group_size, sampling, cfg.seed, cfg.drop_uniform_groups)
+        return make_queue(producer, cfg.max_staleness, start=self.start, version=self.start, exact=cfg.exact_staleness)
+
+    def rate(self, step: int) -> float:
+        return self.horizon.rate(step, self.cfg.lr, self.cfg.warmup)
+
+    def train_step(self, step: int) -> dict[str, float] | None:
+        t0 = time.perf_counter()
+        flops_before = self.compute.total().flops
+        batch = self.rollouts.get(step)
+        waited = time.perf_counter() - t0
+        if hasattr(self.env, "observe"):  # a curriculum moves with the policy's pass rate
+            self.env.observe(batch.generated)
+        hack = self.monitor(batch.rollouts, step)
+        stopped = self.hack_stop.check(hack, step, self.model)
+        if stopped:
+            self.warn(stopped)
+            self.run.log(step + 1, {**hack, **batch.stats, "stopped_on_hack": 1.0})
+            return None
+        metrics = self.learn(batch.rollouts)
+        metrics.update(hack)
+        self.warn(self.monitor.warning(hack, step + 1))
+        self.rollouts.push_weights(self.model.state_dict(), step + 1, _env_state(self.env))
+        self.charge(batch, metrics)
+        spent = self.compute.total().flops
+        self.horizon.fit(step + 1, spent, spent - flops_before)  # under a budget: the steps it affords at this cost
+        metrics.update({**batch.stats, **getattr(self.env, "stats", dict)(), "gen_time": batch.seconds,
+                        "wait_time": waited, **staleness(batch.rollouts, step)})
+        self.guard.reward(metrics.get("reward", 0.0))
+        self.warn(self.dead.step(metrics))
+        metrics.update(self.dead.metrics())
+        if self.cfg.log_samples:
+            self.run.log_samples(step + 1, _sample_rows(batch.rollouts, self.cfg.log_samples))
+        return metrics
+
+    def learn(self, rollouts: list[Rollout]) -> dict[str, float]:
+        """Advantages and the optimizer steps on a batch (rl_update.py); its metrics."""
+        return train_on(rollouts, self.model, self.parts, self.reference, self.opt, self.cfg, self.tok.pad_token_id,
+                        self.max_tokens)
+
+    def charge(self, batch: Batch, metrics: dict[str, float]) -> None:
+        """The step's compute: generation, training, and the forwards without a backward."""
+        self.compute.generated(batch.stats.pop("prompt_tokens"), batch.stats["generated_tokens"])
+        self.compute.trained(metrics["trained_tokens"])  # prompts once per micro-batch + completions, all epochs
+        if self.reference is not None:
+            self.compute.forward_only(metrics["trained_tokens"])
+        self.compute.forward_only(metrics.pop("proximal_tokens", 0))  # decoupled PPO's proximal pass
+
+    def evaluate(self, step: int, final: bool) -> dict[str, float]:
+        metrics = super().evaluate(step, final)
+        if self.evaluator.last is not None:
+            warning = self.guard.evaluation(headline_pass_at_1(self.evaluator.last))
+            metrics.update(self.guard.metrics())
+            self.warn(warning and f"step {step}: {warning}")
+        return metrics
+
+    def progress(self, metrics: dict[str, float]) -> dict[str, float]:
+        return {"reward": metrics["reward"], "len": metrics["response_len"], "ent": metrics.get("entropy", 0.0)}
+
+    def close(self) -> None:
+        self.rollouts.close()
+
+    def end(self, step: int) -> int:
+        step = self.hack_stop.restore(self.model, step)
+        if self.hack_stop.reason:  # the final evaluation is of the weights kept, not of the last one that ran
+            self.evaluator(step, self.compute, final=True)
+        return step
+
+    def state(self) -> dict[str, Any]:
+        return {"horizon": self.horizon.total, "env_state": _env_state(self.env)}
+
+    def summary(self) -> dict[str, Any]:
+        return {"stopped": self.hack_stop.reason} if self.hack_stop.reason else {}
+
+
+def main(cfg: RLConfig) -> Run:
+    return RL(cfg).train()
+
+
 def reference_logprobs(cfg: RLConfig, model, parts) -> Callable[[TrainBatch], torch.Tensor] | None:
     """The frozen starting policy's log-probs on a batch, for the KL term (None without
     one). Under LoRA it is the model with its adapters switched off, so no second copy;
@@ -171,121 +297,3 @@ def with_noise_rates(cfg: RLConfig, path: Path) -> RLConfig:
         return RLConfig.model_validate({**cfg.model_dump(), **update})
     except ValidationError as e:
         raise InputError(f"{path}: {'; '.join(err['msg'] for err in e.errors())}") from None
-
-
-def main(cfg: RLConfig) -> Run:
-    if cfg.noise_rates:  # rlvr noise-audit's estimates
-        cfg = with_noise_rates(cfg, Path(cfg.noise_rates))
-    env = make_env(cfg.prompted(cfg.env))  # a bad spec fails before the run directory is touched
-    run = Run(cfg.run_dir, cfg, resume=cfg.resume, tensorboard=cfg.tensorboard)
-    resumed = run.resume_state() if cfg.resume else None
-    start = resumed[1]["step"] if resumed else 0
-    model, tok, parts = setup_model(cfg, last_model(cfg.model), resumed[0] if resumed else None)
-    compute = Compute(count_parameters(model), "rl", inherited_from(cfg.model),
-                      count_parameters(model, trainable=True))
-    reference = reference_logprobs(cfg, model, parts)
-    max_tokens = micro_batch_tokens(parts, cfg.activation_gb)
-    opt = make_optimizer(model, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
-    if resumed:
-        restore_optimizer(opt, resumed[1], str(resumed[0].parent))
-        compute.load_state(resumed[1].get("compute"))
-    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
-    if resumed and resumed[1].get("env_state") is not None and hasattr(env, "load_state"):
-        env.load_state(resumed[1]["env_state"])  # a curriculum continues at its level
-    if cfg.rollout_workers:
-        from rlvr.train.rollouts.ray_queue import RayQueue
-        adapters = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad} if is_lora(model) else None
-        workers_load = resumed[0] if resumed else last_model(cfg.model)
-        if adapters is not None and resumed and (resumed[0] / "adapter_config.json").exists():
-            workers_load = adapter_base(resumed[0])  # the base; the adapters travel as weights
-        rollouts_q = RayQueue(cfg, str(workers_load), sampling, start=start, env_state=_env_state(env),
-                              adapters=adapters)
-    else:
-        # Synchronous: the engine generates from the trainer's own weights (one copy in memory).
-        engine = TorchEngine(model, tok, version=start, share=cfg.max_staleness == 0)
-        producer = Producer(engine, env, cfg.prompts, cfg.group_size, sampling, cfg.seed, cfg.drop_uniform_groups)
-        rollouts_q = make_queue(producer, cfg.max_staleness, start=start, version=start, exact=cfg.exact_staleness)
-    evaluator = Evaluator(cfg, run, cfg.env, model, tok, cfg.max_new_tokens, cfg.seed)
-    guard = DeclineGuard(cfg.guard_patience)
-    monitor = HackMonitor(env, cfg.hack_monitor, cfg.seed, cfg.hack_penalty)
-    hack_stop = HackStop(cfg.stop_on_hack, monitor, start)
-    dead = DeadRun()
-    if resumed and (run.dir / "metrics.jsonl").exists():
-        guard.replay(row for _, row in read_jsonl(run.dir / "metrics.jsonl"))
-    step = start
-    if start == 0 and cfg.eval_every:  # where the accuracy-against-compute curve starts
-        run.log(0, {**evaluator(0, compute), **compute.metrics()})
-        guard.evaluation(headline_pass_at_1(evaluator.last))
-    horizon = Horizon(cfg.lr_schedule == "cosine", cfg.steps, cfg.budget_flops,
-                      resumed[1].get("horizon") if resumed else None)
-    state = lambda: {"optimizer": opt.state_dict(), "compute": compute.state(), "horizon": horizon.total,  # noqa: E731
-                     "env_state": _env_state(env)}
-    try:
-        with StepBar("rl", cfg.steps, start) as bar:
-            done = step >= cfg.steps or compute.spent(cfg.budget_flops)
-            while not done:
-                t0 = time.perf_counter()
-                flops_before = compute.total().flops
-                for g in opt.param_groups:
-                    g["lr"] = horizon.rate(step, cfg.lr, cfg.warmup)
-                batch = rollouts_q.get(step)
-                t_wait = time.perf_counter() - t0
-                if hasattr(env, "observe"):  # a curriculum moves with the policy's pass rate
-                    env.observe(batch.generated)
-                hack = monitor(batch.rollouts, step)
-                stopped = hack_stop.check(hack, step, model)
-                if stopped:
-                    bar.warn(stopped)
-                    run.log(step + 1, {**hack, **batch.stats, "stopped_on_hack": 1.0})
-                    break
-                metrics = train_on(batch.rollouts, model, parts, reference, opt, cfg, tok.pad_token_id, max_tokens)
-                metrics.update(hack)
-                hack_warning = monitor.warning(hack, step + 1)
-                if hack_warning:
-                    bar.warn(hack_warning)
-                rollouts_q.push_weights(model.state_dict(), step + 1, _env_state(env))
-                step += 1
-                compute.generated(batch.stats.pop("prompt_tokens"), batch.stats["generated_tokens"])
-                compute.trained(metrics["trained_tokens"])  # prompts once per micro-batch + completions, all epochs
-                if reference is not None:
-                    compute.forward_only(metrics["trained_tokens"])
-                compute.forward_only(metrics.pop("proximal_tokens", 0))  # decoupled PPO's proximal pass
-                spent = compute.total().flops
-                horizon.fit(step, spent, spent - flops_before)  # under a budget: the steps it affords at this cost
-                dt = time.perf_counter() - t0
-                metrics.update(batch.stats)
-                metrics.update(getattr(env, "stats", dict)())
-                metrics.update({
-                    "step_time": dt, "gen_time": batch.seconds, "wait_time": t_wait,
-                    "tokens_per_s": batch.stats["generated_tokens"] / dt,
-                    **staleness(batch.rollouts, step - 1), "lr": opt.param_groups[0]["lr"], **compute.metrics(),
-                    **memory_metrics(parts.embed.weight.device)})
-                done = step >= cfg.steps or compute.spent(cfg.budget_flops)
-                guard.reward(metrics.get("reward", 0.0))
-                if done or evaluator.due(step):
-                    metrics.update(evaluator(step, compute, final=done))
-                    if evaluator.last is not None:
-                        warning = guard.evaluation(headline_pass_at_1(evaluator.last))
-                        metrics.update(guard.metrics())
-                        if warning:
-                            bar.warn(f"step {step}: {warning}")
-                dead_warning = dead.step(metrics)
-                metrics.update(dead.metrics())
-                if dead_warning:
-                    bar.warn(dead_warning)
-                run.log(step, metrics)
-                if cfg.log_samples:
-                    run.log_samples(step, _sample_rows(batch.rollouts, cfg.log_samples))
-                bar.update(step, reward=metrics["reward"], len=metrics["response_len"],
-                           ent=metrics.get("entropy", 0.0))
-                if cfg.save_every and step % cfg.save_every == 0 and not done:
-                    run.save(step, model, tok, state(), cfg.keep_last)
-    finally:
-        rollouts_q.close()
-    step = hack_stop.restore(model, step)
-    if hack_stop.reason:  # the final evaluation is of the weights kept, not of the last one that ran
-        evaluator(step, compute, final=True)
-    run.save(step, model, tok, state(), cfg.keep_last)
-    run.finish({"command": "rl", "steps": step, **compute.summary(), "final": evaluator.last,
-                **({"stopped": hack_stop.reason} if hack_stop.reason else {})})
-    return run

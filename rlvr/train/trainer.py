@@ -60,8 +60,8 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------
     def train(self) -> Run:
-        cfg = self.cfg
         self.prepare()
+        cfg = self.cfg  # as prepare() may have completed it
         self.run = run = Run(cfg.run_dir, cfg, resume=cfg.resume, tensorboard=cfg.tensorboard)
         resumed = run.resume_state() if cfg.resume else None
         self.checkpoint, state = resumed or (None, {})
@@ -130,9 +130,10 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         return float(norm)
 
-    def warn(self, message: str) -> None:
-        """A warning above the progress bar."""
-        self.bar.warn(message)
+    def warn(self, message: str | None) -> None:
+        """A warning above the progress bar (none for an empty message)."""
+        if message:
+            self.bar.warn(message)
 
     # -- what a regime states ------------------------------------------------------------
     def prepare(self) -> None:
