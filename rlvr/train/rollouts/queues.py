@@ -14,7 +14,7 @@ for weights fresh enough), never by throwing finished work away.
                  (`--exact_staleness`)
     ThreadQueue  a background thread generates up to max_staleness batches ahead with the
                  newest weights it has, overlapping generation with training
-    RayQueue     rollout workers as Ray actors (rlvr/train/rollouts/ray_queue.py, `--rollout_workers N`)
+    RayQueue     rollout workers as Ray actors (ray_queue.py, `--rollout_workers N`)
 
 The loop, the losses and the metrics do not know which one runs; the behaviour
 log-probs and policy version every sample carries let the loss correct the lag
