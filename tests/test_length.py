@@ -74,13 +74,13 @@ def test_a_truncated_sample_adds_no_gradient():
     m2 = copy.deepcopy(model).train()
     opt2 = GradCapture(m2.parameters())
     rl_update.train_on(masked_rollouts, m2, parts_of(m2), None, opt2, cfg.model_copy(update={"mask_truncated": False}),
-                tok.pad_token_id)
+                       tok.pad_token_id)
     for a, b in zip(opt1.grads, opt2.grads):
         assert torch.allclose(a, b, atol=1e-7)
     m3 = copy.deepcopy(model).train()
     opt3 = GradCapture(m3.parameters())
-    rl_update.train_on(copy.deepcopy(rollouts), m3, parts_of(m3), None, opt3, cfg.model_copy(update={"mask_truncated": False}),
-                tok.pad_token_id)
+    rl_update.train_on(copy.deepcopy(rollouts), m3, parts_of(m3), None, opt3,
+                       cfg.model_copy(update={"mask_truncated": False}), tok.pad_token_id)
     assert any(not torch.allclose(a, b) for a, b in zip(opt1.grads, opt3.grads))  # the mask mattered
 
 

@@ -67,7 +67,7 @@ def test_a_batch_with_equal_rewards_but_a_per_token_signal_trains_on_it():
     cfg = rl.RLConfig(model="x", env=ENV, micro_batch=8, loss="reinforce", agg="token_mean")
     trained = copy.deepcopy(model).train()
     assert rl_update.train_on(rollouts, trained, parts_of(trained), None, GradCapture(trained.parameters()), cfg,
-                       tok.pad_token_id)["updates"] == 0
+                              tok.pad_token_id)["updates"] == 0
     # A signal on the first group's tokens only: that group trains, the rest are skipped,
     # and --lr_by_signal counts it as a group with a signal.
     for s in rollouts[0].samples:
@@ -96,6 +96,32 @@ def test_a_lone_sample_with_a_per_token_signal_is_not_dropped_for_want_of_a_base
     cfg = rl.RLConfig(model="x", env=ENV, advantage="rloo", loss="reinforce")
     trained = copy.deepcopy(model).train()
     m = rl_update.train_on(rollouts, trained, parts_of(trained), None, GradCapture(trained.parameters()), cfg,
-                    tok.pad_token_id)
+                           tok.pad_token_id)
     assert m["updates"] == 1 and m["signal"] == 1.0
     assert all(r.advantages == [0.0] for r in rollouts)
+
+
+def test_a_regime_with_a_per_token_signal_is_rl_with_its_own_learn(micro_base, tmp_path):
+    """The seam on-policy distillation takes: RL's loop, each sample's tokens scored before the update."""
+    import json
+
+    from conftest import ENV as BASE_ENV
+
+    class Scored(rl.RL):
+        command = "scored"
+
+        def learn(self, rollouts):
+            for r in rollouts:
+                for s in r.samples:  # where a teacher's log-prob minus the sample's would go
+                    s.token_advantages = [-0.1] * len(s.completion_ids)
+            return super().learn(rollouts)
+
+    cfg = rl.RLConfig(run_dir=str(tmp_path / "scored"), model=str(micro_base), env=BASE_ENV, steps=2, prompts=4,
+                      group_size=2, max_new_tokens=8, eval_problems=0, save_every=0)
+    run = Scored(cfg).train()
+    summary = json.loads((run.dir / "summary.json").read_text())
+    assert summary["command"] == "scored" and summary["steps"] == 2
+    rows = [json.loads(line) for line in (run.dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["updates"] for r in rows] == [1, 1] and all(r["signal"] == 1.0 for r in rows)
+    samples = [json.loads(line) for line in (run.dir / "samples.jsonl").read_text().splitlines()]
+    assert samples and all(s["token_advantage_mean"] == pytest.approx(-0.1) for s in samples)
