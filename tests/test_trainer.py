@@ -28,10 +28,6 @@ class Count(Trainer):
     """A regime whose step trains nothing and charges 10 trained tokens."""
     command = "count"
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        self.steps = cfg.steps
-
     def build(self, checkpoint):
         model, tok = load_model(checkpoint) if checkpoint else build_tiny_model("micro", seed=0)
         return model.train(), tok, None
@@ -40,6 +36,7 @@ class Count(Trainer):
         return None
 
     def setup(self, state):
+        self.steps = self.cfg.steps
         self.seen = list(state.get("seen", []))
 
     def make_evaluator(self):

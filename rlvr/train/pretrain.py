@@ -121,10 +121,6 @@ def rate(cfg: PretrainConfig, step: int, learned: int | None, checked: bool) -> 
 class Pretrain(Trainer):
     command = "pretrain"
 
-    def __init__(self, cfg: PretrainConfig):
-        super().__init__(cfg)
-        self.steps = cfg.steps
-
     def prepare(self) -> None:
         self.env = make_env(self.cfg.env)
 
@@ -138,6 +134,7 @@ class Pretrain(Trainer):
 
     def setup(self, state: dict) -> None:
         cfg = self.cfg
+        self.steps = cfg.steps
         self.learned = state.get("learned")  # the step the check first saw the procedure learned
         self.ended = state.get("finished", False)  # a resumed run that had already stopped
         self.last_check: dict[str, float] = state.get("check", {})

@@ -123,10 +123,6 @@ class RL(Trainer):
     betas = (0.9, 0.99)
     throughput = "generated_tokens"
 
-    def __init__(self, cfg: RLConfig):
-        super().__init__(cfg)
-        self.steps = cfg.steps
-
     def prepare(self) -> None:
         if self.cfg.noise_rates:  # rlvr noise-audit's estimates
             self.cfg = with_noise_rates(self.cfg, Path(self.cfg.noise_rates))
@@ -134,6 +130,7 @@ class RL(Trainer):
 
     def setup(self, state: dict[str, Any]) -> None:
         cfg = self.cfg
+        self.steps = cfg.steps
         self.reference = reference_logprobs(cfg, self.model, self.parts)
         self.max_tokens = micro_batch_tokens(self.parts, cfg.activation_gb)
         self.horizon = Horizon(cfg.lr_schedule == "cosine", cfg.steps, cfg.budget_flops, state.get("horizon"))

@@ -120,11 +120,6 @@ class RS(Trainer):
     command = "rs"
     throughput = None
 
-    def __init__(self, cfg: RSConfig):
-        super().__init__(cfg)
-        self.steps = cfg.rounds
-        self.save_every = 1  # every round: a round is costly, and a resume continues from the last one
-
     def prepare(self) -> None:
         self.env = make_env(self.cfg.prompted(self.cfg.env))
 
@@ -134,6 +129,8 @@ class RS(Trainer):
         return model, tok, None
 
     def setup(self, state: dict) -> None:
+        self.steps = self.cfg.rounds
+        self.save_every = 1  # every round: a round is costly, and a resume continues from the last one
         # Sampling shares the model's weights, which each round's fine-tuning loads into.
         self.engine = TorchEngine(self.model, self.tok, version=self.start, share=True)
 

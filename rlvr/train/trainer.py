@@ -53,7 +53,7 @@ class Trainer:
 
     def __init__(self, cfg):
         self.cfg = cfg
-        self.steps = 0  # the most steps the run takes: the regime sets it, here or in setup()
+        self.steps = 0  # the most steps the run takes: the regime sets it in setup()
         self.expected: int | None = None  # the progress bar's length when the run expects to stop sooner
         self.save_every: int = getattr(cfg, "save_every", 0)  # --save_every, where the command has it
         self.keep_last: int = getattr(cfg, "keep_last", 2)
