@@ -57,7 +57,7 @@ def worst_case(args: argparse.Namespace, setting: str) -> None:
     from rlvr.engine import make_engine
     from rlvr.envs import make_env
     from rlvr.rollout import generate_rollouts
-    from rlvr.train import rl
+    from rlvr.train import rl, rl_update
     from rlvr.train.batch import micro_batch_tokens
     from rlvr.train.setup import make_optimizer, setup_model
     from rlvr.types import Sampling, Verdict
@@ -77,8 +77,8 @@ def worst_case(args: argparse.Namespace, setting: str) -> None:
         rollouts = generate_rollouts(engine, env, [next(stream) for _ in range(cfg.prompts)], cfg.group_size, sampling)
         for r in rollouts:
             r.verdicts = [Verdict(float(i % 2), bool(i % 2)) for i in range(len(r.samples))]
-        m = rl.train_on(compute_advantages(rollouts, cfg.advantage), model, parts, None, opt, cfg, tok.pad_token_id,
-                        max_tokens)
+        m = rl_update.train_on(compute_advantages(rollouts, cfg.advantage), model, parts, None, opt, cfg,
+                               tok.pad_token_id, max_tokens)
         engine.sync_weights({}, len(steps) + 1)
         steps.append((time.perf_counter() - t, sum(len(s.completion_ids) for r in rollouts for s in r.samples),
                       m["loss_tokens"], m["micro_batches"]))

@@ -125,9 +125,10 @@ def rlvr_worker(path: str, case: dict, steps: int, device: str) -> None:
     from rlvr.engine import make_engine
     from rlvr.envs import make_env
     from rlvr.train.batch import micro_batch_tokens
-    from rlvr.train.producer import Producer
-    from rlvr.train.queues import make_queue
-    from rlvr.train.rl import RLConfig, reference_logprobs, train_on
+    from rlvr.train.rollouts.producer import Producer
+    from rlvr.train.rollouts.queues import make_queue
+    from rlvr.train.rl import RLConfig, reference_logprobs
+    from rlvr.train.rl_update import train_on
     from rlvr.train.setup import make_optimizer, setup_model
     from rlvr.types import Sampling
 

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rlvr.config import Config
+from rlvr.fields import BaseSeed, PipelineSeed, PretrainSteps
 from rlvr.engine import make_engine
 from rlvr.envs import make_env
 from rlvr.eval import eval_problems, evaluate, headline
@@ -36,15 +37,15 @@ from rlvr.types import Sampling
 class DemoConfig(Config):
     run_dir: str = Field("", description="Demo run directory (default: runs/demo-<timestamp>).")
     base_dir: str = Field("", description="Where the pretrained base is cached (default: runs/base-<config hash>).")
-    pretrain_steps: int = Field(1500, ge=1, description="Most pretraining steps of the base (its held-out check usually stops it at 300-500; see rlvr pretrain --help).")
+    pretrain_steps: PretrainSteps
     rl_steps: int = Field(80, ge=1, description="RL steps (80: the weakest base measured, seed 3 on the generic kernels, ended at 83% after 60 and 89% after 80; EXPERIMENTS.md).")
     prompts: int = Field(64, ge=1, description="Problems per RL step.")
     group_size: int = Field(8, ge=1, description="Completions per problem.")
     lr: float = Field(5e-4, gt=0, description="RL learning rate (after a 10-step warm-up, cosine-decayed to 10% by the last step).")
     eval_problems: int = Field(200, ge=1, description="Held-out problems for the before/after evaluation.")
     eval_samples: int = Field(16, ge=1, description="Samples per problem (pass@1 is their mean; pass@k for k = this).")
-    seed: int = Field(0, description="Seed of sampling, RL and evaluation problems (the base has its own).")
-    base_seed: int = Field(0, description="Seed of the base's pretraining, apart from `seed` (the base is cached per config, so runs with other seeds share it).")
+    seed: PipelineSeed
+    base_seed: BaseSeed
 
 
 # The demo's contract for its base: it has learned the procedure (a correct solution is

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import Field
 
 from rlvr.engine.fields import EngineFields
+from rlvr.fields import EnvSpec
 from rlvr.envs.prompting import PromptFields
 from rlvr.eval_metrics import summarize
 from rlvr.rollout import generate_rollouts
@@ -32,7 +33,7 @@ UNJUDGED = "unjudged"  # the verifier failed on the sample (a crashed worker, a 
 
 class EvalConfig(PromptFields, EngineFields):
     model: str = Field("runs/demo/base", description="Model to evaluate: HF directory, checkpoint, run dir or .gguf file.")
-    env: Any = Field("arithmetic", description="Environment spec: a name, 'name:key=value,...', or a mapping.")
+    env: EnvSpec
     problems: int = Field(200, description="Held-out problems per environment.")
     samples: int = Field(16, description="Samples per problem at `temperature` (pass@k needs k <= samples).")
     ks: list[int] = Field([1, 4, 16], description="k values for pass@k and maj@k.")

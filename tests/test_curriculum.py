@@ -6,7 +6,7 @@ from rlvr.engine import TorchEngine
 from rlvr.envs import Mixture, make_env
 from rlvr.envs.curriculum import Curriculum
 from rlvr.models import build_tiny_model
-from rlvr.train.producer import Producer
+from rlvr.train.rollouts.producer import Producer
 from rlvr.types import Rollout, Sampling, Verdict
 
 SPEC = {"name": "curriculum", "env": {"name": "arithmetic", "ops": ["add"]}, "param": "digits",

@@ -99,7 +99,7 @@ def test_eval_runs_through_the_engine_its_config_names(fake, model_dir):
 
 def test_an_unknown_engine_fails_when_the_config_is_read():
     from rlvr.distill.distill import DistillConfig
-    from rlvr.distill.serve import ServeConfig
+    from rlvr.serve import ServeConfig
     from rlvr.eval import EvalConfig
     from rlvr.noise_audit import NoiseAuditConfig
     from rlvr.train.rl import RLConfig

@@ -1,8 +1,8 @@
-"""The decline guard: held-out accuracy falling while training reward does not rise."""
+"""The guards: held-out accuracy falling while training reward does not rise; a run with nothing to learn."""
 
 import pytest
 
-from rlvr.train.guard import DeclineGuard
+from rlvr.train.guard import DeadRun, DeclineGuard
 
 
 def _run(guard, evals, rewards):
@@ -44,3 +44,15 @@ def test_replay_rebuilds_a_resumed_run():
     assert mixture.evals == [0.5, 0.4]
     with pytest.raises(ValueError):
         DeclineGuard(patience=0)
+
+
+def test_dead_run_warns_once_at_patience_steps_in_a_row_and_says_why():
+    dead = DeadRun(patience=3)
+    never = {"updates": 0, "pass_rate": 0.0, "flag_no_answer": 1.0, "flag_truncated": 0.0}
+    assert [dead.step(never) for _ in range(2)] == [None, None] and dead.metrics() == {"dead_steps": 2.0}
+    assert dead.step({"updates": 1}) is None and dead.metrics() == {"dead_steps": 0.0}  # an update resets it
+    out = [dead.step(never) for _ in range(4)]
+    assert out[:2] == [None, None] and out[3] is None  # once, at the third in a row
+    assert out[2].startswith("3 steps in a row") and "never earns reward (flags: no_answer 100%)" in out[2]
+    solved = DeadRun(patience=1).step({"updates": 0, "pass_rate": 1.0})
+    assert "the task is solved" in solved

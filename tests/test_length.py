@@ -11,8 +11,8 @@ from rlvr.engine import TorchEngine
 from rlvr.envs import make_env
 from rlvr.models import build_tiny_model
 from rlvr.models.forward import parts_of
-from rlvr.train import rl
-from rlvr.train.producer import Producer
+from rlvr.train import rl, rl_update
+from rlvr.train.rollouts.producer import Producer
 from rlvr.types import Problem, Rollout, Sample, Sampling, Verdict
 
 ENV = {"name": "arithmetic", "digits": 2, "ops": ["add"], "template": "{expr}"}
@@ -69,18 +69,18 @@ def test_a_truncated_sample_adds_no_gradient():
         r.samples[1].loss_mask = [0] * len(r.samples[1].completion_ids)
     m1 = copy.deepcopy(model).train()
     opt1 = GradCapture(m1.parameters())
-    out = rl.train_on(copy.deepcopy(rollouts), m1, parts_of(m1), None, opt1, cfg, tok.pad_token_id)
+    out = rl_update.train_on(copy.deepcopy(rollouts), m1, parts_of(m1), None, opt1, cfg, tok.pad_token_id)
     assert out["masked_truncated"] == pytest.approx(2 / 8)
     m2 = copy.deepcopy(model).train()
     opt2 = GradCapture(m2.parameters())
-    rl.train_on(masked_rollouts, m2, parts_of(m2), None, opt2, cfg.model_copy(update={"mask_truncated": False}),
-                tok.pad_token_id)
+    rl_update.train_on(masked_rollouts, m2, parts_of(m2), None, opt2, cfg.model_copy(update={"mask_truncated": False}),
+                       tok.pad_token_id)
     for a, b in zip(opt1.grads, opt2.grads):
         assert torch.allclose(a, b, atol=1e-7)
     m3 = copy.deepcopy(model).train()
     opt3 = GradCapture(m3.parameters())
-    rl.train_on(copy.deepcopy(rollouts), m3, parts_of(m3), None, opt3, cfg.model_copy(update={"mask_truncated": False}),
-                tok.pad_token_id)
+    rl_update.train_on(copy.deepcopy(rollouts), m3, parts_of(m3), None, opt3,
+                       cfg.model_copy(update={"mask_truncated": False}), tok.pad_token_id)
     assert any(not torch.allclose(a, b) for a, b in zip(opt1.grads, opt3.grads))  # the mask mattered
 
 

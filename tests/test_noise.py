@@ -11,7 +11,7 @@ from rlvr.envs import make_env
 from rlvr.eval_metrics import wilson
 from rlvr.noise_audit import rates
 from rlvr.rollout import rollout_stats
-from rlvr.train.monitor import HackMonitor
+from rlvr.train.monitor import HackMonitor, HackStop
 from rlvr.types import TRUNCATED_FLAG, Rollout, Sample, Verdict
 
 ARITH = "arithmetic:digits=3,ops=add"
@@ -196,6 +196,26 @@ def test_hack_monitor_measures_and_penalises():
     assert small(_rollouts(env, texts), step=5) == small(_rollouts(env, texts), step=5)  # a seeded draw
     assert HackMonitor(env).warning({"hack/rate": 0.5, "hack/gap": 0.4}, 3) is not None
 
+
+
+def test_hack_stop_keeps_the_weights_of_the_last_step_below_the_rate():
+    monitor = HackMonitor(make_env(f"lenient:substring:{ARITH}"), samples=8)
+    model = torch.nn.Linear(2, 1)
+    stop = HackStop(0.2, monitor, start=4)
+    assert stop.check({"hack/rate": 0.1}, 4, model) == "" and stop.clean[0] == 4  # the weights step 4 trains
+    kept = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)  # step 4's update
+    assert stop.check({}, 5, model) == "" and stop.clean[0] == 5  # nothing checked: no reason to stop
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    reason = stop.check({"hack/rate": 0.25}, 6, model)
+    assert reason.startswith("stopped at step 7: hack rate 25.0% >= --stop_on_hack 20.0%") and "of step 5" in reason
+    assert stop.restore(model, 6) == 5 and torch.equal(model.weight, kept + 1.0)
+    at_once = HackStop(0.2, monitor, start=4)  # stopped before this run trained: its weights are the clean ones
+    assert "of step 4" in at_once.check({"hack/rate": 0.5}, 4, model) and at_once.restore(model, 4) == 4
+    off = HackStop(0.0, monitor)
+    assert off.check({"hack/rate": 1.0}, 0, model) == "" and off.clean is None and off.restore(model, 3) == 3
 
 def _rl(micro_base, run_dir, env, **kw):
     from rlvr.train import rl

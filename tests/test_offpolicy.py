@@ -110,7 +110,7 @@ def test_decoupled_with_one_update_per_step_is_token_is_without_the_far_tokens()
 @pytest.mark.parametrize("agg", sorted(AGGREGATIONS))
 def test_micro_batches_get_the_whole_batch_gradient(name, agg):
     """The trainer weighs each micro-batch's loss by its share of what the aggregation
-    divides by, counted on the batch's own mask before any correction (rl.train_on): a
+    divides by, counted on the batch's own mask before any correction (rl_update.train_on): a
     correction that drops tokens must not change that count, or a micro-batch with many
     dropped tokens would weigh its survivors up."""
     torch.manual_seed(1)

@@ -87,7 +87,7 @@ def _ours(before, all_jobs=False):
 
 def test_a_worker_that_keeps_dying_ends_the_run_in_one_line_and_leaves_nothing(micro_base, tmp_path):
     from rlvr.run import last_model
-    from rlvr.train.ray_queue import WorkerError
+    from rlvr.train.rollouts.ray_queue import WorkerError
 
     run_dir = tmp_path / "rl"
     before = set(ray.util.list_named_actors())
@@ -109,7 +109,7 @@ def test_a_worker_that_keeps_dying_ends_the_run_in_one_line_and_leaves_nothing(m
 
 
 def test_a_model_a_worker_cannot_load_is_named(tmp_path):
-    from rlvr.train.ray_queue import RayQueue, WorkerError
+    from rlvr.train.rollouts.ray_queue import RayQueue, WorkerError
     from rlvr.types import Sampling
 
     before = set(ray.util.list_named_actors())

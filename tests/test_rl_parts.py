@@ -9,9 +9,10 @@ from rlvr.envs import make_env
 from rlvr.models import build_tiny_model
 from rlvr.models.forward import parts_of
 from rlvr.rollout import generate_rollouts, rollout_stats, token_counts
+from rlvr.train import rl_update
 from rlvr.train.batch import make_batch, policy_logprobs
-from rlvr.train.producer import Producer
-from rlvr.train.queues import make_queue
+from rlvr.train.rollouts.producer import Producer
+from rlvr.train.rollouts.queues import make_queue
 from rlvr.types import Sample, Sampling, VerifierError
 
 ENV = {"name": "arithmetic", "digits": 2, "ops": ["add", "sub"], "template": "{expr}"}
@@ -238,29 +239,28 @@ def test_groups_with_equal_rewards_are_skipped_and_the_gradient_is_the_whole_bat
 
     trained = copy.deepcopy(model).train()
     opt = GradCapture(trained.parameters())
-    m = rl.train_on(rollouts, trained, parts_of(trained), None, opt, cfg, tok.pad_token_id)
+    m = rl_update.train_on(rollouts, trained, parts_of(trained), None, opt, cfg, tok.pad_token_id)
     assert m["skipped_groups"] == pytest.approx(4 / 6) and m["updates"] == 1
     # The same loss over every sample, uniform groups included, in one batch.
     full = copy.deepcopy(model).train()
     compute_advantages(rollouts, cfg.advantage)
     batch = make_batch(rollouts, tok.pad_token_id)
     logp, _ = policy_logprobs(parts_of(full), batch)
-    loss, _ = LOSSES["ppo_clip"](logp, batch.old_logp, batch.advantages, batch.mask, rl.loss_config(cfg))
+    loss, _ = LOSSES["ppo_clip"](logp, batch.old_logp, batch.advantages, batch.mask, rl_update.loss_config(cfg))
     loss.backward()
     for got, p in zip(opt.grads, full.parameters()):
         assert torch.allclose(got, p.grad, atol=1e-6)
     # Micro-batches cut to a few tokens each (groups split across them): the same gradient.
     small = copy.deepcopy(model).train()
     opt_small = GradCapture(small.parameters())
-    m = rl.train_on(rollouts, small, parts_of(small), None, opt_small, cfg, tok.pad_token_id, max_tokens=12)
+    m = rl_update.train_on(rollouts, small, parts_of(small), None, opt_small, cfg, tok.pad_token_id, max_tokens=12)
     assert m["micro_batches"] > 2
     for got, p in zip(opt_small.grads, full.parameters()):
         assert torch.allclose(got, p.grad, atol=1e-6)
     # Nothing to learn from: no forward, no update.
     for r in rollouts:
         r.verdicts = [Verdict(0.0, False)] * 4
-    assert rl.train_on(rollouts, trained, parts_of(trained), None, opt, cfg, tok.pad_token_id)["updates"] == 0
-    assert "never earns reward" in rl.dead_warning({"pass_rate": 0.0, "flag_no_answer": 1.0})
+    assert rl_update.train_on(rollouts, trained, parts_of(trained), None, opt, cfg, tok.pad_token_id)["updates"] == 0
 
 
 def test_lr_by_signal_scales_the_step_by_the_share_of_informative_groups():
@@ -277,12 +277,12 @@ def test_lr_by_signal_scales_the_step_by_the_share_of_informative_groups():
     for on, expected in ((False, 1e-3), (True, 1e-3 / 4)):
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         cfg = rl.RLConfig(model="x", env=ENV, lr_by_signal=on)
-        m = rl.train_on(rollouts, model, parts_of(model), None, opt, cfg, tok.pad_token_id)
+        m = rl_update.train_on(rollouts, model, parts_of(model), None, opt, cfg, tok.pad_token_id)
         assert m["signal"] == 0.25 and opt.param_groups[0]["lr"] == pytest.approx(expected)
 
 
 def test_mini_batches_are_as_many_as_asked_and_near_equal():
-    from rlvr.train.rl import split_groups
+    from rlvr.train.rl_update import split_groups
 
     for groups, parts, sizes in ((10, 4, [3, 3, 2, 2]), (6, 4, [2, 2, 1, 1]), (64, 4, [16] * 4), (3, 5, [1, 1, 1]),
                                  (7, 1, [7])):
@@ -306,7 +306,7 @@ def test_a_kl_term_alone_at_a_rate_scaled_to_0_takes_no_step():
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     cfg = rl.RLConfig(model="x", env=ENV, kl_coef=0.1)
     reference = lambda batch: batch.old_logp  # noqa: E731  (never called)
-    m = rl.train_on(rollouts, model, parts_of(model), reference, opt, cfg, tok.pad_token_id)
+    m = rl_update.train_on(rollouts, model, parts_of(model), reference, opt, cfg, tok.pad_token_id)
     assert m["updates"] == 0 and m["signal"] == 0.0 and not opt.state
 
 

@@ -30,6 +30,7 @@ from rich.table import Table
 
 from rlvr.atomic import write_json
 from rlvr.config import Config
+from rlvr.fields import BaseSeed, DistillProblems, PipelineSeed, PretrainSteps, TeacherSolutions
 from rlvr.distill import distill
 from rlvr.engine import make_engine
 from rlvr.envs import make_env
@@ -37,27 +38,27 @@ from rlvr.eval import eval_problems, evaluate
 from rlvr.models import load_model
 from rlvr.demo import pretrained_base
 from rlvr.experiments import grid, seeds
-from rlvr.experiments.seeds import Seeds
+from rlvr.experiments.seeds import PerSeed
 from rlvr.train import pretrain, rl, sft
 from rlvr.types import Sampling
 
 
 class CeilingConfig(Config):
     run_dir: str = Field("runs/ceiling", description="Experiment directory (one sub-run per stage, results.json).")
-    pretrain_steps: int = Field(1500, ge=1, description="Most pretraining steps of the base (its held-out check usually stops it at 300-500; see rlvr pretrain --help).")
+    pretrain_steps: PretrainSteps
     teacher_band: tuple[float, float] = Field((0.5, 0.75), description="Teacher pass@1 wanted (low, high).")
     teacher_chunk: int = Field(5, ge=1, description="RL steps between teacher evaluations.")
     teacher_max_steps: int = Field(60, ge=1, description="Give up growing the teacher after this many RL steps.")
-    distill_problems: int = Field(1000, ge=1, description="Training problems the teacher solves.")
-    k: int = Field(4, ge=1, description="Teacher solutions per problem.")
+    distill_problems: DistillProblems = 1000
+    k: TeacherSolutions
     sft_epochs: int = Field(2, ge=1, description="SFT passes over the distilled data.")
     sft_lr: float = Field(5e-4, gt=0, description="SFT learning rate.")
     rl_steps: int = Field(40, ge=1, description="RL steps on each distilled student.")
     eval_problems: int = Field(200, ge=1, description="Held-out problems for every evaluation.")
     eval_samples: int = Field(8, ge=1, description="Samples per held-out problem (pass@1 is their mean).")
-    seed: int = Field(0, description="Seed of sampling, RL and evaluation problems (the base has its own).")
-    seeds: Seeds = Field([], description="Run once per seed, each with its own base (base_seed = seed), in RUN_DIR/seed_N, and report every figure as mean [min, max] (e.g. --seeds 0,1,2); empty: one run with `seed`.")
-    base_seed: int = Field(0, description="Seed of the base's pretraining, apart from `seed` (the base is cached per config, so runs with other seeds share it).")
+    seed: PipelineSeed
+    seeds: PerSeed
+    base_seed: BaseSeed
 
 
 def _free_port() -> int:

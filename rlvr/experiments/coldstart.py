@@ -27,6 +27,7 @@ from rich.table import Table
 
 from rlvr.atomic import write_json
 from rlvr.config import Config
+from rlvr.fields import RLEvalEvery
 from rlvr.eval_metrics import paired_change
 from rlvr.experiments import grid, regimes, seeds
 from rlvr.experiments.seeds import Seeds
@@ -67,7 +68,7 @@ class ColdstartConfig(Config):
     budget_flops: float = Field(4e12, gt=0, description="FLOPs each run may spend, the student's included (as in the regimes experiment).")
     sft_share: float = Field(0.4, gt=0, lt=1, description="Share of the budget spent on distillation and SFT (a variant may set its own).")
     zero: list[str] = Field(["reference (lr 2e-4 constant)", "defaults"], description="Variants also run as zero RL from the base, to see that a fix for the cold start does not slow RL from a weak start ([] for none).")
-    rl_eval_every: int = Field(5, ge=1, description="RL steps between evaluations.")
+    rl_eval_every: RLEvalEvery = 5
 
 
 def _slug(name: str) -> str:

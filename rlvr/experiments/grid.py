@@ -23,6 +23,7 @@ from pydantic import AfterValidator, Field
 
 from rlvr.atomic import write_json
 from rlvr.config import Config
+from rlvr.fields import HeldOutProblems, RLEvalEvery
 
 # rlvr rl's rate settings before the coldstart ablation made its defaults lr 5e-4, cosine,
 # scaled by signal. The experiments recorded with them in EXPERIMENTS.md (each about
@@ -48,8 +49,8 @@ class GridConfig(Config):
     model: str = Field("", description="Starting model (default: the demo's pretrained base of --base_seed, cached).")
     steps: int = Field(40, ge=1, description="RL steps of every run.")
     lr: float = Field(5e-4, gt=0, description="RL learning rate (the demo's, cosine-decayed).")
-    eval_every: int = Field(10, ge=1, description="RL steps between evaluations.")
-    eval_problems: int = Field(200, ge=1, description="Held-out problems of every evaluation.")
+    eval_every: RLEvalEvery = 10
+    eval_problems: HeldOutProblems = 200
     eval_samples: int = Field(8, ge=1, description="Samples per problem (pass@1 is their mean).")
     target: float = Field(0.8, gt=0, le=1, description="Held-out (true) pass@1 whose steps-to-reach the table reports.")
     seed: int = Field(0, description="Seed of sampling (and of a noisy verifier's flips).")

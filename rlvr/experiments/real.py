@@ -36,6 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rlvr.config import Config
+from rlvr.fields import HeldOutProblems, RLEvalEvery
 from rlvr.experiments import grid
 
 
@@ -52,9 +53,9 @@ class RealConfig(Config):
     rs_problems: int = Field(64, ge=1, description="Cold start: train problems sampled in the best-of-N round.")
     rs_n: int = Field(4, ge=1, description="Cold start: samples per problem (the N of best-of-N).")
     sft_lr: float = Field(2e-4, gt=0, description="Cold start: SFT learning rate (LoRA adapters).")
-    eval_problems: int = Field(100, ge=1, description="Held-out problems of every evaluation.")
+    eval_problems: HeldOutProblems = 100
     eval_samples: int = Field(4, ge=1, description="Samples per held-out problem (pass@1 is their mean; greedy beside).")
-    eval_every: int = Field(8, ge=1, description="RL steps between evaluations.")
+    eval_every: RLEvalEvery = 8
     seed: int = Field(0, description="Seed of sampling and of the problem streams.")
 
 

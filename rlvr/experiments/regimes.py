@@ -32,11 +32,12 @@ from rich.console import Console
 
 from rlvr.atomic import write_json
 from rlvr.config import Config
+from rlvr.fields import BaseSeed, DistillProblems, HeldOutProblems, PipelineSeed, PretrainSteps, RLEvalEvery, TeacherSolutions
 from rlvr.demo import pretrained_base
 from rlvr.distill import distill
 from rlvr import report
 from rlvr.experiments import grid, seeds
-from rlvr.experiments.seeds import Seeds
+from rlvr.experiments.seeds import PerSeed
 from rlvr.train import pretrain, rl, rs, sft
 
 REGIMES = ("rl", "rs", "distill", "distill_rl")
@@ -47,23 +48,23 @@ class RegimesConfig(Config):
     regimes: list[str] = Field(list(REGIMES), description=f"Which regimes to run, of {list(REGIMES)} (distill runs both filters).")
     budget_flops: float = Field(4e12, gt=0, description="FLOPs each regime may spend (inherited compute included).")
     target: float = Field(0.8, gt=0, le=1, description="pass@1 whose cost (tokens, FLOPs) the report compares.")
-    pretrain_steps: int = Field(1500, ge=1, description="Most pretraining steps of the base (its held-out check usually stops it at 300-500; see rlvr pretrain --help).")
+    pretrain_steps: PretrainSteps
     teacher_steps: int = Field(80, ge=1, description="RL steps that make the teacher from the base.")
-    distill_problems: int = Field(2000, ge=1, description="Training problems the teacher solves.")
-    k: int = Field(4, ge=1, description="Teacher solutions per problem.")
+    distill_problems: DistillProblems = 2000
+    k: TeacherSolutions
     sft_share: float = Field(0.4, gt=0, lt=1, description="distill + RL: share of the budget spent on distillation and SFT.")
     sft_lr: float = Field(5e-4, gt=0, description="Learning rate of every SFT (distillation and best-of-N).")
     rs_problems: int = Field(512, ge=1, description="Best-of-N: problems per round.")
     rs_n: int = Field(8, ge=1, description="Best-of-N: samples per problem.")
-    rl_eval_every: int = Field(5, ge=1, description="RL steps between evaluations.")
+    rl_eval_every: RLEvalEvery = 5
     sft_eval_every: int = Field(40, ge=1, description="SFT steps between evaluations.")
     rs_eval_every: int = Field(2, ge=1, description="Best-of-N rounds between evaluations.")
-    eval_problems: int = Field(200, ge=1, description="Held-out problems of every evaluation.")
+    eval_problems: HeldOutProblems = 200
     eval_samples: int = Field(8, ge=1, description="Samples per problem during training (pass@1 is their mean).")
     final_eval_samples: int = Field(64, ge=1, description="Samples per problem at each run's final evaluation (pass@k to k=64).")
-    seed: int = Field(0, description="Seed of sampling, RL and evaluation problems (the base has its own).")
-    seeds: Seeds = Field([], description="Run once per seed, each with its own base (base_seed = seed), in RUN_DIR/seed_N, and report every figure as mean [min, max] (e.g. --seeds 0,1,2); empty: one run with `seed`.")
-    base_seed: int = Field(0, description="Seed of the base's pretraining, apart from `seed` (the base is cached per config, so runs with other seeds share it).")
+    seed: PipelineSeed
+    seeds: PerSeed
+    base_seed: BaseSeed
 
 
 def main(cfg: RegimesConfig) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import statistics
 from pathlib import Path
 from typing import Annotated, Any, Callable
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 from rich.console import Console
 from rich.table import Table
 
@@ -31,6 +31,8 @@ def _listed(value: Any) -> Any:
 
 
 Seeds = Annotated[list[int], BeforeValidator(_listed)]  # a seeds field of an experiment's config
+# The key of an experiment that may run once per seed, declared once.
+PerSeed = Annotated[Seeds, Field([], description="Run once per seed, each with its own base (base_seed = seed), in RUN_DIR/seed_N, and report every figure as mean [min, max] (e.g. --seeds 0,1,2); empty: one run with `seed`.")]
 
 
 def spread(values: list[float]) -> dict[str, float]:

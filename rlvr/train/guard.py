@@ -1,4 +1,5 @@
-"""A guard users can see: held-out accuracy falling while training reward does not rise.
+"""Guards users can see: held-out accuracy falling while training reward does not rise
+(`DeclineGuard`), and a run with nothing to learn from (`DeadRun`).
 
 RL that hurts a model rarely looks like it from the training reward: after a strong
 cold start the reward sits near its ceiling while held-out pass@1 drifts down (the
@@ -11,6 +12,14 @@ accuracy rises again.
 
     guard = DeclineGuard(patience=3)
     for step ...: guard.reward(r); if evaluated: warning = guard.evaluation(pass_at_1)
+
+An RL step whose batch has no group whose rewards differ makes no update. One such step
+is common; several in a row mean the run cannot learn, and `DeadRun` says why from the
+batch: the policy never earns reward (the verifier cannot read its answers, or the task
+is too hard) or always earns the same (the task is solved). It logs `dead_steps`.
+
+    dead = DeadRun(patience=3)
+    for step ...: warning = dead.step(metrics)    # metrics: updates, pass_rate, flag_*
 """
 
 from __future__ import annotations
@@ -70,3 +79,28 @@ class DeclineGuard:
 
     def metrics(self) -> dict[str, float]:
         return {"guard/declines": float(self.declines), "guard/warning": float(self.warning() is not None)}
+
+
+class DeadRun:
+    def __init__(self, patience: int = 3):
+        self.patience = patience
+        self.steps = 0  # in a row without an update
+
+    def step(self, metrics: dict[str, float]) -> str | None:
+        """Count one step from its metrics; the warning when it is the `patience`-th in a row."""
+        self.steps = self.steps + 1 if metrics["updates"] == 0 else 0
+        return self.why(metrics) if self.steps == self.patience else None
+
+    def why(self, metrics: dict[str, float]) -> str:
+        """Why a run has no learning signal, from the batch it just drew."""
+        rate = metrics.get("pass_rate", 0.0)
+        if rate == 0.0:
+            flags = {k[5:]: v for k, v in metrics.items() if k.startswith("flag_") and v > 0}
+            why = (f"the policy never earns reward (flags: {', '.join(f'{k} {v:.0%}' for k, v in flags.items())}): "
+                   "the model may not write the answer format the verifier reads, or the task is too hard for it")
+        else:
+            why = "every completion earns the same reward: the task is solved at this difficulty"
+        return f"{self.patience} steps in a row with no group whose rewards differ, so nothing to learn from: {why}"
+
+    def metrics(self) -> dict[str, float]:
+        return {"dead_steps": float(self.steps)}

@@ -20,14 +20,22 @@ right ones) on a few eval problems, and a held-out verifier that accepts a probe
 training verifier rejects is refused, naming the probe (it would call honest
 completions hacks and hide real ones).
 
+`--stop_on_hack RATE` ends the run at the first step whose hack rate reaches RATE, and
+keeps the weights of the last step below it (`HackStop`), so that the run's final
+checkpoint and evaluation are of a policy the monitor still passed.
+
     monitor = HackMonitor(env, samples=32, seed=0)
     metrics = monitor(rollouts, step)
+    stop = HackStop(0.2, monitor, start=0)
+    reason = stop.check(metrics, step, model)   # "" while under the rate
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import replace
+
+import torch
 
 from rlvr.types import Environment, HeldOut, Rollout, VerifierError
 
@@ -105,3 +113,36 @@ class HackMonitor:
                                                "--stop_on_hack")
         return (f"step {step}: {rate:.0%} of the completions the training verifier rewards fail its held-out check "
                 f"(training reward {metrics['hack/gap']:+.0%} over held-out accuracy): {cause}")
+
+
+class HackStop:
+    """`--stop_on_hack`: the run ends when the monitor's hack rate reaches `threshold`, and
+    keeps the weights of the last step below it. Each step, before training, `check` either
+    says why the run stops or copies the weights about to be trained (the monitor passed
+    the rollouts they made); `restore` puts the copy back after a stop."""
+
+    def __init__(self, threshold: float, monitor: HackMonitor, start: int = 0):
+        self.threshold, self.monitor, self.start = threshold, monitor, start
+        self.clean: tuple[int, dict[str, torch.Tensor]] | None = None  # (step, weights) of the last step below it
+        self.reason = ""
+
+    def check(self, hack: dict[str, float], step: int, model: torch.nn.Module) -> str:
+        """Why the run stops at `step` (0-based), or "" after keeping its weights as the clean ones."""
+        if not self.threshold:
+            return ""
+        if hack and hack["hack/rate"] >= self.threshold:
+            self.reason = (f"stopped at step {step + 1}: hack rate {hack['hack/rate']:.1%} >= --stop_on_hack "
+                           f"{self.threshold:.1%}; the final checkpoint holds the weights of step "
+                           f"{self.clean[0] if self.clean else self.start}, the last below it")
+            return self.reason
+        if self.monitor.enabled:
+            self.clean = (step, {k: v.detach().clone() for k, v in model.state_dict().items()})
+        return ""
+
+    def restore(self, model: torch.nn.Module, step: int) -> int:
+        """The step whose weights the run ends with: after a stop, the clean copy's, loaded
+        into `model` (none: the stop came at this run's first step, whose weights it has)."""
+        if self.reason and self.clean is not None:
+            model.load_state_dict(self.clean[1])
+            return self.clean[0]
+        return step

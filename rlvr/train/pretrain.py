@@ -27,7 +27,7 @@ the contract on 200. `summary.json` holds the last check and whether it was in b
 from __future__ import annotations
 
 import itertools
-import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,13 +38,12 @@ from rlvr.config import Config
 from rlvr.engine import make_engine
 from rlvr.envs import make_env
 from rlvr.eval import eval_problems, evaluate
-from rlvr.models import build_tiny_model, count_parameters, load_model
-from rlvr.compute import Compute
-from rlvr.train.corpus import documents
-from rlvr.train.progress import StepBar
+from rlvr.fields import Resume, SaveEvery, Tensorboard, Warmup, WeightDecay
+from rlvr.models import build_tiny_model, load_model
 from rlvr.run import Run
-from rlvr.train.setup import restore_optimizer
+from rlvr.train.corpus import documents
 from rlvr.train.schedule import lr_at
+from rlvr.train.trainer import Trainer
 from rlvr.types import Sampling
 
 DEMO_ENV = {"name": "arithmetic", "digits": 3, "ops": ["add"], "template": "{expr}"}
@@ -62,8 +61,8 @@ class PretrainConfig(Config):
     steps: int = Field(1500, ge=1, description="Most optimizer steps (with the check on, the run usually ends at 300-500).")
     batch_size: int = Field(64, ge=1, description="Documents per step.")
     lr: float = Field(2e-3, gt=0, description="Learning rate (AdamW) after warm-up (check_every 0: decayed along a cosine to 10%).")
-    warmup: int = Field(30, ge=0, description="Linear warm-up steps.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    warmup: Warmup = 30
+    weight_decay: WeightDecay
     check_every: int = Field(50, ge=0, description="Run the held-out check every N steps; 0: no check, train `steps` with a cosine decay.")
     check_from: int = Field(150, ge=0, description="First step of a check (before it the model is still on its plateau).")
     check_problems: int = Field(64, ge=1, description="Held-out problems of the check (eval split, a seed apart from every evaluation's).")
@@ -76,9 +75,9 @@ class PretrainConfig(Config):
     band_pass_at_1: float = Field(0.2, ge=0, le=1, description="... while pass@1 is at most this ...")
     band_greedy: float = Field(0.1, ge=0, le=1, description="... and greedy accuracy at most this (the base's most likely answer is still wrong).")
     seed: int = Field(0, description="Seed of the model init and the corpus stream.")
-    save_every: int = Field(0, ge=0, description="Checkpoint every N steps (0: only at the end).")
-    resume: bool = Field(False, description="Continue the run in run_dir from its last checkpoint.")
-    tensorboard: bool = Field(False, description="Also write metrics as TensorBoard events in RUN_DIR/tensorboard.")
+    save_every: SaveEvery
+    resume: Resume
+    tensorboard: Tensorboard
 
 
 def batch_tensors(texts: list[str], tok) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -120,72 +119,84 @@ def rate(cfg: PretrainConfig, step: int, learned: int | None, checked: bool) -> 
     return lr_at(step - learned, cfg.lr, 0, cfg.decay_steps)
 
 
+class Pretrain(Trainer):
+    command = "pretrain"
+
+    def prepare(self) -> None:
+        self.env = make_env(self.cfg.env)
+
+    def build(self, checkpoint: Path | None) -> tuple[torch.nn.Module, Any, None]:
+        model, tok = load_model(checkpoint, device="cpu") if checkpoint else build_tiny_model(self.cfg.preset,
+                                                                                              seed=self.cfg.seed)
+        return model.train(), tok, None
+
+    def inherited(self) -> None:
+        return None  # counted like any run's, but never inherited: the base is every regime's shared start
+
+    def setup(self, state: dict) -> None:
+        cfg = self.cfg
+        self.steps = cfg.steps
+        self.learned = state.get("learned")  # the step the check first saw the procedure learned
+        self.ended = state.get("finished", False)  # a resumed run that had already stopped
+        self.last_check: dict[str, float] = state.get("check", {})
+        self.shown: dict[str, float] = {}
+        self.check = Check(self.env, cfg) if cfg.check_every else None
+        # The stream is deterministic, so a resumed run skips what it already read.
+        self.docs = itertools.islice(documents(self.env, self.tok, cfg.slip, cfg.seed, cfg.slip_later),
+                                     self.start * cfg.batch_size, None)
+
+    def make_evaluator(self) -> None:
+        return None  # the held-out check is this regime's evaluation
+
+    def finished(self, step: int) -> bool:
+        return self.ended or step >= self.cfg.steps
+
+    def rate(self, step: int) -> float:
+        return rate(self.cfg, step, self.learned, self.check is not None)
+
+    def train_step(self, step: int) -> dict[str, float]:
+        ids, attn, labels = batch_tensors([next(self.docs) for _ in range(self.cfg.batch_size)], self.tok)
+        loss = self.model(input_ids=ids, attention_mask=attn, labels=labels).loss
+        loss.backward()
+        grad_norm = self.update(1.0)
+        tokens = int(attn.sum())
+        self.compute.trained(tokens)
+        return {"loss": loss.item(), "grad_norm": grad_norm, "trained_tokens": tokens}
+
+    def due(self, step: int) -> bool:
+        cfg = self.cfg
+        return self.check is not None and ((step % cfg.check_every == 0 and step >= cfg.check_from) or self.done)
+
+    def evaluate(self, step: int, final: bool) -> dict[str, float]:
+        """The check; the run stops at one that finds the base in its band, settled."""
+        cfg = self.cfg
+        self.last_check = self.check(self.model, self.tok)
+        self.shown = {key.split("/")[1]: v for key, v in self.last_check.items()}
+        if self.learned is None and self.last_check[f"check/pass@{cfg.check_samples}"] >= cfg.learned_at:
+            self.learned = step  # the procedure is learned: decay from here
+        settled = self.learned is not None and step >= self.learned + cfg.settle_steps
+        self.done = self.done or (settled and in_band(self.last_check, cfg))
+        return self.last_check
+
+    def progress(self, metrics: dict[str, float]) -> dict[str, float]:
+        return {"loss": metrics["loss"], **self.shown}
+
+    def end(self, step: int) -> int:
+        if self.last_check and not in_band(self.last_check, self.cfg):
+            Console(stderr=True).print(f"[yellow]warning:[/] the base never entered its band in {self.cfg.steps} "
+                                       f"steps (last check: {_show(self.last_check)}); raise --steps or change --seed")
+        return step
+
+    def state(self) -> dict:
+        return {"learned": self.learned, "finished": self.done, "check": self.last_check}
+
+    def summary(self) -> dict:
+        band = in_band(self.last_check, self.cfg) if self.last_check else None
+        return {"learned_at_step": self.learned, "in_band": band, "check": self.last_check}
+
+
 def main(cfg: PretrainConfig) -> Run:
-    run = Run(cfg.run_dir, cfg, resume=cfg.resume, tensorboard=cfg.tensorboard)
-    env = make_env(cfg.env)
-    model, tok = build_tiny_model(cfg.preset, seed=cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
-    start, finished, last_check, learned = 0, False, {}, None
-    resumed = run.resume_state() if cfg.resume else None
-    if resumed:
-        path, state = resumed
-        model, tok = load_model(path, device="cpu")
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
-        restore_optimizer(opt, state, str(path.parent))
-        start, finished, last_check = state["step"], state.get("finished", False), state.get("check", {})
-        learned = state.get("learned")
-    # Counted like any run's, but never inherited: the base is every regime's shared start.
-    compute = Compute(count_parameters(model), "pretrain")
-    if resumed:
-        compute.load_state(resumed[1].get("compute"))
-    check = Check(env, cfg) if cfg.check_every else None
-    k = cfg.check_samples
-    # The stream is deterministic, so a resumed run skips what it already read.
-    docs = itertools.islice(documents(env, tok, cfg.slip, cfg.seed, cfg.slip_later), start * cfg.batch_size, None)
-    trainer_state = lambda: {"optimizer": opt.state_dict(), "compute": compute.state(),  # noqa: E731
-                             "learned": learned, "finished": done, "check": last_check}
-    model.train()
-    step, done, shown = start, finished or start >= cfg.steps, {}
-    with StepBar("pretrain", cfg.steps, start) as bar:
-        while not done:
-            t0 = time.perf_counter()
-            ids, attn, labels = batch_tensors([next(docs) for _ in range(cfg.batch_size)], tok)
-            lr = rate(cfg, step, learned, check is not None)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            tokens = int(attn.sum())
-            compute.trained(tokens)
-            dt = time.perf_counter() - t0
-            m = {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr,
-                 "trained_tokens": tokens, "tokens_per_s": tokens / dt, "step_time": dt, **compute.metrics()}
-            done = step >= cfg.steps
-            if check is not None and ((step % cfg.check_every == 0 and step >= cfg.check_from) or done):
-                last_check = check(model, tok)
-                m.update(last_check)
-                shown = {key.split("/")[1]: v for key, v in last_check.items()}
-                if learned is None and last_check[f"check/pass@{k}"] >= cfg.learned_at:
-                    learned = step  # the procedure is learned: decay from here
-                settled = learned is not None and step >= learned + cfg.settle_steps
-                done = done or (settled and in_band(last_check, cfg))
-            run.log(step, m)
-            bar.update(step, loss=m["loss"], **shown)
-            if cfg.save_every and step % cfg.save_every == 0 and not done:
-                run.save(step, model, tok, trainer_state())
-    band = in_band(last_check, cfg) if last_check else None
-    if band is False:
-        Console(stderr=True).print(f"[yellow]warning:[/] the base never entered its band in {cfg.steps} steps "
-                                   f"(last check: {_show(last_check)}); raise --steps or change --seed")
-    if not finished:
-        run.save(step, model, tok, trainer_state())
-    run.finish({"command": "pretrain", "steps": step, "learned_at_step": learned, "in_band": band,
-                "check": last_check, **compute.summary()})
-    return run
+    return Pretrain(cfg).train()
 
 
 def _show(check: dict[str, float]) -> str:

@@ -1,12 +1,16 @@
 """`rlvr rl`: RL on verifiable rewards (the GRPO family), from a base or after a cold start.
 
-One step: take a batch of groups from the rollout queue (n completions of each of
-`prompts` problems, scored by the environment's verifier), turn rewards into
-advantages (`algos.ADVANTAGES[advantage]`), and minimise `algos.LOSSES[loss]` over
-the batch for `epochs` x `mini_batches` optimizer steps; then hand the new weights to
-the producer. Which estimator and which loss are names in the config, never branches
-here. `max_staleness` > 0 lets generation run ahead of training, in a thread or on
-`rollout_workers` Ray actors (see queues.py), with `offpolicy` correcting the lag.
+One step (`RL.train_step`): take a batch of groups from the rollout queue (n completions
+of each of `prompts` problems, scored by the environment's verifier); let a curriculum
+see how the policy did; re-score a sample with the held-out verifier (`HackMonitor`,
+ending the run at `--stop_on_hack`); turn rewards into advantages and minimise
+`algos.LOSSES[loss]` over the batch for `epochs` x `mini_batches` optimizer steps
+(rl_update.py); hand the new weights to the producer; charge the step's compute. Which
+estimator and which loss are names in the config, never branches here. `max_staleness`
+> 0 lets generation run ahead of training, in a thread or on `rollout_workers` Ray
+actors (rlvr/train/rollouts/), with `offpolicy` correcting the lag. Around the steps,
+`DeclineGuard` watches each evaluation and `DeadRun` the steps that cannot learn; the
+loop itself (resume, evaluation, checkpoints, summary) is rlvr/train/trainer.py's.
 
     rlvr rl --model runs/demo/base --env arithmetic:digits=3,ops=add --steps 100
 """
@@ -14,7 +18,6 @@ here. `max_staleness` > 0 lets generation run ahead of training, in a thread or 
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -22,34 +25,33 @@ from typing import Any, Callable, Literal
 import torch
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from rlvr.algos import (ADVANTAGES, AGG_WEIGHT, AGGREGATIONS, LOSSES, REWARD_CORRECTIONS, LossConfig, compute_advantages,
-                        mask_truncated)
-from rlvr.algos.offpolicy import NEEDS_PROXIMAL, OFFPOLICY
+from rlvr.algos import ADVANTAGES, AGGREGATIONS, LOSSES, REWARD_CORRECTIONS
+from rlvr.algos.offpolicy import OFFPOLICY
+from rlvr.config import InputError
 from rlvr.engine import make_engine
 from rlvr.envs import make_env
-from rlvr.models import count_parameters, load_model
+from rlvr.fields import EnvSpec, GradClip, KeepLast, Resume, SaveEvery, StartModel, WeightDecay
+from rlvr.jsonl import read_jsonl
+from rlvr.models import load_model
 from rlvr.models.forward import parts_of
 from rlvr.models.lora import adapter_base, is_lora
-from rlvr.train.batch import TrainBatch, make_batch, micro_batch_tokens, plan_micro_batches, policy_logprobs
-from rlvr.train.setup import make_optimizer, memory_metrics, restore_optimizer, setup_model
-from rlvr.compute import Compute, inherited_from
-from rlvr.config import InputError
-from rlvr.train.evaluator import Evaluator, TrainerFields, headline_pass_at_1
-from rlvr.train.guard import DeclineGuard
-from rlvr.train.monitor import HackMonitor
-from rlvr.jsonl import read_jsonl
-from rlvr.train.producer import Producer
-from rlvr.train.queues import make_queue
-from rlvr.train.progress import StepBar
 from rlvr.run import Run, last_model
-from rlvr.train.schedule import lr_at
-from rlvr.types import Rollout, Sampling
+from rlvr.train.batch import TrainBatch, micro_batch_tokens, policy_logprobs
+from rlvr.train.evaluator import TrainerFields, headline_pass_at_1
+from rlvr.train.guard import DeadRun, DeclineGuard
+from rlvr.train.monitor import HackMonitor, HackStop
+from rlvr.train.rl_update import train_on
+from rlvr.train.rollouts.producer import Batch, Producer
+from rlvr.train.rollouts.queues import RolloutQueue, make_queue
+from rlvr.train.schedule import Horizon
+from rlvr.train.trainer import Trainer
+from rlvr.types import Observer, Reporting, Rollout, Sampling, Stateful
 
 
 class RLConfig(TrainerFields):
     run_dir: str = Field("runs/rl", description="Run directory (config, metrics, samples, checkpoints, eval).")
-    model: str = Field("runs/demo/base", description="Starting model: HF dir, checkpoint, run dir or .gguf.")
-    env: Any = Field("arithmetic", description="Environment spec: a name, 'name:key=value,...', or a mapping.")
+    model: StartModel
+    env: EnvSpec
     steps: int = Field(100, ge=1, description="Training steps (one rollout batch each).")
     prompts: int = Field(64, ge=1, description="Problems per step.")
     group_size: int = Field(8, ge=1, description="Completions per problem (the group of GRPO).")
@@ -70,8 +72,8 @@ class RLConfig(TrainerFields):
     warmup: int = Field(10, ge=0, description="Linear learning-rate warm-up steps (Adam's first steps move every weight by ~lr).")
     lr_schedule: Literal["constant", "cosine"] = Field("cosine", description="After warm-up: constant, or cosine to 10% over `steps` (under --budget_flops: over the steps the budget affords, estimated from the first step's cost).")
     lr_by_signal: bool = Field(True, description="Scale each step's learning rate by the share of groups whose rewards differ: Adam's normalisation moves every weight by ~lr however few groups carry a signal, which on a strong model (most groups all right) is mostly noise. Derived from the policy's own pass rate, step by step: ~0.6 from a 12% base, ~0.1-0.3 from a 98% one.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    grad_clip: float = Field(1.0, gt=0, description="Gradient norm clip.")
+    weight_decay: WeightDecay
+    grad_clip: GradClip
     epochs: int = Field(1, ge=1, description="Passes over each batch.")
     mini_batches: int = Field(1, ge=1, description="Optimizer steps per pass: the batch's groups in this many near-equal parts (fewer only when there are fewer groups).")
     micro_batch: int = Field(128, ge=1, description="Completions per forward/backward at most (gradient accumulation; memory and speed only).")
@@ -85,15 +87,15 @@ class RLConfig(TrainerFields):
     ray_address: str = Field("", description="Join this Ray cluster (e.g. ray://host:10001 or auto); empty: start a local one.")
     offpolicy: str = Field("none", description="Off-policy correction (rlvr.algos.offpolicy): none | tis | seq_tis | mask | decoupled.")
     offpolicy_cap: float = Field(2.0, gt=1, description="The correction's cap C: tis and seq_tis truncate importance weights at C; decoupled drops tokens whose weight exceeds C; mask keeps ratios in [1/C, C].")
-    save_every: int = Field(50, ge=0, description="Checkpoint every N steps (0: only at the end).")
-    keep_last: int = Field(2, ge=1, description="Checkpoints kept.")
+    save_every: SaveEvery = 50
+    keep_last: KeepLast
     log_samples: int = Field(2, ge=0, description="Rollouts per step written to samples.jsonl.")
     hack_monitor: int = Field(32, ge=0, description="Completions per step re-scored by the environment's held-out verifier, when it names one (lenient:, noisy:): hack/rate, hack/gap (0: off).")
     hack_penalty: float = Field(0.0, ge=0, description="Reward a completion the hack monitor catches -this instead of its training reward (0: none).")
     stop_on_hack: float = Field(0.0, ge=0, le=1, description="End the run when the monitor's hack rate reaches this; the final checkpoint is the last step below it (0: never).")
     guard_patience: int = Field(3, ge=1, description="Warn when held-out pass@1 falls at this many evaluations in a row while the training reward does not rise (needs --eval_every).")
     seed: int = Field(0, description="Seed of problem streams and sampling.")
-    resume: bool = Field(False, description="Continue the run in run_dir from its last checkpoint.")
+    resume: Resume
 
     @field_validator("advantage", "loss", "agg", "reward_correction", "offpolicy")
     @classmethod
@@ -114,6 +116,128 @@ class RLConfig(TrainerFields):
             raise ValueError(f"noise_fp + noise_fn = {self.noise_fp + self.noise_fn:g} >= 1: the verifier carries no "
                              "information and reward_correction is undefined")
         return self
+
+
+class RL(Trainer):
+    command = "rl"
+    betas = (0.9, 0.99)
+    throughput = "generated_tokens"
+
+    def prepare(self) -> None:
+        if self.cfg.noise_rates:  # rlvr noise-audit's estimates
+            self.cfg = with_noise_rates(self.cfg, Path(self.cfg.noise_rates))
+        self.env = make_env(self.cfg.prompted(self.cfg.env))
+
+    def setup(self, state: dict[str, Any]) -> None:
+        cfg = self.cfg
+        self.steps = cfg.steps
+        self.reference = reference_logprobs(cfg, self.model, self.parts)
+        self.max_tokens = micro_batch_tokens(self.parts, cfg.activation_gb)
+        self.horizon = Horizon(cfg.lr_schedule == "cosine", cfg.steps, cfg.budget_flops, state.get("horizon"))
+        if state.get("env_state") is not None and isinstance(self.env, Stateful):
+            self.env.load_state(state["env_state"])  # a curriculum continues at its level
+        self.monitor = HackMonitor(self.env, cfg.hack_monitor, cfg.seed, cfg.hack_penalty)
+        self.hack_stop = HackStop(cfg.stop_on_hack, self.monitor, self.start)
+        self.guard, self.dead = DeclineGuard(cfg.guard_patience), DeadRun()
+        if self.checkpoint is not None and (self.run.dir / "metrics.jsonl").exists():
+            self.guard.replay(row for _, row in read_jsonl(self.run.dir / "metrics.jsonl"))
+        self.rollouts = self.rollout_queue()
+
+    def rollout_queue(self) -> RolloutQueue:
+        """Where batches come from: the trainer's own weights (in its thread, or a producer
+        thread ahead of it), or Ray actors loading the starting model or the checkpoint."""
+        cfg, model = self.cfg, self.model
+        sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                            seed=cfg.seed)
+        if cfg.rollout_workers:
+            from rlvr.train.rollouts.ray_queue import RayQueue
+            adapters = ({k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
+                        if is_lora(model) else None)
+            workers_load = self.checkpoint or last_model(cfg.model)
+            if adapters is not None and self.checkpoint and (self.checkpoint / "adapter_config.json").exists():
+                workers_load = adapter_base(self.checkpoint)  # the base; the adapters travel as weights
+            return RayQueue(cfg, str(workers_load), sampling, start=self.start, env_state=_env_state(self.env),
+                            adapters=adapters)
+        # Synchronous: the engine generates from the trainer's own weights (one copy in memory).
+        engine = make_engine(model, self.tok, cfg.engine, role="trainer" if cfg.max_staleness == 0 else "snapshot",
+                             version=self.start, options=cfg.engine_options)
+        producer = Producer(engine, self.env, cfg.prompts, cfg.group_size, sampling, cfg.seed, cfg.drop_uniform_groups)
+        return make_queue(producer, cfg.max_staleness, start=self.start, version=self.start, exact=cfg.exact_staleness)
+
+    def rate(self, step: int) -> float:
+        return self.horizon.rate(step, self.cfg.lr, self.cfg.warmup)
+
+    def train_step(self, step: int) -> dict[str, float] | None:
+        t0 = time.perf_counter()
+        flops_before = self.compute.total().flops
+        batch = self.rollouts.get(step)
+        waited = time.perf_counter() - t0
+        if isinstance(self.env, Observer):  # a curriculum moves with the policy's pass rate
+            self.env.observe(batch.generated)
+        hack = self.monitor(batch.rollouts, step)
+        stopped = self.hack_stop.check(hack, step, self.model)
+        if stopped:
+            self.warn(stopped)
+            self.run.log(step + 1, {**hack, **batch.stats, "stopped_on_hack": 1.0})
+            return None
+        metrics = self.learn(batch.rollouts)
+        metrics.update(hack)
+        self.warn(self.monitor.warning(hack, step + 1))
+        self.rollouts.push_weights(self.model.state_dict(), step + 1, _env_state(self.env))
+        self.charge(batch, metrics)
+        spent = self.compute.total().flops
+        self.horizon.fit(step + 1, spent, spent - flops_before)  # under a budget: the steps it affords at this cost
+        metrics.update({**batch.stats, **(self.env.stats() if isinstance(self.env, Reporting) else {}), "gen_time": batch.seconds,
+                        "wait_time": waited, **staleness(batch.rollouts, step)})
+        self.guard.reward(metrics.get("reward", 0.0))
+        self.warn(self.dead.step(metrics))
+        metrics.update(self.dead.metrics())
+        if self.cfg.log_samples:
+            self.run.log_samples(step + 1, _sample_rows(batch.rollouts, self.cfg.log_samples))
+        return metrics
+
+    def learn(self, rollouts: list[Rollout]) -> dict[str, float]:
+        """Advantages and the optimizer steps on a batch (rl_update.py); its metrics."""
+        return train_on(rollouts, self.model, self.parts, self.reference, self.opt, self.cfg, self.tok.pad_token_id,
+                        self.max_tokens)
+
+    def charge(self, batch: Batch, metrics: dict[str, float]) -> None:
+        """The step's compute: generation, training, and the forwards without a backward."""
+        self.compute.generated(batch.stats.pop("prompt_tokens"), batch.stats["generated_tokens"])
+        self.compute.trained(metrics["trained_tokens"])  # prompts once per micro-batch + completions, all epochs
+        if self.reference is not None:
+            self.compute.forward_only(metrics["trained_tokens"])
+        self.compute.forward_only(metrics.pop("proximal_tokens", 0))  # decoupled PPO's proximal pass
+
+    def evaluate(self, step: int, final: bool) -> dict[str, float]:
+        metrics = super().evaluate(step, final)
+        if self.evaluator.last is not None:
+            warning = self.guard.evaluation(headline_pass_at_1(self.evaluator.last))
+            metrics.update(self.guard.metrics())
+            self.warn(warning and f"step {step}: {warning}")
+        return metrics
+
+    def progress(self, metrics: dict[str, float]) -> dict[str, float]:
+        return {"reward": metrics["reward"], "len": metrics["response_len"], "ent": metrics.get("entropy", 0.0)}
+
+    def close(self) -> None:
+        self.rollouts.close()
+
+    def end(self, step: int) -> int:
+        step = self.hack_stop.restore(self.model, step)
+        if self.hack_stop.reason:  # the final evaluation is of the weights kept, not of the last one that ran
+            self.evaluator(step, self.compute, final=True)
+        return step
+
+    def state(self) -> dict[str, Any]:
+        return {"horizon": self.horizon.total, "env_state": _env_state(self.env)}
+
+    def summary(self) -> dict[str, Any]:
+        return {"stopped": self.hack_stop.reason} if self.hack_stop.reason else {}
+
+
+def main(cfg: RLConfig) -> Run:
+    return RL(cfg).train()
 
 
 def reference_logprobs(cfg: RLConfig, model, parts) -> Callable[[TrainBatch], torch.Tensor] | None:
@@ -137,137 +261,15 @@ def reference_logprobs(cfg: RLConfig, model, parts) -> Callable[[TrainBatch], to
     return frozen
 
 
-def loss_config(cfg: RLConfig) -> LossConfig:
-    return LossConfig(clip_low=cfg.clip_low, clip_high=cfg.clip_high, kl_coef=cfg.kl_coef, agg=cfg.agg,
-                      max_tokens=cfg.max_new_tokens)
-
-
-def train_on(rollouts: list[Rollout], model, parts, reference, opt, cfg: RLConfig, pad_id: int,
-             max_tokens: int | None = None) -> dict[str, float]:
-    """Advantages, then epochs x mini_batches optimizer steps on one batch of rollouts.
-
-    Each optimizer step accumulates gradients over micro-batches of at most
-    `micro_batch` completions and `max_tokens` tokens (`batch.micro_batch_tokens`), of
-    similar lengths (`batch.plan_micro_batches`: less padding, prompts shared where it
-    pays); each micro-batch's loss is weighted by its
-    share of what the aggregation averages over, so the gradient equals the whole
-    mini-batch's. The off-policy correction
-    (`algos.OFFPOLICY[offpolicy]`) sets what the loss's ratio is taken against and
-    weighs or masks tokens; the proximal policy it may read is the model's own
-    log-probs before this step's first update.
-    """
-    # A group cut to one sample (its others undecided by the verifier) has no baseline, and
-    # nothing to learn from unless its tokens carry a signal of their own.
-    rollouts = [r for r in rollouts if len(r.samples) > 1 or r.has_signal()]
-    if not rollouts:  # e.g. dynamic sampling found no group with a learning signal
-        return {"trained_tokens": 0, "loss_tokens": 0, "updates": 0}
-    compute_advantages(rollouts, cfg.advantage, cfg.reward_correction, cfg.noise_fp, cfg.noise_fn,
-                       cfg.max_new_tokens, cfg.overlong_buffer)
-    masked = mask_truncated(rollouts) if cfg.mask_truncated else 0
-    loss_fn, lcfg, weigh = LOSSES[cfg.loss], loss_config(cfg), AGG_WEIGHT[cfg.agg]
-    correct = OFFPOLICY[cfg.offpolicy]
-    device = next(model.parameters()).device
-    # A group whose every token's signal is 0 (equal rewards and no per-token signal) adds
-    # exactly nothing to the policy gradient, so it is not computed at all; it still counts
-    # in what the aggregation divides by, so the gradient is the whole batch's. (Not with a
-    # KL term, which every token feels.)
-    skip = cfg.kl_coef == 0
-    informative = {id(r) for r in rollouts if r.has_signal()}
-    # No group with a learning signal (or a KL term alone, at a rate scaled to 0): no
-    # forward, no backward, no update.
-    if not informative and (skip or cfg.lr_by_signal):
-        return {"trained_tokens": 0, "loss_tokens": 0, "updates": 0, "skipped_groups": 1.0, "signal": 0.0}
-    chunks, totals, skipped = [], [], 0
-    for chunk in split_groups(rollouts, cfg.mini_batches):
-        totals.append(weigh(_mask_of(chunk)))
-        live = [r for r in chunk if not skip or id(r) in informative]
-        skipped += len(chunk) - len(live)
-        chunks.append([make_batch(m, pad_id, device) for m in plan_micro_batches(live, cfg.micro_batch, max_tokens)])
-    signal = len(informative) / len(rollouts)
-    if cfg.lr_by_signal:  # the trainer sets each step's rate afresh, so this does not compound
-        for g in opt.param_groups:
-            g["lr"] *= signal
-    proximal = None  # one update per step: the current log-probs are the proximal ones
-    if cfg.offpolicy in NEEDS_PROXIMAL and cfg.epochs * len(chunks) > 1:
-        with torch.no_grad():
-            proximal = [[policy_logprobs(parts, b, cfg.temperature, with_entropy=False)[0] for b in micro]
-                        for micro in chunks]
-    sums: dict[str, float] = {}
-    updates, weight = 0, 0.0  # metrics average over the trained samples, weighted as the loss weighs them
-    for _ in range(cfg.epochs):
-        for c, micro in enumerate(chunks):
-            if not micro:
-                continue
-            for m, batch in enumerate(micro):
-                share = weigh(batch.mask) / max(totals[c], 1.0)
-                logp, entropy = policy_logprobs(parts, batch, cfg.temperature)
-                prox = proximal[c][m] if proximal is not None else logp.detach()
-                off = correct(logp, batch.old_logp, prox, batch.mask, cfg.offpolicy_cap)
-                sums["trained_tokens"] = sums.get("trained_tokens", 0.0) + batch.forward_tokens
-                ref_logp = reference(batch) if reference is not None else None
-                loss, metrics = loss_fn(logp, off.anchor, batch.advantages, batch.mask, lcfg, ref_logp, off.weights)
-                (loss * share).backward()
-                metrics["entropy"] = float((entropy * batch.mask).sum() / batch.mask.sum().clamp(min=1))
-                for k, v in {**metrics, **off.metrics}.items():
-                    sums[k] = sums.get(k, 0.0) + v * share
-                weight += share
-                sums["loss_tokens"] = sums.get("loss_tokens", 0.0) + batch.tokens
-            sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            updates += 1
-    out = {k: v / max(weight, 1e-12) for k, v in sums.items()}
-    out["grad_norm"] = sums["grad_norm"] / updates
-    out["trained_tokens"], out["loss_tokens"], out["updates"] = sums["trained_tokens"], sums["loss_tokens"], updates
-    if proximal is not None:  # one forward of every trained token, charged by the caller
-        out["proximal_tokens"] = sum(b.forward_tokens for micro in chunks for b in micro)
-    out["skipped_groups"], out["signal"] = skipped / len(rollouts), signal
-    out["micro_batches"] = sum(len(micro) for micro in chunks)
-    if cfg.mask_truncated:
-        out["masked_truncated"] = masked / sum(len(r.samples) for r in rollouts)
-    return out
-
-
-def _mask_of(rollouts: list[Rollout]) -> torch.Tensor:
-    """The loss mask of these rollouts' samples, padded [B, T] (what an aggregation counts)."""
-    masks = [s.mask() for r in rollouts for s in r.samples]
-    out = torch.zeros(len(masks), max(1, max(len(m) for m in masks)))
-    for b, m in enumerate(masks):
-        out[b, :len(m)] = torch.tensor(m, dtype=torch.float)
-    return out
-
-
-def dead_warning(metrics: dict[str, float]) -> str:
-    """Why a run has no learning signal, from the batch it just drew."""
-    rate = metrics.get("pass_rate", 0.0)
-    if rate == 0.0:
-        flags = {k[5:]: v for k, v in metrics.items() if k.startswith("flag_") and v > 0}
-        why = (f"the policy never earns reward (flags: {', '.join(f'{k} {v:.0%}' for k, v in flags.items())}): "
-               "the model may not write the answer format the verifier reads, or the task is too hard for it")
-    else:
-        why = "every completion earns the same reward: the task is solved at this difficulty"
-    return f"3 steps in a row with no group whose rewards differ, so nothing to learn from: {why}"
-
-
 def _env_state(env) -> Any:
     """What an environment that learns (a curriculum) must carry across a resume, or None."""
-    return env.state() if hasattr(env, "state") else None
+    return env.state() if isinstance(env, Stateful) else None
 
 
 def staleness(rollouts: list[Rollout], version: int) -> dict[str, float]:
     """Policy versions each trained sample lags the weights it trains (0: on-policy)."""
     lags = [version - s.policy_version for r in rollouts for s in r.samples] or [0]
     return {"staleness": float(max(lags)), "staleness_mean": sum(lags) / len(lags)}
-
-
-def split_groups(rollouts: list[Rollout], parts: int) -> list[list[Rollout]]:
-    """`parts` mini-batches of groups (fewer only when there are fewer groups), their sizes
-    within one of each other: 10 groups in 4 are 3, 3, 2, 2, not 3, 3, 3, 1."""
-    parts = min(parts, len(rollouts))
-    size, extra = divmod(len(rollouts), parts)
-    bounds = [i * size + min(i, extra) for i in range(parts + 1)]
-    return [rollouts[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 def _sample_rows(rollouts: list[Rollout], n: int) -> list[dict[str, Any]]:
@@ -293,131 +295,3 @@ def with_noise_rates(cfg: RLConfig, path: Path) -> RLConfig:
         return RLConfig.model_validate({**cfg.model_dump(), **update})
     except ValidationError as e:
         raise InputError(f"{path}: {'; '.join(err['msg'] for err in e.errors())}") from None
-
-
-def main(cfg: RLConfig) -> Run:
-    if cfg.noise_rates:  # rlvr noise-audit's estimates
-        cfg = with_noise_rates(cfg, Path(cfg.noise_rates))
-    env = make_env(cfg.prompted(cfg.env))  # a bad spec fails before the run directory is touched
-    run = Run(cfg.run_dir, cfg, resume=cfg.resume, tensorboard=cfg.tensorboard)
-    resumed = run.resume_state() if cfg.resume else None
-    start = resumed[1]["step"] if resumed else 0
-    model, tok, parts = setup_model(cfg, last_model(cfg.model), resumed[0] if resumed else None)
-    compute = Compute(count_parameters(model), "rl", inherited_from(cfg.model),
-                      count_parameters(model, trainable=True))
-    reference = reference_logprobs(cfg, model, parts)
-    max_tokens = micro_batch_tokens(parts, cfg.activation_gb)
-    opt = make_optimizer(model, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
-    if resumed:
-        restore_optimizer(opt, resumed[1], str(resumed[0].parent))
-        compute.load_state(resumed[1].get("compute"))
-    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
-    if resumed and resumed[1].get("env_state") is not None and hasattr(env, "load_state"):
-        env.load_state(resumed[1]["env_state"])  # a curriculum continues at its level
-    if cfg.rollout_workers:
-        from rlvr.train.ray_queue import RayQueue
-        adapters = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad} if is_lora(model) else None
-        workers_load = resumed[0] if resumed else last_model(cfg.model)
-        if adapters is not None and resumed and (resumed[0] / "adapter_config.json").exists():
-            workers_load = adapter_base(resumed[0])  # the base; the adapters travel as weights
-        rollouts_q = RayQueue(cfg, str(workers_load), sampling, start=start, env_state=_env_state(env),
-                              adapters=adapters)
-    else:
-        # Synchronous: the engine generates from the trainer's own weights (one copy in memory).
-        engine = make_engine(model, tok, cfg.engine, role="trainer" if cfg.max_staleness == 0 else "snapshot",
-                             version=start, options=cfg.engine_options)
-        producer = Producer(engine, env, cfg.prompts, cfg.group_size, sampling, cfg.seed, cfg.drop_uniform_groups)
-        rollouts_q = make_queue(producer, cfg.max_staleness, start=start, version=start, exact=cfg.exact_staleness)
-    evaluator = Evaluator(cfg, run, cfg.env, model, tok, cfg.max_new_tokens, cfg.seed)
-    guard = DeclineGuard(cfg.guard_patience)
-    monitor = HackMonitor(env, cfg.hack_monitor, cfg.seed, cfg.hack_penalty)
-    clean: tuple[int, dict] | None = None  # (step, weights) of the last step under stop_on_hack
-    stopped = ""
-    dead = 0  # steps in a row without a single group whose rewards differ
-    if resumed and (run.dir / "metrics.jsonl").exists():
-        guard.replay(row for _, row in read_jsonl(run.dir / "metrics.jsonl"))
-    step = start
-    if start == 0 and cfg.eval_every:  # where the accuracy-against-compute curve starts
-        run.log(0, {**evaluator(0, compute), **compute.metrics()})
-        guard.evaluation(headline_pass_at_1(evaluator.last))
-    horizon = resumed[1].get("horizon") if resumed else None  # of a cosine schedule; set after step 1 under a budget
-    if cfg.lr_schedule == "cosine" and not cfg.budget_flops:
-        horizon = cfg.steps
-    state = lambda: {"optimizer": opt.state_dict(), "compute": compute.state(), "horizon": horizon,  # noqa: E731
-                     "env_state": _env_state(env)}
-    try:
-        with StepBar("rl", cfg.steps, start) as bar:
-            done = step >= cfg.steps or compute.spent(cfg.budget_flops)
-            while not done:
-                t0 = time.perf_counter()
-                flops_before = compute.total().flops
-                for g in opt.param_groups:
-                    g["lr"] = lr_at(step, cfg.lr, cfg.warmup, horizon)  # horizon None: constant
-                batch = rollouts_q.get(step)
-                t_wait = time.perf_counter() - t0
-                if hasattr(env, "observe"):  # a curriculum moves with the policy's pass rate
-                    env.observe(batch.generated)
-                hack = monitor(batch.rollouts, step)
-                if cfg.stop_on_hack and hack and hack["hack/rate"] >= cfg.stop_on_hack:
-                    stopped = (f"stopped at step {step + 1}: hack rate {hack['hack/rate']:.1%} >= --stop_on_hack "
-                               f"{cfg.stop_on_hack:.1%}; the final checkpoint holds the weights of step "
-                               f"{clean[0] if clean else start}, the last below it")
-                    bar.warn(stopped)
-                    run.log(step + 1, {**hack, **batch.stats, "stopped_on_hack": 1.0})
-                    break
-                if cfg.stop_on_hack and monitor.enabled:
-                    clean = (step, {k: v.detach().clone() for k, v in model.state_dict().items()})
-                metrics = train_on(batch.rollouts, model, parts, reference, opt, cfg, tok.pad_token_id, max_tokens)
-                metrics.update(hack)
-                hack_warning = monitor.warning(hack, step + 1)
-                if hack_warning:
-                    bar.warn(hack_warning)
-                rollouts_q.push_weights(model.state_dict(), step + 1, _env_state(env))
-                step += 1
-                compute.generated(batch.stats.pop("prompt_tokens"), batch.stats["generated_tokens"])
-                compute.trained(metrics["trained_tokens"])  # prompts once per micro-batch + completions, all epochs
-                if reference is not None:
-                    compute.forward_only(metrics["trained_tokens"])
-                compute.forward_only(metrics.pop("proximal_tokens", 0))  # decoupled PPO's proximal pass
-                if horizon is None and cfg.lr_schedule == "cosine":  # the steps the budget affords, at this step's cost
-                    per_step = compute.total().flops - flops_before
-                    horizon = min(cfg.steps, step + math.ceil(max(0.0, cfg.budget_flops - compute.total().flops) / per_step))
-                dt = time.perf_counter() - t0
-                metrics.update(batch.stats)
-                metrics.update(getattr(env, "stats", dict)())
-                metrics.update({
-                    "step_time": dt, "gen_time": batch.seconds, "wait_time": t_wait,
-                    "tokens_per_s": batch.stats["generated_tokens"] / dt,
-                    **staleness(batch.rollouts, step - 1), "lr": opt.param_groups[0]["lr"], **compute.metrics(),
-                    **memory_metrics(parts.embed.weight.device)})
-                done = step >= cfg.steps or compute.spent(cfg.budget_flops)
-                guard.reward(metrics.get("reward", 0.0))
-                if done or evaluator.due(step):
-                    metrics.update(evaluator(step, compute, final=done))
-                    if evaluator.last is not None:
-                        warning = guard.evaluation(headline_pass_at_1(evaluator.last))
-                        metrics.update(guard.metrics())
-                        if warning:
-                            bar.warn(f"step {step}: {warning}")
-                dead = dead + 1 if metrics["updates"] == 0 else 0
-                metrics["dead_steps"] = float(dead)
-                if dead == 3:
-                    bar.warn(dead_warning(metrics))
-                run.log(step, metrics)
-                if cfg.log_samples:
-                    run.log_samples(step, _sample_rows(batch.rollouts, cfg.log_samples))
-                bar.update(step, reward=metrics["reward"], len=metrics["response_len"],
-                           ent=metrics.get("entropy", 0.0))
-                if cfg.save_every and step % cfg.save_every == 0 and not done:
-                    run.save(step, model, tok, state(), cfg.keep_last)
-    finally:
-        rollouts_q.close()
-    if stopped and clean is not None:
-        model.load_state_dict(clean[1])
-        step = clean[0]
-    if stopped:  # the final evaluation is of the weights kept, not of the last one that ran
-        evaluator(step, compute, final=True)
-    run.save(step, model, tok, state(), cfg.keep_last)
-    run.finish({"command": "rl", "steps": step, **compute.summary(), "final": evaluator.last,
-                **({"stopped": stopped} if stopped else {})})
-    return run

@@ -34,28 +34,30 @@ import random
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from pydantic import Field
 
 from rlvr.atomic import write_json, write_text
-from rlvr.compute import Compute, Totals, inherited_from
+from rlvr.compute import Totals, inherited_from
 from rlvr.engine import make_engine
-from rlvr.jsonl import read_jsonl
 from rlvr.envs import make_env
-from rlvr.models import count_parameters, load_model
+from rlvr.fields import EnvSpec, StartModel
+from rlvr.jsonl import read_jsonl
+from rlvr.models import load_model
 from rlvr.rollout import generate_rollouts, rollout_stats, token_counts
-from rlvr.train import sft
-from rlvr.train.evaluator import Evaluator, TrainerFields
-from rlvr.train.progress import StepBar
-from rlvr.train.setup import ModelFields, resolve_device, resolve_dtype
 from rlvr.run import Run, last_model
+from rlvr.train import sft
+from rlvr.train.evaluator import TrainerFields
+from rlvr.train.setup import ModelFields, resolve_device, resolve_dtype
+from rlvr.train.trainer import Trainer, headlines
 from rlvr.types import Sampling
 from rlvr.verify.filters import FILTERS, keep
 
 
 class RSConfig(TrainerFields):
     run_dir: str = Field("runs/rs", description="Run directory (config, metrics, per-round data and SFT sub-runs, checkpoints).")
-    model: str = Field("runs/demo/base", description="Starting model: HF dir, checkpoint, run dir or .gguf.")
-    env: Any = Field("arithmetic", description="Environment spec: a name, 'name:key=value,...', or a mapping.")
+    model: StartModel
+    env: EnvSpec
     rounds: int = Field(3, ge=1, description="Rounds of sample -> filter -> fine-tune.")
     problems: int = Field(256, ge=1, description="Fresh train-split problems sampled per round.")
     n: int = Field(8, ge=1, description="Samples per problem (the N of best-of-N).")
@@ -113,65 +115,76 @@ def _training_data(run: Run, cfg: RSConfig, rnd: int) -> Path:
     return path
 
 
-def main(cfg: RSConfig) -> Run:
-    env = make_env(cfg.prompted(cfg.env))  # a bad spec fails before the run directory is touched
-    run = Run(cfg.run_dir, cfg, resume=cfg.resume, tensorboard=cfg.tensorboard)
-    resumed = run.resume_state() if cfg.resume else None
-    done_rounds = resumed[1]["step"] if resumed else 0
-    start_model = last_model(cfg.model)
-    device = resolve_device(cfg.device)
-    model, tok = load_model(resumed[0] if resumed else start_model, device, resolve_dtype(cfg.dtype, device))
-    compute = Compute(count_parameters(model), "rs", inherited_from(cfg.model))
-    if resumed:
-        compute.load_state(resumed[1].get("compute"))
-    # The SFT rounds load into `model`, the weights this engine generates from.
-    engine = make_engine(model, tok, cfg.engine, role="trainer", version=done_rounds, options=cfg.engine_options)
-    evaluator = Evaluator(cfg, run, cfg.env, model, tok, cfg.max_new_tokens, cfg.seed)
-    if done_rounds == 0 and evaluator.enabled:  # where the accuracy-against-compute curve starts
-        run.log(0, {**evaluator(0, compute), **compute.metrics()})
+class RS(Trainer):
+    """A step is a round; each round's fine-tuning is an SFT sub-run, with an optimizer of its own."""
+    command = "rs"
+    throughput = None
 
-    rnd = done_rounds
-    with StepBar("rs", cfg.rounds, done_rounds) as bar:
-        while rnd < cfg.rounds and not compute.spent(cfg.budget_flops):
-            rnd += 1
-            out = run.dir / f"round_{rnd}"
-            out.mkdir(exist_ok=True)
-            # 1. Sample and filter (a killed round keeps its data and is not sampled again).
-            if (out / "round.json").exists():
-                stats = json.loads((out / "round.json").read_text())
-            else:
-                engine.sync_weights(model.state_dict(), rnd - 1)
-                stats = sample_round(engine, env, cfg, rnd, out)
-            compute.generated(stats["prompt_tokens"], stats["generated_tokens"])
-            # 2. Fine-tune with the SFT trainer on what was kept.
-            metrics = {**stats}
-            if stats["kept"] and not compute.spent(cfg.budget_flops):
-                tune = start_model if cfg.restart or rnd == 1 else run.dir / "checkpoints" / "last"
-                data = _training_data(run, cfg, rnd)
-                # Under a budget the fine-tuning stops at what is left of it, not at the round's
-                # end: a round of best-of-N is a fifth of a small budget, and finishing it would
-                # buy this regime more compute than the ones it is compared with.
-                budget = (cfg.budget_flops - compute.total().flops + inherited_from(str(tune), str(data)).flops
-                          if cfg.budget_flops else 0.0)
-                sub = sft.main(sft.SFTConfig(
-                    run_dir=str(out / "sft"), model=str(tune),
-                    data=str(data), epochs=cfg.sft_epochs, batch_size=cfg.sft_batch_size,
-                    lr=cfg.sft_lr, warmup=cfg.sft_warmup, max_length=cfg.sft_max_length, budget_flops=budget,
-                    eval_problems=0, seed=cfg.seed + rnd, resume=(out / "sft" / "metrics.jsonl").exists(),
-                    **cfg.model_dump(include=set(ModelFields.model_fields))))  # device, dtype, LoRA
-                summary = json.loads((sub.dir / "summary.json").read_text())
-                compute.add(Totals.from_dict({**summary["compute"], "wall_seconds": 0}))  # our clock ran meanwhile
-                trained, _ = load_model(last_model(sub.dir))
-                model.load_state_dict(trained.state_dict())
-                last = list(read_jsonl(sub.dir / "metrics.jsonl"))[-1][1]
-                metrics.update({"sft_loss": last["loss"], "sft_steps": summary["steps"]})
-            # 3. Evaluate, log, checkpoint the round.
-            final = rnd == cfg.rounds or compute.spent(cfg.budget_flops)
-            if final or evaluator.due(rnd):
-                metrics.update(evaluator(rnd, compute, final=final))
-            run.log(rnd, {**metrics, **compute.metrics()})
-            run.save(rnd, model, tok, {"compute": compute.state()})
-            bar.update(rnd, pass_rate=stats.get("pass_rate", 0.0), kept=stats["kept"],
-                       **{k: v for k, v in metrics.items() if k.count("/") == 1 and k.startswith("eval/")})
-    run.finish({"command": "rs", "steps": rnd, "rounds": rnd, **compute.summary(), "final": evaluator.last})
-    return run
+    def prepare(self) -> None:
+        self.env = make_env(self.cfg.prompted(self.cfg.env))
+
+    def build(self, checkpoint: Path | None) -> tuple[torch.nn.Module, Any, None]:
+        device = resolve_device(self.cfg.device)
+        model, tok = load_model(checkpoint or last_model(self.cfg.model), device, resolve_dtype(self.cfg.dtype, device))
+        return model, tok, None
+
+    def setup(self, state: dict) -> None:
+        self.steps = self.cfg.rounds
+        self.save_every = 1  # every round: a round is costly, and a resume continues from the last one
+        # Sampling shares the model's weights, which each round's fine-tuning loads into.
+        self.engine = make_engine(self.model, self.tok, self.cfg.engine, role="trainer", version=self.start,
+                                  options=self.cfg.engine_options)
+
+    def optimizer(self) -> None:
+        return None
+
+    def evaluates_first(self) -> bool:
+        return self.evaluator.enabled
+
+    def train_step(self, step: int) -> dict[str, Any]:
+        rnd = step + 1
+        out = self.run.dir / f"round_{rnd}"
+        out.mkdir(exist_ok=True)
+        # 1. Sample and filter (a killed round keeps its data and is not sampled again).
+        if (out / "round.json").exists():
+            stats = json.loads((out / "round.json").read_text())
+        else:
+            self.engine.sync_weights(self.model.state_dict(), rnd - 1)
+            stats = sample_round(self.engine, self.env, self.cfg, rnd, out)
+        self.compute.generated(stats["prompt_tokens"], stats["generated_tokens"])
+        # 2. Fine-tune with the SFT trainer on what was kept.
+        if stats["kept"] and not self.compute.spent(self.cfg.budget_flops):
+            return {**stats, **self.fine_tune(rnd, out)}
+        return {**stats}
+
+    def fine_tune(self, rnd: int, out: Path) -> dict[str, Any]:
+        cfg = self.cfg
+        tune = last_model(cfg.model) if cfg.restart or rnd == 1 else self.run.dir / "checkpoints" / "last"
+        data = _training_data(self.run, cfg, rnd)
+        # Under a budget the fine-tuning stops at what is left of it, not at the round's
+        # end: a round of best-of-N is a fifth of a small budget, and finishing it would
+        # buy this regime more compute than the ones it is compared with.
+        budget = (cfg.budget_flops - self.compute.total().flops + inherited_from(str(tune), str(data)).flops
+                  if cfg.budget_flops else 0.0)
+        sub = sft.main(sft.SFTConfig(
+            run_dir=str(out / "sft"), model=str(tune),
+            data=str(data), epochs=cfg.sft_epochs, batch_size=cfg.sft_batch_size,
+            lr=cfg.sft_lr, warmup=cfg.sft_warmup, max_length=cfg.sft_max_length, budget_flops=budget,
+            eval_problems=0, seed=cfg.seed + rnd, resume=(out / "sft" / "metrics.jsonl").exists(),
+            **cfg.model_dump(include=set(ModelFields.model_fields))))  # device, dtype, LoRA
+        summary = json.loads((sub.dir / "summary.json").read_text())
+        self.compute.add(Totals.from_dict({**summary["compute"], "wall_seconds": 0}))  # our clock ran meanwhile
+        trained, _ = load_model(last_model(sub.dir))
+        self.model.load_state_dict(trained.state_dict())
+        last = list(read_jsonl(sub.dir / "metrics.jsonl"))[-1][1]
+        return {"sft_loss": last["loss"], "sft_steps": summary["steps"]}
+
+    def progress(self, metrics: dict[str, Any]) -> dict[str, float]:
+        return {"pass_rate": metrics.get("pass_rate", 0.0), "kept": metrics["kept"], **headlines(metrics)}
+
+    def summary(self) -> dict[str, Any]:
+        return {"rounds": self.step}
+
+
+def main(cfg: RSConfig) -> Run:
+    return RS(cfg).train()

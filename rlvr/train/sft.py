@@ -32,9 +32,7 @@ split; `train_rows`), with the gradient of the whole step.
 
 from __future__ import annotations
 
-import math
 import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,39 +40,38 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from rlvr.models import count_parameters
+from rlvr.compute import Totals, inherited_from
+from rlvr.config import InputError
+from rlvr.fields import GradClip, KeepLast, Resume, SaveEvery, StartModel, Warmup, WeightDecay
+from rlvr.jsonl import read_jsonl
 from rlvr.models.forward import forward
 from rlvr.models.lm_head import chunked, token_logprobs
-from rlvr.compute import Compute, inherited_from
-from rlvr.config import InputError
-from rlvr.jsonl import read_jsonl
+from rlvr.run import Run
 from rlvr.train.batch import micro_batch_tokens, plan_rows
 from rlvr.train.evaluator import Evaluator, TrainerFields
-from rlvr.train.progress import StepBar
-from rlvr.run import Run, last_model
-from rlvr.train.schedule import lr_at
-from rlvr.train.setup import make_optimizer, memory_metrics, restore_optimizer, setup_model
+from rlvr.train.schedule import Horizon
+from rlvr.train.trainer import Trainer
 
 ROLES = {"system", "user", "assistant", "tool"}
 
 
 class SFTConfig(TrainerFields):
     run_dir: str = Field("runs/sft", description="Run directory (config, metrics, checkpoints, eval).")
-    model: str = Field("runs/demo/base", description="Starting model: HF dir, checkpoint, run dir or .gguf.")
+    model: StartModel
     data: str = Field("data/sft.jsonl", description='JSONL, a line a conversation: {"messages": [{"role", "content"}, ...]}.')
     epochs: int = Field(1, ge=1, description="Passes over the data (ignored when max_steps > 0).")
     max_steps: int = Field(0, ge=0, description="Optimizer steps (0: epochs x rows / batch_size).")
     batch_size: int = Field(16, ge=1, description="Rows per step: conversations, or packed rows with `pack`.")
     lr: float = Field(1e-4, gt=0, description="Peak learning rate (AdamW), cosine-decayed to 10%.")
-    warmup: int = Field(10, ge=0, description="Linear warm-up steps.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    grad_clip: float = Field(1.0, gt=0, description="Gradient norm clip.")
+    warmup: Warmup = 10
+    weight_decay: WeightDecay
+    grad_clip: GradClip
     max_length: int = Field(1024, ge=2, description="Token limit of a conversation (and of a packed row).")
     pack: bool = Field(False, description="Pack conversations into rows of max_length with block-diagonal attention.")
-    save_every: int = Field(0, ge=0, description="Checkpoint every N steps (0: only at the end).")
-    keep_last: int = Field(2, ge=1, description="Checkpoints kept.")
+    save_every: SaveEvery
+    keep_last: KeepLast
     seed: int = Field(0, description="Seed of the data order.")
-    resume: bool = Field(False, description="Continue the run in run_dir from its last checkpoint.")
+    resume: Resume
 
 
 # -- data ------------------------------------------------------------------------------
@@ -216,67 +213,54 @@ def train_rows(parts, rows: list[list[Example]], pad_id: int, device, max_tokens
     return float(loss), total, sum(lengths), len(batches)
 
 
-# -- the loop --------------------------------------------------------------------------
-def main(cfg: SFTConfig) -> Run:
-    run = Run(cfg.run_dir, cfg, resume=cfg.resume, tensorboard=cfg.tensorboard)
-    resumed = run.resume_state() if cfg.resume else None
-    start = resumed[1]["step"] if resumed else 0
-    model, tok, parts = setup_model(cfg, last_model(cfg.model), resumed[0] if resumed else None)
-    # Charged: whatever produced the starting model and the data (e.g. a teacher's tokens).
-    compute = Compute(count_parameters(model), "sft", inherited_from(cfg.model, cfg.data),
-                      count_parameters(model, trainable=True))
-    device = next(model.parameters()).device
-    rows = make_rows(load_conversations(cfg.data, tok, cfg.max_length), cfg.pack, cfg.max_length, cfg.seed)
-    max_tokens = micro_batch_tokens(parts, cfg.activation_gb)
-    per_epoch = -(-len(rows) // cfg.batch_size)
-    total = cfg.max_steps or cfg.epochs * per_epoch
-    horizon = total  # of the LR schedule
-    if cfg.budget_flops:  # it spans the steps the budget affords (estimated; the same after a resume)
-        per_step = compute.flops_per_trained_token * sum(len(ex.ids) for row in rows for ex in row) / per_epoch
-        horizon = max(1, min(total, math.ceil((cfg.budget_flops - compute.inherited.flops) / per_step)))
-    opt = make_optimizer(model, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
-    if resumed:
-        restore_optimizer(opt, resumed[1], str(resumed[0].parent))
-        compute.load_state(resumed[1].get("compute"))
-    evaluator = Evaluator(cfg, run, None, model, tok, seed=cfg.seed)
-    state = lambda: {"optimizer": opt.state_dict(), "compute": compute.state()}  # noqa: E731
+# -- the trainer ---------------------------------------------------------------------------
+class SFT(Trainer):
+    command = "sft"
 
-    def batch_at(step: int) -> list[list[Example]]:
+    def inherited(self) -> Totals:
+        # Whatever produced the starting model and the data (e.g. a teacher's tokens).
+        return inherited_from(self.cfg.model, self.cfg.data)
+
+    def setup(self, state: dict) -> None:
+        cfg = self.cfg
+        self.rows = make_rows(load_conversations(cfg.data, self.tok, cfg.max_length), cfg.pack, cfg.max_length,
+                              cfg.seed)
+        self.max_tokens = micro_batch_tokens(self.parts, cfg.activation_gb)
+        self.per_epoch = -(-len(self.rows) // cfg.batch_size)
+        self.steps = cfg.max_steps or cfg.epochs * self.per_epoch
+        # Under a budget the cosine spans the steps it affords (estimated from the data; the
+        # same after a resume), and so does the progress bar.
+        self.horizon = Horizon(cosine=True, steps=self.steps, budget_flops=cfg.budget_flops)
+        epoch_tokens = sum(len(ex.ids) for row in self.rows for ex in row)
+        per_step = self.compute.flops_per_trained_token * epoch_tokens / self.per_epoch
+        self.horizon.fit(0, self.compute.inherited.flops, per_step)
+        self.expected = self.horizon.total
+
+    def make_evaluator(self) -> Evaluator:
+        return Evaluator(self.cfg, self.run, None, self.model, self.tok, seed=self.cfg.seed)
+
+    def rate(self, step: int) -> float:
+        return self.horizon.rate(step, self.cfg.lr, self.cfg.warmup)
+
+    def train_step(self, step: int) -> dict[str, float]:
+        loss, n_tokens, seen, micro = train_rows(self.parts, self.batch_at(step), self.tok.pad_token_id, self.device,
+                                                 self.max_tokens)
+        grad_norm = self.update(self.cfg.grad_clip)
+        self.compute.trained(seen)
+        return {"loss": loss, "grad_norm": grad_norm, "epoch": step // self.per_epoch, "loss_tokens": n_tokens,
+                "trained_tokens": seen, "micro_batches": micro}
+
+    def batch_at(self, step: int) -> list[list[Example]]:
         # The order of an epoch depends only on (seed, epoch), so a resumed run reads
         # exactly the batches the killed one would have.
-        epoch, i = divmod(step, per_epoch)
-        order = list(range(len(rows)))
-        random.Random(f"sft/{cfg.seed}/{epoch}").shuffle(order)
-        return [rows[j] for j in order[i * cfg.batch_size:(i + 1) * cfg.batch_size]]
+        epoch, i = divmod(step, self.per_epoch)
+        order = list(range(len(self.rows)))
+        random.Random(f"sft/{self.cfg.seed}/{epoch}").shuffle(order)
+        return [self.rows[j] for j in order[i * self.cfg.batch_size:(i + 1) * self.cfg.batch_size]]
 
-    step = start
-    done = step >= total or compute.spent(cfg.budget_flops)
-    if start == 0 and cfg.eval_every:  # where the accuracy-against-compute curve starts
-        run.log(0, {**evaluator(0, compute), **compute.metrics()})
-    with StepBar("sft", horizon, start) as bar:
-        while not done:
-            t0 = time.perf_counter()
-            lr = lr_at(step, cfg.lr, cfg.warmup, horizon)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            loss, n_tokens, seen, micro = train_rows(parts, batch_at(step), tok.pad_token_id, device, max_tokens)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            compute.trained(seen)
-            dt = time.perf_counter() - t0
-            m = {"loss": loss, "grad_norm": float(grad_norm), "lr": lr, "epoch": (step - 1) // per_epoch,
-                 "loss_tokens": n_tokens, "trained_tokens": seen, "micro_batches": micro, "tokens_per_s": seen / dt,
-                 "step_time": dt,
-                 **compute.metrics(), **memory_metrics(device)}
-            done = step >= total or compute.spent(cfg.budget_flops)
-            if done or evaluator.due(step):
-                m.update(evaluator(step, compute, final=done))
-            run.log(step, m)
-            bar.update(step, loss=m["loss"], **{k: v for k, v in m.items() if k.count("/") == 1 and k.startswith("eval/")})
-            if cfg.save_every and step % cfg.save_every == 0 and not done:
-                run.save(step, model, tok, state(), cfg.keep_last)
-    run.save(step, model, tok, state(), cfg.keep_last)
-    run.finish({"command": "sft", "steps": step, "data": cfg.data, **compute.summary(), "final": evaluator.last})
-    return run
+    def summary(self) -> dict:
+        return {"data": self.cfg.data}
+
+
+def main(cfg: SFTConfig) -> Run:
+    return SFT(cfg).train()

@@ -3,7 +3,7 @@
 `Producer.produce(index, shard, shards)` samples batch `index` (or its `shard`-th of
 `shards` parts, for a rollout worker) with the engine's current weights;
 `Producer.sync_weights(state, version)` takes new ones. These two methods are the
-whole interface a rollout worker offers; rlvr/train/queues.py joins producers to the
+whole interface a rollout worker offers; queues.py joins producers to the
 trainer (in its thread, in a background thread, or as Ray actors).
 
 A batch carries every group it generated (`generated`, the dropped ones of dynamic

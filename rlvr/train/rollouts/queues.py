@@ -14,7 +14,7 @@ for weights fresh enough), never by throwing finished work away.
                  (`--exact_staleness`)
     ThreadQueue  a background thread generates up to max_staleness batches ahead with the
                  newest weights it has, overlapping generation with training
-    RayQueue     rollout workers as Ray actors (rlvr/train/ray_queue.py, `--rollout_workers N`)
+    RayQueue     rollout workers as Ray actors (ray_queue.py, `--rollout_workers N`)
 
 The loop, the losses and the metrics do not know which one runs; the behaviour
 log-probs and policy version every sample carries let the loss correct the lag
@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from torch import Tensor
 
-from rlvr.train.producer import Batch, Producer
+from rlvr.train.rollouts.producer import Batch, Producer
 
 
 class RolloutQueue(Protocol):
@@ -164,7 +164,7 @@ class ThreadQueue:
 
 def make_queue(producer: Producer, max_staleness: int = 0, start: int = 0, version: int = 0,
                exact: bool = False) -> RolloutQueue:
-    """The in-process queue for `max_staleness` (Ray's is built by rlvr.train.ray_queue);
+    """The in-process queue for `max_staleness` (Ray's is built by rlvr.train.rollouts.ray_queue);
     `exact`: a LaggedQueue instead of a producer thread."""
     if max_staleness < 0:
         raise ValueError(f"max_staleness must be >= 0, got {max_staleness}")

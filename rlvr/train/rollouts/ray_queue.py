@@ -38,9 +38,9 @@ from typing import Any
 from torch import Tensor
 
 from rlvr.config import InputError
-from rlvr.train.producer import Batch, batch_stats
-from rlvr.train.queues import check_fit
-from rlvr.types import Sampling
+from rlvr.train.rollouts.producer import Batch, batch_stats
+from rlvr.train.rollouts.queues import check_fit
+from rlvr.types import Sampling, Stateful
 
 try:
     import ray
@@ -89,7 +89,7 @@ class _Worker:
         from rlvr.engine import make_engine
         from rlvr.envs import make_env
         from rlvr.models import load_model
-        from rlvr.train.producer import Producer
+        from rlvr.train.rollouts.producer import Producer
 
         torch.set_num_threads(threads)
         model, tok = load_model(model_dir)
@@ -110,7 +110,7 @@ class _Worker:
         if version != self.version and weights[0] is not None:
             self.producer.sync_weights(ray.get(weights[0]), version, partial=self.lora)
             self.version = version
-        if env_state is not None and hasattr(self.env, "load_state"):
+        if env_state is not None and isinstance(self.env, Stateful):
             self.env.load_state(env_state)
         return self.producer.produce(index, shard, shards)
 

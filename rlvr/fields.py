@@ -1,0 +1,37 @@
+"""Config keys that several commands share, each declared once: its type, bounds and
+the line `rlvr CMD --help` prints. A command's config names the key and, where its
+default differs, gives its own:
+
+    class SFTConfig(TrainerFields):
+        grad_clip: GradClip
+        warmup: Warmup = 10
+
+They are annotated types rather than a shared base class so that each command's
+`--help` keeps its keys in its own order (a base class's keys print last, as shared).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field
+
+# -- trainers (rlvr pretrain, sft, rs, rl) -----------------------------------------------
+StartModel = Annotated[str, Field("runs/demo/base", description="Starting model: HF dir, checkpoint, run dir or .gguf.")]
+EnvSpec = Annotated[Any, Field("arithmetic", description="Environment spec: a name, 'name:key=value,...', or a mapping.")]
+Warmup = Annotated[int, Field(ge=0, description="Linear warm-up steps.")]
+WeightDecay = Annotated[float, Field(0.0, ge=0, description="AdamW weight decay.")]
+GradClip = Annotated[float, Field(1.0, gt=0, description="Gradient norm clip.")]
+SaveEvery = Annotated[int, Field(0, ge=0, description="Checkpoint every N steps (0: only at the end).")]
+KeepLast = Annotated[int, Field(2, ge=1, description="Checkpoints kept.")]
+Resume = Annotated[bool, Field(False, description="Continue the run in run_dir from its last checkpoint.")]
+Tensorboard = Annotated[bool, Field(False, description="Also write metrics as TensorBoard events in RUN_DIR/tensorboard.")]
+
+# -- experiments that pretrain their own base (rlvr demo, rlvr experiment ...) -------------
+PretrainSteps = Annotated[int, Field(1500, ge=1, description="Most pretraining steps of the base (its held-out check usually stops it at 300-500; see rlvr pretrain --help).")]
+BaseSeed = Annotated[int, Field(0, description="Seed of the base's pretraining, apart from `seed` (the base is cached per config, so runs with other seeds share it).")]
+PipelineSeed = Annotated[int, Field(0, description="Seed of sampling, RL and evaluation problems (the base has its own).")]
+DistillProblems = Annotated[int, Field(ge=1, description="Training problems the teacher solves.")]
+TeacherSolutions = Annotated[int, Field(4, ge=1, description="Teacher solutions per problem.")]
+HeldOutProblems = Annotated[int, Field(ge=1, description="Held-out problems of every evaluation.")]
+RLEvalEvery = Annotated[int, Field(ge=1, description="RL steps between evaluations.")]
