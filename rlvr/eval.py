@@ -53,7 +53,8 @@ PATIENCE = 10
 
 
 def eval_problems(env: Environment, n: int, seed: int = 0) -> list[Problem]:
-    """The first `n` distinct problems of the eval split's stream at `seed`.
+    """The first `n` distinct problems of the eval split's stream at `seed`, distinct as the
+    environment judges (its `canonical` form).
 
     A stream draws with replacement, and a small problem space repeats itself ("7+7" nine
     times in 100 draws of one-digit sums): each repeat would count as another independent
@@ -63,10 +64,11 @@ def eval_problems(env: Environment, n: int, seed: int = 0) -> list[Problem]:
     it, out, seen, dry = env.problems("eval", seed), [], set(), 0
     while len(out) < n and dry < max(1000, PATIENCE * len(out)):
         p = next(it)
-        if p.id in seen:
+        key = env.canonical(p)  # 3+4 and 4+3 are one problem to the environment: one in the set
+        if key in seen:
             dry += 1
             continue
-        seen.add(p.id)
+        seen.add(key)
         out.append(p)
         dry = 0
     if len(out) < n:

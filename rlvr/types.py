@@ -217,6 +217,11 @@ class Environment(Protocol):
     def verify(self, problem: Problem, completion: str) -> Verdict:
         ...
 
+    def canonical(self, problem: Problem) -> str:
+        """The problem's form up to what the environment treats as the same (3+4 and 4+3):
+        it decides the split, so that twins are never on both sides."""
+        ...
+
     def validate(self, n: int = 100) -> list[str]:
         """Gold answers that fail the verifier (must be [])."""
         ...

@@ -151,6 +151,7 @@ def test_humaneval_gold_validates():
 def test_humaneval_tasks_and_split():
     env = humaneval.HumanEval()
     assert len(env.tasks) == 164 and len({p.id for p in env.tasks}) == 164
+    assert len({env.canonical(p) for p in env.tasks}) == 164  # no prompt is another's, even up to case and spacing
     train, evals = ({p.id for p in env.split_tasks(s)} for s in ("train", "eval"))
     assert len(train) + len(evals) == 164 and not train & evals and min(len(train), len(evals)) > 50
     assert {p.id for p in take(env, "eval", 0, 300)} <= evals

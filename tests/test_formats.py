@@ -158,6 +158,7 @@ def test_shots_are_deterministic_and_never_eval_nor_the_problem_itself():
     for p in train:
         shots = a.examples(p)
         assert len(shots) == 3 and p.id not in {s.id for s in shots} and not eval_ids & {s.id for s in shots}
+        assert a.canonical(p) not in {a.canonical(s) for s in shots}  # nor a twin of it (its list reordered)
     assert train[0].id in {s.id for s in a.examples(first(a)[0])}  # ... which other problems do see
 
 

@@ -46,10 +46,10 @@ def test_right_wrong_partial_and_unformatted_answers(env):
 
 
 def test_splits_are_disjoint_by_content(env):
-    eval_keys = {p.meta["content_key"] for p in islice(env.problems("eval", 0), 200)}
+    eval_keys = {env.canonical(p) for p in islice(env.problems("eval", 0), 200)}
     assert eval_keys == env.eval_keys and len(eval_keys) == len(env.eval_set)
     for seed in (0, 1):
-        train = [p.meta["content_key"] for p in islice(env.problems("train", seed), 300)]
+        train = [env.canonical(p) for p in islice(env.problems("train", seed), 300)]
         assert eval_keys.isdisjoint(train)
     a, b = ([p.id for p in islice(env.problems("train", s), 20)] for s in (0, 1))
     assert a != b and a == [p.id for p in islice(env.problems("train", 0), 20)]
@@ -60,10 +60,10 @@ def test_train_skips_eval_questions_in_a_small_space():
     env = make_env("gym:basic_arithmetic:min_terms=2,max_terms=2,min_digits=1,max_digits=1,eval_size=50")
     raw = env._dataset(size=CHUNK, seed=_seed(env.task, "train", 0, 0))
     n = 400
-    collisions = sum(env._problem(raw[i]).meta["content_key"] in env.eval_keys for i in range(n))
+    collisions = sum(env.canonical(env._problem(raw[i])) in env.eval_keys for i in range(n))
     assert collisions > 0  # the seeds alone do not keep the splits apart here
     train = list(islice(env.problems("train", 0), n))
-    assert env.eval_keys.isdisjoint(p.meta["content_key"] for p in train)
+    assert env.eval_keys.isdisjoint(env.canonical(p) for p in train)
 
 
 def test_unknown_task_and_parameters_fail_clearly():

@@ -3,8 +3,9 @@
 Problems look like "Compute 457-386. End with #### and the result."; the answer is
 the exact integer (subtraction may go negative). `digits` (every operand has
 exactly that many digits) is the difficulty knob. The content key is the
-expression itself, so ``arithmetic/457-386`` lives in exactly one split whatever
-the template or seed.
+expression itself (``arithmetic/457-386``), and the split is decided on the
+expression up to the order of the operands of + and * (`canonical`): 457+386 and
+386+457 are one problem, in one split whatever the template or seed.
 
 Grading is strict: the text after ``####`` must be an optional sign and digits
 ("1,234", "12.0" and "12 13" are format errors, flagged ``format_error``).
@@ -22,6 +23,7 @@ import operator
 import random
 
 from rlvr.envs.base import ProceduralEnv, check_template, exact_verdict
+from rlvr.envs.canonical import expression_form
 from rlvr.types import Problem, Verdict
 from rlvr.verify.extract import parse_int
 
@@ -59,6 +61,9 @@ class Arithmetic(ProceduralEnv):
             env=self.name,
             meta={"a": a, "b": b, "op": op, "digits": self.digits, "difficulty": self.digits},
         )
+
+    def canonical(self, problem: Problem) -> str:
+        return f"{self.name}/{expression_form(problem.id.removeprefix(self.name + '/'))}"
 
     def check(self, problem: Problem, answer: str) -> Verdict:
         return exact_verdict(parse_int(answer), problem.answer)

@@ -5,9 +5,15 @@ A subclass sets `name` and implements two methods: `make(rng)` draws one `Proble
 This class supplies the rest of the `Environment` protocol:
 
 - `problems(split, seed)`: an endless, deterministic stream. Train and eval never
-  share content: each problem belongs to a split by a stable hash of its id (which
-  is its content key, ``f"{env}/{key}"``), and each split's stream drops the other
-  split's problems. Seeds only pick *which* problems of a split you see.
+  share a problem, nor two forms of one: each problem belongs to a split by a stable
+  hash of its canonical form, and each split's stream drops the other split's
+  problems. Seeds only pick *which* problems of a split you see.
+- `canonical(problem)`: that form, the problem up to what the environment counts as
+  the same problem (``arithmetic/386+457`` for both ``457+386`` and ``386+457``; the
+  same countdown numbers in any order). By default it is the problem's id, which is
+  its content key (``f"{env}/{key}"``); a subclass whose problems have twins says so
+  by overriding it (rlvr.envs.canonical has the shared forms). So a held-out problem
+  never has a twin in train.
 - `verify`: strict ``####`` extraction, then `check` (`verify_final`, which reasoning-gym
   tasks share); `exact_verdict` is the `check` of every task with one exact answer.
 - `validate`: the gold answers of the first problems of both splits must verify.
@@ -56,9 +62,9 @@ def check_template(template: str, required: tuple[str, ...], **sample: Any) -> N
         raise ValueError(f"template must contain {fields}, got {template!r}")
 
 
-def split_of(problem_id: str, eval_fraction: float) -> str:
-    """The split a problem belongs to, from its id alone (stable across runs and machines)."""
-    h = int.from_bytes(hashlib.blake2b(problem_id.encode(), digest_size=8).digest(), "big")
+def split_of(canonical: str, eval_fraction: float) -> str:
+    """The split of a problem whose canonical form is `canonical` (stable across runs and machines)."""
+    h = int.from_bytes(hashlib.blake2b(canonical.encode(), digest_size=8).digest(), "big")
     return "eval" if h / 2**64 < eval_fraction else "train"
 
 
@@ -82,6 +88,11 @@ class ProceduralEnv(ABC):
         """The text a perfect completion puts after ``####``."""
         return str(problem.answer)
 
+    def canonical(self, problem: Problem) -> str:
+        """The form that decides `problem`'s split: the same for every problem this
+        environment counts as the same one. By default its id (its content key)."""
+        return problem.id
+
     def problems(self, split: str, seed: int) -> Iterator[Problem]:
         # Not a generator itself, so a bad split fails here, not at the first next().
         return self._stream(check_split(split), seed)
@@ -93,7 +104,7 @@ class ProceduralEnv(ABC):
         misses = 0
         while True:
             p = self.make(rng)
-            if p is None or split_of(p.id, self.eval_fraction) != split:
+            if p is None or split_of(self.canonical(p), self.eval_fraction) != split:
                 misses += 1
                 if misses > MAX_MISSES:
                     raise RuntimeError(f"{self.name}: no {split} problem in {MAX_MISSES} draws; "
@@ -151,6 +162,10 @@ class Wrapped(Forwarding):
     def heldout(self, problem: Problem, completion: str) -> Verdict:
         """The inner environment's own, strict verdict: what the completion really earns."""
         return self.env.verify(problem, completion)
+
+    def canonical(self, problem: Problem) -> str:
+        return self.env.canonical(problem)
+
 
 def wrapper_spec(spec: str, keys: tuple[str, ...], usage: str) -> tuple[dict[str, str], str]:
     """"NAME:k=v,k=v:INNER" -> ({k: v} as text, "INNER"), for the wrapper specs (`noisy:`,

@@ -6,7 +6,9 @@ numbers with random operations, keeping every intermediate value a positive
 integer, so every problem has a known solution (the gold expression). Any correct
 expression scores, not just the gold one: the answer after ``####`` is evaluated
 exactly by `rlvr.verify.expr` (never eval), may use each given number at most as
-often as it is given, and must equal the target.
+often as it is given, and must equal the target. A problem is its numbers, in any
+order, and its target: that is its content key (the numbers sorted) and what decides
+its split (`canonical`).
 
 Flags: ``format_error`` (not an allowed expression, or division by zero),
 ``bad_numbers`` (uses a number not given, or too often).
@@ -58,7 +60,7 @@ class Countdown(ProceduralEnv):
         if not 1 <= target <= self.max_target or target in numbers:
             return None
         return Problem(
-            id=f"{self.name}/{','.join(map(str, numbers))}={target}",
+            id=f"{self.name}/{_key(numbers, target)}",
             prompt=self.template.format(numbers=numbers, target=target),
             answer={"target": target, "numbers": tuple(numbers), "solution": solution},
             env=self.name,
@@ -69,6 +71,9 @@ class Countdown(ProceduralEnv):
     def gold_text(self, problem: Problem) -> str:
         return problem.answer["solution"]
 
+    def canonical(self, problem: Problem) -> str:
+        return f"{self.name}/{_key(problem.answer['numbers'], problem.answer['target'])}"
+
     def check(self, problem: Problem, answer: str) -> Verdict:
         try:
             value, used = evaluate(answer)
@@ -78,6 +83,11 @@ class Countdown(ProceduralEnv):
             return Verdict(reward=0.0, correct=False, parsed=answer, flags=frozenset({"bad_numbers"}))
         correct = value == problem.answer["target"]
         return Verdict(reward=1.0 if correct else 0.0, correct=correct, parsed=answer)
+
+
+def _key(numbers, target: int) -> str:
+    """"2,3,4,6=24": the numbers in ascending order, whatever order they came in, then the target."""
+    return f"{','.join(map(str, sorted(numbers)))}={target}"
 
 
 def _combine(x: tuple, y: tuple, rng: random.Random) -> tuple:

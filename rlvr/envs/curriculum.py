@@ -11,10 +11,11 @@ its own curriculum. `state()` / `load_state()` carry the level across a resume a
 Ray rollout workers.
 
 Evaluation is not moved by the curriculum: the "eval" split mixes all levels evenly.
-So no level trains on another level's eval problems: where levels can make the same
-problem (reasoning-gym tasks, whose split is by seed, not by content), each level's train
-stream skips every level's eval content. Every problem carries its level (`meta["level"]`)
-and is judged by that level's verifier.
+So no level trains on another level's eval problems: levels are one environment, so
+they share its canonical forms (`canonical`), and where the split is by seed rather
+than by a hash of that form (reasoning-gym tasks), each level's train stream skips
+every level's eval problems by their canonical forms. Every problem carries its level
+(`meta["level"]`) and is judged by that level's verifier.
 
     env = make_env({"name": "curriculum", "env": "arithmetic", "param": "digits",
                     "levels": [1, 2, 3, 4], "band": [0.3, 0.7]})
@@ -53,10 +54,11 @@ class Curriculum(Forwarding):
         if split == "eval":  # every level, evenly: a fixed yardstick whatever the curriculum did
             streams = [self._tagged(i, env.problems("eval", seed)) for i, env in enumerate(self.levels)]
             return (next(s) for s in itertools.cycle(streams))
-        stream = self.levels[self.level].problems(split, seed * 1_000 + self.level)
-        held_out = frozenset().union(*(getattr(env, "eval_keys", frozenset()) for env in self.levels))
+        env = self.levels[self.level]
+        stream = env.problems(split, seed * 1_000 + self.level)
+        held_out = frozenset().union(*(getattr(level, "eval_keys", frozenset()) for level in self.levels))
         if split == "train" and held_out:
-            stream = (p for p in stream if p.meta.get("content_key") not in held_out)
+            stream = (p for p in stream if env.canonical(p) not in held_out)
         return self._tagged(self.level, stream)
 
     @staticmethod
@@ -69,6 +71,9 @@ class Curriculum(Forwarding):
     def route(self, problem: Problem) -> Environment:
         # A level's verifier may read its own settings (a reasoning-gym scorer reads its config).
         return self.levels[problem.meta.get("level", 0)]
+
+    def canonical(self, problem: Problem) -> str:
+        return self.route(problem).canonical(problem)
 
     def verify(self, problem: Problem, completion: str) -> Verdict:
         return self.route(problem).verify(problem, completion)

@@ -14,9 +14,15 @@ credit). Build one with the registry:
 Splits: "eval" is a fixed set of `eval_size` entries drawn with an eval seed;
 "train" is an endless stream of fresh chunks drawn with seeds derived from the
 stream's seed. Seeds differ, and disjointness is also enforced by content: the
-train stream skips every entry whose question (whitespace-normalised) hashes like
-an eval question, whatever its seed. reasoning-gym seeds entry i of a dataset
-with seed+i, so derived seeds are hashed over [0, 2**32) rather than consecutive.
+train stream skips every entry whose canonical form (`canonical`) is an eval
+problem's, whatever its seed. An entry's canonical form is its question
+(whitespace-normalised, which is also its id), except for the tasks in
+`GYM_CANONICAL`, whose twins are worded differently: there it is the problem
+itself, read from the entry's metadata (an expression up to the order of the
+operands of + and *, the numbers or items in any order), so "Calculate 3 + 5."
+in eval keeps "Calculate 5 + 3." out of train. reasoning-gym seeds entry i of a
+dataset with seed+i, so derived seeds are hashed over [0, 2**32) rather than
+consecutive.
 
 Grading: strict ``####`` extraction, then the task's ``score_answer``; `correct` means
 a score of exactly 1.0, and so does reward 1: anything in between earns 0 with flag
@@ -50,11 +56,12 @@ import inspect
 import math
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from rlvr.config import InputError
 from rlvr.envs.base import check_golds, check_split, verify_final
+from rlvr.envs.canonical import expression_form
 from rlvr.types import Problem, Verdict
 from rlvr.verify.math_equiv import VerifierError
 
@@ -71,6 +78,46 @@ GYM_HASH_SEEDED = frozenset({"isomorphic_strings", "knight_swap", "list_function
 CHUNK = 10_000  # entries per train dataset before the stream reseeds
 MAX_MISSES = 100_000  # consecutive train entries that are all eval content: the task's space is too small
 MAX_EVAL_SIZE = 1_000_000
+
+
+def _expression(meta: dict) -> str:
+    return expression_form(meta["expression"])
+
+
+def _numbers(meta: dict) -> str:
+    return ",".join(map(str, sorted(meta["numbers"])))
+
+
+def _numbers_and_target(meta: dict) -> str:
+    return f"{_numbers(meta)}={meta['target']}"
+
+
+def _number_sorting(meta: dict) -> str:
+    return f"{meta['direction']}:{sorted(meta['original_numbers'])}"
+
+
+def _word_sorting(meta: dict) -> str:
+    return f"{meta['direction']}:{sorted(meta['transformed_words'])}"
+
+
+def _legs(meta: dict) -> str:
+    return str(sorted(meta["animals"].items()))
+
+
+def _complex(meta: dict) -> str:
+    operands = [tuple(meta["num1"]), tuple(meta["num2"])]
+    return f"{meta['operation']}:{sorted(operands) if meta['operation'] in '+*' else operands}"
+
+
+# Tasks whose twins are worded differently (commuted operands, the same numbers or items
+# in another order, other phrasings): task -> the form, from an entry's metadata, that
+# all twins share. Read from reasoning-gym 0.1.25's metadata; tests/test_splits.py checks it.
+GYM_CANONICAL: dict[str, Callable[[dict], str]] = {
+    "basic_arithmetic": _expression, "chain_sum": _expression, "decimal_chain_sum": _expression,
+    "products": _expression, "gcd": _numbers, "lcm": _numbers, "puzzle24": _numbers,
+    "countdown": _numbers_and_target, "number_sorting": _number_sorting, "word_sorting": _word_sorting,
+    "leg_counting": _legs, "complex_arithmetic": _complex,
+}
 
 
 class UnreliableTaskError(InputError):
@@ -132,10 +179,10 @@ class ReasoningGymEnv:
         self.eval_set, seen = [], set()
         for i in range(eval_size):
             p = self._problem(eval_ds[i])
-            if p.meta["content_key"] not in seen:  # a repeated question would count twice in eval
-                seen.add(p.meta["content_key"])
+            if self.canonical(p) not in seen:  # a repeated problem would count twice in eval
+                seen.add(self.canonical(p))
                 self.eval_set.append(p)
-        self.eval_keys = frozenset(seen)
+        self.eval_keys = frozenset(seen)  # the canonical forms of the eval problems
         if check:
             failures = self.validate(check)
             if failures:
@@ -154,6 +201,12 @@ class ReasoningGymEnv:
 
     def gold_text(self, problem: Problem) -> str:
         return str(problem.answer["answer"])
+
+    def canonical(self, problem: Problem) -> str:
+        """The problem up to its twins (see the module docstring): its id unless the task
+        is in `GYM_CANONICAL`."""
+        form = GYM_CANONICAL.get(self.task)
+        return problem.id if form is None else f"{self.name}/{form(problem.answer['metadata'])}"
 
     def problems(self, split: str, seed: int) -> Iterator[Problem]:
         return self._train(seed) if check_split(split) == "train" else self._eval(seed)
@@ -174,10 +227,10 @@ class ReasoningGymEnv:
             ds = self._dataset(size=CHUNK, seed=_seed(self.task, "train", seed, chunk))
             for i in range(CHUNK):
                 p = self._problem(ds[i])
-                if p.meta["content_key"] in self.eval_keys:
+                if self.canonical(p) in self.eval_keys:
                     misses += 1
                     if misses > MAX_MISSES:
-                        raise RuntimeError(f"{self.name}: {MAX_MISSES} train draws in a row were eval questions; "
+                        raise RuntimeError(f"{self.name}: {MAX_MISSES} train draws in a row were eval problems; "
                                            "the task's parameters leave too few distinct problems")
                     continue
                 misses = 0

@@ -14,9 +14,10 @@ with the complete function. The problem's prompt (imports, helper functions such
 prompt + canonical solution.
 
 HumanEval is small, so its split is fixed: each task belongs to train or eval by a
-stable hash of its id (``eval_fraction`` of them to eval, half by default). The
-streams draw tasks with replacement, like every procedural environment; `validate(n)`
-checks up to `n` distinct tasks of each split (all 164 take ~10 s).
+stable hash of its prompt up to case and runs of whitespace (`canonical`; no two of
+the 164 prompts are the same even so), ``eval_fraction`` of them to eval, half by
+default. The streams draw tasks with replacement, like every procedural environment;
+`validate(n)` checks up to `n` distinct tasks of each split (all 164 take ~10 s).
 
     from rlvr.envs.humaneval import HumanEval
     env = HumanEval()
@@ -33,6 +34,7 @@ import json
 import random
 
 from rlvr.envs.base import SPLITS, ProceduralEnv, check_golds, check_split, check_template, split_of
+from rlvr.envs.canonical import text_key
 from rlvr.envs.pyfunc import check_code, fenced
 from rlvr.types import Problem, Verdict
 
@@ -71,6 +73,9 @@ class HumanEval(ProceduralEnv):
                        answer={k: task[k] for k in ("prompt", "canonical_solution", "test", "entry_point")},
                        env=self.name, meta={"task_id": task["task_id"], "source": "openai/human-eval"})
 
+    def canonical(self, problem: Problem) -> str:
+        return f"{self.name}/{text_key(problem.answer['prompt'])}"
+
     def make(self, rng: random.Random) -> Problem:
         return rng.choice(self.tasks)
 
@@ -84,7 +89,7 @@ class HumanEval(ProceduralEnv):
     def split_tasks(self, split: str) -> list[Problem]:
         """The distinct tasks of a split, in file order."""
         split = check_split(split)
-        return [p for p in self.tasks if split_of(p.id, self.eval_fraction) == split]
+        return [p for p in self.tasks if split_of(self.canonical(p), self.eval_fraction) == split]
 
     def validate(self, n: int = 100) -> list[str]:
         """Gold answers that fail, over the first `n` distinct tasks of each split (one sandbox run each)."""

@@ -4,8 +4,11 @@ One step (``steps=1``) is ``a*x + b = c``; two steps (``steps=2``) is either
 ``a*(x + b) = c`` or x on both sides, ``a*x + b = d*x + e``. `max_coef` bounds
 the magnitude of every coefficient and of the solution; `steps` is the
 difficulty. Equations are built from the solution outward, so x is always an
-integer and the gold is known exactly. The content key is the rendered equation,
-so one equation lives in exactly one split.
+integer and the gold is known exactly. The content key is the rendered equation;
+its split is decided on the equation up to which side is written first
+(`canonical`), so ``2*x + 1 = x + 4`` and ``x + 4 = 2*x + 1`` share one. Other
+rewritings (expanding ``a*(x + b)``, moving a term across) are solving steps, so
+they make other problems.
 
 Answer format: an integer, optionally preceded by ``x =`` (``#### -3`` or
 ``#### x = -3``; spaces around ``=`` are free). Nothing else: ``x=3.0``,
@@ -74,6 +77,10 @@ class LinearEquation(ProceduralEnv):
             env=self.name,
             meta={"max_coef": m, "steps": self.steps, "difficulty": self.steps},
         )
+
+    def canonical(self, problem: Problem) -> str:
+        sides = problem.id.removeprefix(self.name + "/").split(" = ")
+        return f"{self.name}/{' = '.join(sorted(sides))}"
 
     def check(self, problem: Problem, answer: str) -> Verdict:
         prefix = _X_PREFIX.match(answer)

@@ -3,8 +3,10 @@
 Ops on a list of `length` integers in 0..`max_value`: ``sort`` (ascending),
 ``reverse``, ``count`` (occurrences of a value), ``max``, ``min``, ``sum``; and on
 a word of `length` random letters: ``reverse_word`` and ``count_letter``. `length`
-is the difficulty. The content key is the op, its argument and the list or word,
-so each question lives in exactly one split.
+is the difficulty. The content key is the op, its argument and the list or word.
+Where the answer does not depend on the order (every op but the two reverses), the
+split is decided on the items sorted (`canonical`): summing, sorting or counting
+in ``[3, 1, 2]`` is the same task as in ``[1, 2, 3]``, so both share one split.
 
 Answer formats (what follows ``####``), strict so that no hedge can score:
 
@@ -49,6 +51,8 @@ OPS = {
     "reverse_word": ("Write the letters of the word '{w}' in reverse order.", WORD_END),
     "count_letter": ("How many times does the letter '{t}' appear in '{w}'?", NUMBER_END),
 }
+WORD_OPS = ("reverse_word", "count_letter")
+ORDERED_OPS = ("reverse", "reverse_word")  # the only answers that depend on the order of the items
 # Few distinct letters, so that counts are not almost always 0 or 1.
 COUNT_LETTERS = "abcdef"
 _WORD = re.compile(r"[a-z]+")
@@ -71,7 +75,7 @@ class ListOps(ProceduralEnv):
     def make(self, rng: random.Random) -> Problem:
         op = rng.choice(self.ops)
         target: int | str | None = None
-        if op in ("reverse_word", "count_letter"):
+        if op in WORD_OPS:
             letters = string.ascii_lowercase if op == "reverse_word" else COUNT_LETTERS
             w = "".join(rng.choice(letters) for _ in range(self.length))
             content, xs = w, None
@@ -94,6 +98,13 @@ class ListOps(ProceduralEnv):
         return Problem(id=f"{self.name}/{key}", prompt=prompt, answer=answer, env=self.name,
                        meta={"op": op, "length": self.length, "difficulty": self.length})
 
+    def canonical(self, problem: Problem) -> str:
+        op = problem.meta["op"]
+        if op in ORDERED_OPS:
+            return problem.id
+        head, _, content = problem.id.partition(":")
+        return f"{head}:{_sorted_word(content) if op in WORD_OPS else _sorted_list(content)}"
+
     def gold_text(self, problem: Problem) -> str:
         answer = problem.answer
         return ", ".join(map(str, answer)) if isinstance(answer, tuple) else str(answer)
@@ -107,6 +118,16 @@ class ListOps(ProceduralEnv):
         else:
             parsed = parse_int(answer)
         return exact_verdict(parsed, gold)
+
+
+def _sorted_list(content: str) -> str:
+    """ "3,1,2" -> "1,2,3": a list's items in ascending order."""
+    return ",".join(map(str, sorted(map(int, content.split(",")))))
+
+
+def _sorted_word(content: str) -> str:
+    """ "cab" -> "abc": a word's letters in alphabetical order."""
+    return "".join(sorted(content))
 
 
 def parse_list(s: str) -> tuple[int, ...] | None:

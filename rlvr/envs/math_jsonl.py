@@ -7,10 +7,11 @@ the file and line number. Without `path`, a small hand-written sample that ships
 with the package is used (``rlvr/envs/data/math_sample.jsonl``), so the environment
 works out of the box.
 
-Splits: a problem belongs to "train" or "eval" by a stable hash of its text
-(whitespace-normalised), not of its id, so the same problem listed twice can never
-sit on both sides. `problems(split, seed)` yields that split's problems in
-epochs, each epoch a fresh seeded shuffle.
+Splits: a problem belongs to "train" or "eval" by a stable hash of its text up to
+case and runs of whitespace (`canonical`), not of its id, so the same problem listed
+twice, or typed again with other spacing or capitals, can never sit on both sides.
+`problems(split, seed)` yields that split's problems in epochs, each epoch a fresh
+seeded shuffle.
 
 Grading: strict ``####`` extraction, then `rlvr.verify.math_equiv.equivalent`
 (math-verify in a worker process, with a deadline). A verifier timeout raises
@@ -33,7 +34,6 @@ Run its tests: ``.venv/bin/python -m pytest tests/test_math_verify.py -q``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import random
 import re
 from collections.abc import Iterator
@@ -41,6 +41,7 @@ from pathlib import Path
 
 from rlvr.jsonl import read_jsonl
 from rlvr.envs.base import SPLITS, ProceduralEnv, split_of
+from rlvr.envs.canonical import text_key
 from rlvr.types import Problem, Verdict
 from rlvr.verify.extract import format_answer
 from rlvr.verify.math_equiv import DEFAULT_TIMEOUT, equivalent, gold_parses
@@ -101,10 +102,6 @@ def restates_question(answer: str, gold: str, question: str) -> bool:
     return a in q and not _written_in(g, q)
 
 
-def _content_key(text: str) -> str:
-    return hashlib.blake2b(" ".join(text.split()).encode(), digest_size=8).hexdigest()
-
-
 class MathJSONL(ProceduralEnv):
     name = "math"
 
@@ -119,17 +116,19 @@ class MathJSONL(ProceduralEnv):
         self.template, self.timeout = template, float(timeout)
         self.by_split: dict[str, list[Problem]] = {s: [] for s in SPLITS}
         for row in load_jsonl(self.path):
-            key = _content_key(row["problem"])
-            # The split follows the content, so duplicated texts cannot straddle it.
-            split = split_of(f"{self.name}/{key}", eval_fraction)
-            self.by_split[split].append(Problem(
+            problem = Problem(
                 id=f"{self.name}/{row['id']}",
                 prompt=template.replace("{problem}", row["problem"]),
                 answer=row["answer"],
                 env=self.name,
                 meta={"level": row["level"], "difficulty": row["level"], "source": f"{self.path}:{row['line']}",
-                      "content_key": key, "question": row["problem"]},
-            ))
+                      "content_key": text_key(row["problem"]), "question": row["problem"]},
+            )
+            # The split follows the content, so duplicated texts cannot straddle it.
+            self.by_split[split_of(self.canonical(problem), eval_fraction)].append(problem)
+
+    def canonical(self, problem: Problem) -> str:
+        return f"{self.name}/{problem.meta['content_key']}"
 
     def make(self, rng: random.Random) -> Problem:
         return rng.choice(self.by_split["train"] + self.by_split["eval"])

@@ -3,8 +3,8 @@
 Train on a blend of tasks without the trainer knowing: `problems` draws each
 problem from a child picked by a seeded rng in proportion to `weights`; problems
 keep their child's `env` name, so `verify` can route each one back to the child
-that made it. Each child keeps its own train/eval separation, so the mixture does
-too. Mixtures nest: an inner mixture's children are routed through it.
+that made it. Each child keeps its own train/eval separation (and its own
+`canonical` forms), so the mixture does too. Mixtures nest: an inner mixture's children are routed through it.
 
     from rlvr.envs import make_mixture
     env = make_mixture(["arithmetic:digits=2", "countdown"], weights=[3, 1])
@@ -65,6 +65,9 @@ class Mixture(Forwarding):
 
     def verify(self, problem: Problem, completion: str) -> Verdict:
         return self.route(problem).verify(problem, completion)
+
+    def canonical(self, problem: Problem) -> str:
+        return self.route(problem).canonical(problem)
 
     def heldout(self, problem: Problem, completion: str) -> Verdict:
         """The child's held-out verifier when it names one (rlvr.train.monitor), else its own."""

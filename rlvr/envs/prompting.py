@@ -11,9 +11,9 @@ formats of rlvr.verify.formats (``hashes``, ``boxed``, ``answer_is``):
   to the format's ("End with #### and the result." -> "End with \\boxed{} containing
   the result."), an optional system message first, and `shots` worked examples
   before the question: user and assistant turns of problems drawn deterministically
-  from the inner environment's *train* split (never eval, never the problem itself),
-  each answered with its gold in the format. Without system and shots a text prompt
-  stays text; otherwise the prompt becomes chat messages.
+  from the inner environment's *train* split (never eval, never the problem itself or
+  a twin of it), each answered with its gold in the format. Without system and shots
+  a text prompt stays text; otherwise the prompt becomes chat messages.
 - verify: the format extracts the answer (None: reward 0 with the format's flags);
   the inner environment then grades ``#### <answer>``, so its own checks apply
   unchanged. In ``hashes`` the completion goes to the inner environment as it is.
@@ -109,14 +109,14 @@ class Prompted(Forwarding):
 
     def examples(self, problem: Problem) -> list[Problem]:
         """The `shots` worked examples for `problem`: train problems of its own environment,
-        the same for every problem but never the problem itself."""
+        the same for every problem but never the problem itself or a twin of it (`canonical`)."""
         if not self.shots:
             return []
         with self._lock:
             if problem.env not in self._examples:
                 self._draw_examples(problem.env)
             pool = self._examples[problem.env]
-        return [p for p in pool if p.id != problem.id][:self.shots]
+        return [p for p in pool if self.canonical(p) != self.canonical(problem)][:self.shots]
 
     def _draw_examples(self, env_name: str) -> None:
         # One spare, so that a train problem can skip itself and still have `shots` examples.
@@ -124,7 +124,7 @@ class Prompted(Forwarding):
         stream = self.env.problems("train", SHOTS_SEED)
         for p in itertools.islice(stream, MAX_SHOT_DRAWS):
             pool = self._examples.setdefault(p.env, [])
-            if len(pool) < need and all(q.id != p.id for q in pool):
+            if len(pool) < need and all(self.canonical(q) != self.canonical(p) for q in pool):
                 pool.append(p)
             if len(self._examples.get(env_name, ())) >= need:
                 return
@@ -165,6 +165,9 @@ class Prompted(Forwarding):
 
     def gold_text(self, problem: Problem) -> str:
         return _gold_text(self.env, problem)
+
+    def canonical(self, problem: Problem) -> str:
+        return self.env.canonical(problem)
 
     def validate(self, n: int = 100) -> list[str]:
         """The inner environment's own checks, then golds in this format through this wrapper."""

@@ -16,8 +16,10 @@ one fenced block, `` ```python `` newline, code, `` ``` ``, and nothing else (a
 second fence, another language tag or trailing prose is a ``format_error``). Code
 that contains ``####`` itself hedges like two answers (``multiple_answers``).
 
-The content key is the family and its parameters (``pyfunc/clamp:-3:7``); train and
-eval never share one.
+The content key is the family and its parameters (``pyfunc/clamp:-3:7``), and it is
+also the problem's canonical form: no two keys name the same function (orderless
+parameters are sorted, as in ``count_chars:abe``), and one key is one task whatever
+`tests` and `visible` show of it, so train and eval never share a function.
 
     from rlvr.envs.pyfunc import PyFunctions
     env = PyFunctions()
