@@ -50,7 +50,7 @@ def test_pacing_bounds_staleness_and_the_correction_sees_it(micro_base, tmp_path
     m = _metrics(tmp_path / "rl")
     assert [r["step"] for r in m] == [1, 2, 3, 4, 5]
     assert max(r["staleness"] for r in m) <= 2 and any(r["staleness"] > 0 for r in m)
-    assert all(0 < r["is_ess"] <= 1 for r in m)
+    assert all(0 < r["is_ess"] <= 1 for r in m), [(r.get("is_ess"), r.get("updates"), r.get("signal")) for r in m]
 
 
 def test_a_killed_worker_is_restarted_and_no_step_is_lost(micro_base, tmp_path):

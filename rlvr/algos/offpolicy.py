@@ -58,7 +58,7 @@ def _metrics(weights: Tensor, logp: Tensor, behaviour: Tensor, mask: Tensor, cli
     with torch.no_grad():
         on = mask > 0
         n = on.sum().clamp(min=1)
-        w = weights[on]
+        w = weights[on].double()  # in float32 the sums round an ESS of all-equal weights past 1
         ess = float(w.sum() ** 2 / (n * (w * w).sum()).clamp(min=1e-12)) if on.any() else 1.0
         d = (logp.detach() - behaviour)[on]
         kl = float((torch.exp(d) - d - 1).mean()) if on.any() else 0.0
