@@ -29,11 +29,12 @@ def _commands() -> dict[str, tuple[type, Callable, str]]:
     from rlvr import demo, eval as evaluation, inspect_envs, noise_audit, report, serve
     from rlvr.distill import distill
     from rlvr.models import hub
-    from rlvr.train import pretrain, rl, rs, sft
+    from rlvr.train import opd, pretrain, rl, rs, sft
     return {
         "demo": (demo.DemoConfig, demo.main, "pretrain a tiny base, run zero RL on it, show before/after"),
         "pretrain": (pretrain.PretrainConfig, pretrain.main, "train the tiny model on a synthetic corpus"),
         "rl": (rl.RLConfig, rl.main, "RL on verifiable rewards (GRPO family)"),
+        "opd": (opd.OPDConfig, opd.main, "on-policy distillation: the student's samples scored by a teacher, per token"),
         "sft": (sft.SFTConfig, sft.main, "supervised fine-tuning on JSONL chat conversations"),
         "rs": (rs.RSConfig, rs.main, "best-of-N rejection sampling / expert iteration (RAFT, ReST-EM)"),
         "serve": (serve.ServeConfig, serve.main, "OpenAI-compatible HTTP server for a checkpoint"),

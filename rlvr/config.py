@@ -138,6 +138,8 @@ def _inherited(cls: type) -> set[str]:
 def _key_help(cls: type[Config], name: str) -> str:
     f = cls.model_fields[name]
     typ = getattr(f.annotation, "__name__", str(f.annotation)).replace("typing.", "")
+    if f.is_required():
+        return f"  --{name}=...  [{typ}, required]\n      {f.description or ''}"
     default = f.default if f.default_factory is None else f.default_factory()
     return f"  --{name}={default!r}  [{typ}]\n      {f.description or ''}"
 

@@ -122,6 +122,7 @@ class RL(Trainer):
     command = "rl"
     betas = (0.9, 0.99)
     throughput = "generated_tokens"
+    reward_weight = 1.0  # of the groups' advantages (on-policy distillation sets its own)
 
     def prepare(self) -> None:
         if self.cfg.noise_rates:  # rlvr noise-audit's estimates
@@ -199,7 +200,7 @@ class RL(Trainer):
     def learn(self, rollouts: list[Rollout]) -> dict[str, float]:
         """Advantages and the optimizer steps on a batch (rl_update.py); its metrics."""
         return train_on(rollouts, self.model, self.parts, self.reference, self.opt, self.cfg, self.tok.pad_token_id,
-                        self.max_tokens)
+                        self.max_tokens, self.reward_weight)
 
     def charge(self, batch: Batch, metrics: dict[str, float]) -> None:
         """The step's compute: generation, training, and the forwards without a backward."""

@@ -36,7 +36,7 @@ Reference = Callable[[TrainBatch], torch.Tensor]  # the frozen starting policy's
 
 
 def train_on(rollouts: list[Rollout], model, parts, reference: Reference | None, opt, cfg: RLConfig, pad_id: int,
-             max_tokens: int | None = None) -> dict[str, float]:
+             max_tokens: int | None = None, reward_weight: float = 1.0) -> dict[str, float]:
     """Advantages, then epochs x mini_batches optimizer steps on one batch of rollouts.
 
     Each optimizer step accumulates gradients over micro-batches of at most
@@ -46,12 +46,13 @@ def train_on(rollouts: list[Rollout], model, parts, reference: Reference | None,
     averages over, so the gradient equals the whole mini-batch's. The off-policy
     correction (`algos.OFFPOLICY[offpolicy]`) sets what the loss's ratio is taken against
     and weighs or masks tokens; the proximal policy it may read is the model's own
-    log-probs before this step's first update.
+    log-probs before this step's first update. `reward_weight` scales the groups'
+    advantages (on-policy distillation weighs them against a teacher's per-token signal).
     """
     rollouts = learnable(rollouts)
     if not rollouts:  # e.g. dynamic sampling found no group with a learning signal
         return {"trained_tokens": 0, "loss_tokens": 0, "updates": 0}
-    masked = with_advantages(rollouts, cfg)
+    masked = with_advantages(rollouts, cfg, reward_weight)
     informative = {id(r) for r in rollouts if r.has_signal()}
     # No group with a learning signal (or a KL term alone, at a rate scaled to 0): no
     # forward, no backward, no update.
@@ -78,11 +79,14 @@ def learnable(rollouts: list[Rollout]) -> list[Rollout]:
     return [r for r in rollouts if len(r.samples) > 1 or r.has_signal()]
 
 
-def with_advantages(rollouts: list[Rollout], cfg: RLConfig) -> int:
-    """Fill each group's advantages; with --mask_truncated, mask cut completions. Returns how
-    many were masked."""
+def with_advantages(rollouts: list[Rollout], cfg: RLConfig, reward_weight: float = 1.0) -> int:
+    """Fill each group's advantages (times `reward_weight`); with --mask_truncated, mask cut
+    completions. Returns how many were masked."""
     compute_advantages(rollouts, cfg.advantage, cfg.reward_correction, cfg.noise_fp, cfg.noise_fn,
                        cfg.max_new_tokens, cfg.overlong_buffer)
+    if reward_weight != 1.0:
+        for r in rollouts:
+            r.advantages = [reward_weight * a for a in r.advantages]
     return mask_truncated(rollouts) if cfg.mask_truncated else 0
 
 
