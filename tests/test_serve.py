@@ -205,8 +205,9 @@ def _bad_requests(rng: random.Random) -> list[tuple[str, dict]]:
                      [{"content": "x"}], [{"role": "user", "content": 5}], [1, 2], {"role": "user"},
                      [{"role": "user", "content": "x" * 600}]],
     }
-    cbad = {"prompt": [None, 5, [1, 2], [], ["a", 3], "y" * 600], "logprobs": [-1, 6, "1", True, 2],
-            "echo": [True, "no"], "max_tokens": [0, 10**7, "4"], "n": [0, 100], "model": ["gpt-4"]}
+    cbad = {"prompt": [None, 5, [-1, 2], [10**9], [], ["a", 3], [[1], []], "y" * 600],
+            "logprobs": [-1, 6, "1", True, 2], "echo": ["no", 1], "prompt_logprobs": [-1, 1, "0"],
+            "max_tokens": [0, 10**7, "4"], "n": [0, 100], "model": ["gpt-4"]}
     out: list[tuple[str, dict]] = []
     for field_, values in bad_values.items():
         for v in values:
@@ -261,3 +262,26 @@ def test_malformed_requests_get_openai_errors(server):
     with pytest.raises(openai.NotFoundError):
         server["client"].chat.completions.create(model="gpt-4", messages=MSG)
     assert chat(server, max_tokens=5).choices[0].message.content is not None
+
+
+def test_prompt_logprobs_of_token_ids_through_the_sdk_equal_the_engines_own_scores(server):
+    """What an on-policy distillation client asks a teacher: each token's log-prob of given ids,
+    as OpenAI's echo + logprobs and as vLLM's prompt_logprobs, with nothing or one token generated."""
+    from rlvr.engine import TorchEngine
+
+    tok, comp = server["tok"], server["client"].completions
+    ids = tok("12+34=46 and 7", add_special_tokens=False)["input_ids"]
+    expected = TorchEngine(server["model"], tok).score([ids[:1]], [ids[1:]])[0]
+    echoed = comp.create(model=NAME, prompt=ids, max_tokens=0, echo=True, logprobs=0).choices[0]
+    assert echoed.text == tok.decode(ids) and echoed.logprobs.token_logprobs[0] is None
+    assert echoed.logprobs.token_logprobs[1:] == pytest.approx(expected, abs=1e-5)
+    assert len(echoed.logprobs.tokens) == len(ids)
+    vllm = comp.create(model=NAME, prompt=ids, max_tokens=1, extra_body={"prompt_logprobs": 0}).choices[0]
+    entries = vllm.model_extra["prompt_logprobs"]
+    assert entries[0] is None and [e[str(t)]["logprob"] for e, t in zip(entries[1:], ids[1:])] == pytest.approx(
+        expected, abs=1e-5)
+    for bad, what in (({"prompt": ids, "max_tokens": 0}, "max_tokens"), ({"prompt": [len(tok) + 5], "echo": True},
+                                                                         "outside the vocabulary"),
+                      ({"prompt": ids, "echo": True, "logprobs": 0, "stream": True}, "not streamed")):
+        with pytest.raises(openai.BadRequestError, match=what):
+            comp.create(model=NAME, **bad)

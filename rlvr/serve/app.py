@@ -34,7 +34,7 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 from pydantic import Field
 
@@ -176,6 +176,32 @@ def make_app(model, tok, cfg: ServeConfig):
         return StreamingResponse(events(top, shape, choices, per_token, use if include_usage else None),
                                  media_type="text/event-stream")
 
+    async def score(prompts: list[list[int]]) -> list[list[float]]:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def settle(result):
+            if not fut.done():
+                (fut.set_exception if isinstance(result, BaseException) else fut.set_result)(result)
+
+        batcher.submit_score(prompts, lambda r: loop.call_soon_threadsafe(settle, r))
+        return await fut
+
+    def prompt_ids(prompt) -> tuple[list[list[int]], list[str]]:
+        """A completions request's prompts as token ids, and the text each would echo."""
+        if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
+            prompt = [prompt]
+        if not prompt or len(prompt) > cfg.max_n:
+            raise APIError(400, f"prompt: give 1 to {cfg.max_n} prompts", "prompt", "invalid_value")
+        if isinstance(prompt[0], str):
+            return [encode(t) for t in prompt], list(prompt)
+        vocab = len(tok)
+        bad = next((t for ids in prompt for t in ids if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise APIError(400, f"prompt: token id {bad} is outside the vocabulary (0 to {vocab - 1})", "prompt",
+                           "invalid_value")
+        return [list(ids) for ids in prompt], [tok.decode(ids) for ids in prompt]
+
     def encode(text: str) -> list[int]:
         ids = tok(text).input_ids
         if not ids and tok.bos_token_id is not None:
@@ -221,41 +247,58 @@ def make_app(model, tok, cfg: ServeConfig):
 
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest):
-        texts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
-        if not texts or len(texts) > cfg.max_n:
-            raise APIError(400, f"prompt: give 1 to {cfg.max_n} prompts", "prompt", "invalid_value")
-        if req.echo:
-            raise APIError(400, "echo is not supported", "echo", "unsupported_parameter")
+        prompts, texts = prompt_ids(req.prompt)
         if req.logprobs:
             raise APIError(400, "logprobs: this server returns the log-prob of each chosen token (logprobs: 0), "
                            "not the top alternatives", "logprobs", "unsupported_parameter")
-        prompts = [encode(t) for t in texts]
+        if req.prompt_logprobs:
+            raise APIError(400, "prompt_logprobs: this server returns the log-prob of each prompt token "
+                           "(prompt_logprobs: 0), not the top alternatives", "prompt_logprobs", "unsupported_parameter")
+        scoring = req.echo or req.prompt_logprobs is not None
+        if scoring and req.stream:
+            raise APIError(400, "echo and prompt_logprobs are answered whole, not streamed", "stream", "invalid_value")
+        if req.max_tokens == 0 and not scoring:
+            raise APIError(400, "max_tokens: must be at least 1 (0 only with echo or prompt_logprobs, to score the "
+                           "prompt)", "max_tokens", "invalid_value")
         lens = [len(p) for p in prompts]
         stops = req.stops()
-        sampling = check(req, lens, req.max_tokens)
-        groups = await generate(prompts, req.n, sampling)
-        detail = req.logprobs is not None or req.stream
-        choices = [decoder.choice(s, stops, detail) for g in groups for s in g]
+        sampling = check(req, lens, req.max_tokens or 1)
+        prompt_lps = None
+        if req.prompt_logprobs is not None or (req.echo and req.logprobs is not None):
+            prompt_lps = await score(prompts)
+        if req.max_tokens:
+            groups = await generate(prompts, req.n, sampling)
+            detail = req.logprobs is not None or req.stream
+            choices = [decoder.choice(s, stops, detail) for g in groups for s in g]
+        else:  # the prompt scored, nothing generated
+            choices = [Choice("", "length", [], [], [], 0) for _ in prompts for _ in range(req.n)]
         top = head("cmpl", "text_completion")
         use = usage(lens, choices)
         # usage counts each prompt once per request (as OpenAI does), completions all
 
-        def lp(ch: Choice, j: slice | None = None):
+        def lp(ch: Choice, j: slice | None = None, i: int = 0):
             if req.logprobs is None:
                 return None
-            if j is None:
+            if j is not None:
+                return {"tokens": ch.tokens[j], "token_logprobs": ch.logprobs[j],
+                        "top_logprobs": [{} for _ in ch.tokens[j]], "text_offset": []}
+            if not req.echo:
                 return completion_logprobs(ch.tokens, ch.logprobs, ch.pieces)
-            return {"tokens": ch.tokens[j], "token_logprobs": ch.logprobs[j],
-                    "top_logprobs": [{} for _ in ch.tokens[j]], "text_offset": []}
+            pieces = [tok.decode([t]) for t in prompts[i]]
+            return completion_logprobs(pieces + ch.tokens, [None] + prompt_lps[i] + ch.logprobs, pieces + ch.pieces)
+
+        def choice(k: int, ch: Choice) -> dict[str, Any]:
+            i = k // req.n
+            out = {"index": k, "text": (texts[i] if req.echo else "") + ch.text, "logprobs": lp(ch, i=i),
+                   "finish_reason": ch.finish_reason}
+            if req.prompt_logprobs is not None:
+                out["prompt_logprobs"] = [None] + [{str(t): {"logprob": x, "rank": None, "decoded_token": tok.decode([t])}}
+                                                   for t, x in zip(prompts[i][1:], prompt_lps[i])]
+            return out
 
         if req.stream:
             return streamed(req, top, TEXT, choices, lambda ch, j: lp(ch, slice(j, j + 1)), use)
-        return {
-            **top,
-            "choices": [{"index": i, "text": ch.text, "logprobs": lp(ch), "finish_reason": ch.finish_reason}
-                        for i, ch in enumerate(choices)],
-            "usage": use,
-        }
+        return {**top, "choices": [choice(k, ch) for k, ch in enumerate(choices)], "usage": use}
 
     return app
 

@@ -1,5 +1,8 @@
 """The engine thread of `rlvr serve`: concurrent requests become shared `generate` calls.
 
+Scoring requests (the log-prob of every prompt token: `echo` with `logprobs`, vLLM's
+`prompt_logprobs`) run on the same thread, one `score` call for those that arrive together.
+
 One background thread owns the engine and drains a queue: requests that arrive within
 `wait_s` of each other and share sampling parameters are decoded in one `generate`
 call, so concurrent clients share the GPU/CPU instead of queueing behind each other.
@@ -48,6 +51,10 @@ class Batcher:
         key = (sampling, object()) if sampling.seed is not None else (sampling,)
         self._q.put(_Job(prompts, n, sampling, done, key))
 
+    def submit_score(self, prompts: list[list[int]], done) -> None:
+        """Each prompt token's log-prob after the tokens before it (the first has none)."""
+        self._q.put(_Job(prompts, 0, Sampling(), done, ("score",)))
+
     def close(self) -> None:
         self._q.put(None)
         self._thread.join(timeout=10)
@@ -79,6 +86,8 @@ class Batcher:
                 return
 
     def _run(self, group: list[_Job]) -> None:
+        if group[0].key == ("score",):
+            return self._score(group)
         try:
             ns = {j.n for j in group}
             prompts = [p for j in group for p in j.prompts]
@@ -104,6 +113,21 @@ class Batcher:
             return
         for j, r in zip(group, results):
             j.done(r)
+
+    def _score(self, group: list[_Job]) -> None:
+        try:
+            prompts = [p for j in group for p in j.prompts]
+            self.calls += 1
+            flat = self.engine.score([p[:1] for p in prompts], [p[1:] for p in prompts])
+        except Exception as e:  # as for generation: the requests fail, the thread goes on
+            log.exception("score failed")
+            for j in group:
+                j.done(e)
+            return
+        at = 0
+        for j in group:
+            j.done(flat[at:at + len(j.prompts)])
+            at += len(j.prompts)
 
     def _generate(self, prompts, n, sampling) -> list[list[Sample]]:
         self.calls += 1

@@ -88,10 +88,13 @@ class ChatRequest(RequestBase):
 
 
 class CompletionRequest(RequestBase):
-    prompt: Union[str, list[str]]
-    max_tokens: Optional[int] = Field(16, ge=1)  # OpenAI's default for completions
+    # Text, several texts, token ids, or several lists of token ids (as OpenAI's API takes them).
+    prompt: Union[str, list[str], list[int], list[list[int]]]
+    max_tokens: Optional[int] = Field(16, ge=0)  # OpenAI's default for completions; 0 only to score the prompt
     logprobs: Optional[int] = Field(None, ge=0, le=5)
     echo: bool = False
+    # vLLM's extension: the log-prob of each prompt token (0: of the token itself, no alternatives).
+    prompt_logprobs: Optional[int] = Field(None, ge=0)
 
 
 # --------------------------------------------------------------------------- completions to JSON
