@@ -77,3 +77,39 @@ def test_opd_brings_a_damaged_copy_of_the_teacher_back_towards_it(micro_base, tm
     assert last < 0.6 * first, (first, last)
     summary = json.loads((tmp_path / "opd" / "summary.json").read_text())
     assert summary["command"] == "opd" and summary["compute"]["teacher_tokens"] > 0 and summary["compute"]["teacher_flops"] > 0
+
+
+def test_a_teacher_behind_an_endpoint_scores_as_the_local_one_does_and_asks_nothing_twice(micro_base, tmp_path):
+    from conftest import served
+    from rlvr.distill.scorer import HTTPScorer
+    from rlvr.distill.teacher import TeacherConfig, TeacherError
+    from rlvr.serve import ServeConfig, make_app
+
+    model, tok = load_model(last_model(micro_base))
+    prompts = [tok("Compute 3+4.", add_special_tokens=False)["input_ids"], [5, 6]]
+    completions = [tok("#### 7", add_special_tokens=False)["input_ids"] + [tok.eos_token_id], [7, 8, 9]]
+    local = LocalScorer(last_model(micro_base), tok).score(prompts, completions)
+    with served(make_app(model, tok, ServeConfig(model=str(micro_base), model_name="teacher"))) as url:
+        for form in ("echo", "prompt_logprobs"):
+            scorer = HTTPScorer(TeacherConfig(base_url=f"{url}/v1", model="teacher", cache_dir=str(tmp_path / form)),
+                                form)
+            remote = scorer.score(prompts, completions)
+            assert [len(x) for x in remote] == [len(c) for c in completions]
+            assert all(abs(a - b) < 1e-4 for x, y in zip(remote, local) for a, b in zip(x, y))
+            sent = scorer.requests_sent
+            assert scorer.score(prompts, completions) == remote and scorer.requests_sent == sent  # the cache
+        wrong = HTTPScorer(TeacherConfig(base_url=f"{url}/v1", model="teacher", max_retries=0), "echo")
+        wrong._body = lambda req: {"model": "teacher", "prompt": req.ids, "max_tokens": 1}  # no log-probs asked
+        with pytest.raises(TeacherError, match="without the prompt log-probs"):
+            wrong.score(prompts, completions)
+        # `rlvr opd` with that endpoint as its teacher: scored, charged, cached in the run directory.
+        from rlvr.train import opd
+        run = opd.main(opd.OPDConfig(run_dir=str(tmp_path / "opd"), model=str(micro_base), teacher="teacher",
+                                     teacher_base_url=f"{url}/v1", teacher_params=1000, env=ENV, steps=2, prompts=4,
+                                     group_size=2, max_new_tokens=8, eval_problems=0, save_every=0))
+        rows = [json.loads(line) for line in (run.dir / "metrics.jsonl").read_text().splitlines()]
+        assert len(rows) == 2 and all(abs(r["reverse_kl"]) < 1e-4 for r in rows)  # the teacher is the student
+        assert rows[-1]["compute/teacher_tokens"] > 0 and any((run.dir / "teacher_cache").rglob("*.json"))
+    gone = HTTPScorer(TeacherConfig(base_url="http://127.0.0.1:9/v1", model="t", max_retries=0, timeout_s=2), "echo")
+    with pytest.raises(InputError, match="teacher t at http://127.0.0.1:9/v1"):
+        gone.probe()

@@ -3,8 +3,13 @@
 On-policy distillation (rlvr/algos/teacher.py) asks a teacher how likely it finds each
 token the student sampled. `LocalScorer` answers with a local checkpoint: one forward
 pass over prompt and completion, no gradient, on any device, through the engine's
-`score`. `annotate` turns its answers into each sample's per-token advantages and the
-metrics a run logs (the reverse KL falling is what progress looks like).
+`score`. `HTTPScorer` asks an OpenAI-compatible `/v1/completions` endpoint for the
+prompt log-probs of the token ids (`rlvr serve`, vLLM, SGLang): as OpenAI's `echo` with
+`logprobs`, or as vLLM's `prompt_logprobs`, with the teacher client's bounded
+concurrency, retries, on-disk cache (a resumed run asks nothing twice) and token budget.
+Closed APIs return no prompt log-probs and cannot be such teachers. `annotate` turns a
+scorer's answers into each sample's per-token advantages and the metrics a run logs
+(the reverse KL falling is what progress looks like).
 
 Teacher and student must share a tokenizer: the teacher scores the student's token
 ids, which would mean other text to another tokenizer and train silently wrong.
@@ -18,11 +23,19 @@ Tested by tests/test_opd.py.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from rlvr.algos.teacher import reverse_kl, reverse_kl_advantages
 from rlvr.config import InputError
+from rlvr.distill.teacher import HTTPTeacher, TeacherConfig, TeacherError
+from rlvr.distill.teacher_cache import ChatResult
 from rlvr.types import Rollout
+
+FORMS = ("echo", "prompt_logprobs")  # how an endpoint is asked for prompt log-probs
 
 
 def check_same_tokenizer(student_tok, teacher_tok, student: str, teacher: str) -> None:
@@ -58,6 +71,78 @@ class LocalScorer:
     def flops(self, tokens: int) -> float:
         """A forward pass over `tokens` (compute.py's 2 N per token)."""
         return 2.0 * self.parameters * tokens
+
+
+@dataclass
+class ScoreRequest:
+    """Score `ids[start:]`: the log-prob of each of those tokens after the ones before it."""
+
+    ids: list[int]
+    start: int
+
+
+class HTTPScorer(HTTPTeacher):
+    """Prompt log-probs of token ids from an OpenAI-compatible `/completions` endpoint
+    (`form`: ``echo`` asks for `echo` with `logprobs: 0`, ``prompt_logprobs`` for vLLM's
+    `prompt_logprobs: 0`; each with one generated token, which servers require).
+    `parameters`, when known, prices its forward passes in the compute accounting."""
+
+    path = "/completions"
+
+    def __init__(self, cfg: TeacherConfig, form: str = "echo", parameters: int = 0):
+        if form not in FORMS:
+            raise ValueError(f"unknown prompt log-prob form {form!r}; choose one of {FORMS}")
+        super().__init__(cfg)
+        self.form, self.parameters, self.name = form, parameters, f"{cfg.model} at {cfg.base_url}"
+
+    def score(self, prompts: list[list[int]], completions: list[list[int]]) -> list[list[float]]:
+        requests = [ScoreRequest(list(p) + list(c), len(p)) for p, c in zip(prompts, completions)]
+        return [r.logprobs for r in self.complete(requests)]
+
+    def flops(self, tokens: int) -> float:
+        return 2.0 * self.parameters * tokens
+
+    def probe(self) -> None:
+        """One short request, so that an endpoint that is not there, or that returns no prompt
+        log-probs, fails in one line before any training."""
+        try:
+            self.score([[0]], [[0]])
+        except (TeacherError, httpx.HTTPError) as e:
+            raise InputError(f"teacher {self.name}: {e}") from None
+
+    def _canonical(self, req: ScoreRequest) -> dict[str, Any]:
+        return {"kind": "score", "form": self.form, "base_url": self.cfg.base_url.rstrip("/"), "model": self.cfg.model,
+                "ids": req.ids, "start": req.start}
+
+    def _estimate(self, req: ScoreRequest) -> float:
+        return len(req.ids) + 1
+
+    def _body(self, req: ScoreRequest) -> dict[str, Any]:
+        body = {"model": self.cfg.model, "prompt": req.ids, "max_tokens": 1, "temperature": 1.0}
+        return {**body, "echo": True, "logprobs": 0} if self.form == "echo" else {**body, "prompt_logprobs": 0}
+
+    def _parse(self, resp: httpx.Response, req: ScoreRequest) -> ChatResult:
+        try:
+            data = resp.json()
+            choice = data["choices"][0]
+            if self.form == "echo":
+                lps = (choice.get("logprobs") or {}).get("token_logprobs") or []
+                scored = lps[req.start:len(req.ids)]
+            else:
+                entries = choice.get("prompt_logprobs") or []
+                scored = [entries[k][str(req.ids[k])]["logprob"] for k in range(req.start, len(req.ids))]
+            usage = {k: int(v) for k, v in (data.get("usage") or {}).items()
+                     if k in ("prompt_tokens", "completion_tokens", "total_tokens") and v is not None}
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            scored = None
+        if scored is None or len(scored) != len(req.ids) - req.start or any(x is None for x in scored):
+            raise TeacherError(
+                f"the endpoint answered without the prompt log-probs asked for ({self.form}: " + (
+                    "echo with logprobs 0" if self.form == "echo" else "prompt_logprobs 0") + "); a vLLM server "
+                "needs --max-logprobs of at least 1 and returns raw log-probs with --logprobs-mode raw_logprobs, "
+                "SGLang needs return_logprob; try the other form with --teacher_form; closed APIs do not return them")
+        usage.setdefault("total_tokens", usage.get("prompt_tokens", len(req.ids)) + usage.get("completion_tokens", 0))
+        return ChatResult(texts=[], finish_reasons=[], usage=usage, logprobs=[float(x) for x in scored])
 
 
 def annotate(rollouts: list[Rollout], scorer, coef: float) -> dict[str, float]:

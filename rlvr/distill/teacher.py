@@ -46,7 +46,7 @@ from typing import Any
 
 import httpx
 
-from rlvr.distill.teacher_cache import ChatRequest, ChatResult, ResultCache, cache_key, canonical_request
+from rlvr.distill.teacher_cache import ChatRequest, ChatResult, ResultCache, cache_key, canonical_request, key_of
 from rlvr.types import Sampling
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})  # 408/409/425: transient by spec
@@ -138,7 +138,7 @@ class HTTPTeacher:
 
     def complete(self, requests: list[ChatRequest]) -> list[ChatResult]:
         cfg = self.cfg
-        keys = [cache_key(cfg.base_url, cfg.model, r) for r in requests]
+        keys = [key_of(self._canonical(r)) for r in requests]
         results: list[ChatResult | None] = [self.cache.get(k) for k in keys]
         todo: dict[str, list[int]] = {}  # identical requests in one call are sent once
         for i, (k, r) in enumerate(zip(keys, results)):
@@ -163,7 +163,7 @@ class HTTPTeacher:
                 self._release(estimate, res.total_tokens if res is not None else 0)
             if res is None:
                 return
-            self.cache.put(key, canonical_request(cfg.base_url, cfg.model, req), res)
+            self.cache.put(key, self._canonical(req), res)
             for i in idxs:
                 results[i] = res
 
@@ -235,6 +235,13 @@ class HTTPTeacher:
             raise TeacherError(f"environment variable {name} (api_key_env) is not set")
         return {"Authorization": f"Bearer {key}"}
 
+    # -- what a request is (a subclass that asks something else overrides these)
+
+    path = "/chat/completions"
+
+    def _canonical(self, req: ChatRequest) -> dict[str, Any]:
+        return canonical_request(self.cfg.base_url, self.cfg.model, req)
+
     def _body(self, req: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.cfg.model, "messages": req.messages, "n": req.n,
                                 "temperature": req.temperature, "top_p": req.top_p}
@@ -247,7 +254,7 @@ class HTTPTeacher:
     def _send(self, client: httpx.Client, headers: dict[str, str], req: ChatRequest,
               stop: threading.Event) -> ChatResult | None:
         cfg = self.cfg
-        url = cfg.base_url.rstrip("/") + "/chat/completions"
+        url = cfg.base_url.rstrip("/") + self.path
         body = self._body(req)
         last = ""
         for attempt in range(cfg.max_retries + 1):

@@ -46,6 +46,7 @@ class ChatResult:
     finish_reasons: list[str]
     usage: dict[str, int] = field(default_factory=dict)  # prompt_tokens, completion_tokens, total_tokens
     cached: bool = False
+    logprobs: list[float] | None = None  # a scoring request's answer: the log-prob of each scored token
 
     @property
     def total_tokens(self) -> int:
@@ -60,8 +61,12 @@ def canonical_request(base_url: str, model: str, req: ChatRequest) -> dict[str, 
 
 
 def cache_key(base_url: str, model: str, req: ChatRequest) -> str:
-    blob = json.dumps(canonical_request(base_url, model, req), sort_keys=True, ensure_ascii=False,
-                      separators=(",", ":"))
+    return key_of(canonical_request(base_url, model, req))
+
+
+def key_of(canonical: dict[str, Any]) -> str:
+    """The cache key of a canonical request: the sha256 of its sorted JSON."""
+    blob = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -82,7 +87,8 @@ class ResultCache:
             d = json.loads(self.path(key).read_text())
             r = d["result"]
             return ChatResult(texts=list(r["texts"]), finish_reasons=list(r["finish_reasons"]),
-                              usage=dict(r["usage"]), cached=True)
+                              usage=dict(r["usage"]), cached=True,
+                              logprobs=None if r.get("logprobs") is None else [float(x) for x in r["logprobs"]])
         except (OSError, ValueError, KeyError, TypeError):
             return None  # missing, or a file we did not write whole: ask again
 
@@ -90,4 +96,5 @@ class ResultCache:
         if self.root is None:
             return
         write_json(self.path(key), {"key": key, "request": request, "result": {
-            "texts": result.texts, "finish_reasons": result.finish_reasons, "usage": result.usage}})
+            "texts": result.texts, "finish_reasons": result.finish_reasons, "usage": result.usage,
+            **({"logprobs": result.logprobs} if result.logprobs is not None else {})}})

@@ -15,20 +15,26 @@ where the teacher's forward passes are charged as teacher FLOPs.
 
 The teacher is a local checkpoint that shares the student's tokenizer (refused at start
 otherwise): one forward pass over prompt and completion, no gradient, on
-`--teacher_device` (the student's by default).
+`--teacher_device` (the student's by default). Or it is a model behind an
+OpenAI-compatible endpoint that returns prompt log-probs (`--teacher_base_url`: `rlvr
+serve`, vLLM, SGLang), asked with the teacher client's concurrency, retries, token
+budget and on-disk cache in the run directory (a resumed run asks nothing twice); such a
+teacher must share the student's tokenizer too, which rlvr cannot see from outside.
 
     rlvr opd --model runs/base --teacher runs/rl --env arithmetic:digits=3,ops=add --steps 50
+    rlvr opd --model runs/base --teacher rl --teacher_base_url http://127.0.0.1:8000/v1 ...
 
 Tested by tests/test_opd.py.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
-from rlvr.distill.scorer import LocalScorer, annotate
+from rlvr.distill.scorer import HTTPScorer, LocalScorer, annotate
+from rlvr.distill.teacher import BudgetExceeded, TeacherConfig
 from rlvr.run import Run, last_model
 from rlvr.train.rl import RL, RLConfig
 from rlvr.train.setup import resolve_device, resolve_dtype
@@ -41,6 +47,12 @@ class OPDConfig(RLConfig):
     teacher_device: str = Field("", description="Where the teacher's forward passes run (auto | cpu | cuda | cuda:N); empty: --device, the student's.")
     teacher_coef: float = Field(1.0, gt=0, description="Weight of the teacher's signal, log p_teacher - log p_student, in each token's advantage.")
     reward_weight: float = Field(0.0, ge=0, description="Weight of the verifier's group advantage beside the teacher's signal (0: distillation alone; 1: RL's advantage added).")
+    teacher_base_url: str = Field("", description="An OpenAI-compatible endpoint serving the teacher (its model name: --teacher) that returns prompt log-probs; empty: --teacher is a local checkpoint.")
+    teacher_form: Literal["echo", "prompt_logprobs"] = Field("echo", description="How the endpoint is asked for prompt log-probs: echo (OpenAI's echo with logprobs; rlvr serve, vLLM, SGLang) | prompt_logprobs (vLLM's).")
+    teacher_params: int = Field(0, ge=0, description="The endpoint's teacher's parameter count, to charge its forward passes as FLOPs (0: tokens only).")
+    api_key_env: str = Field("", description="Environment variable holding the endpoint's API key (never written anywhere); empty: none.")
+    max_concurrency: int = Field(8, ge=1, description="Requests to the endpoint in flight at once.")
+    budget_tokens: int = Field(0, ge=0, description="Tokens the endpoint may be asked to score in this run (0: no cap); past it the run stops with its last checkpoint.")
 
 
 class OPD(RL):
@@ -49,14 +61,34 @@ class OPD(RL):
     def prepare(self) -> None:
         super().prepare()
         cfg = self.cfg  # a teacher that is not there fails before the run directory is touched
+        if cfg.teacher_base_url:
+            self.remote(cache_dir=None).probe()
+            return
         device = resolve_device(cfg.teacher_device or cfg.device)
         self.teacher = LocalScorer(last_model(cfg.teacher), device=device, dtype=resolve_dtype(cfg.dtype, device),
                                    engine=cfg.engine, engine_options=cfg.engine_options)
 
+    def remote(self, cache_dir: str | None) -> HTTPScorer:
+        cfg = self.cfg
+        return HTTPScorer(TeacherConfig(base_url=cfg.teacher_base_url, model=cfg.teacher,
+                                        api_key_env=cfg.api_key_env or None, max_concurrency=cfg.max_concurrency,
+                                        budget_tokens=cfg.budget_tokens or None, cache_dir=cache_dir),
+                          cfg.teacher_form, cfg.teacher_params)
+
     def setup(self, state: dict[str, Any]) -> None:
-        self.teacher.check(self.tok, str(self.cfg.model))
+        if self.cfg.teacher_base_url:
+            self.teacher = self.remote(cache_dir=str(self.run.dir / "teacher_cache"))
+        else:
+            self.teacher.check(self.tok, str(self.cfg.model))
         self.reward_weight = self.cfg.reward_weight
         super().setup(state)
+
+    def train_step(self, step: int) -> dict[str, float] | None:
+        try:
+            return super().train_step(step)
+        except BudgetExceeded as e:  # what was scored is cached; the run ends with the weights it has
+            self.warn(f"step {step + 1}: the teacher's {e}")
+            return None
 
     def learn(self, rollouts: list[Rollout]) -> dict[str, float]:
         signal = annotate(rollouts, self.teacher, self.cfg.teacher_coef)
