@@ -11,6 +11,13 @@ it because a base whose greedy answer is already right makes RL look better than
 A model that was not trained on rlvr's ``####`` answers (any instruct model) is asked
 for its own habit with `--answer_format` (``boxed``, ``answer_is``), optionally with a
 `--system_prompt` and `--few_shot` worked examples (rlvr.envs.prompting).
+
+A model behind any OpenAI-compatible chat endpoint (a teacher, a frontier API) is
+evaluated the same way with `--base_url` (`--model` is then the endpoint's model name):
+the same held-out problems, verifiers, metrics and flags, every answer cached on disk
+(`--cache_dir`, default RUN_DIR/api_cache) so that a rerun asks nothing twice.
+
+    rlvr eval --base_url http://127.0.0.1:8000/v1 --model teacher --env arithmetic --run_dir runs/eval-teacher
 """
 
 from __future__ import annotations
@@ -25,8 +32,8 @@ from rlvr.engine.fields import EngineFields
 from rlvr.fields import EnvSpec
 from rlvr.envs.prompting import PromptFields
 from rlvr.eval_metrics import summarize
-from rlvr.rollout import generate_rollouts
-from rlvr.types import Environment, Problem, Sampling
+from rlvr.rollout import generate_rollouts, judge_turn
+from rlvr.types import Environment, MultiTurn, Problem, Sampling, Turn, VerifierError
 
 UNJUDGED = "unjudged"  # the verifier failed on the sample (a crashed worker, a broken sandbox)
 
@@ -43,6 +50,10 @@ class EvalConfig(PromptFields, EngineFields):
     greedy: bool = Field(True, description="Also measure greedy (temperature 0) accuracy.")
     seed: int = Field(0, description="Seed of the eval problem stream and of sampling.")
     run_dir: str | None = Field(None, description="Where to write eval.json (default: print only).")
+    base_url: str = Field("", description="Evaluate a model behind this OpenAI-compatible endpoint (--model: its name there) instead of a local one.")
+    api_key_env: str = Field("", description="Environment variable holding the endpoint's API key (never written anywhere); empty: none.")
+    max_concurrency: int = Field(8, ge=1, description="Requests to the endpoint in flight at once.")
+    cache_dir: str = Field("", description="Where the endpoint's answers are cached (default: RUN_DIR/api_cache; none without --run_dir).")
 
 
 
@@ -84,15 +95,56 @@ def evaluate(engine, env: Environment, problems: list[Problem], samples: int, ks
     # The truth, also behind a noisy verifier (rlvr.envs.noisy): evaluation measures the model.
     # A sample the verifier could not judge (rlvr.rollout) counts as not correct, flagged
     # `unjudged`: dropping it would take it out of the denominator.
-    rows = [{"env": r.problem.env, "id": r.problem.id,
-             "correct": [v.true_correct for v in r.verdicts] + [False] * r.dropped,
-             "answers": [v.parsed for v in r.verdicts] + [None] * r.dropped,
-             "flags": [sorted(v.flags) for v in r.verdicts] + [[UNJUDGED]] * r.dropped}
-            for r in generate_rollouts(engine, env, problems, samples, sampling)]
+    rows = [_row(r.problem, r.verdicts, r.dropped) for r in generate_rollouts(engine, env, problems, samples, sampling)]
     if greedy:
         g = Sampling(temperature=0.0, max_new_tokens=sampling.max_new_tokens)
         for row, r in zip(rows, generate_rollouts(engine, env, problems, 1, g)):
             row["greedy"] = [bool(r.verdicts) and r.verdicts[0].true_correct]
+    return metrics_of(rows, ks, greedy)
+
+
+def _row(problem: Problem, verdicts: list, dropped: int) -> dict[str, Any]:
+    """One problem's samples as the metrics read them."""
+    return {"env": problem.env, "id": problem.id,
+            "correct": [v.true_correct for v in verdicts] + [False] * dropped,
+            "answers": [v.parsed for v in verdicts] + [None] * dropped,
+            "flags": [sorted(v.flags) for v in verdicts] + [[UNJUDGED]] * dropped}
+
+
+def evaluate_api(client, env: Environment, problems: list[Problem], samples: int, ks: list[int],
+                 sampling: Sampling, greedy: bool = True) -> dict[str, Any]:
+    """`evaluate` for a model behind a chat endpoint (`client`: rlvr.distill.teacher's
+    HTTPTeacher): each problem's messages asked for `samples` answers, judged as a rollout
+    judges a turn."""
+    from rlvr.distill.teacher_cache import ChatRequest
+
+    def ask(n: int, temperature: float) -> list:
+        return client.complete([ChatRequest(messages=p.messages(), n=n, temperature=temperature, top_p=sampling.top_p,
+                                            max_tokens=sampling.max_new_tokens, seed=sampling.seed)
+                                for p in problems])
+
+    rows = [_row(p, *_judged(env, p, res)) for p, res in zip(problems, ask(samples, sampling.temperature))]
+    if greedy:
+        for row, p, res in zip(rows, problems, ask(1, 0.0)):
+            verdicts, _ = _judged(env, p, res)
+            row["greedy"] = [bool(verdicts) and verdicts[0].true_correct]
+    return metrics_of(rows, ks, greedy)
+
+
+def _judged(env: Environment, problem: Problem, result) -> tuple[list, int]:
+    """(verdicts, answers the verifier could not judge) of one endpoint answer."""
+    verdicts, dropped = [], 0
+    for text, reason in zip(result.texts, result.finish_reasons):
+        try:
+            verdicts.append(judge_turn(env, problem, Turn(text, [], "length" if reason == "length" else "stop")))
+        except VerifierError:
+            dropped += 1
+    return verdicts, dropped
+
+
+def metrics_of(rows: list[dict[str, Any]], ks: list[int], greedy: bool) -> dict[str, Any]:
+    """Metrics per environment name (a mixture reports each child) plus "all", from rows of
+    per-sample correctness, answers and flags."""
     by_env: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_env.setdefault(row["env"], []).append(row)
@@ -125,13 +177,24 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
     from rlvr.run import last_model
     from rlvr.atomic import write_json
 
-    model, tok = load_model(last_model(cfg.model))
     env = make_env(cfg.prompted(cfg.env))
-    engine = make_engine(model, tok, cfg.engine, role="inference", options=cfg.engine_options)
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p,
                         max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
-    result = evaluate(engine, env, eval_problems(env, cfg.problems, cfg.seed), cfg.samples, cfg.ks,
-                      sampling, cfg.greedy)
+    if cfg.base_url and isinstance(env, MultiTurn):
+        from rlvr.config import InputError
+        raise InputError(f"env {cfg.env!r} is multi-turn: an endpoint is asked for one answer a problem")
+    problems = eval_problems(env, cfg.problems, cfg.seed)
+    if cfg.base_url:
+        from rlvr.distill.teacher import HTTPTeacher, TeacherConfig
+
+        cache = cfg.cache_dir or (str(Path(cfg.run_dir) / "api_cache") if cfg.run_dir else None)
+        client = HTTPTeacher(TeacherConfig(base_url=cfg.base_url, model=cfg.model, api_key_env=cfg.api_key_env or None,
+                                           max_concurrency=cfg.max_concurrency, cache_dir=cache))
+        result = evaluate_api(client, env, problems, cfg.samples, cfg.ks, sampling, cfg.greedy)
+    else:
+        model, tok = load_model(last_model(cfg.model))
+        engine = make_engine(model, tok, cfg.engine, role="inference", options=cfg.engine_options)
+        result = evaluate(engine, env, problems, cfg.samples, cfg.ks, sampling, cfg.greedy)
     result = {"model": str(cfg.model), "config": cfg.model_dump(mode="json"), "metrics": result}
     if cfg.run_dir:
         write_json(Path(cfg.run_dir) / "eval.json", result)
