@@ -113,3 +113,13 @@ def test_a_teacher_behind_an_endpoint_scores_as_the_local_one_does_and_asks_noth
     gone = HTTPScorer(TeacherConfig(base_url="http://127.0.0.1:9/v1", model="t", max_retries=0, timeout_s=2), "echo")
     with pytest.raises(InputError, match="teacher t at http://127.0.0.1:9/v1"):
         gone.probe()
+
+
+def test_a_teacher_too_short_for_the_students_sequences_is_refused_before_training(micro_base, tmp_path):
+    from rlvr.train import opd
+
+    cfg = opd.OPDConfig(run_dir=str(tmp_path / "opd"), model=str(micro_base), teacher=str(micro_base), env=ENV,
+                        steps=1, prompts=2, group_size=2, max_new_tokens=600, eval_problems=0)
+    with pytest.raises(InputError, match=r"holds 512 tokens, but the student's sequences run to \d+"):
+        opd.main(cfg)
+    assert not (tmp_path / "opd" / "metrics.jsonl").exists()

@@ -34,6 +34,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from rlvr.distill.scorer import HTTPScorer, LocalScorer, annotate
+from rlvr.config import InputError
 from rlvr.distill.teacher import BudgetExceeded, TeacherConfig
 from rlvr.run import Run, last_model
 from rlvr.train.rl import RL, RLConfig
@@ -80,8 +81,26 @@ class OPD(RL):
             self.teacher = self.remote(cache_dir=str(self.run.dir / "teacher_cache"))
         else:
             self.teacher.check(self.tok, str(self.cfg.model))
+            self.check_context()
         self.reward_weight = self.cfg.reward_weight
         super().setup(state)
+
+    def check_context(self) -> None:
+        """A teacher whose context cannot hold the student's longest sequence (the longest of
+        64 training prompts, plus every token an episode may add) is refused before training."""
+        import itertools
+
+        from rlvr.rollout import encode_prompt
+        from rlvr.types import MultiTurn
+
+        context = getattr(self.teacher.engine.model.config, "max_position_embeddings", None)
+        added = self.env.max_episode_tokens if isinstance(self.env, MultiTurn) else self.cfg.max_new_tokens
+        prompts = itertools.islice(self.env.problems("train", self.cfg.seed), 64)
+        longest = max(len(encode_prompt(self.tok, p)) for p in prompts) + added
+        if context and longest > context:
+            raise InputError(f"teacher {self.teacher.name} holds {context} tokens, but the student's sequences run "
+                             f"to {longest} (prompt and completion); lower --max_new_tokens or use a teacher with a "
+                             "longer context")
 
     def train_step(self, step: int) -> dict[str, float] | None:
         try:
