@@ -28,7 +28,7 @@ import random
 from dataclasses import dataclass, field, replace
 
 from rlvr.types import (TRUNCATED_FLAG, Environment, Episode, MultiTurn, Problem, Rollout, Sample, Sampling, Step,
-                        Turn, Verdict, VerifierError)
+                        StopsOn, Turn, Verdict, VerifierError)
 
 TRUNCATED = Verdict(reward=0.0, correct=False, parsed=None, flags=frozenset({TRUNCATED_FLAG}))
 TIMED_OUT = Verdict(reward=0.0, correct=False, parsed=None, flags=frozenset({"timeout"}))
@@ -142,6 +142,8 @@ def generate_rollouts(engine, env: Environment, problems: list[Problem], n: int,
     prompts = [encode_prompt(engine.tok, p) for p in problems]
     max_turns = env.max_turns if isinstance(env, MultiTurn) else 1
     budget = env.max_episode_tokens if isinstance(env, MultiTurn) else sampling.max_new_tokens
+    if isinstance(env, StopsOn):  # a tool call's closing tag ends a turn
+        sampling = replace(sampling, stop=tuple(dict.fromkeys(sampling.stop + tuple(env.stop_strings))))
     groups = engine.generate(prompts, n, replace(sampling, max_new_tokens=min(sampling.max_new_tokens, budget)))
     lives: list[list[_Live]] = []
     for problem, samples in zip(problems, groups):

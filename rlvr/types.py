@@ -189,6 +189,14 @@ class MultiTurn(Protocol):
         ...
 
 
+@runtime_checkable
+class StopsOn(Protocol):
+    """Text that ends a model turn in this environment's episodes (a tool call's closing
+    tag), beside the model's own end-of-sequence ids."""
+
+    stop_strings: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class Sampling:
     """How to sample. temperature 0 means greedy."""

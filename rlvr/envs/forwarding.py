@@ -27,10 +27,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from rlvr.types import Environment, Episode, MultiTurn, Observer, Problem, Reporting, Stateful, Step, Turn, Verdict
+from rlvr.types import (Environment, Episode, MultiTurn, Observer, Problem, Reporting, Stateful, Step, StopsOn, Turn,
+                        Verdict)
 
 # Capability -> the methods it forwards.
-FORWARDED = {Observer: ("observe",), Reporting: ("stats",), Stateful: ("state", "load_state")}
+FORWARDED = {Observer: ("observe",), Reporting: ("stats",), Stateful: ("state", "load_state"),
+             StopsOn: ("stop_strings",)}
 
 
 class Forwarding:
