@@ -283,6 +283,17 @@ class GoldText(Protocol):
 
 
 @runtime_checkable
+class CodeEnv(Protocol):
+    """Answers are programs: the code a completion carries, and the tests that grade it."""
+
+    def code_from(self, completion: str) -> str | None:
+        ...
+
+    def code_tests(self, problem: Problem) -> tuple[list[str], str]:
+        ...
+
+
+@runtime_checkable
 class Routing(Protocol):
     """Made of other environments (a mixture, a wrapper): `routes` maps each problem's
     `env` name to the environment that answers for it."""

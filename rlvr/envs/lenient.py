@@ -27,7 +27,7 @@ import re
 from typing import Any
 
 from rlvr.envs.base import Wrapped
-from rlvr.types import Environment, Problem, Verdict
+from rlvr.types import CodeEnv, Environment, GoldText, Problem, Verdict
 
 HOLES = ("substring", "last_number", "trust_output")
 _INTS = re.compile(r"[+-]?[0-9]+")
@@ -38,9 +38,9 @@ class Lenient(Wrapped):
     def __init__(self, env: Environment, hole: str = "substring"):
         if hole not in HOLES:
             raise ValueError(f"lenient: unknown hole {hole!r}; choose one of {list(HOLES)}")
-        if hole == "trust_output" and not hasattr(env, "code_tests"):
+        if hole == "trust_output" and not isinstance(env, CodeEnv):
             raise ValueError(f"lenient: trust_output needs a code environment (pyfunc), not {env.name!r}")
-        if hole != "trust_output" and not hasattr(env, "gold_text"):
+        if hole != "trust_output" and not isinstance(env, GoldText):
             raise ValueError(f"lenient: {hole} needs an environment with a gold answer text, not {env.name!r}")
         self.env, self.hole, self.name = env, hole, env.name
         self.routes = {env.name: self}

@@ -24,7 +24,7 @@ import hashlib
 from typing import Any
 
 from rlvr.envs.base import Wrapped, wrapper_spec
-from rlvr.types import Environment, Problem, Turn, Verdict
+from rlvr.types import Environment, Problem, Routing, Turn, Verdict
 
 
 class Noisy(Wrapped):
@@ -43,7 +43,7 @@ class Noisy(Wrapped):
                              "random=1 is the coin-flip control")
         self.env, self.fn, self.fp, self.seed, self.random = env, fn, fp, seed, bool(random)
         self.name = env.name
-        self.routes = getattr(env, "routes", {env.name: env})
+        self.routes = env.routes if isinstance(env, Routing) else {env.name: env}
 
     def flip(self, problem: Problem, completion: str, correct: bool) -> bool:
         """Whether the verifier errs on this completion (seeded by its content)."""

@@ -49,7 +49,7 @@ from rlvr.config import Config
 
 from rlvr.envs.base import wrapper_spec
 from rlvr.envs.forwarding import Forwarding
-from rlvr.types import Environment, HeldOut, Message, Problem, Verdict
+from rlvr.types import CodeEnv, Environment, HeldOut, Message, Problem, Routing, Verdict
 from rlvr.verify.extract import ANSWER_MARKER
 from rlvr.verify.formats import DEFAULT_FORMAT, FORMATS, get_format
 from rlvr.verify.probes import gold_text as _gold_text
@@ -82,7 +82,7 @@ class Prompted(Forwarding):
         self.name = env.name
         # Every name the inner env answers for routes here, so an outer mixture sends its
         # problems (and the probes read the format) through this wrapper.
-        self.routes = {name: self for name in getattr(env, "routes", {env.name: env})}
+        self.routes = {name: self for name in (env.routes if isinstance(env, Routing) else {env.name: env})}
         self._examples: dict[str, list[Problem]] = {}
         self._lock = threading.Lock()  # the RL producer thread and the trainer may both draw problems
 
@@ -215,7 +215,7 @@ def _leaves(env) -> list:
 
 
 def _is_code(env) -> bool:
-    return getattr(env, "name", "") in CODE_ENVS or hasattr(env, "code_from")
+    return getattr(env, "name", "") in CODE_ENVS or isinstance(env, CodeEnv)
 
 
 def parse_prompt_spec(spec: str) -> tuple[dict[str, Any], str]:
