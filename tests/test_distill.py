@@ -52,7 +52,10 @@ def test_killed_distill_resumes_without_resending_answered_requests(tmp_path):
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             deadline = time.monotonic() + 120
-            while not (sum(server.successes.values()) == 20 and server.held >= 1):
+            cache = tmp_path / "d" / "teacher_cache"
+            # The 20 answers the server gave are on disk (a loaded machine writes them late), one more held.
+            while not (sum(server.successes.values()) == 20 and server.held >= 1
+                       and len(list(cache.rglob("*.json"))) == 20):
                 assert proc.poll() is None, proc.stderr.read()
                 assert time.monotonic() < deadline, "distill never reached the kill point"
                 time.sleep(0.05)
