@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from rlvr.verify import sandbox
+from rlvr.verify import sandbox, sandbox_paths
 from rlvr.verify.sandbox import Limits, SandboxResult, TestReport, leftover_processes, run_python, run_tests
 
 ADD_TESTS = ["assert candidate(1, 2) == 3", "assert candidate(-4, 4) == 0", "assert add(20, 22) == 42"]
@@ -480,7 +480,7 @@ def planted_secret():
 
 
 def _temp_dirs() -> list[str]:
-    return sorted({os.path.realpath(d) for d in (tempfile.gettempdir(), *sandbox._TEMP_DIRS)})
+    return sorted({os.path.realpath(d) for d in (tempfile.gettempdir(), *sandbox_paths._TEMP_DIRS)})
 
 
 def _snoop(path: str) -> str:

@@ -128,6 +128,8 @@ class TorchEngine:
         and no cache. Sequences go through in chunks of at most `max_tokens` padded tokens."""
         if len(prompts) != len(completions):
             raise ValueError(f"score needs one completion per prompt (got {len(prompts)} and {len(completions)})")
+        if any(c and not p for p, c in zip(prompts, completions)):
+            raise ValueError("score needs a prompt of at least one token before each completion")
         if self.parts is None:
             self.parts = self._build()
         seqs = [list(p) + list(c) for p, c in zip(prompts, completions)]
@@ -143,8 +145,6 @@ class TorchEngine:
             logp = logp.float().tolist()
             for row, i in enumerate(chunk):
                 n = len(completions[i])
-                if n and not prompts[i]:
-                    raise ValueError("score needs a prompt of at least one token before each completion")
                 out[i] = logp[row][len(logp[row]) - n:] if n else []
             start += len(chunk)
         return out

