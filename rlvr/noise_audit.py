@@ -16,7 +16,7 @@ each with a 95% Wilson interval and its counts; `--out FILE.json` writes them in
 form `rlvr rl --noise_rates FILE.json` reads.
 
     rlvr noise-audit --env noisy:fn=0.2,fp=0.05:arithmetic:digits=3,ops=add --model runs/base --out rates.json
-    rlvr rl --env noisy:fn=0.2,fp=0.05:arithmetic:digits=3,ops=add --reward_correction forward --noise_rates rates.json
+    rlvr rl --env noisy:fn=0.2,fp=0.05:arithmetic:digits=3,ops=add --reward_correction backward --noise_rates rates.json
 """
 
 from __future__ import annotations

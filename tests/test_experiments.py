@@ -77,3 +77,15 @@ def test_hacking_experiment_runs_every_arm(tmp_path, micro_base):
     assert set(out["results"]) == set(hacking.ARMS)
     assert out["results"]["no defence"]["hack_rate"] and not out["results"]["held-out reward"]["hack_rate"]
     assert (tmp_path / "h" / "hacking.png").stat().st_size > 0
+
+
+def test_grid_figure_draws_one_panel_per_group_with_the_reference_in_each(tmp_path):
+    import struct
+
+    from rlvr.experiments import grid
+    curve = [(0, 0.1), (10, 0.5), (20, 0.7)]
+    panels = {f"staleness {k}": {c: curve for c in ("none", "tis", "mask", "decoupled")} for k in (1, 2, 4, 8)}
+    grid.plot_curves(panels, tmp_path / "grid.png", "t", 0.8, reference=("synchronous", curve))
+    grid.plot_curves({"": {"zero RL": curve}}, tmp_path / "one.png", "t")
+    size = {name: struct.unpack(">II", (tmp_path / name).read_bytes()[16:24]) for name in ("grid.png", "one.png")}
+    assert size["grid.png"][0] > size["one.png"][0] and size["grid.png"][1] > size["one.png"][1]  # 3 x 2 panels

@@ -2,13 +2,13 @@
 
 Every cell of a grid is one `rlvr rl` run directory with evaluations every few steps;
 these helpers read its held-out pass@1 curve and final figure, the step at which it
-first reached a target, and draw every cell's curve in one PNG.
+first reached a target, and draw the cells' curves, one panel per group of cells.
 
     curve(run_dir, against)        [(step or FLOPs, pass@1)] from evals.jsonl
     final(run_dir)                 eval.json's pass@1: {"mean", "ci", ...}
     steps(run_dir)                 the steps a finished run took
     steps_to(run_dir, target)      first evaluated step with pass@1 >= target, or None
-    plot_curves(curves, path, ...) one line per cell
+    plot_curves(panels, path, ...) small multiples: a panel per lag or noise level, a line per cell
     start(cfg, console)            the cells' environment and starting model (default: the demo's)
     save(root, out, plot, console) results.json, and where the figure is
 """
@@ -103,21 +103,44 @@ def ci_text(p: dict[str, Any]) -> str:
     return f"{p['mean']:.1%} [{p['ci'][0]:.1%}, {p['ci'][1]:.1%}]"
 
 
-def plot_curves(curves: dict[str, list[tuple[float, float]]], path: Path, title: str, target: float | None = None,
-                xlabel: str = "RL step") -> None:
+def plot_curves(panels: dict[str, dict[str, list[tuple[float, float]]]], path: Path, title: str,
+                target: float | None = None, xlabel: str = "RL step",
+                reference: tuple[str, list[tuple[float, float]]] | None = None) -> None:
+    """Small multiples: one panel per group of cells (a lag, a noise level), one line per
+    cell in it. A line's name keeps its colour in every panel, and `reference` (label,
+    curve), the synchronous run or the clean verifier, is drawn grey in every panel, so
+    that each panel reads against it; a grid of 17 cells in one axes repeats its colours."""
+    import math
+
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for label, points in curves.items():
-        if points:
-            ax.plot(*zip(*points), marker="o", markersize=3, label=label)
-    if target is not None:
-        ax.axhline(target, color="grey", linestyle=":", linewidth=1)
-    ax.set(title=title, xlabel=xlabel, ylabel="held-out pass@1 (true verdict)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    names = list(dict.fromkeys(name for lines in panels.values() for name in lines))
+    palette = plt.get_cmap("tab10").colors
+    colour = {name: palette[i % len(palette)] for i, name in enumerate(names)}
+    cols = min(len(panels), 3) or 1
+    rows = math.ceil(len(panels) / cols) or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols if cols > 1 else 8, 3.4 * rows if cols > 1 else 5),
+                             sharex=True, sharey=True, squeeze=False)
+    for ax, (panel, lines) in zip(axes.flat, panels.items()):
+        if reference is not None and reference[1]:
+            ax.plot(*zip(*reference[1]), color="grey", linestyle="--", linewidth=1.2, label=reference[0])
+        for name, points in lines.items():
+            if points:
+                ax.plot(*zip(*points), marker="o", markersize=3, color=colour[name], label=name)
+        if target is not None:
+            ax.axhline(target, color="grey", linestyle=":", linewidth=1)
+        ax.set_title(panel, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel(xlabel)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("held-out pass@1 (true verdict)")
+    fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -72,8 +72,15 @@ def main(cfg: NoiseConfig) -> dict[str, Any]:
                           # a step whose completions were all cut off has no noisy verdict: its reward is the truth
                           "true_reward": sum(r.get("true_reward", r["reward"]) for r in trained[-5:]) / min(5, len(trained)),
                           "steps_to_target": grid.steps_to(run_dir, cfg.target), "run_dir": str(run_dir)}
-    grid.plot_curves({k: r["curve"] for k, r in results.items()}, root / "noise.png",
-                     f"zero RL behind a noisy verifier: true held-out pass@1 ({cfg.steps} steps)", cfg.target)
+    clean = next((r for r in results.values() if r.get("fn") == r.get("fp") == 0 and r["correction"] == "none"), None)
+    panels: dict[str, dict[str, Any]] = {}
+    for label, r in results.items():
+        if r is not clean:
+            panel = "control" if r.get("random") else f"fn {r['fn']:g}, fp {r['fp']:g}"
+            panels.setdefault(panel, {})[label if r.get("random") else r["correction"]] = r["curve"]
+    grid.plot_curves(panels or {"clean": {}}, root / "noise.png",
+                     f"zero RL behind a noisy verifier: true held-out pass@1 ({cfg.steps} steps)", cfg.target,
+                     reference=("clean verifier", clean["curve"]) if clean else None)
     table = Table(title=f"zero RL behind a noisy verifier ({cfg.steps} steps; true held-out pass@1)")
     for col in ("verifier / correction", "pass@1 [95% CI]", "reward (last 5)", "true reward (last 5)",
                 f"steps to {cfg.target:.0%}"):

@@ -124,7 +124,7 @@ def main(cfg: RealConfig) -> dict[str, Any]:
     curves = {name: grid.curve(run, against="flops")
               for name, run in (("zero RL", zero), ("cold start (rs)", cold_rs), ("cold start + RL", cold_rl))}
     plot = root / "real.png"
-    grid.plot_curves(curves, plot, f"{Path(model).name}: held-out pass@1 against compute",
+    grid.plot_curves({"": curves}, plot, f"{Path(model).name}: held-out pass@1 against compute",
                      xlabel="total FLOPs (inherited included)")
     return grid.save(root, {"model": model, "env": cfg.env, "arms": arms, "budget_flops": budget,
                             "config": cfg.model_dump(mode="json"), "seconds": time.time() - t0}, plot, console)

@@ -71,8 +71,13 @@ def main(cfg: StalenessConfig) -> dict[str, Any]:
                           **{k: _mean(trained, k) for k in STATS},
                           "run_dir": str(run_dir)}
     sync = results.get("synchronous")
-    grid.plot_curves({k: r["curve"] for k, r in results.items()}, root / "staleness.png",
-                     f"zero RL on stale rollouts: held-out pass@1 ({cfg.steps} steps)", cfg.target)
+    panels: dict[str, dict[str, Any]] = {}
+    for label, r in results.items():
+        if label != "synchronous":
+            panels.setdefault(f"staleness {r['lag']}", {})[r["correction"]] = r["curve"]
+    grid.plot_curves(panels or {"synchronous": {}}, root / "staleness.png",
+                     f"zero RL on stale rollouts: held-out pass@1 ({cfg.steps} steps)", cfg.target,
+                     reference=("synchronous", sync["curve"]) if sync else None)
     table = Table(title=f"zero RL on rollouts of a fixed staleness ({cfg.steps} steps; held-out pass@1)")
     for col in ("staleness, correction", "pass@1 [95% CI]", "vs synchronous", f"steps to {cfg.target:.0%}",
                 "mean lag", "ESS", "KL(behaviour, current)", "clipped or masked"):

@@ -58,7 +58,7 @@ class PretrainConfig(Config):
     preset: str = Field("tiny", description="Model size preset (see rlvr.models.tiny.PRESETS).")
     slip: float = Field(0.7, ge=0.0, le=1.0, description="Probability that the units column of a worked solution slips (+1); above 0.5 the base's most likely answer is wrong.")
     slip_later: float | None = Field(0.35, ge=0.0, le=1.0, description="Probability that each later column slips (None: `slip`).")
-    steps: int = Field(1500, ge=1, description="Most optimizer steps (with the check on, the run usually ends at 300-500).")
+    steps: int = Field(1500, ge=1, description="Most optimizer steps (with the check on, the demo's bases stopped at 250-400 over 5 seeds x 3 kernel paths, EXPERIMENTS.md).")
     batch_size: int = Field(64, ge=1, description="Documents per step.")
     lr: float = Field(2e-3, gt=0, description="Learning rate (AdamW) after warm-up (check_every 0: decayed along a cosine to 10%).")
     warmup: Warmup = 30

@@ -59,7 +59,7 @@ class RLConfig(TrainerFields):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold of rollouts.")
     max_new_tokens: int = Field(32, ge=1, description="Completion token limit; a cut completion earns 0.")
     advantage: str = Field("dr_grpo", description="Advantage estimator: grpo | dr_grpo | rloo.")
-    reward_correction: str = Field("none", description="Correction for a noisy verifier (rlvr.algos.noise): none | backward | forward; needs the rates.")
+    reward_correction: str = Field("none", description="Correction for a noisy verifier (rlvr.algos.noise): none | backward | forward; needs the rates. Warning: forward (no group baseline) was worst in every noisy cell of EXPERIMENTS.md's noise grid and collapsed to 0% at fn 0.2; backward ended within a point of none.")
     noise_fp: float = Field(0.0, ge=0, lt=1, description="The verifier's false-positive rate, for --reward_correction (see rlvr noise-audit).")
     noise_fn: float = Field(0.0, ge=0, lt=1, description="The verifier's false-negative rate, for --reward_correction.")
     noise_rates: str = Field("", description="A noise-audit JSON whose fp and fn estimates set --noise_fp and --noise_fn.")
@@ -85,14 +85,14 @@ class RLConfig(TrainerFields):
     rollout_workers: int = Field(0, ge=0, description="Generate on this many Ray actors, each with its own engine (0: in this process). Needs rlvr[ray].")
     worker_restarts: int = Field(4, ge=0, description="Times Ray restarts a rollout worker whose process died (its batch is regenerated); past that the run ends.")
     ray_address: str = Field("", description="Join this Ray cluster (e.g. ray://host:10001 or auto); empty: start a local one.")
-    offpolicy: str = Field("none", description="Off-policy correction (rlvr.algos.offpolicy): none | tis | seq_tis | mask | decoupled.")
+    offpolicy: str = Field("none", description="Off-policy correction (rlvr.algos.offpolicy): none | tis | seq_tis | mask | decoupled. Warning: decoupled with one update a step (--mini_batches 1) has no trust region and collapsed to 0-6% at every lag of EXPERIMENTS.md's staleness grid; none was best or tied there.")
     offpolicy_cap: float = Field(2.0, gt=1, description="The correction's cap C: tis and seq_tis truncate importance weights at C; decoupled drops tokens whose weight exceeds C; mask keeps ratios in [1/C, C].")
     save_every: SaveEvery = 50
     keep_last: KeepLast
     log_samples: int = Field(2, ge=0, description="Rollouts per step written to samples.jsonl.")
     hack_monitor: int = Field(32, ge=0, description="Completions per step re-scored by the environment's held-out verifier, when it names one (lenient:, noisy:): hack/rate, hack/gap (0: off).")
     hack_penalty: float = Field(0.0, ge=0, description="Reward a completion the hack monitor catches -this instead of its training reward (0: none).")
-    stop_on_hack: float = Field(0.0, ge=0, le=1, description="End the run when the monitor's hack rate reaches this; the final checkpoint is the last step below it (0: never).")
+    stop_on_hack: float = Field(0.0, ge=0, le=1, description="End the run when the monitor's hack rate reaches this; the final checkpoint is the last step below it (0: never). Set it above the base's own near-miss rate: 0.05 stopped the demo's base at step 1 (EXPERIMENTS.md, hacking); --hack_penalty is the defence that held.")
     guard_patience: int = Field(3, ge=1, description="Warn when held-out pass@1 falls at this many evaluations in a row while the training reward does not rise (needs --eval_every).")
     seed: int = Field(0, description="Seed of problem streams and sampling.")
     resume: Resume

@@ -1,0 +1,100 @@
+"""Every `rlvr ...` command the README and the docs show parses.
+
+Each command line in a fenced code block of README.md, EXPERIMENTS.md, BENCHMARKS.md and
+docs/*.md (`rlvr ...` or `.venv/bin/rlvr ...`, after any `VAR=value` prefixes, `\\`
+continuations joined, `# comments` cut) goes through the CLI's own parsing: the command
+and experiment names, positional arguments, the recipe, `--key=value` overrides and the
+config's validation. Only the command's function is replaced, so nothing runs. A
+recipe named without a directory (`recipe.yaml`) is a placeholder and is written empty;
+one with a directory must exist in the repository.
+
+    pytest -q tests/test_readme.py
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from rlvr import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", ROOT / "EXPERIMENTS.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").glob("*.md"))]
+COMMAND = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)*(?:\.venv/bin/)?rlvr(?:\s|$)")
+
+
+def shown_commands(page: Path) -> list[tuple[int, str]]:
+    """(line number, command) of every `rlvr` command in the page's fenced code blocks."""
+    out, in_block, pending = [], False, None
+    for number, line in enumerate(page.read_text().splitlines(), 1):
+        if line.lstrip().startswith("```"):
+            in_block, pending = not in_block, None
+            continue
+        if not in_block:
+            continue
+        if pending is not None:
+            pending = (pending[0], pending[1] + " " + line.strip())
+        elif COMMAND.match(line.strip()):
+            pending = (number, line.strip())
+        else:
+            continue
+        if pending[1].endswith("\\"):
+            pending = (pending[0], pending[1][:-1])
+        else:
+            out.append(pending)
+            pending = None
+    return out
+
+
+CASES = [(page, number, command) for page in PAGES if page.exists() for number, command in shown_commands(page)]
+
+
+def argv_of(command: str) -> list[str]:
+    words = shlex.split(command, comments=True)
+    while words and "=" in words[0] and not words[0].startswith("-"):
+        words.pop(0)  # VAR=value before the command
+    assert words[0].endswith("rlvr"), command
+    return words[1:]
+
+
+@pytest.fixture
+def parse_only(monkeypatch):
+    """The CLI with every command's function replaced by one that records its config."""
+    seen: list = []
+
+    def recording(table):
+        def entries():
+            return {name: (cls, lambda cfg: seen.append(cfg), help_) for name, (cls, _, help_) in table().items()}
+        return entries
+
+    monkeypatch.setattr(cli, "_commands", recording(cli._commands))
+    monkeypatch.setattr(cli, "_experiments", recording(cli._experiments))
+    return seen
+
+
+def test_the_docs_show_commands():
+    pages = {page.name for page, _, _ in CASES}
+    assert {"README.md", "EXPERIMENTS.md"} <= pages, pages
+    assert sum(page.name == "README.md" for page, _, _ in CASES) >= 10
+
+
+@pytest.mark.parametrize("page,number,command", CASES,
+                         ids=[f"{p.relative_to(ROOT)}:{n}" for p, n, _ in CASES])
+def test_every_shown_command_parses(page, number, command, parse_only, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = argv_of(command)
+    for i, word in enumerate(argv):
+        if word.endswith((".yaml", ".yml")) and not word.startswith("--"):
+            if (ROOT / word).exists():
+                argv[i] = str(ROOT / word)
+            else:
+                assert "/" not in word, f"{page.name}:{number}: recipe {word} is not in the repository"
+                Path(word).write_text("{}\n")  # a placeholder recipe: the command line is what is checked
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code == 0, f"{page.name}:{number}: `{command}` does not parse: {err.strip()}"
+    if "--help" not in argv and "-h" not in argv:
+        assert len(parse_only) == 1, f"{page.name}:{number}: `{command}` reached no command"
