@@ -269,7 +269,8 @@ def teacher_lines(teacher: str, runs: list[RunData], env: str, notes: list[str])
             notes.append(f"teacher {path} has no evaluation of {env!r} (it has {', '.join(metrics)}): no teacher line")
             return []
         name = path.parent.name or str(path.parent.resolve().name)
-        return [(f"teacher ({name}), final pass@1", float(metrics[env]["pass@1"]["mean"]))]
+        label = "teacher" if name == "teacher" else f"teacher ({name})"  # not "teacher (teacher)"
+        return [(f"{label}, final pass@1", float(metrics[env]["pass@1"]["mean"]))]
     lines = {}
     for run in runs:
         s = run.summary or {}

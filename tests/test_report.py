@@ -148,7 +148,7 @@ def test_env_labels_teacher_and_out(runs, tmp_path):
     assert (rb["run"], ra["run"]) == ("RL", "RS")
     assert ra["pass@1 [95% CI]"] == "70.0% [60.0, 80.0]" and rb["pass@1 [95% CI]"] == "—"
     assert "RL: eval.json has no 'arithmetic': no final accuracy" in md
-    assert "Teacher line: teacher (teacher), final pass@1 = 90.0%." in md
+    assert "Teacher line: teacher, final pass@1 = 90.0%." in md  # the directory named once, not "teacher (teacher)"
     assert ra["tokens to 20.0%"] == "0"  # reached at the first evaluation: its compute, nothing interpolated
     assert res["rows"][1]["curve"][0] == {"step": 0, "tokens": 0, "flops": 0.0, "mean": 0.25, "ci": [0.15, 0.35]}
 
