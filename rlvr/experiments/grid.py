@@ -119,7 +119,7 @@ def plot_curves(panels: dict[str, dict[str, list[tuple[float, float]]]], path: P
     names = list(dict.fromkeys(name for lines in panels.values() for name in lines))
     palette = plt.get_cmap("tab10").colors
     colour = {name: palette[i % len(palette)] for i, name in enumerate(names)}
-    cols = min(len(panels), 3) or 1
+    cols = 2 if len(panels) == 4 else min(len(panels), 3) or 1
     rows = math.ceil(len(panels) / cols) or 1
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols if cols > 1 else 8, 3.4 * rows if cols > 1 else 5),
                              sharex=True, sharey=True, squeeze=False)
@@ -136,8 +136,11 @@ def plot_curves(panels: dict[str, dict[str, list[tuple[float, float]]]], path: P
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    for ax in axes[-1]:
-        ax.set_xlabel(xlabel)
+    for col in range(cols):  # the lowest drawn panel of each column carries the x axis
+        lowest = axes[(len(panels) - 1 - col) // cols, col] if col < len(panels) else None
+        if lowest is not None:
+            lowest.xaxis.set_tick_params(labelbottom=True)
+            lowest.set_xlabel(xlabel)
     for ax in axes[:, 0]:
         ax.set_ylabel("held-out pass@1 (true verdict)")
     fig.suptitle(title)
