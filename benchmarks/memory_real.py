@@ -10,8 +10,8 @@ peak resident memory (ru_maxrss), the step times and what was generated. Setting
     +ckpt    the same with activation checkpointing
 
 The batch is the one the memory targets (LoRA ≤ 1.5 GB, full ≤ 3 GB) were set for: 8
-prompts x 4 completions, up to 64 new tokens, on single-digit additions and subtractions with the "the answer is" format and two worked examples
-(what `rlvr experiment real` trains on: the instruct model earns reward there, ~15%
+prompts x 4 completions, up to 64 new tokens, on single-digit additions and subtractions
+with the "the answer is" format and two worked examples (what `rlvr experiment real` trains on: the instruct model earns reward there, ~15%
 pass@1, so groups differ and the step really runs backward; on 2-digit additions without
 examples it earned 0 in every step of a run, so nothing trained). A run in which no step
 trained says so. The model answers in ~10-20 tokens there; `--worst-case` runs the same
