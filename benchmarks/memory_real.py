@@ -11,15 +11,16 @@ peak resident memory (ru_maxrss), the step times and what was generated. Setting
 
 The batch is the one the memory targets (LoRA ≤ 1.5 GB, full ≤ 3 GB) were set for: 8
 prompts x 4 completions, up to 64 new tokens, on single-digit additions and subtractions
-with the "the answer is" format and two worked examples (what `rlvr experiment real` trains on: the instruct model earns reward there, ~15%
-pass@1, so groups differ and the step really runs backward; on 2-digit additions without
-examples it earned 0 in every step of a run, so nothing trained). A run in which no step
-trained says so. The model answers in ~10-20 tokens there; `--worst-case` runs the same
-step with every completion at the 64-token limit (the engine ignoring EOS) and every group trained (rewards alternate within each
-group, since `rlvr rl` gives a cut completion 0 and would skip the groups), so each step
-trains on all 32 x 64 tokens: the memory a long-answer task needs. It builds what
-`rl.main` builds (`setup_model`, the optimizer, a weight-sharing engine, `train_on` with
-the `--activation_gb` budget) without the evaluator and the checkpoint.
+with the "the answer is" format and two worked examples (what `rlvr experiment real`
+trains on: the instruct model earns reward there, ~15% pass@1, so groups differ and the
+step really runs backward; on 2-digit additions without examples it earned 0 in every
+step of a run, so nothing trained). A run in which no step trained says so. The model
+answers in ~10-20 tokens there; `--worst-case` runs the same step with every completion
+at the 64-token limit (the engine ignoring EOS) and every group trained (rewards
+alternate within each group, since `rlvr rl` gives a cut completion 0 and would skip the
+groups), so each step trains on all 32 x 64 tokens: the memory a long-answer task needs.
+It builds what `rl.main` builds (`setup_model`, the optimizer, a weight-sharing engine,
+`train_on` with the `--activation_gb` budget) without the evaluator and the checkpoint.
 
     .venv/bin/python benchmarks/memory_real.py --model smollm2-135m
     .venv/bin/python benchmarks/memory_real.py --model PATH --settings full lora --steps 3
