@@ -59,7 +59,7 @@ class RLConfig(TrainerFields):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold of rollouts.")
     max_new_tokens: int = Field(32, ge=1, description="Completion token limit; a cut completion earns 0.")
     advantage: str = Field("dr_grpo", description="Advantage estimator: grpo | dr_grpo | rloo.")
-    reward_correction: str = Field("none", description="Correction for a noisy verifier (rlvr.algos.noise): none | backward | forward; needs the rates. Warning: forward (no group baseline) was worst in every noisy cell of EXPERIMENTS.md's noise grid and collapsed to 0% at fn 0.2; backward ended within a point of none.")
+    reward_correction: str = Field("none", description="Correction for a noisy verifier (rlvr.algos.noise): none | backward | forward; needs the rates. Warning: forward (no group baseline) was worst in every noisy cell of EXPERIMENTS.md's noise grid and collapsed to 0% at fn 0.2; backward never beat none by more than 0.1 point.")
     noise_fp: float = Field(0.0, ge=0, lt=1, description="The verifier's false-positive rate, for --reward_correction (see rlvr noise-audit).")
     noise_fn: float = Field(0.0, ge=0, lt=1, description="The verifier's false-negative rate, for --reward_correction.")
     noise_rates: str = Field("", description="A noise-audit JSON whose fp and fn estimates set --noise_fp and --noise_fn.")
