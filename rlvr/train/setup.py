@@ -37,7 +37,7 @@ class ModelFields(EngineFields):
     lora_r: int = Field(0, ge=0, description="LoRA rank (0: full fine-tuning). The base is frozen; only adapters train, and checkpoints hold the adapter (loads merged).")
     lora_alpha: float = Field(0.0, ge=0, description="LoRA scale numerator (0: 2 x lora_r); the adapter's output is scaled by alpha / r.")
     lora_targets: list[str] = Field(list(DEFAULT_TARGETS), description="Linear layers that get adapters (their short names, e.g. q_proj).")
-    activation_checkpointing: bool = Field(False, description="Recompute each layer's activations in backward instead of keeping them: less memory, one more forward per step (+1/3 of a step's FLOPs by count; wall time in BENCHMARKS.md).")
+    activation_checkpointing: bool = Field(False, description="Recompute each layer's activations in backward instead of keeping them: less memory, one more forward per step (by count +1/3 of a full fine-tuning step's FLOPs, +1/2 of a LoRA step's; wall time in BENCHMARKS.md).")
     activation_gb: float = Field(1.0, gt=0, description="Activations one forward/backward may keep, GB: micro-batches are cut to the tokens that fit (rl: completions, sft and rs: sequences, sorted by length), from the model's bytes per token measured at start (a real model keeps ~1 MB a token in fp32 without --activation_checkpointing). Raise it on a large GPU.")
 
 
