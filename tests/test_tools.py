@@ -16,7 +16,8 @@ from rlvr.envs.tool_calls import STOPS, TOOLS, describe, offer_ids, parse_call, 
 from rlvr.envs.tools import calculator, python
 from rlvr.models.tokenizer import build_char_tokenizer
 from rlvr.rollout import episode_of, generate_rollouts, rollout_stats
-from rlvr.types import MultiTurn, Sample, Sampling, StopsOn, Turn
+from rlvr.types import MultiTurn, Sampling, StopsOn, Turn
+from rlvr.verify.episode_probes import ScriptedEngine
 
 # A chat template with a tool format (the Hermes / Qwen shape) over the char tokenizer's specials.
 TOOL_TEMPLATE = (
@@ -133,22 +134,6 @@ def test_calls_in_the_chat_templates_json_format_are_read_and_answered_as_tool_m
     assert episode.step(_turn(f"#### {a * b}")).verdict.correct and episode.counts["tool_errors"] == 2
 
 
-class Scripted:
-    """An engine that writes given turns (as a model would), in order, for every episode."""
-
-    def __init__(self, turns, tok=None):
-        self.tok, self.version, self.turns, self.seen = tok or build_char_tokenizer(), 0, list(turns), []
-
-    def generate(self, prompts, n, sampling):
-        self.seen.append(sampling)
-        text = self.turns[min(len(self.seen), len(self.turns)) - 1]
-        ids = self.tok(text, add_special_tokens=False)["input_ids"] + [self.tok.eos_token_id] * (not text.endswith(">"))
-        ids = ids[:sampling.max_new_tokens]
-        reason = "stop" if len(ids) < sampling.max_new_tokens or ids[-1] == self.tok.eos_token_id else "length"
-        return [[Sample(None, list(p), list(ids), [-0.5] * len(ids), 0, reason, text=self.tok.decode(ids, skip_special_tokens=True))
-                 for _ in range(n)] for p in prompts]
-
-
 def _split(tok, sample):
     env_text = tok.decode([t for t, src in zip(sample.completion_ids, sample.source) if src == 0])
     model_text = tok.decode([t for t, src in zip(sample.completion_ids, sample.source) if src == 1],
@@ -160,7 +145,7 @@ def test_a_rollout_stops_at_the_call_appends_the_result_and_judges_the_answer():
     env = make_env("tools:calculator:arithmetic:digits=2,ops=mul")
     problem = next(env.problems("train", 0))
     a, b = problem.meta["a"], problem.meta["b"]
-    engine = Scripted([f"<tool>calculator: {a}*{b}</tool>", f"#### {a * b}"])
+    engine = ScriptedEngine([f"<tool>calculator: {a}*{b}</tool>", f"#### {a * b}"])
     [rollout] = generate_rollouts(engine, env, [problem], 2, Sampling(max_new_tokens=40))
     assert all("</tool>" in s.stop and "</tool_call>" in s.stop for s in engine.seen)  # every turn may stop at a call
     for sample, verdict in zip(rollout.samples, rollout.verdicts):
@@ -181,7 +166,7 @@ def test_a_rollout_in_the_template_format_appends_the_tool_message_as_the_templa
     problem = next(env.problems("train", 0))
     a, b = problem.meta["a"], problem.meta["b"]
     call = f'<tool_call>{{"name": "calculator", "arguments": {{"expression": "{a}*{b}"}}}}</tool_call>'
-    engine = Scripted([call, f"#### {a * b}"], tok)
+    engine = ScriptedEngine([call, f"#### {a * b}"], tok)
     [rollout] = generate_rollouts(engine, env, [problem], 1, Sampling(max_new_tokens=120))
     sample = rollout.samples[0]
     assert rollout.verdicts[0].correct and '"name": "calculator"' in tok.decode(sample.prompt_ids)
@@ -205,7 +190,7 @@ def test_an_episode_ends_on_the_turn_or_length_limit_or_a_void_turn_and_says_whi
     env = make_env({"name": "tools", "tools": ["calculator", "python"], "env": "arithmetic:digits=2,ops=mul",
                     "max_turns": 3, "max_episode_tokens": 200, "max_result_tokens": 150})
     problem = next(env.problems("train", 0))
-    [rollout] = generate_rollouts(Scripted(turns), env, [problem], 2, Sampling(max_new_tokens=40))
+    [rollout] = generate_rollouts(ScriptedEngine(turns), env, [problem], 2, Sampling(max_new_tokens=40))
     assert all(s.ended == ended and len(s.completion_ids) <= 200 for s in rollout.samples)
     assert all(v.reward == 0 and flag in v.flags for v in rollout.verdicts)
     assert rollout_stats([rollout])[f"ended_{ended}"] == 1.0
