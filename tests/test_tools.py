@@ -254,3 +254,24 @@ def test_tool_calls_run_in_a_bounded_pool_and_one_that_never_returns_times_out()
     assert hung == "<result>error: the tool ran out of time (0.3 s)</result>" and time.perf_counter() - start < 5
     assert episode.counts["tool_errors"] == 1 and episode.step(_turn("#### 1")).verdict is not None  # it goes on
     TOOLS.pop("busy")
+
+
+def test_rlvr_eval_breaks_results_down_by_how_episodes_ended(capsys):
+    from itertools import islice
+
+    from rlvr.eval import evaluate, print_table
+
+    env = make_env("guess:low=1,high=10,max_turns=2")
+    problems = list(islice(env.problems("train", 0), 10))
+    secrets = [p.answer for p in problems]
+    metrics = evaluate(ScriptedEngine(["#### 5"]), env, problems, 2, [1], Sampling(max_new_tokens=20), greedy=False)
+    m = metrics["guess"]
+    hits = 2 * secrets.count(5)
+    assert 0 < hits < 2 * len(problems)
+    assert m["endings"] == {"answer": {"count": hits, "pass_rate": 1.0},
+                            "turns": {"count": 2 * len(problems) - hits, "pass_rate": 0.0}}
+    assert m["episodes"]["turns"] == (hits + 2 * (2 * len(problems) - hits)) / (2 * len(problems))
+    assert m["episodes"]["void_turns"] == 0
+    print_table(metrics)
+    out = capsys.readouterr().out
+    assert "how episodes ended" in out and "turns" in out
