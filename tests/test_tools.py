@@ -275,3 +275,20 @@ def test_rlvr_eval_breaks_results_down_by_how_episodes_ended(capsys):
     print_table(metrics)
     out = capsys.readouterr().out
     assert "how episodes ended" in out and "turns" in out
+
+
+def test_episodes_with_a_void_turn_leave_training_but_stay_in_their_groups_baseline():
+    from rlvr.algos import compute_advantages
+    from rlvr.algos.void import mask_void_turns
+    from rlvr.types import Rollout
+
+    env = make_env("tools:calculator:arithmetic:digits=2,ops=mul")
+    problem = next(env.problems("train", 0))
+    gold = problem.meta["a"] * problem.meta["b"]
+    [void] = generate_rollouts(ScriptedEngine(["hmm, thinking"]), env, [problem], 2, Sampling(max_new_tokens=20))
+    [good] = generate_rollouts(ScriptedEngine([f"#### {gold}"]), env, [problem], 2, Sampling(max_new_tokens=20))
+    group = Rollout(problem, void.samples + good.samples, void.verdicts + good.verdicts)
+    compute_advantages([group], "dr_grpo")
+    assert group.advantages == [-0.5, -0.5, 0.5, 0.5]  # the baseline counts the void episodes
+    assert mask_void_turns([group]) == 2
+    assert [sum(s.mask()) for s in group.samples[:2]] == [0, 0] and all(sum(s.mask()) > 0 for s in group.samples[2:])
