@@ -74,6 +74,13 @@ def test_a_spec_whose_limits_make_no_sense_is_refused_in_one_line():
         assert "\n" not in str(e.value)
     with pytest.raises(Exception, match="multi-turn already"):
         make_env("tools:calculator:guess")
+    env = make_env("tools:python+calculator,stateful=true,max_turns=6,max_result_tokens=32,timeout=2.5:arithmetic")
+    assert (env.stateful, env.max_turns, env.max_result_tokens, env.timeout) == (True, 6, 32, 2.5)
+    assert list(env.tools) == ["python", "calculator"]
+    with pytest.raises(Exception, match="unknown limit\\(s\\) \\['max_turn'\\]"):
+        make_env("tools:python,max_turn=6:arithmetic")
+    with pytest.raises(Exception, match="max_result_tokens \\(512\\) is above"):
+        make_env("tools:python,max_result_tokens=512:arithmetic")
     with pytest.raises(Exception, match="unknown tool"):
         make_env("tools:search:arithmetic")
 

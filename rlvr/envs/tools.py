@@ -36,6 +36,7 @@ void turns (`counts`, summed into the rollout's statistics).
   their time counts against the call's); nothing outlives the episode.
 
     env = make_env("tools:calculator+python:arithmetic:digits=5,ops=mul")
+    env = make_env("tools:python,stateful=true,max_turns=6,max_result_tokens=32:arithmetic")
     env = make_env({"name": "tools", "tools": ["python"], "env": "arithmetic", "stateful": True})
 
 Run its tests: ``.venv/bin/python -m pytest tests/test_tools.py -q``.
@@ -44,6 +45,7 @@ Run its tests: ``.venv/bin/python -m pytest tests/test_tools.py -q``.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Callable
 
 from rlvr.envs.tool_calls import FORGED, STOPS, TOOLS, Call, bind, parse_call, register_tool, result_message
@@ -206,7 +208,8 @@ class ToolEpisode:
 
 
 def make_tools(spec: str | dict[str, Any]) -> Tools:
-    """``tools:calculator+python:ENV`` or ``{"name": "tools", "tools": [...], "env": ENV, ...limits}``."""
+    """``tools:calculator+python[,key=value...]:ENV`` (limits after the tools) or
+    ``{"name": "tools", "tools": [...], "env": ENV, ...limits}``."""
     from rlvr.envs import make_env
 
     if isinstance(spec, dict):
@@ -217,8 +220,18 @@ def make_tools(spec: str | dict[str, Any]) -> Tools:
         if isinstance(params.get("tools"), str):
             params["tools"] = (params["tools"],)
         return Tools(inner, **{k: tuple(v) if k == "tools" else v for k, v in params.items()})
+    from rlvr.envs import _coerce, _key_values
+
     _, _, rest = spec.partition(":")
-    names, sep, inner = rest.partition(":")
-    if not sep or not inner or not names:
-        raise ValueError(f"env spec {spec!r}: expected tools:TOOL[+TOOL]:ENV with tools from {sorted(TOOLS)}")
-    return Tools(make_env(inner), tuple(names.split("+")))
+    head, sep, inner = rest.partition(":")
+    names, _, limits = head.partition(",")
+    if not sep or not inner or not names or "=" in names:
+        raise ValueError(f"env spec {spec!r}: expected tools:TOOL[+TOOL][,key=value...]:ENV with tools from "
+                         f"{sorted(TOOLS)}")
+    defaults = inspect.signature(Tools).parameters
+    params = _key_values(spec, limits)
+    unknown = sorted(set(params) - set(defaults) - {"env", "tools"}) or sorted(set(params) & {"env", "tools"})
+    if unknown:
+        raise ValueError(f"env spec {spec!r}: unknown limit(s) {unknown}; valid: {list(defaults)[2:]}")
+    return Tools(make_env(inner), tuple(names.split("+")),
+                 **{k: _coerce(k, v, defaults[k].default) for k, v in params.items()})
