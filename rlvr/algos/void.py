@@ -1,7 +1,7 @@
 """Void turns (SimpleTIR, Xue et al. 2025): leave episodes with one out of training.
 
-A void turn is a model turn that is neither a tool call nor an answer (the episode
-counts them: ``Sample.counts["void_turns"]``, rlvr/envs/tools.py and guess.py). In
+A void turn is a model turn that ends (not cut by a token limit) as neither a tool call
+nor an answer (the episode counts them: ``Sample.counts["void_turns"]``, rlvr/envs/tools.py and guess.py). In
 multi-turn tool use such turns mark trajectories whose later tokens drift far from the
 policy (low-probability tokens fed back as context), whose gradients blow up training;
 SimpleTIR filters them out of the update. Here they get an all-zero loss mask: no

@@ -13,7 +13,8 @@ can write, the tiny model's included:
 
 Generation stops at a call's closing tag; the tool runs and its output is the next
 observation. A turn without a call is the answer, judged by the wrapped environment's
-verifier; a turn that is neither a call nor an answer is a void turn (SimpleTIR): the
+verifier; a turn the model ends that is neither a call nor an answer is a void turn
+(SimpleTIR; a turn cut by a token limit is the limit's, flag ``truncated``): the
 episode ends with reward 0 (flag ``void_turn``, ``Sample.ended`` "void"), and RL may
 leave such episodes out of training (``rlvr rl --drop_void_turns``). A turn that writes a
 result's opening tag itself forges one: reward 0 (flag ``forged_result``).
@@ -164,7 +165,8 @@ class ToolEpisode:
         call = parse_call(turn.text)
         if call is None:  # the answer
             verdict = self.env.env.verify(self.problem, turn.text)
-            void = "no_answer" in verdict.flags  # neither a call nor an answer
+            # Neither a call nor an answer, in a turn the model ended itself (a cut one is the limit's).
+            void = "no_answer" in verdict.flags and turn.finish_reason == "stop"
             self.counts["void_turns"] += void
             flags = verdict.flags | self.flags | ({"void_turn"} if void else set())
             return Step(verdict=dataclasses.replace(verdict, flags=frozenset(flags)), ended="void" if void else "answer")
