@@ -251,14 +251,16 @@ def test_tool_calls_run_in_a_bounded_pool_and_one_that_never_returns_times_out()
     for t in threads:
         t.join()
     assert out == ["<result>done</result>"] * 16 and peak[0] == 2  # 16 episodes at once, 2 calls at a time
-    quick = _env({"name": "tools", "tools": ["busy"], "env": "arithmetic", "workers": 3, "timeout": 0.3})
+    quick = _env({"name": "tools", "tools": ["busy"], "env": "arithmetic", "workers": 1, "timeout": 0.3})
     episode = episode_of(quick, problem)
     start = time.perf_counter()
     try:
         hung = episode.step(_turn("<tool>busy: forever</tool>")).observation
+        waiting = episode_of(quick, problem).step(_turn("<tool>busy: 0</tool>")).observation  # its one worker is held
     finally:
         release.set()
     assert hung == "<result>error: the tool ran out of time (0.3 s)</result>" and time.perf_counter() - start < 5
+    assert waiting == "<result>error: the tool ran out of time (0.3 s): every worker busy</result>"
     assert episode.counts["tool_errors"] == 1 and episode.step(_turn("#### 1")).verdict is not None  # it goes on
     TOOLS.pop("busy")
 
