@@ -1,4 +1,4 @@
-"""`tools:TOOL[+TOOL]:ENV`: any single-turn environment with tools offered, as an episode.
+"""`tools:TOOL[+TOOL][,limit=value...]:ENV`: any single-turn environment with tools offered, as an episode.
 
 Tools are plain Python functions with type hints and a docstring (an ``Args:`` line per
 argument), registered by name in `TOOLS` (`register_tool` adds yours); a tool that
@@ -40,7 +40,7 @@ void turns (`counts`, summed into the rollout's statistics).
     env = make_env("tools:python,stateful=true,max_turns=6,max_result_tokens=32:arithmetic")
     env = make_env({"name": "tools", "tools": ["python"], "env": "arithmetic", "stateful": True})
 
-Run its tests: ``.venv/bin/python -m pytest tests/test_tools.py -q``.
+Run its tests: ``.venv/bin/python -m pytest tests/test_tools.py tests/test_tool_redteam.py -q``.
 """
 
 from __future__ import annotations
