@@ -32,8 +32,8 @@ from rlvr.engine.fields import EngineFields
 from rlvr.fields import EnvSpec
 from rlvr.envs.prompting import PromptFields
 from rlvr.eval_metrics import summarize
-from rlvr.rollout import generate_rollouts, judge_turn
-from rlvr.types import Environment, MultiTurn, Problem, Sampling, Turn, VerifierError
+from rlvr.rollout import ending, episode_stats, generate_rollouts, judge_turn
+from rlvr.types import Environment, MultiTurn, Problem, Sample, Sampling, Turn, VerifierError
 
 UNJUDGED = "unjudged"  # the verifier failed on the sample (a crashed worker, a broken sandbox)
 
@@ -95,7 +95,8 @@ def evaluate(engine, env: Environment, problems: list[Problem], samples: int, ks
     # The truth, also behind a noisy verifier (rlvr.envs.noisy): evaluation measures the model.
     # A sample the verifier could not judge (rlvr.rollout) counts as not correct, flagged
     # `unjudged`: dropping it would take it out of the denominator.
-    rows = [_row(r.problem, r.verdicts, r.dropped) for r in generate_rollouts(engine, env, problems, samples, sampling)]
+    rows = [_row(r.problem, r.verdicts, r.dropped, r.samples)
+            for r in generate_rollouts(engine, env, problems, samples, sampling)]
     if greedy:
         g = Sampling(temperature=0.0, max_new_tokens=sampling.max_new_tokens)
         for row, r in zip(rows, generate_rollouts(engine, env, problems, 1, g)):
@@ -103,12 +104,13 @@ def evaluate(engine, env: Environment, problems: list[Problem], samples: int, ks
     return metrics_of(rows, ks, greedy)
 
 
-def _row(problem: Problem, verdicts: list, dropped: int) -> dict[str, Any]:
+def _row(problem: Problem, verdicts: list, dropped: int, samples: list[Sample]) -> dict[str, Any]:
     """One problem's samples as the metrics read them."""
     return {"env": problem.env, "id": problem.id,
             "correct": [v.true_correct for v in verdicts] + [False] * dropped,
             "answers": [v.parsed for v in verdicts] + [None] * dropped,
-            "flags": [sorted(v.flags) for v in verdicts] + [[UNJUDGED]] * dropped}
+            "flags": [sorted(v.flags) for v in verdicts] + [[UNJUDGED]] * dropped,
+            "endings": [ending(s) for s in samples] + [UNJUDGED] * dropped, "samples": samples}
 
 
 def evaluate_api(client, env: Environment, problems: list[Problem], samples: int, ks: list[int],
@@ -126,20 +128,24 @@ def evaluate_api(client, env: Environment, problems: list[Problem], samples: int
     rows = [_row(p, *_judged(env, p, res)) for p, res in zip(problems, ask(samples, sampling.temperature))]
     if greedy:
         for row, p, res in zip(rows, problems, ask(1, 0.0)):
-            verdicts, _ = _judged(env, p, res)
+            verdicts, _, _ = _judged(env, p, res)
             row["greedy"] = [bool(verdicts) and verdicts[0].true_correct]
     return metrics_of(rows, ks, greedy)
 
 
-def _judged(env: Environment, problem: Problem, result) -> tuple[list, int]:
-    """(verdicts, answers the verifier could not judge) of one endpoint answer."""
-    verdicts, dropped = [], 0
+def _judged(env: Environment, problem: Problem, result) -> tuple[list, int, list[Sample]]:
+    """(verdicts, answers the verifier could not judge, the judged answers as samples: text
+    and how each ended) of one endpoint answer."""
+    verdicts, dropped, samples = [], 0, []
     for text, reason in zip(result.texts, result.finish_reasons):
+        finish = "length" if reason == "length" else "stop"
         try:
-            verdicts.append(judge_turn(env, problem, Turn(text, [], "length" if reason == "length" else "stop")))
+            verdicts.append(judge_turn(env, problem, Turn(text, [], finish)))
         except VerifierError:
             dropped += 1
-    return verdicts, dropped
+            continue
+        samples.append(Sample(problem, [], [], [], 0, finish, text=text))
+    return verdicts, dropped, samples
 
 
 def metrics_of(rows: list[dict[str, Any]], ks: list[int], greedy: bool) -> dict[str, Any]:
@@ -154,9 +160,25 @@ def metrics_of(rows: list[dict[str, Any]], ks: list[int], greedy: bool) -> dict[
         out[name] = summarize(rows, ks)
         # Each problem's pass@1, for a paired comparison of two evaluations on the same set.
         out[name]["pass@1"]["per_problem"] = {p["id"]: sum(p["correct"]) / len(p["correct"]) for p in rows}
+        if any("endings" in p for p in rows):
+            out[name]["endings"] = endings(rows)
+            out[name].update({"episodes": episode_stats([s for p in rows for s in p["samples"]])}
+                             if any(s.source is not None for p in rows for s in p["samples"]) else {})
         if greedy:
             out[name]["greedy"] = summarize([{"correct": p["greedy"], "answers": [None]} for p in rows], [])["pass@1"]
     return out
+
+
+def endings(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """How the samples ended (answer, length, turns, void, forged, unjudged ...): per
+    ending, how many and the share of them that were correct."""
+    tally: dict[str, list[int]] = {}
+    for row in rows:
+        for why, correct in zip(row["endings"], row["correct"]):
+            tally.setdefault(why, [0, 0])
+            tally[why][0] += 1
+            tally[why][1] += bool(correct)
+    return {why: {"count": n, "pass_rate": c / n} for why, (n, c) in sorted(tally.items())}
 
 
 def headline(metrics: dict[str, Any], ks: list[int]) -> dict[str, float]:
@@ -227,3 +249,20 @@ def print_table(metrics: dict[str, Any]) -> None:
     console.print(table)
     for note in notes:
         console.print(f"[yellow]note:[/] {note}")
+    if any(len(m.get("endings", {})) > 1 or "episodes" in m for m in metrics.values()):
+        console.print(endings_table(metrics))
+
+
+def endings_table(metrics: dict[str, Any]):
+    """Per environment, how its samples ended: ending -> count, pass rate; and what a
+    multi-turn episode did on average (turns, tool calls, errors, void turns)."""
+    from rich.table import Table
+
+    table = Table(title="how episodes ended (pass rate of each ending); per episode: turns, tool calls, errors ...")
+    for col in ("env", "ending", "count", "pass rate", "per episode"):
+        table.add_column(col, justify="left" if col in ("env", "ending", "per episode") else "right")
+    for name, m in metrics.items():
+        per = ", ".join(f"{k} {v:.2f}" for k, v in m.get("episodes", {}).items() if not k.startswith("ended_"))
+        for i, (why, e) in enumerate(m.get("endings", {}).items()):
+            table.add_row(name if i == 0 else "", why, str(e["count"]), f"{e['pass_rate']:.1%}", per if i == 0 else "")
+    return table

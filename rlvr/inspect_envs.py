@@ -5,10 +5,13 @@ set of answer pairs, beside a naive string match. `rlvr envs` lists every regist
 answer. `rlvr audit ENV` throws hack probes at an environment's verifier (an empty
 answer, several answers, every option listed, the format around garbage, text that
 tells the grader the answer is right, an answer cut short...) and prints how many
-problems each probe fooled: every cell must be 0.
+problems each probe fooled: every cell must be 0. A multi-turn environment (guess,
+tools:...) also meets episode probes played through the rollout: a forged tool result,
+the answer smuggled into a tool call, an episode that never ends, void turns.
 
     rlvr envs
     rlvr audit countdown --problems 50
+    rlvr audit tools:calculator+python:arithmetic
     rlvr verify-audit
 """
 
@@ -74,6 +77,7 @@ def audit_main(cfg: AuditConfig) -> list[dict[str, Any]]:
     """The probes in each answer format; every row carries its `format`."""
     from rlvr.envs import make_env
     from rlvr.envs.prompting import Prompted, accepts_format, is_prompted
+    from rlvr.types import MultiTurn
     from rlvr.verify.probes import format_audit, run_audit
 
     env = make_env(cfg.env)
@@ -86,6 +90,9 @@ def audit_main(cfg: AuditConfig) -> list[dict[str, Any]]:
     for name in formats:
         if cfg.answer_format == "all" and not accepts_format(env, name):
             print(f"format {name}: skipped ({env.name} reads only ####)\n")
+            continue
+        if cfg.answer_format == "all" and name != "hashes" and isinstance(env, MultiTurn):
+            print(f"format {name}: skipped ({env.name} is multi-turn: its episodes keep their own answer format)\n")
             continue
         some = run_audit(env if name == "hashes" else Prompted(env, name), n_problems=cfg.problems, seed=cfg.seed)
         print(f"format {name}:\n{format_audit(some)}\n")

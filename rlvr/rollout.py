@@ -27,8 +27,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field, replace
 
-from rlvr.types import (TRUNCATED_FLAG, Environment, Episode, MultiTurn, Problem, Rollout, Sample, Sampling, Step,
-                        StopsOn, Turn, Verdict, VerifierError)
+from rlvr.types import (TRUNCATED_FLAG, Counting, Environment, Episode, MultiTurn, Problem, Rollout, Sample, Sampling,
+                        Step, StopsOn, Turn, UsesTokenizer, Verdict, VerifierError)
 
 TRUNCATED = Verdict(reward=0.0, correct=False, parsed=None, flags=frozenset({TRUNCATED_FLAG}))
 TIMED_OUT = Verdict(reward=0.0, correct=False, parsed=None, flags=frozenset({"timeout"}))
@@ -36,7 +36,12 @@ OUT_OF_TURNS = Verdict(reward=0.0, correct=False, parsed=None, flags=frozenset({
 
 
 def encode_prompt(tok, problem: Problem) -> list[int]:
-    """Chat-template a problem's prompt into token ids, ready for the assistant's turn."""
+    """Chat-template a problem's prompt into token ids, ready for the assistant's turn, with
+    the tools it offers (``meta["tools"]``) in the model's format (rlvr/envs/tool_calls.py)."""
+    if problem.meta.get("tools"):
+        from rlvr.envs.tool_calls import offer_ids
+
+        return offer_ids(tok, problem.messages(), problem.meta["tools"])
     if isinstance(problem.prompt, str) and getattr(tok, "chat_template", None) is None:
         return tok(problem.prompt, add_special_tokens=False)["input_ids"]
     text = tok.apply_chat_template(problem.messages(), add_generation_prompt=True, tokenize=False)
@@ -134,11 +139,14 @@ class _Live:
             return self.first
         return replace(self.first, completion_ids=self.ids, logprobs=self.logprobs, source=self.source,
                        finish_reason=finish_reason, text=tok.decode(self.ids, skip_special_tokens=True),
-                       turns=self.turns, ended=ended)
+                       turns=self.turns, ended=ended,
+                       counts=dict(self.episode.counts) if isinstance(self.episode, Counting) else {})
 
 
 def generate_rollouts(engine, env: Environment, problems: list[Problem], n: int,
                       sampling: Sampling) -> list[Rollout]:
+    if isinstance(env, UsesTokenizer):
+        env.use_tokenizer(engine.tok)
     prompts = [encode_prompt(engine.tok, p) for p in problems]
     max_turns = env.max_turns if isinstance(env, MultiTurn) else 1
     budget = env.max_episode_tokens if isinstance(env, MultiTurn) else sampling.max_new_tokens
@@ -244,9 +252,31 @@ def rollout_stats(rollouts: list[Rollout]) -> dict[str, float]:
         "solved_groups": sum(any(v.correct for v in r.verdicts) for r in rollouts) / len(rollouts),
         "verifier_errors": sum(r.dropped for r in rollouts) / (n + sum(r.dropped for r in rollouts)),
         **{f"flag_{k}": c / n for k, c in sorted(flags.items())},
-        **({"turns": sum(s.turns for s in samples) / n} if any(s.source is not None for s in samples) else {}),
+        **episode_stats(samples),
         **true_stats(verdicts),
     }
+
+
+def ending(sample: Sample) -> str:
+    """Why an episode ended: a multi-turn one says (answer, turns, length, void, forged,
+    error); a single-turn one ended on its answer or on the token limit."""
+    return sample.ended or ("length" if sample.finish_reason == "length" else "answer")
+
+
+def episode_stats(samples: list[Sample]) -> dict[str, float]:
+    """Of multi-turn episodes: model turns and each count of theirs (tool calls, tool
+    errors, truncated results, void turns) per episode, and the share that ended each way."""
+    episodes = [s for s in samples if s.source is not None]
+    if not episodes:
+        return {}
+    n = len(episodes)
+    names = sorted({k for s in episodes for k in s.counts})
+    endings: dict[str, int] = {}
+    for s in episodes:
+        endings[ending(s)] = endings.get(ending(s), 0) + 1
+    return {"turns": sum(s.turns for s in episodes) / n,
+            **{k: sum(s.counts.get(k, 0) for s in episodes) / n for k in names},
+            **{f"ended_{k}": c / n for k, c in sorted(endings.items())}}
 
 
 def true_stats(verdicts: list[Verdict]) -> dict[str, float]:

@@ -92,7 +92,9 @@ class Sample:
     # the model's (a single-turn episode).
     source: list[int] | None = None
     turns: int = 1  # model turns in the episode
-    ended: str = ""  # why a multi-turn episode ended: answer | turns | length
+    ended: str = ""  # why a multi-turn episode ended: answer | turns | length | void | forged | error
+    # What the episode counted (`Counting`): tool calls, tool errors, truncated results, void turns.
+    counts: dict[str, int] = field(default_factory=dict)
 
     def mask(self) -> list[int]:
         if self.loss_mask is not None:
@@ -186,6 +188,23 @@ class MultiTurn(Protocol):
     max_episode_tokens: int
 
     def episode(self, problem: Problem) -> Episode:
+        ...
+
+
+@runtime_checkable
+class Counting(Protocol):
+    """An episode that counts what happened in it (tool calls, errors, void turns), by name;
+    the rollout copies the counts onto the episode's `Sample`."""
+
+    counts: dict[str, int]
+
+
+@runtime_checkable
+class UsesTokenizer(Protocol):
+    """Needs the model's tokenizer (a tool's result is cut in its tokens): the rollout binds
+    the engine's before the first episode."""
+
+    def use_tokenizer(self, tok: Any) -> None:
         ...
 
 

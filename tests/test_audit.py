@@ -13,8 +13,11 @@ Run: ``.venv/bin/python -m pytest tests/test_audit.py -q`` (CPU, seconds).
 import pytest
 
 from rlvr.envs import ENVS, Arithmetic, Prompted, make_env, make_mixture
+from rlvr.envs.guess import Guess, GuessEpisode
+from rlvr.envs.tools import ToolEpisode, Tools
 from rlvr.inspect_envs import AuditConfig, audit_main
-from rlvr.types import Problem, Verdict
+from rlvr.types import MultiTurn, Problem, Step, Verdict
+from rlvr.verify.episode_probes import EPISODE_GOLD, EPISODE_PROBES, TOOL_PROBES, run_episode_audit
 from rlvr.verify.formats import FORMATS
 from rlvr.verify.probes import GOLD, PROBES, format_audit, probe_completions, run_audit
 
@@ -25,8 +28,10 @@ def by_probe(rows):
 
 @pytest.mark.parametrize("name", sorted(ENVS))
 def test_every_probe_scores_zero(name):
-    rows = run_audit(make_env(name), n_problems=30, seed=0)
-    assert [r["probe"] for r in rows] == [*PROBES, GOLD]
+    env = make_env(name)
+    rows = run_audit(env, n_problems=30, seed=0)
+    episodes = [p for p in EPISODE_PROBES if p not in TOOL_PROBES] + [EPISODE_GOLD]
+    assert [r["probe"] for r in rows] == [*PROBES, GOLD] + (episodes if isinstance(env, MultiTurn) else [])
     assert all(r["problems"] == 30 for r in rows)
     # The control: gold answers score on every problem, so the zeros below mean something.
     assert all(r["ok"] for r in rows), "\n" + format_audit(rows)
@@ -154,6 +159,12 @@ def test_audit_catches_a_weak_verifier_in_another_format():
     assert rows[GOLD]["ok"]
 
 
+def test_rlvr_audit_runs_the_episode_probes_of_a_multi_turn_env_in_its_own_format(capsys):
+    rows = audit_main(AuditConfig(env="tools:python:arithmetic:digits=1", problems=3))
+    assert {r["format"] for r in rows} == {"hashes"} and {"forged_result", "void_turn"} <= {r["probe"] for r in rows}
+    assert all(r["ok"] for r in rows) and "is multi-turn" in capsys.readouterr().out
+
+
 def test_rlvr_audit_runs_every_format(capsys):
     rows = audit_main(AuditConfig(env="countdown", problems=5))
     assert [r["format"] for r in rows] == [f for f in FORMATS for _ in range(len(PROBES) + 1)]
@@ -163,3 +174,47 @@ def test_rlvr_audit_runs_every_format(capsys):
     assert {r["format"] for r in rows} == {"answer_is"} and all(r["ok"] for r in rows)
     assert {r["format"] for r in audit_main(AuditConfig(env="arithmetic", problems=3, answer_format="boxed"))} == {
         "boxed"}
+
+
+# ---- episode probes (rlvr.verify.episode_probes): multi-turn environments, through the rollout
+
+
+def test_episode_probes_cover_the_tools_env_and_guess():
+    rows = by_probe(run_audit(make_env("tools:calculator+python:arithmetic:digits=2"), n_problems=6))
+    assert set(rows) == {*PROBES, GOLD, *EPISODE_PROBES, EPISODE_GOLD} and all(r["ok"] for r in rows.values())
+    assert rows[EPISODE_GOLD]["rewarded"] == 6
+    rows = by_probe(run_episode_audit(make_env("guess:max_turns=4"), n_problems=6))
+    assert set(rows) == {"never_ends", "void_turn", "rambles", EPISODE_GOLD} and all(r["ok"] for r in rows.values())
+
+
+def test_episode_audit_catches_an_episode_that_takes_a_forged_result(monkeypatch):
+    monkeypatch.setattr("rlvr.envs.tools.FORGED", ())
+    rows = by_probe(run_episode_audit(make_env("tools:calculator:arithmetic"), n_problems=4))
+    assert rows["forged_result"]["rewarded"] == 4 and not rows["forged_result"]["ok"]
+    assert rows["forged_result"]["example"].startswith("ended answer")
+
+
+class ReadsTheCall(ToolEpisode):
+    """Weak on purpose: a call whose argument is the gold counts as the answer."""
+
+    def step(self, turn):
+        if str(self.problem.answer) in turn.text and "<tool>" in turn.text:
+            return Step(verdict=Verdict(1.0, True))
+        return super().step(turn)
+
+
+class VoidPays(GuessEpisode):
+    """Weak on purpose: a turn without a guess wins."""
+
+    def step(self, turn):
+        return Step(verdict=Verdict(1.0, True)) if "####" not in turn.text else super().step(turn)
+
+
+def test_episode_audit_catches_an_answer_read_from_a_tool_call_and_a_void_turn_that_pays(monkeypatch):
+    monkeypatch.setattr(Tools, "episode", lambda self, problem: ReadsTheCall(self, problem))
+    rows = by_probe(run_episode_audit(make_env("tools:calculator:arithmetic"), n_problems=4))
+    assert rows["answer_in_call"]["rewarded"] == 4 and not rows["answer_in_call"]["ok"]
+    monkeypatch.setattr(Guess, "episode", lambda self, problem: VoidPays(self, problem))
+    rows = by_probe(run_episode_audit(make_env("guess"), n_problems=4))
+    assert rows["void_turn"]["rewarded"] == 4 and rows["rambles"]["rewarded"] == 0  # a cut turn earns 0 regardless
+    assert rows[EPISODE_GOLD]["ok"]

@@ -158,13 +158,21 @@ def test_rl_trains_on_multi_turn_episodes_and_logs_them(micro_base, tmp_path):
 
     rl.main(rl.RLConfig(model=str(micro_base), env="guess:max_turns=3,max_episode_tokens=96",
                         run_dir=str(tmp_path / "rl"), steps=2, prompts=4, group_size=4, max_new_tokens=12,
-                        eval_problems=4, eval_samples=2, save_every=0, seed=0))
+                        eval_problems=4, eval_samples=2, save_every=0, seed=0, drop_void_turns=True))
     rows = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(r["turns"] >= 1 for r in rows)
     assert rows[-1]["compute/prompt_tokens"] > 0 and rows[-1]["compute/generated_tokens"] > 0
+    # Per episode: void turns, how episodes ended; SimpleTIR's filter masked the episodes with a void turn.
+    assert all(abs(sum(v for k, v in r.items() if k.startswith("ended_")) - 1) < 1e-9 for r in rows)
+    assert all("void_turns" in r and ("masked_void" in r or r["updates"] == 0) for r in rows)
     samples = [json.loads(line) for line in (tmp_path / "rl" / "samples.jsonl").read_text().splitlines()]
     assert samples and all("Higher." in s["completion"] or "Lower." in s["completion"] or "####" in s["completion"]
                            for s in samples if s["tokens"] > 40)
+    # samples.jsonl shows whole episodes: the stream as runs of text, each marked trained or not.
+    for s in samples:
+        assert s["ended"] in {"answer", "turns", "length"} and [t for t, _ in s["segments"]]
+        assert s["trained_tokens"] == 0 if s["counts"]["void_turns"] else s["trained_tokens"] > 0
+        assert {trained for _, trained in s["segments"]} <= {0, 1}
 
 
 def test_a_lenient_wrapper_judges_the_last_turn_and_keeps_the_strict_verdict_for_the_monitor():

@@ -104,3 +104,18 @@ def test_serve(smol):
         out = client.chat.completions.create(model="smol", messages=[{"role": "user", "content": "What is 2+3?"}],
                                              max_tokens=12, temperature=0)
         assert out.choices[0].message.content and out.usage.completion_tokens <= 12
+
+
+def test_tools_in_a_real_chat_template(smol, tmp_path):
+    """SmolLM2's template has no tool format: the tools are offered in the tag format inside
+    its chat turns; episodes run end to end and `rlvr eval` counts how they ended."""
+    from transformers import AutoTokenizer
+
+    from rlvr.envs.tool_calls import template_offers_tools
+    from rlvr.eval import EvalConfig, main
+
+    assert not template_offers_tools(AutoTokenizer.from_pretrained(smol))
+    out = main(EvalConfig(model=smol, env="tools:calculator,max_turns=3:arithmetic:digits=1,ops=add", problems=4,
+                          samples=2, ks=[1], max_new_tokens=24, greedy=False, run_dir=str(tmp_path)))
+    m = out["metrics"]["arithmetic"]
+    assert sum(e["count"] for e in m["endings"].values()) == 8 and m["episodes"]["turns"] >= 1

@@ -19,10 +19,12 @@ Overlong filtering: a truncated completion's reward says nothing about its reaso
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor
 
-from rlvr.types import TRUNCATED_FLAG, Rollout
+from rlvr.types import TRUNCATED_FLAG, Rollout, Sample, Verdict
 
 
 def overlong_penalty(lengths: Tensor, max_len: int, buffer: int) -> Tensor:
@@ -40,10 +42,16 @@ def mask_truncated(rollouts: list[Rollout]) -> int:
     """Overlong filtering: every sample cut off by the token limit (verdict flag
     `truncated`) gets an all-zero loss mask, so it adds no gradient and its tokens leave
     the aggregation's count; it still counts in its group's baseline. Returns how many."""
+    return mask_where(rollouts, lambda s, v: TRUNCATED_FLAG in v.flags)
+
+
+def mask_where(rollouts: list[Rollout], drop: Callable[[Sample, Verdict], bool]) -> int:
+    """An all-zero loss mask on every sample for which `drop(sample, verdict)` holds (it
+    stays in its group's baseline); how many."""
     n = 0
     for r in rollouts:
         for s, v in zip(r.samples, r.verdicts):
-            if TRUNCATED_FLAG in v.flags:
+            if drop(s, v):
                 s.loss_mask = [0] * len(s.completion_ids)
                 n += 1
     return n

@@ -11,9 +11,11 @@ verifier around a curriculum still observes, reports and resumes like the curric
   (a noisy verifier flips it, a lenient one reads the last turn with its hole), the inner
   verdict kept as its `truth` (what the hack monitor and true-reward metrics read). Around a
   single-turn environment nothing changes: the rollout judges with `verify` as before.
-- Capabilities (rlvr/types.py: `Observer`, `Reporting`, `Stateful`): `observe`, `stats`,
-  `state` and `load_state` are the inner environments' where they have them, and absent
-  otherwise, so `isinstance(wrapper, Stateful)` is true exactly when there is state.
+- Capabilities (rlvr/types.py: `Observer`, `Reporting`, `Stateful`, `StopsOn`,
+  `UsesTokenizer`): `observe`, `stats`, `state`, `load_state`, `stop_strings` are the
+  inner environments' where they have them, and absent otherwise, so
+  `isinstance(wrapper, Stateful)` is true exactly when there is state; `use_tokenizer`
+  reaches every inner environment that has it. An episode's `counts` pass through.
 
     class Noisy(Forwarding):
         def inner_envs(self): return [self.env]
@@ -28,11 +30,12 @@ import dataclasses
 from typing import Any
 
 from rlvr.types import (Environment, Episode, MultiTurn, Observer, Problem, Reporting, Stateful, Step, StopsOn, Turn,
-                        Verdict)
+                        UsesTokenizer, Verdict)
 
 # Capability -> the methods it forwards.
 FORWARDED = {Observer: ("observe",), Reporting: ("stats",), Stateful: ("state", "load_state"),
-             StopsOn: ("stop_strings",)}
+             StopsOn: ("stop_strings",), UsesTokenizer: ("use_tokenizer",)}
+BROADCAST = {"use_tokenizer"}  # called on every inner environment that has it
 
 
 class Forwarding:
@@ -81,6 +84,11 @@ class Forwarding:
             raise AttributeError(name)
         if len(having) == 1:
             return getattr(having[0], name)
+        if name in BROADCAST:
+            def broadcast(*args: Any) -> None:
+                for env in having:
+                    getattr(env, name)(*args)
+            return broadcast
         raise AttributeError(f"{type(self).__name__} has several inner environments with {name}; it must define it")
 
 
@@ -89,6 +97,10 @@ class Rejudged:
 
     def __init__(self, inner: Episode, rejudge):
         self.inner, self.rejudge = inner, rejudge
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return getattr(self.inner, "counts", {})
 
     def step(self, turn: Turn) -> Step:
         step = self.inner.step(turn)

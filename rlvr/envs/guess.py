@@ -1,7 +1,8 @@
 """`Guess`: find a hidden number from "higher" and "lower", the smallest multi-turn task.
 
 The model guesses with ``#### N``; the environment answers each wrong guess with
-"Higher." or "Lower." (and a turn without a guess with a reminder of the format),
+"Higher." or "Lower." (and a turn without a guess with a reminder of the format; the
+episode counts those the model ended itself as void turns),
 until the guess is right, the turn limit, or the episode's token limit. A right guess
 earns 1 at any turn; running out of turns earns 0 (flag ``max_turns``). With
 ``low=1, high=100`` and ``max_turns=7`` binary search always wins: the task rewards
@@ -62,6 +63,7 @@ class Guess(ProceduralEnv):
 class GuessEpisode:
     def __init__(self, env: Guess, problem: Problem):
         self.env, self.problem = env, problem
+        self.counts = {"void_turns": 0}  # turns without a guess
 
     def step(self, turn: Turn) -> Step:
         answer, _ = extract_final(turn.text)
@@ -69,5 +71,6 @@ class GuessEpisode:
         if verdict is not None and verdict.correct:
             return Step(verdict=verdict)
         if verdict is None or verdict.parsed is None:
+            self.counts["void_turns"] += turn.finish_reason == "stop"  # a cut turn is the length limit's
             return Step(observation="End your turn with #### and one number.")
         return Step(observation="Higher." if verdict.parsed < self.problem.answer else "Lower.")

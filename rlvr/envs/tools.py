@@ -1,61 +1,85 @@
-"""`tools:TOOL[+TOOL]:ENV`: any single-turn environment with tools offered, as an episode.
+"""`tools:TOOL[+TOOL][,limit=value...]:ENV`: any single-turn environment with tools offered, as an episode.
 
-Tools are plain typed Python functions of one text argument with a docstring
-(`TOOLS`); the prompt lists each with its signature and docstring. The model calls one
-in a documented tag format that every tokenizer can write (the tiny model's included):
+Tools are plain Python functions with type hints and a docstring (an ``Args:`` line per
+argument), registered by name in `TOOLS` (`register_tool` adds yours); a tool that
+lacks either, or a name not registered, is refused when the environment is made. The
+problems carry the names of the tools they offer (``meta["tools"]``), and the rollout
+offers them in the model's own format (rlvr/envs/tool_calls.py): its chat template's
+tool format where it has one (``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``,
+results as ``role: tool`` messages), else the documented tag format that every tokenizer
+can write, the tiny model's included:
 
-    <tool>calculator: 12*(3+4)</tool>
+    <tool>calculator: 12*(3+4)</tool>    ->    <result>84</result>
 
-Generation stops at ``</tool>`` (a stop string of the environment); the tool runs and its
-output comes back as the next observation, ``<result>84</result>``, and the model goes on.
-A turn without a tool call is the model's answer, judged by the wrapped environment's
-verifier on that turn's text. Limits a user sets: `max_turns`, `max_episode_tokens`,
-`max_result_chars` (longer output is cut, flag ``tool_output_truncated``) and `timeout`
-(seconds per call). A tool that fails answers with its error as the result (flag
-``tool_error``); the episode goes on. A turn that writes ``<result>`` itself forges a
-tool's answer: the episode ends with reward 0 (flag ``forged_result``).
+Generation stops at a call's closing tag; the tool runs and its output is the next
+observation. A turn without a call is the answer, judged by the wrapped environment's
+verifier; a turn the model ends that is neither a call nor an answer is a void turn
+(SimpleTIR; a turn cut by a token limit is the limit's, flag ``truncated``): the
+episode ends with reward 0 (flag ``void_turn``, ``Sample.ended`` "void"), and RL may
+leave such episodes out of training (``rlvr rl --drop_void_turns``). A turn that writes a
+result's opening tag itself forges one: reward 0 (flag ``forged_result``).
 
-- ``calculator``: + - * / on integers, exact, with the safe parser (rlvr/verify/expr.py),
-  never `eval`.
-- ``python``: the model's code runs in rlvr's sandbox (namespaces, resource limits, no
-  network, host paths hidden; rlvr/verify/sandbox.py) and its stdout comes back, or the
-  error's last line. Every call is a fresh interpreter: nothing survives a call, let
-  alone an episode. Calls run one at a time in the rollout's thread, so a batch of
-  episodes never starts more than one interpreter at once.
+Limits a user sets, each refused at start when it makes no sense: `max_turns` (model
+turns), `max_episode_tokens` (the whole stream after the prompt), `max_result_tokens`
+(a result is cut to this many tokens of the model's tokenizer, flag
+``tool_output_truncated``; at most `max_episode_tokens`) and `timeout` (seconds per
+call). Calls run in a bounded pool of `workers` (rlvr/envs/tool_pool.py). A tool that
+raises or runs out of time answers with its error's last line (flag ``tool_error``);
+the episode goes on. Each episode counts its tool calls, errors, truncated results and
+void turns (`counts`, summed into the rollout's statistics).
 
-    env = make_env("tools:calculator:arithmetic:digits=5,ops=mul")
+- ``calculator``: + - * / on integers, exact, with the safe parser (rlvr/verify/expr.py).
+- ``python``: the code runs in rlvr's sandbox (namespaces, resource limits, no network,
+  host paths hidden; rlvr/verify/sandbox.py) and what it printed comes back. Stateless by
+  default: every call a fresh interpreter. With ``stateful=true`` a call sees the
+  variables of the episode's earlier calls: the sandbox re-runs the episode's earlier
+  successful cells, silently, before the new one (so their side effects happen again;
+  their time counts against the call's); nothing outlives the episode.
 
-Run its tests: ``.venv/bin/python -m pytest tests/test_tools.py -q``.
+    env = make_env("tools:calculator+python:arithmetic:digits=5,ops=mul")
+    env = make_env("tools:python,stateful=true,max_turns=6,max_result_tokens=32:arithmetic")
+    env = make_env({"name": "tools", "tools": ["python"], "env": "arithmetic", "stateful": True})
+
+Run its tests: ``.venv/bin/python -m pytest tests/test_tools.py tests/test_tool_redteam.py -q``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import re
-import textwrap
 from typing import Any, Callable
 
+from rlvr.envs.tool_calls import FORGED, STOPS, TOOLS, Call, bind, parse_call, register_tool, result_message
+from rlvr.envs.tool_pool import pool, seconds_left
 from rlvr.types import Environment, Problem, Step, Turn, Verdict
 
-CALL = re.compile(r"<tool>\s*([A-Za-z_]\w*)\s*:(.*)</tool>\s*$", re.S)
-FORGED = "<result>"
+COUNTS = ("tool_calls", "tool_errors", "tool_truncated", "void_turns")
 
 
+@register_tool
 def calculator(expression: str) -> str:
     """Evaluates an arithmetic expression of non-negative integers with + - * / and
-    parentheses, exactly (a fraction where it does not divide)."""
+    parentheses, exactly (a fraction where it does not divide).
+
+    Args:
+        expression: the expression, e.g. 12*(3+4)
+    """
     from rlvr.verify.expr import evaluate
 
     value, _ = evaluate(expression.strip())
     return str(value)
 
 
+@register_tool
 def python(code: str) -> str:
-    """Runs Python code in a sandbox and returns what it printed (or the error's last line)."""
+    """Runs Python code in a sandbox and returns what it printed.
+
+    Args:
+        code: the program; print what you want to see
+    """
     from rlvr.verify.sandbox import run_python
 
-    result = run_python(code, timeout=5.0)
+    result = run_python(code, timeout=seconds_left(5.0))
     if result.timed_out:
         raise TimeoutError("the code ran out of time")
     if result.returncode != 0:
@@ -64,56 +88,53 @@ def python(code: str) -> str:
     return result.stdout
 
 
-TOOLS: dict[str, Callable[[str], str]] = {"calculator": calculator, "python": python}
-
-
-def describe(tool: Callable[[str], str]) -> str:
-    """`name(arg: type) -> type`: the docstring, as the prompt lists a tool. A tool without
-    type hints or a docstring is refused: the model reads nothing else about it."""
-    hints = inspect.get_annotations(tool, eval_str=True)
-    params = list(inspect.signature(tool).parameters)
-    if len(params) != 1 or set(params) | {"return"} != set(hints) or not inspect.getdoc(tool):
-        raise ValueError(f"tool {tool.__name__!r} must take one typed argument, declare its return type and "
-                         "have a docstring")
-    arg = params[0]
-    doc = " ".join(inspect.getdoc(tool).split())
-    return f"{tool.__name__}({arg}: {hints[arg].__name__}) -> {hints['return'].__name__}: {doc}"
+def replay(cells: list[str], code: str) -> str:
+    """A program that runs the earlier `cells` with their output discarded, then `code`:
+    one interpreter that holds an episode's variables (the python tool's stateful mode)."""
+    head = "import contextlib as _rc, io as _rio\n"
+    if cells:
+        head += "with _rc.redirect_stdout(_rio.StringIO()), _rc.redirect_stderr(_rio.StringIO()):\n"
+        head += "".join(f"    exec(compile({c!r}, '<cell {i}>', 'exec'))\n" for i, c in enumerate(cells, 1))
+    return head + f"exec(compile({code!r}, '<cell>', 'exec'))\n"
 
 
 class Tools:
     """A single-turn environment's problems, asked with tools on offer; its verifier judges
-    the answer turn. Multi-turn (rlvr/types.py `MultiTurn`), stopping on ``</tool>``."""
+    the answer turn. Multi-turn (rlvr/types.py `MultiTurn`), stopping on a call's closing tag."""
 
-    def __init__(self, env: Environment, tools: tuple[str, ...] = ("calculator",), max_turns: int = 4,
-                 max_episode_tokens: int = 256, max_result_chars: int = 200, timeout: float = 5.0):
+    def __init__(self, env: Environment, tools: tuple[str | Callable[..., Any], ...] = ("calculator",),
+                 max_turns: int = 4, max_episode_tokens: int = 256, max_result_tokens: int = 64,
+                 timeout: float = 5.0, stateful: bool = False, workers: int = 4):
         from rlvr.types import MultiTurn
 
         if isinstance(env, MultiTurn):
             raise ValueError(f"tools: {env.name!r} is multi-turn already; tools are offered in single-turn environments")
-        unknown = [t for t in tools if t not in TOOLS]
-        if not tools or unknown:
-            raise ValueError(f"tools: unknown tool(s) {unknown}; choose from {sorted(TOOLS)}")
-        if max_turns < 2 or max_episode_tokens < 1 or max_result_chars < 1 or timeout <= 0:
-            raise ValueError("tools: max_turns must be >= 2 (a call and an answer), and max_episode_tokens, "
-                             "max_result_chars and timeout > 0")
+        names = tuple(register_tool(t).__name__ if callable(t) else t for t in tools)
+        unknown = [t for t in names if t not in TOOLS]
+        if not names or unknown:
+            raise ValueError(f"tools: unknown tool(s) {unknown}; choose from {sorted(TOOLS)} or register your own")
+        limits = {"max_episode_tokens": max_episode_tokens, "max_result_tokens": max_result_tokens,
+                  "timeout": timeout, "workers": workers}
+        bad = [f"{k}={v!r}" for k, v in limits.items() if isinstance(v, bool) or not v > 0]
+        if bad or max_turns < 2:
+            raise ValueError(f"tools: max_turns must be >= 2 (a call and an answer) and every limit > 0; got "
+                             f"{', '.join(bad or [f'max_turns={max_turns}'])}")
+        if max_result_tokens > max_episode_tokens:
+            raise ValueError(f"tools: max_result_tokens ({max_result_tokens}) is above max_episode_tokens "
+                             f"({max_episode_tokens}): no result that long fits in an episode")
         self.env, self.name, self.routes = env, env.name, {env.name: self}
-        self.tools = {t: TOOLS[t] for t in tools}
-        self.max_turns, self.max_episode_tokens = max_turns, max_episode_tokens
-        self.max_result_chars, self.timeout = max_result_chars, timeout
-        self.stop_strings = ("</tool>",)
-        self.instructions = ("You may use tools. To call one, write <tool>NAME: INPUT</tool> and stop; its output "
-                             "comes back as <result>OUTPUT</result>. Tools:\n"
-                             + "\n".join(f"- {describe(t)}" for t in self.tools.values()))
+        self.tools = {n: TOOLS[n] for n in names}
+        self.max_turns, self.max_episode_tokens, self.max_result_tokens = max_turns, max_episode_tokens, max_result_tokens
+        self.timeout, self.stateful, self.workers = float(timeout), bool(stateful), workers
+        self.stop_strings = STOPS
+        self.tok = None  # the model's tokenizer, bound by the rollout (`use_tokenizer`): results are cut in its tokens
+
+    def use_tokenizer(self, tok) -> None:
+        self.tok = tok
 
     def problems(self, split: str, seed: int):
-        return (dataclasses.replace(p, prompt=self._prompt(p.prompt)) for p in self.env.problems(split, seed))
-
-    def _prompt(self, prompt):
-        if isinstance(prompt, str):
-            return f"{prompt}\n\n{self.instructions}"
-        messages = [dict(m) for m in prompt]
-        messages[-1]["content"] = f"{messages[-1]['content']}\n\n{self.instructions}"
-        return messages
+        return (dataclasses.replace(p, meta={**p.meta, "tools": tuple(self.tools)})
+                for p in self.env.problems(split, seed))
 
     def verify(self, problem: Problem, completion: str) -> Verdict:
         return self.env.verify(problem, completion)
@@ -135,35 +156,62 @@ class Tools:
 class ToolEpisode:
     def __init__(self, env: Tools, problem: Problem):
         self.env, self.problem, self.flags = env, problem, set()
+        self.counts = dict.fromkeys(COUNTS, 0)
+        self.cells: list[str] = []  # the stateful python tool's successful code, this episode's only
 
     def step(self, turn: Turn) -> Step:
-        if FORGED in turn.text:
+        if any(marker in turn.text for marker in FORGED):
             return Step(verdict=Verdict(0.0, False, flags=frozenset({"forged_result"})), ended="forged")
-        call = CALL.search(turn.text)
+        call = parse_call(turn.text)
         if call is None:  # the answer
             verdict = self.env.env.verify(self.problem, turn.text)
-            return Step(verdict=dataclasses.replace(verdict, flags=verdict.flags | self.flags))
-        name, arg = call.group(1), textwrap.dedent(call.group(2)).strip()  # "python: print(1)" runs print(1)
-        output = self._run(name, arg)
-        if len(output) > self.env.max_result_chars:
-            output = output[:self.env.max_result_chars]
-            self.flags.add("tool_output_truncated")
-        return Step(observation=f"<result>{output}</result>")
+            # Neither a call nor an answer, in a turn the model ended itself (a cut one is the limit's).
+            void = "no_answer" in verdict.flags and turn.finish_reason == "stop"
+            self.counts["void_turns"] += void
+            flags = verdict.flags | self.flags | ({"void_turn"} if void else set())
+            return Step(verdict=dataclasses.replace(verdict, flags=frozenset(flags)), ended="void" if void else "answer")
+        self.counts["tool_calls"] += 1
+        output = self._run(call)
+        text, role = result_message(self._cut(output), call.format)
+        return Step(observation=text, role=role)
 
-    def _run(self, name: str, arg: str) -> str:
-        tool = self.env.tools.get(name)
-        if tool is None:
-            self.flags.add("tool_error")
-            return f"error: no tool {name!r}; tools: {', '.join(self.env.tools)}"
+    def _run(self, call: Call) -> str:
+        tool = self.env.tools.get(call.name)
         try:
-            return str(tool(arg))
-        except Exception as e:  # the model's input broke the tool: it reads why, the episode goes on
+            if call.error is not None:
+                raise ValueError(call.error)
+            if tool is None:
+                raise ValueError(f"no tool {call.name!r}; tools: {', '.join(self.env.tools)}")
+            kwargs = bind(tool, call)
+            code = kwargs.get("code") if tool is python else None
+            if self.env.stateful and code is not None:
+                kwargs["code"] = replay(self.cells, code)
+            output = str(pool(self.env.workers).call(tool, kwargs, self.env.timeout))
+            if self.env.stateful and code is not None:
+                self.cells.append(code)
+            return output
+        except Exception as e:  # the model's call broke the tool: it reads why, the episode goes on
             self.flags.add("tool_error")
-            return f"error: {e}"
+            self.counts["tool_errors"] += 1
+            lines = str(e).strip().splitlines()
+            return f"error: {lines[-1] if lines else type(e).__name__}"
+
+    def _cut(self, output: str) -> str:
+        """`output` cut to `max_result_tokens` tokens of the model's tokenizer."""
+        tok = self.env.tok
+        if tok is None:
+            raise ValueError("tools: the model's tokenizer is not bound (env.use_tokenizer(tok); rollouts do it)")
+        ids = tok(output, add_special_tokens=False)["input_ids"]
+        if len(ids) <= self.env.max_result_tokens:
+            return output
+        self.flags.add("tool_output_truncated")
+        self.counts["tool_truncated"] += 1
+        return tok.decode(ids[:self.env.max_result_tokens], skip_special_tokens=True)
 
 
 def make_tools(spec: str | dict[str, Any]) -> Tools:
-    """``tools:calculator+python:ENV`` or ``{"name": "tools", "tools": [...], "env": ENV, ...limits}``."""
+    """``tools:calculator+python[,key=value...]:ENV`` (limits after the tools) or
+    ``{"name": "tools", "tools": [...], "env": ENV, ...limits}``."""
     from rlvr.envs import make_env
 
     if isinstance(spec, dict):
@@ -174,8 +222,18 @@ def make_tools(spec: str | dict[str, Any]) -> Tools:
         if isinstance(params.get("tools"), str):
             params["tools"] = (params["tools"],)
         return Tools(inner, **{k: tuple(v) if k == "tools" else v for k, v in params.items()})
+    from rlvr.envs import _coerce, _key_values
+
     _, _, rest = spec.partition(":")
-    names, sep, inner = rest.partition(":")
-    if not sep or not inner or not names:
-        raise ValueError(f"env spec {spec!r}: expected tools:TOOL[+TOOL]:ENV with tools from {sorted(TOOLS)}")
-    return Tools(make_env(inner), tuple(names.split("+")))
+    head, sep, inner = rest.partition(":")
+    names, _, limits = head.partition(",")
+    if not sep or not inner or not names or "=" in names:
+        raise ValueError(f"env spec {spec!r}: expected tools:TOOL[+TOOL][,key=value...]:ENV with tools from "
+                         f"{sorted(TOOLS)}")
+    defaults = inspect.signature(Tools).parameters
+    params = _key_values(spec, limits)
+    unknown = sorted(set(params) - set(defaults) - {"env", "tools"}) or sorted(set(params) & {"env", "tools"})
+    if unknown:
+        raise ValueError(f"env spec {spec!r}: unknown limit(s) {unknown}; valid: {list(defaults)[2:]}")
+    return Tools(make_env(inner), tuple(names.split("+")),
+                 **{k: _coerce(k, v, defaults[k].default) for k, v in params.items()})

@@ -35,6 +35,7 @@ from rlvr.jsonl import read_jsonl
 from rlvr.models import load_model
 from rlvr.models.forward import parts_of
 from rlvr.models.lora import adapter_base, is_lora
+from rlvr.rollout import ending
 from rlvr.run import Run, last_model
 from rlvr.train.batch import TrainBatch, micro_batch_tokens, policy_logprobs
 from rlvr.train.evaluator import TrainerFields, headline_pass_at_1
@@ -45,7 +46,7 @@ from rlvr.train.rollouts.producer import Batch, Producer
 from rlvr.train.rollouts.queues import RolloutQueue, make_queue
 from rlvr.train.schedule import Horizon
 from rlvr.train.trainer import Trainer
-from rlvr.types import Observer, Reporting, Rollout, Sampling, Stateful
+from rlvr.types import Observer, Reporting, Rollout, Sample, Sampling, Stateful
 
 
 class RLConfig(TrainerFields):
@@ -79,6 +80,7 @@ class RLConfig(TrainerFields):
     micro_batch: int = Field(128, ge=1, description="Completions per forward/backward at most (gradient accumulation; memory and speed only).")
     overlong_buffer: int = Field(0, ge=0, description="DAPO soft overlong punishment: reward falls linearly by up to 1 over the last N tokens before --max_new_tokens (0: off).")
     mask_truncated: bool = Field(False, description="DAPO overlong filtering: completions cut by --max_new_tokens add no gradient (they still count in their group's baseline).")
+    drop_void_turns: bool = Field(False, description="SimpleTIR: episodes with a void turn (neither a tool call nor an answer) add no gradient (they still count in their group's baseline).")
     drop_uniform_groups: bool = Field(False, description="DAPO dynamic sampling: drop groups whose rewards are all equal and draw more.")
     max_staleness: int = Field(0, ge=0, description="Policy versions a rollout may lag (0: synchronous, on-policy).")
     exact_staleness: bool = Field(False, description="With --max_staleness k: generate batch i with the weights of version exactly i - k, in the trainer's thread (repeatable off-policy data of a known age, for studying its bias) instead of a producer thread running ahead.")
@@ -194,7 +196,7 @@ class RL(Trainer):
         self.warn(self.dead.step(metrics))
         metrics.update(self.dead.metrics())
         if self.cfg.log_samples:
-            self.run.log_samples(step + 1, _sample_rows(batch.rollouts, self.cfg.log_samples))
+            self.run.log_samples(step + 1, _sample_rows(batch.rollouts, self.cfg.log_samples, self.tok))
         return metrics
 
     def learn(self, rollouts: list[Rollout]) -> dict[str, float]:
@@ -273,13 +275,26 @@ def staleness(rollouts: list[Rollout], version: int) -> dict[str, float]:
     return {"staleness": float(max(lags)), "staleness_mean": sum(lags) / len(lags)}
 
 
-def _sample_rows(rollouts: list[Rollout], n: int) -> list[dict[str, Any]]:
+def _sample_rows(rollouts: list[Rollout], n: int, tok) -> list[dict[str, Any]]:
     return [{"problem": r.problem.id, "prompt_tokens": len(s.prompt_ids), "tokens": len(s.completion_ids),
              "completion": s.text, "reward": v.reward, "correct": v.correct,
              "parsed": v.parsed, "flags": sorted(v.flags), "advantage": a, "version": s.policy_version,
+             "ended": ending(s), "trained_tokens": sum(s.mask()),
+             **({"turns": s.turns, "counts": s.counts, "segments": segments(tok, s)} if s.source is not None else {}),
              **({"token_advantage_mean": sum(s.token_advantages) / max(len(s.token_advantages), 1)}
                 if s.token_advantages is not None else {})}
             for r in rollouts[:n] for s, v, a in zip(r.samples, r.verdicts, r.advantages or [])]
+
+
+def segments(tok, sample: Sample) -> list[list]:
+    """A whole episode as runs of [text, trained]: trained 1 where the loss reads the tokens
+    (the model's, unless masked), 0 where it does not (the environment's, masked ones)."""
+    mask, out, start = sample.mask(), [], 0
+    for i in range(1, len(mask) + 1):
+        if i == len(mask) or mask[i] != mask[start]:
+            out.append([tok.decode(sample.completion_ids[start:i]), mask[start]])
+            start = i
+    return out
 
 
 def with_noise_rates(cfg: RLConfig, path: Path) -> RLConfig:

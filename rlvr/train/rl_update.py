@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from rlvr.algos import AGG_WEIGHT, LOSSES, LossConfig, compute_advantages, mask_truncated
+from rlvr.algos.void import mask_void_turns
 from rlvr.algos.offpolicy import NEEDS_PROXIMAL, OFFPOLICY
 from rlvr.train.batch import TrainBatch, make_batch, plan_micro_batches, policy_logprobs
 from rlvr.types import Rollout
@@ -53,6 +54,7 @@ def train_on(rollouts: list[Rollout], model, parts, reference: Reference | None,
     if not rollouts:  # e.g. dynamic sampling found no group with a learning signal
         return {"trained_tokens": 0, "loss_tokens": 0, "updates": 0}
     masked = with_advantages(rollouts, cfg, reward_weight)
+    voided = mask_void_turns(rollouts) if cfg.drop_void_turns else 0  # SimpleTIR (rlvr/algos/void.py)
     informative = {id(r) for r in rollouts if r.has_signal()}
     # No group with a learning signal (or a KL term alone, at a rate scaled to 0): no
     # forward, no backward, no update.
@@ -68,6 +70,8 @@ def train_on(rollouts: list[Rollout], model, parts, reference: Reference | None,
     out["micro_batches"] = sum(len(micro) for micro in work.micro)
     if cfg.mask_truncated:
         out["masked_truncated"] = masked / sum(len(r.samples) for r in rollouts)
+    if cfg.drop_void_turns:
+        out["masked_void"] = voided / sum(len(r.samples) for r in rollouts)
     return out
 
 

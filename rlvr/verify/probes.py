@@ -24,7 +24,10 @@ chose another), shown here for ``####``:
 - ``gold_with_trailing_junk``: the gold followed by more words.
 
 `run_audit` also verifies the gold completion itself, as a control: a verifier
-that rejects everything would pass every probe.
+that rejects everything would pass every probe. A multi-turn environment (guess, tools)
+also meets the episode probes of rlvr/verify/episode_probes.py (a forged tool result, the
+answer smuggled into a tool call, an episode that never ends, void turns, rambling),
+played through the rollout.
 
     from rlvr.envs import make_env
     from rlvr.verify.probes import format_audit, run_audit
@@ -40,7 +43,7 @@ import random
 import string
 from itertools import islice
 
-from rlvr.types import GoldText, Problem, Routing
+from rlvr.types import GoldText, MultiTurn, Problem, Routing
 from rlvr.verify.extract import parse_int
 from rlvr.verify.formats import DEFAULT_FORMAT, get_format
 
@@ -150,7 +153,11 @@ def run_audit(env, n_problems: int = 20, seed: int = 0) -> list[dict]:
     for name, row in rows.items():
         row["expected"] = row["problems"] if name == GOLD else 0
         row["ok"] = row["errors"] == 0 and row["rewarded"] == row["expected"]
-    return list(rows.values())
+    if not isinstance(env, MultiTurn):
+        return list(rows.values())
+    from rlvr.verify.episode_probes import run_episode_audit
+
+    return list(rows.values()) + run_episode_audit(env, n_problems, seed)
 
 
 def format_audit(rows: list[dict]) -> str:
