@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--new-tokens", type=int, default=32, help="tokens sampled per turn, EOS ignored")
     ap.add_argument("--repeats", type=int, default=None, help="interleaved timed rounds after one warm-up "
                     "(default: 5 tiny, 3 real)")
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads of every side")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads of every side and of the "
+                    "matmul peak (1 on a machine whose cores other work shares: OpenMP's barriers then stall)")
     ap.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
     ap.add_argument("--path", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -169,6 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     if min(episodes, args.turns, args.new_tokens, repeats) < 1:
         ap.error("--episodes, --turns, --new-tokens and --repeats must be at least 1")
     label = "speedup_cache_vs_hf_generate" + ("" if tiny else "_" + os.path.basename(args.model.rstrip("/")).split("-")[0])
+    if args.threads:  # the matmul peak with the threads the sides use
+        torch.set_num_threads(args.threads)
     print_header("multi-turn: rlvr keeping KV caches vs re-prefilling vs transformers generate, each in its own "
                  "process, interleaved")
     step = dict(episodes=episodes, turns=args.turns, new=args.new_tokens)

@@ -18,6 +18,11 @@ SmolLM2-135M) and buys 7-16% of generation speed, so a trainer's shared engine o
 model generates through the model's own modules. An inference-only command (eval,
 serve, a local teacher) shares and packs (`pack=True`): one copy plus the packed one.
 
+A multi-turn batch of episodes goes on in `turn_batch()` (rlvr/engine/turns.py): each
+live episode keeps its keys and values between turns, so a later turn prefills only
+the observation and the turn's last token, not the whole stream (`reuse_cache=False`
+prefills it all, as `generate` would).
+
 rlvr's commands build it as the "torch" backend of `make_engine` (rlvr/engine/registry.py),
 which maps each role onto these settings (`ROLE_SETTINGS`) and reads the engine's own
 options, `TorchOptions`, from `--engine_options` (e.g. `--engine_options='{kv_budget_gb: 4}'`).
