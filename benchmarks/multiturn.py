@@ -46,7 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # repo root, for rlvr
 
 from common import device_peak, forward_flops, meta_model, model_dir, print_header  # noqa: E402
-from interleave import Channel, Side, interleave, peak_rss_gb  # noqa: E402
+from interleave import Channel, Side, interleave, peak_rss_gb, rounds  # noqa: E402
 
 OBSERVATION = "Not yet. Try again."
 SIDES = ("rlvr-cache", "rlvr-reprefill", "hf")
@@ -187,12 +187,8 @@ def main(argv: list[str] | None = None) -> None:
             for name in SIDES:
                 sides.append(Side(name, argv_ + ["--worker", name]))
             interleave(sides, 1, seed=0, **step)  # warm-up
-            peaks, runs = [], {name: [] for name in SIDES}
-            for r in range(repeats):
-                for name, steps in interleave(sides, 1, between=lambda: peaks.append(device_peak("cpu")[0]),
-                                              seed=r + 1, **step).items():
-                    runs[name] += steps
-                sides.append(sides.pop(0))  # each side takes each place in the order in turn
+            peaks: list[float] = []
+            runs = rounds(sides, repeats, between=lambda: peaks.append(device_peak("cpu")[0]), **step)
             finals = {s.name: s.close() for s in sides}
         finally:
             for s in sides:
