@@ -46,7 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # repo root, for rlvr
 
 from common import device_peak, generation_flops, meta_model, model_dir, print_header  # noqa: E402
-from interleave import Channel, Side, interleave, peak_rss_gb  # noqa: E402
+from interleave import Channel, Side, interleave, peak_rss_gb, rounds  # noqa: E402
 
 
 def make_prompts(tok, count: int, seed: int = 0) -> list[list[int]]:
@@ -157,12 +157,8 @@ def main(argv: list[str] | None = None) -> None:
             runs = {}
             for b in batches:
                 interleave(sides, 1, batch=b, group=args.group, new=new, seed=0)  # warm-up
-                runs[b] = {name: [] for name in ("rlvr", "hf")}
-                for r in range(repeats):
-                    for name, steps in interleave(sides, 1, between=lambda: peaks.append(device_peak(args.device)[0]),
-                                                  batch=b, group=args.group, new=new, seed=r + 1).items():
-                        runs[b][name] += steps
-                    sides.reverse()  # ABBA across repeats
+                runs[b] = rounds(sides, repeats, between=lambda: peaks.append(device_peak(args.device)[0]),
+                                 batch=b, group=args.group, new=new)
             finals = {s.name: s.close() for s in sides}
             threads = {s.name: s.info["threads"] for s in sides}
         finally:

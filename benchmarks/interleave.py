@@ -12,6 +12,7 @@ Parent:
 
     sides = [Side("rlvr", [script, "--worker", "rlvr", ...]), Side("trl", [...])]
     results = interleave(sides, steps=12)      # {name: [step message, ...]}
+    results = rounds(sides, repeats=5)         # or: one step a side per round, the order rotated
     finals = {s.name: s.close() for s in sides}  # each worker's last message (peak RSS ...)
 
 Worker (the script's `--worker` branch):
@@ -89,6 +90,21 @@ def interleave(sides: list[Side], steps: int, between: Callable[[], object] | No
         for side in order:
             out[side.name].append(side.step(**args))
         order.reverse()
+    return out
+
+
+def rounds(sides: list[Side], repeats: int, between: Callable[[], object] | None = None, seed: int = 1,
+           **args: Any) -> dict[str, list[dict[str, Any]]]:
+    """`repeats` rounds of one step of every side, the order rotated by one after each
+    round (two sides: A B, B A, A B ...; three: A B C, B C A, C A B ...), so that each side
+    takes each place alike; round r's steps get `seed + r`; `between()` runs before each
+    round (see `interleave`)."""
+    out: dict[str, list[dict[str, Any]]] = {s.name: [] for s in sides}
+    order = list(sides)
+    for r in range(repeats):
+        for name, steps in interleave(order, 1, between, seed=seed + r, **args).items():
+            out[name] += steps
+        order = order[1:] + order[:1]
     return out
 
 

@@ -5,7 +5,9 @@ observation; every model turn goes to the episode's `step`, which answers with t
 observation or the end and a verdict. A single-turn environment (only `verify`) is an
 episode of one turn. All live episodes of a batch advance together, one engine call per
 turn: the first samples n completions of each prompt (the prompt prefilled once for its
-group), each later one continues every live episode from its whole token stream.
+group), each later one continues every live episode from its whole token stream, in the
+engine's `TurnBatch` (rlvr/engine/turns.py): the torch engine keeps each live episode's
+KV cache between turns and prefills only the tokens added since.
 Observations enter the stream as token ids appended to the sampled ones: a model's
 tokens are never decoded and re-encoded, so what trains is exactly what was sampled.
 
@@ -27,8 +29,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field, replace
 
-from rlvr.types import (TRUNCATED_FLAG, Counting, Environment, Episode, MultiTurn, Problem, Rollout, Sample, Sampling,
-                        Step, StopsOn, Turn, UsesTokenizer, Verdict, VerifierError)
+from rlvr.engine.turns import Reprefill
+from rlvr.types import (TRUNCATED_FLAG, Counting, Environment, Episode, KeepsCache, MultiTurn, Problem, Rollout, Sample,
+                        Sampling, Step, StopsOn, Turn, UsesTokenizer, Verdict, VerifierError)
 
 TRUNCATED = Verdict(reward=0.0, correct=False, parsed=None, flags=frozenset({TRUNCATED_FLAG}))
 TIMED_OUT = Verdict(reward=0.0, correct=False, parsed=None, flags=frozenset({"timeout"}))
@@ -120,7 +123,7 @@ class _Live:
     logprobs: list[float] = field(default_factory=list)
     source: list[int] = field(default_factory=list)
     turns: int = 0
-    prefilled: int = 0  # context tokens re-read by later turns' engine calls (compute accounting)
+    prefilled: int = 0  # tokens later turns' engine calls prefilled (compute accounting)
 
     def add_turn(self, sample: Sample) -> Turn:
         self.ids += sample.completion_ids
@@ -152,37 +155,45 @@ def generate_rollouts(engine, env: Environment, problems: list[Problem], n: int,
     budget = env.max_episode_tokens if isinstance(env, MultiTurn) else sampling.max_new_tokens
     if isinstance(env, StopsOn):  # a tool call's closing tag ends a turn
         sampling = replace(sampling, stop=tuple(dict.fromkeys(sampling.stop + tuple(env.stop_strings))))
-    groups = engine.generate(prompts, n, replace(sampling, max_new_tokens=min(sampling.max_new_tokens, budget)))
-    lives: list[list[_Live]] = []
-    for problem, samples in zip(problems, groups):
-        for s in samples:
-            s.problem = problem
-        lives.append([_Live(problem, s, episode_of(env, problem)) for s in samples])
-    turns = {id(live): live.add_turn(live.first) for group in lives for live in group}
-    ended: dict[int, tuple[Verdict | None, str, str]] = {}  # id -> (verdict or None: dropped, finish, why)
-    for k in range(1, max_turns + 1):
-        going = []
-        for live in (x for group in lives for x in group if id(x) not in ended):
-            outcome = _advance(engine.tok, live, turns[id(live)], k, max_turns, budget)
-            if outcome is None:
-                going.append(live)
-            else:
-                ended[id(live)] = outcome
-        if not going:
-            break
-        context = [live.first.prompt_ids + live.ids for live in going]
-        room = max(budget - len(live.ids) for live in going)
-        turn_sampling = replace(sampling, max_new_tokens=min(sampling.max_new_tokens, room),
-                                seed=None if sampling.seed is None else random.Random(f"{sampling.seed}/turn/{k}").getrandbits(31))
-        for live, ctx, (sample,) in zip(going, context, engine.generate(context, 1, turn_sampling)):
-            live.prefilled += len(ctx)
-            over = len(live.ids) + len(sample.completion_ids) - budget
-            if over > 0:  # the episode's token budget cuts this turn
-                keep = len(sample.completion_ids) - over
-                sample = replace(sample, completion_ids=sample.completion_ids[:keep], logprobs=sample.logprobs[:keep],
-                                 finish_reason="length", text=engine.tok.decode(sample.completion_ids[:keep],
-                                                                                skip_special_tokens=True))
-            turns[id(live)] = live.add_turn(sample)
+    # Later turns go on in the engine's TurnBatch: each live episode keeps its KV cache between
+    # turns where the engine can (KeepsCache), else its whole stream is prefilled again.
+    turns = engine.turn_batch() if max_turns > 1 and isinstance(engine, KeepsCache) else Reprefill(engine)
+    try:
+        groups = turns.start(prompts, n, replace(sampling, max_new_tokens=min(sampling.max_new_tokens, budget)))
+        lives: list[list[_Live]] = []
+        for problem, samples in zip(problems, groups):
+            for s in samples:
+                s.problem = problem
+            lives.append([_Live(problem, s, episode_of(env, problem)) for s in samples])
+        seq = {id(live): i for i, live in enumerate(x for group in lives for x in group)}  # the TurnBatch's ids
+        turns_of = {id(live): live.add_turn(live.first) for group in lives for live in group}
+        ended: dict[int, tuple[Verdict | None, str, str]] = {}  # id -> (verdict or None: dropped, finish, why)
+        for k in range(1, max_turns + 1):
+            going = []
+            for live in (x for group in lives for x in group if id(x) not in ended):
+                outcome = _advance(engine.tok, live, turns_of[id(live)], k, max_turns, budget)
+                if outcome is None:
+                    going.append(live)
+                else:
+                    ended[id(live)] = outcome
+            if not going:
+                break
+            context = [live.first.prompt_ids + live.ids for live in going]
+            room = max(budget - len(live.ids) for live in going)
+            turn_sampling = replace(sampling, max_new_tokens=min(sampling.max_new_tokens, room),
+                                    seed=None if sampling.seed is None else random.Random(f"{sampling.seed}/turn/{k}").getrandbits(31))
+            samples, prefilled = turns.extend([seq[id(live)] for live in going], context, turn_sampling)
+            for live, sample, count in zip(going, samples, prefilled):
+                live.prefilled += count
+                over = len(live.ids) + len(sample.completion_ids) - budget
+                if over > 0:  # the episode's token budget cuts this turn
+                    keep = len(sample.completion_ids) - over
+                    sample = replace(sample, completion_ids=sample.completion_ids[:keep], logprobs=sample.logprobs[:keep],
+                                     finish_reason="length", text=engine.tok.decode(sample.completion_ids[:keep],
+                                                                                    skip_special_tokens=True))
+                turns_of[id(live)] = live.add_turn(sample)
+    finally:
+        turns.close()
     multi = isinstance(env, MultiTurn)
     return [_rollout(engine.tok, problem, group, ended, multi) for problem, group in zip(problems, lives)]
 
@@ -225,7 +236,8 @@ def _rollout(tok, problem: Problem, group: list[_Live], ended: dict, multi: bool
 
 def token_counts(rollouts: list[Rollout]) -> dict[str, int]:
     """Prompt tokens (once per problem: the engine prefills a prompt once for its group;
-    in a multi-turn episode each later turn prefills its whole context again) and generated
+    in a multi-turn episode each later turn prefills what the engine's cache lacks: the
+    new tokens with a kept cache, the whole context without) and generated
     tokens (the model's; an environment's are prefilled): what generating these rollouts
     cost (rlvr/compute.py)."""
     return {"prompt_tokens": sum((r.prompt_tokens or (len(r.samples[0].prompt_ids) if r.samples else 0))

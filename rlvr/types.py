@@ -351,3 +351,38 @@ class Engine(Protocol):
     def sync_weights(self, state: dict[str, Any], version: int, partial: bool = False) -> None:
         """Take new weights (`partial`: only some tensors, e.g. LoRA adapters; the rest stay)."""
         ...
+
+
+@runtime_checkable
+class TurnBatch(Protocol):
+    """A batch of episodes an engine carries from turn to turn (rlvr/engine/turns.py).
+
+    - `start(prompts, n, sampling)`: the first turn, as `Engine.generate`; its samples are
+      sequences 0, 1, ... in order (prompt g's i-th sample is sequence g * n + i).
+    - `extend(seqs, streams, sampling)`: the next turn of sequences `seqs`, each given
+      its whole token stream so far (prompt, its turns, the observations after them);
+      one sample each, as `generate(streams, 1, sampling)` would give, and how many
+      tokens of each stream were prefilled. Sequences a call does not name have ended:
+      whatever was kept for them is freed.
+    - `close()`: frees the rest.
+    """
+
+    def start(self, prompts: list[list[int]], n: int, sampling: Sampling) -> list[list[Sample]]:
+        ...
+
+    def extend(self, seqs: list[int], streams: list[list[int]],
+               sampling: Sampling) -> tuple[list[Sample], list[int]]:
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+@runtime_checkable
+class KeepsCache(Protocol):
+    """An engine's optional capability: it keeps each live episode's KV cache between
+    turns, so a later turn prefills only the tokens its cache lacks (the observation,
+    the last sampled token) instead of the whole stream."""
+
+    def turn_batch(self) -> TurnBatch:
+        ...

@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 
-from interleave import Side, WorkerDied, interleave  # noqa: E402
+from interleave import Side, WorkerDied, interleave, rounds  # noqa: E402
 
 WORKER = """
 import sys, time
@@ -44,6 +44,19 @@ def test_sides_step_in_abba_order_one_at_a_time():
     finally:
         a.kill()
         b.kill()
+
+
+def test_rounds_rotate_the_order_and_seed_each_round():
+    sides = [_side(name) for name in "abc"]
+    try:
+        out = rounds(sides, 3, seed=5, batch=2)
+        stamps = sorted((s["at"], name) for name, steps in out.items() for s in steps)
+        assert "".join(name for _, name in stamps) == "abcbcacab"
+        assert [s["args"] for s in out["b"]] == [{"seed": 5, "batch": 2}, {"seed": 6, "batch": 2}, {"seed": 7, "batch": 2}]
+        assert all(s.close()["steps"] == 3 for s in sides)
+    finally:
+        for s in sides:
+            s.kill()
 
 
 def test_worker_exit_before_ready_raises():

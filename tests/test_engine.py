@@ -308,8 +308,8 @@ def test_dropping_finished_rows_changes_no_sample(monkeypatch):
     drops = []
     real = TorchEngine._drop_finished
 
-    def spy(cache, live, finished, n_done):
-        out = real(cache, live, finished, n_done)
+    def spy(cache, live, finished, n_done, *hear):
+        out = real(cache, live, finished, n_done, *hear)
         drops.append(0 if out is None else out.numel())
         return out
 
@@ -319,7 +319,7 @@ def test_dropping_finished_rows_changes_no_sample(monkeypatch):
     monkeypatch.setattr(TorchEngine, "_drop_finished", staticmethod(spy))
     dropped = run()
     assert any(0 < rows < 48 for rows in drops)  # the batch did shrink
-    monkeypatch.setattr(TorchEngine, "_drop_finished", staticmethod(lambda cache, live, finished, n_done: live))
+    monkeypatch.setattr(TorchEngine, "_drop_finished", staticmethod(lambda cache, live, finished, n_done, *hear: live))
     full = run()
     assert {s.finish_reason for s in full} == {"stop", "length"}
     for a, b in zip(dropped, full):

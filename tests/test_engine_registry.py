@@ -121,7 +121,7 @@ def test_the_cli_names_the_bad_engine_in_one_line(fake, capsys):
 def test_a_backend_checks_its_own_options(fake):
     from rlvr.eval import EvalConfig
 
-    with pytest.raises(ConfigError, match=r"engine 'torch' has no option 'max_batc' \(its options: max_batch, kv_budget_gb\)"):
+    with pytest.raises(ConfigError, match=r"engine 'torch' has no option 'max_batc' \(its options: max_batch, kv_budget_gb, reuse_cache\)"):
         load_config(EvalConfig, overrides=["--engine_options={max_batc: 8}"])
     with pytest.raises(ConfigError, match=r"engine 'torch': option 'kv_budget_gb'"):
         load_config(EvalConfig, overrides=["--engine_options={kv_budget_gb: -1}"])

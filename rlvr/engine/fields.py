@@ -24,7 +24,7 @@ class EngineFields(Config):
                                              "(its __init__ says how to add one).")
     engine_options: dict[str, Any] = Field({}, description="The backend's own options, e.g. "
                                                            "--engine_options='{kv_budget_gb: 2}' (torch: max_batch, "
-                                                           "kv_budget_gb; see rlvr/engine/torch_engine.py).")
+                                                           "kv_budget_gb, reuse_cache; see rlvr/engine/torch_engine.py).")
 
     @field_validator("engine")
     @classmethod

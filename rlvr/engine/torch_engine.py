@@ -18,6 +18,11 @@ SmolLM2-135M) and buys 7-16% of generation speed, so a trainer's shared engine o
 model generates through the model's own modules. An inference-only command (eval,
 serve, a local teacher) shares and packs (`pack=True`): one copy plus the packed one.
 
+A multi-turn batch of episodes goes on in `turn_batch()` (rlvr/engine/turns.py): each
+live episode keeps its keys and values between turns, so a later turn prefills only
+the observation and the turn's last token, not the whole stream (`reuse_cache=False`
+prefills it all, as `generate` would).
+
 rlvr's commands build it as the "torch" backend of `make_engine` (rlvr/engine/registry.py),
 which maps each role onto these settings (`ROLE_SETTINGS`) and reads the engine's own
 options, `TorchOptions`, from `--engine_options` (e.g. `--engine_options='{kv_budget_gb: 4}'`).
@@ -37,9 +42,10 @@ from torch import Tensor
 from rlvr.config import Config
 from rlvr.engine.registry import register_engine
 from rlvr.engine.sampling import sample_next
+from rlvr.engine.turns import CachedTurns, Keep, Leave, Prefill, Reprefill
 from rlvr.models.forward import DecodeCache, can_pack, decode_step, forward, left_pad, parts_of, prefix_mask
 from rlvr.models.lm_head import head_logprobs
-from rlvr.types import Sample, Sampling
+from rlvr.types import Sample, Sampling, TurnBatch
 
 
 # A shared engine packs weights for oneDNN only below this size (tiny models: packing is
@@ -63,15 +69,15 @@ def stop_token_ids(model: torch.nn.Module, tokenizer) -> Tensor:
 
 class TorchEngine:
     def __init__(self, model: torch.nn.Module, tokenizer, version: int = 0, max_batch: int = 1024,
-                 share: bool = False, kv_budget_gb: float = 0.5, pack: bool | None = None):
-        self.shared, self.pack = share, pack
+                 share: bool = False, kv_budget_gb: float = 0.5, pack: bool | None = None, reuse_cache: bool = True):
+        self.shared, self.pack, self.reuse_cache = share, pack, reuse_cache
         self.model = model if share else copy.deepcopy(model).eval().requires_grad_(False)
         self.tok = tokenizer
         self.pad_id = tokenizer.pad_token_id
         self.stop_ids = stop_token_ids(self.model, tokenizer)
         self.version = version
         self.max_batch = max_batch  # completions decoded together at most
-        self.kv_budget = kv_budget_gb * 2**30  # and no more than this KV cache holds
+        self.kv_budget = kv_budget_gb * 2**30  # and no more than this KV cache holds (and keeps between turns)
         self.parts = None if share else self._build()
 
     def _build(self):
@@ -107,6 +113,20 @@ class TorchEngine:
 
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], n: int, sampling: Sampling) -> list[list[Sample]]:
+        return self.generate_chunks(prompts, n, sampling)
+
+    def turn_batch(self) -> TurnBatch:
+        """The episodes of a multi-turn batch (rlvr/rollout.py): with `reuse_cache` each
+        keeps its KV cache between turns (rlvr/engine/turns.py), else every turn
+        prefills the whole stream again."""
+        return CachedTurns(self) if self.reuse_cache else Reprefill(self)
+
+    @torch.inference_mode()
+    def generate_chunks(self, prompts: list[list[int]], n: int, sampling: Sampling,
+                        prefill: Prefill | None = None, keep: Keep | None = None) -> list[list[Sample]]:
+        """`generate`, chunk by chunk within the KV budget. `prefill` builds a chunk's cache
+        (default: each prompt once, shared by its n samples); `keep(cache, valid, first)`,
+        given, returns what to call with the rows leaving the cache (CachedTurns keeps them)."""
         if n < 1 or not prompts:
             raise ValueError(f"generate needs n >= 1 and at least one prompt (got n={n}, {len(prompts)} prompts)")
         gen = None
@@ -118,7 +138,8 @@ class TorchEngine:
             self.parts = self._build()
         parts = self.parts
         for start in range(0, len(prompts), per_chunk):
-            out.extend(self._generate_chunk(parts, prompts[start:start + per_chunk], n, sampling, gen))
+            out.extend(self._generate_chunk(parts, prompts[start:start + per_chunk], n, sampling, gen, start * n,
+                                            prefill or self._prefill, keep))
         return out
 
     @torch.inference_mode()
@@ -158,16 +179,30 @@ class TorchEngine:
         per_row = 2 * cfg.num_hidden_layers * kv_heads * head_dim * seq_len * next(self.model.parameters()).element_size()
         return max(1, min(self.max_batch, int(self.kv_budget // per_row)))
 
-    def _generate_chunk(self, p, prompts, n, sampling: Sampling, gen) -> list[list[Sample]]:
-        dev = self.device
-        ids, valid, pos = left_pad(prompts, self.pad_id, dev)
-        G, P = ids.shape
-        B, T = G * n, sampling.max_new_tokens
+    def _prefill(self, p, prompts: list[list[int]], n: int, new_tokens: int, first: int):
+        """Each prompt once, its keys and values copied to its n samples' rows: (the cache,
+        the last logits, the next position and the valid prefilled slots of each row)."""
+        ids, valid, pos = left_pad(prompts, self.pad_id, self.device)
         hidden, kv = forward(p, ids, pos, mask=prefix_mask(valid), return_kv=True)
-        cache = DecodeCache.from_prefill(kv, valid, n, T)
+        cache = DecodeCache.from_prefill(kv, valid, n, new_tokens)
         del kv
         logits = p.lm_head(hidden[:, -1]).repeat_interleave(n, 0)
-        next_pos = valid.sum(1).repeat_interleave(n)
+        return cache, logits, valid.sum(1).repeat_interleave(n), valid.repeat_interleave(n, 0)
+
+    def _generate_chunk(self, p, prompts, n, sampling: Sampling, gen, first: int, prefill: Prefill,
+                        keep: Keep | None) -> list[list[Sample]]:
+        cache, logits, next_pos, valid = prefill(p, prompts, n, sampling.max_new_tokens, first)
+        leave = None if keep is None else keep(cache, valid, first)
+        out = self._decode(p, cache, logits, next_pos, valid.shape[1], sampling, gen, leave)
+        return self._to_samples(prompts, n, *out)
+
+    def _decode(self, p, cache: DecodeCache, logits: Tensor, next_pos: Tensor, P: int, sampling: Sampling, gen,
+                leave: Leave | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Sample up to `max_new_tokens` for every row from its `logits`, writing cache slot
+        P + t at step t; `leave(rows, cache_rows, lengths)` hears of rows as they leave the
+        cache (finished ones dropped, the rest at the end)."""
+        dev = self.device
+        B, T = logits.shape[0], sampling.max_new_tokens
         tokens = torch.full((B, T), self.pad_id, dtype=torch.long, device=dev)
         logps = torch.zeros((B, T), device=dev)
         lengths = torch.full((B,), T, dtype=torch.long, device=dev)
@@ -195,14 +230,17 @@ class TorchEngine:
                 if n_done == finished.shape[0]:
                     break
                 if t + 1 < T:
-                    live = self._drop_finished(cache, live, finished, n_done)
+                    live = self._drop_finished(cache, live, finished, n_done, leave, lengths)
             if t + 1 == T:
                 break
             if live is None:
                 logits = p.lm_head(decode_step(p, tok, next_pos + t, cache, at=P + t))
             else:
                 logits[live] = p.lm_head(decode_step(p, tok[live], next_pos[live] + t, cache, at=P + t))
-        return self._to_samples(prompts, n, tokens, logps, lengths, done)
+        if leave is not None:
+            rows = torch.arange(B, device=dev) if live is None else live
+            leave(rows, torch.arange(rows.shape[0], device=dev), lengths)
+        return tokens, logps, lengths, done
 
     def _ends_in_stop_text(self, tokens: Tensor, t: int, rows: Tensor, stop: tuple[str, ...]) -> Tensor:
         """Which of `rows` have just completed one of the `stop` strings with their token `t`.
@@ -220,13 +258,17 @@ class TorchEngine:
         return hit
 
     @staticmethod
-    def _drop_finished(cache: DecodeCache, live: Tensor | None, finished: Tensor, n_done: int) -> Tensor | None:
+    def _drop_finished(cache: DecodeCache, live: Tensor | None, finished: Tensor, n_done: int,
+                       leave: Leave | None, lengths: Tensor) -> Tensor | None:
         """Once a quarter of the rows being decoded (`finished`: which of them have, `n_done`
         of them) have finished, drop them from the cache: the rest decode without computing
         the finished rows' padding (a group's lengths vary widely; the longest sets the
         loop's length). Returns the rows still decoded."""
         if 4 * n_done < finished.shape[0]:
             return live
+        if leave is not None:
+            gone = finished.nonzero().squeeze(1)
+            leave(gone if live is None else live[gone], gone, lengths)
         keep = (~finished).nonzero().squeeze(1)
         cache.keep(keep)
         return keep if live is None else live[keep]
@@ -254,6 +296,9 @@ class TorchOptions(Config):
     kv_budget_gb: float = Field(0.5, gt=0, description="KV cache one decoding chunk may hold, GB: fewer completions "
                                                        "decode together when theirs would pass it (a real model's "
                                                        "is ~8 MB a completion at 170 tokens). Raise it on a large GPU.")
+    reuse_cache: bool = Field(True, description="Multi-turn episodes keep their KV cache between turns, so a turn "
+                                                "prefills only the tokens added since the last (up to kv_budget_gb "
+                                                "of kept cache); false prefills the whole stream every turn.")
 
 
 # Whose weights each role generates from, and whether they are prepacked (the docstring
@@ -269,7 +314,7 @@ def build(model: torch.nn.Module, tok, *, role: str, version: int, max_batch: in
           options: TorchOptions) -> TorchEngine:
     cap = options.max_batch if max_batch is None else min(max_batch, options.max_batch)
     return TorchEngine(model, tok, version=version, max_batch=cap, kv_budget_gb=options.kv_budget_gb,
-                       **ROLE_SETTINGS[role])
+                       reuse_cache=options.reuse_cache, **ROLE_SETTINGS[role])
 
 
 register_engine("torch", build, TorchOptions)
