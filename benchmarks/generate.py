@@ -46,7 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # repo root, for rlvr
 
 from common import device_peak, generation_flops, meta_model, model_dir, print_header  # noqa: E402
-from interleave import Channel, Side, interleave, peak_rss_gb, rounds  # noqa: E402
+from interleave import Channel, Side, interleave, peak_rss_gb, report_peak, rounds  # noqa: E402
 
 
 def make_prompts(tok, count: int, seed: int = 0) -> list[list[int]]:
@@ -164,9 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             for s in sides:
                 s.kill()
-    peak = statistics.median(peaks)
-    print(f"matmul {what} on {args.device}: {peak / 1e9:.1f} GFLOP/s (median of {len(peaks)} measurements, one before each "
-          f"timed round: {min(peaks) / 1e9:.1f}-{max(peaks) / 1e9:.1f})")
+    peak = report_peak(peaks, what, args.device)
     ratios = []
     for b in batches:
         tps = {}

@@ -130,3 +130,12 @@ class Channel:
 def peak_rss_gb() -> float:
     """This process's peak resident memory so far, GB (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def report_peak(peaks: list[float], what: str, device: str) -> float:
+    """Print the matmul peak measured before each round; return its median (FLOP/s)."""
+    import statistics
+    peak = statistics.median(peaks)
+    print(f"matmul {what} on {device}: {peak / 1e9:.1f} GFLOP/s (median of {len(peaks)} measurements, one before each "
+          f"timed round: {min(peaks) / 1e9:.1f}-{max(peaks) / 1e9:.1f})")
+    return peak

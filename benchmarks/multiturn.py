@@ -46,7 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # repo root, for rlvr
 
 from common import device_peak, forward_flops, meta_model, model_dir, print_header  # noqa: E402
-from interleave import Channel, Side, interleave, peak_rss_gb, rounds  # noqa: E402
+from interleave import Channel, Side, interleave, peak_rss_gb, report_peak, rounds  # noqa: E402
 
 OBSERVATION = "Not yet. Try again."
 SIDES = ("rlvr-cache", "rlvr-reprefill", "hf")
@@ -193,9 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             for s in sides:
                 s.kill()
-    peak = statistics.median(peaks)
-    print(f"matmul fp32 2048^3 on cpu: {peak / 1e9:.1f} GFLOP/s (median of {len(peaks)}, one before each round: "
-          f"{min(peaks) / 1e9:.1f}-{max(peaks) / 1e9:.1f})")
+    peak = report_peak(peaks, "fp32 2048^3", "cpu")
     medians = {}
     for name in SIDES:
         times = [s["seconds"] for s in runs[name]]
