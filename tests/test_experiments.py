@@ -77,3 +77,21 @@ def test_hacking_experiment_runs_every_arm(tmp_path, micro_base):
     assert set(out["results"]) == set(hacking.ARMS)
     assert out["results"]["no defence"]["hack_rate"] and not out["results"]["held-out reward"]["hack_rate"]
     assert (tmp_path / "h" / "hacking.png").stat().st_size > 0
+
+
+def test_regimes_runs_on_policy_distillation_charged_its_teachers_forward_passes(tmp_path, micro_base, monkeypatch):
+    """The opd arm from the base, its teacher the experiment's: it stops at the budget, and the
+    budget holds the teacher's FLOPs (2 N per token it read) beside the student's own."""
+    from rlvr.run import last_model
+    monkeypatch.setattr(regimes, "pretrained_base", lambda pre, console=None: last_model(micro_base))
+    budget = 2e9
+    out = regimes.main(regimes.RegimesConfig(run_dir=str(tmp_path / "r"), regimes=["opd"], budget_flops=budget,
+                                             teacher_steps=1, eval_problems=8, eval_samples=2, final_eval_samples=2,
+                                             rl_eval_every=1))
+    assert set(out["regimes"]) == {"on-policy distill"}
+    summary = json.loads((tmp_path / "r" / "opd" / "summary.json").read_text())
+    total = summary["total"]
+    assert summary["command"] == "opd" and total["teacher_tokens"] > 0
+    assert total["teacher_flops"] == pytest.approx(2 * summary["n_params"] * total["teacher_tokens"])
+    assert total["flops"] == pytest.approx(total["forward_flops"] + total["backward_flops"] + total["teacher_flops"])
+    assert budget <= out["regimes"]["on-policy distill"]["flops"] < budget + total["flops"] / summary["steps"] + 1

@@ -53,7 +53,7 @@ class OPDConfig(RLConfig):
     teacher_params: int = Field(0, ge=0, description="The endpoint's teacher's parameter count, to charge its forward passes as FLOPs (0: tokens only).")
     api_key_env: str = Field("", description="Environment variable holding the endpoint's API key (never written anywhere); empty: none.")
     max_concurrency: int = Field(8, ge=1, description="Requests to the endpoint in flight at once.")
-    budget_tokens: int = Field(0, ge=0, description="Tokens the endpoint may be asked to score in this run (0: no cap); past it the run stops with its last checkpoint.")
+    budget_tokens: int = Field(0, ge=0, description="Tokens the teacher may score in this run, prompts included (0: no cap); past it the run stops with its last checkpoint (a local teacher: after the step that crosses it).")
 
 
 class OPD(RL):
@@ -101,6 +101,10 @@ class OPD(RL):
             raise InputError(f"teacher {self.teacher.name} holds {context} tokens, but the student's sequences run "
                              f"to {longest} (prompt and completion); lower --max_new_tokens or use a teacher with a "
                              "longer context")
+
+    def finished(self, step: int) -> bool:
+        spent = self.cfg.budget_tokens and self.compute.own.teacher_tokens >= self.cfg.budget_tokens
+        return super().finished(step) or bool(spent)  # an endpoint's client stops itself mid-batch
 
     def train_step(self, step: int) -> dict[str, float] | None:
         try:
