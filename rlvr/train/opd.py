@@ -19,7 +19,8 @@ otherwise): one forward pass over prompt and completion, no gradient, on
 OpenAI-compatible endpoint that returns prompt log-probs (`--teacher_base_url`: `rlvr
 serve`, vLLM, SGLang), asked with the teacher client's concurrency, retries, token
 budget and on-disk cache in the run directory (a resumed run asks nothing twice); such a
-teacher must share the student's tokenizer too, which rlvr cannot see from outside.
+teacher must share the student's tokenizer too, checked at start by the ids of a probe
+text (the server's `/tokenize`, else the prompt tokens it echoes).
 
     rlvr opd --model runs/base --teacher runs/rl --env arithmetic:digits=3,ops=add --steps 50
     rlvr opd --model runs/base --teacher rl --teacher_base_url http://127.0.0.1:8000/v1 ...
@@ -79,8 +80,8 @@ class OPD(RL):
     def setup(self, state: dict[str, Any]) -> None:
         if self.cfg.teacher_base_url:
             self.teacher = self.remote(cache_dir=str(self.run.dir / "teacher_cache"))
-        else:
-            self.teacher.check(self.tok, str(self.cfg.model))
+        self.teacher.check(self.tok, str(self.cfg.model))
+        if not self.cfg.teacher_base_url:
             self.check_context()
         self.reward_weight = self.cfg.reward_weight
         super().setup(state)
