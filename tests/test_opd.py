@@ -177,3 +177,35 @@ def test_a_teacher_endpoint_of_another_tokenizer_is_refused_at_start_by_its_toke
             with pytest.raises(InputError, match=r"different tokenizers \(the teacher's vocabulary size not reported, "
                                                  rf"the student's {len(tok)} tokens\)"):
                 scorer(url, form, "bpe").check(tok, "S")
+
+
+def test_opd_measures_its_teachers_own_accuracy_once_local_or_behind_an_endpoint(micro_base, tmp_path):
+    """summary.json holds the teacher's accuracy on the run's held-out problems: a local
+    teacher generates as the student's final evaluation does; an endpoint is asked through
+    its chat API. Measured once (teacher_eval.json): a resumed run does not ask again."""
+    from conftest import served
+    from rlvr.eval import eval_problems, evaluate
+    from rlvr.serve import ServeConfig, make_app
+    from rlvr.train import opd
+
+    common = dict(env=ENV, steps=1, prompts=4, group_size=2, max_new_tokens=8, eval_problems=6, eval_samples=2,
+                  save_every=0, seed=0)
+    run = opd.main(opd.OPDConfig(run_dir=str(tmp_path / "local"), model=str(micro_base), teacher=str(micro_base),
+                                 **common))
+    summary = json.loads((run.dir / "summary.json").read_text())
+    teacher = summary["teacher"]["metrics"]["arithmetic"]
+    model, tok = load_model(last_model(micro_base))
+    env = make_env(ENV)
+    direct = evaluate(TorchEngine(model, tok), env, eval_problems(env, 6), 2, [1, 2],
+                      Sampling(temperature=1.0, max_new_tokens=8, seed=0))["arithmetic"]
+    assert teacher["pass@1"] == direct["pass@1"] and teacher["greedy"] == direct["greedy"]
+    assert summary["teacher"]["teacher"] == str(last_model(micro_base))
+    with served(make_app(model, tok, ServeConfig(model=str(micro_base), model_name="teacher"))) as url:
+        run = opd.main(opd.OPDConfig(run_dir=str(tmp_path / "api"), model=str(micro_base), teacher="teacher",
+                                     teacher_base_url=f"{url}/v1", **common))
+        first = json.loads((run.dir / "teacher_eval.json").read_text())
+        assert set(first["metrics"]["arithmetic"]) >= {"pass@1", "greedy"}
+        (run.dir / "teacher_eval.json").write_text(json.dumps({**first, "teacher": "kept"}))
+        again = opd.main(opd.OPDConfig(run_dir=str(tmp_path / "api"), model=str(micro_base), teacher="teacher",
+                                       teacher_base_url=f"{url}/v1", resume=True, **{**common, "steps": 2}))
+        assert json.loads((again.dir / "summary.json").read_text())["teacher"]["teacher"] == "kept"

@@ -11,7 +11,9 @@ student's own text: dense where a verifier's reward is one bit per episode, and 
 where SFT on the teacher's traces is not. `--reward_weight` adds the verifier's group
 advantage (0 by default: distillation alone). Everything else is RL's: losses,
 off-policy corrections, LoRA, Ray workers, resume, evaluation and compute accounting,
-where the teacher's forward passes are charged as teacher FLOPs.
+where the teacher's forward passes are charged as teacher FLOPs. The teacher's own
+accuracy, on the same held-out problems, is measured once at the end (teacher_eval.json)
+and stands in summary.json beside the student's.
 
 The teacher is a local checkpoint that shares the student's tokenizer (refused at start
 otherwise): one forward pass over prompt and completion, no gradient, on
@@ -30,13 +32,16 @@ Tested by tests/test_opd.py.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
+import httpx
 from pydantic import Field
 
 from rlvr.distill.scorer import HTTPScorer, LocalScorer, annotate
 from rlvr.config import InputError
-from rlvr.distill.teacher import BudgetExceeded, TeacherConfig
+from rlvr.distill.teacher import BudgetExceeded, HTTPTeacher, TeacherConfig, TeacherError
+from rlvr.eval import evaluate, evaluate_api
 from rlvr.run import Run, last_model
 from rlvr.train.rl import RL, RLConfig
 from rlvr.train.setup import resolve_device, resolve_dtype
@@ -118,6 +123,34 @@ class OPD(RL):
         signal = annotate(rollouts, self.teacher, self.cfg.teacher_coef)
         self.compute.teacher(signal["teacher_tokens"], self.teacher.flops(signal["teacher_tokens"]))
         return {**super().learn(rollouts), **signal}
+
+    def summary(self) -> dict[str, Any]:
+        """The teacher's own accuracy beside the student's, on the same held-out problems and
+        samples as the final evaluation: measured once, kept in teacher_eval.json."""
+        if self.evaluator is None or not self.evaluator.enabled:
+            return {}
+        if not (self.run.dir / "teacher_eval.json").exists():
+            metrics = self.teacher_accuracy()
+            if metrics is None:
+                return {}
+            self.run.write_json("teacher_eval.json", {"teacher": self.teacher.name, "metrics": metrics})
+        return {"teacher": json.loads((self.run.dir / "teacher_eval.json").read_text())}
+
+    def teacher_accuracy(self) -> dict[str, Any] | None:
+        """A local teacher generates as the student does; an endpoint is asked through its chat
+        API (`rlvr eval --base_url`'s path), outside the scoring budget; None, with a warning,
+        where it cannot answer."""
+        ev = self.evaluator
+        if not self.cfg.teacher_base_url:
+            return evaluate(self.teacher.engine, ev.env, ev.problems, *ev.plan(final=True))
+        cfg = self.cfg
+        client = HTTPTeacher(TeacherConfig(base_url=cfg.teacher_base_url, model=cfg.teacher,
+                                           api_key_env=cfg.api_key_env or None, max_concurrency=cfg.max_concurrency))
+        try:
+            return evaluate_api(client, ev.env, ev.problems, *ev.plan(final=True))
+        except (TeacherError, httpx.HTTPError) as e:
+            self.warn(f"the teacher's own accuracy was not measured: {e}")
+            return None
 
     def progress(self, metrics: dict[str, float]) -> dict[str, float]:
         return {"rkl": metrics.get("reverse_kl", 0.0), **super().progress(metrics)}
