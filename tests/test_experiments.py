@@ -29,7 +29,7 @@ def test_regimes_experiment_runs_every_regime_to_the_budget(tmp_path):
                                              distill_problems=100, eval_problems=30, final_eval_samples=8,
                                              rs_problems=64, sft_eval_every=5, rl_eval_every=1))
     assert set(out["regimes"]) == {"zero RL", "best-of-N self-SFT", "distill (all)", "distill (correct)",
-                                   "distill (correct) + RL"}
+                                   "distill (correct) + RL", "on-policy distill"}
     for name, row in out["regimes"].items():
         assert budget <= row["flops"] < 1.5 * budget, name  # each stops at the budget (rs: at a round's end)
     assert (tmp_path / "r" / "report" / "report.html").exists()
