@@ -54,7 +54,7 @@ def _commands() -> dict[str, tuple[type, Callable, str]]:
 
 def _experiments() -> dict[str, tuple[type, Callable, str]]:
     from rlvr.experiments import ceiling, coldstart, hacking, noise, real, regimes, staleness
-    return {"ceiling": (ceiling.CeilingConfig, ceiling.main, "can a distilled student pass its teacher? and after RL?"),
+    return {"ceiling": (ceiling.CeilingConfig, ceiling.main, "can a distilled student (SFT or on-policy) pass its teacher? and after RL?"),
             "coldstart": (coldstart.ColdstartConfig, coldstart.main,
                           "what makes RL after a cold start help or hurt: RL variants from one SFT student"),
             "noise": (noise.NoiseConfig, noise.main,
@@ -64,7 +64,7 @@ def _experiments() -> dict[str, tuple[type, Callable, str]]:
             "staleness": (staleness.StalenessConfig, staleness.main,
                           "RL on rollouts of a fixed staleness (0-8 versions) x off-policy correction"),
             "regimes": (regimes.RegimesConfig, regimes.main,
-                        "zero RL, best-of-N, distillation, distillation + RL from one base at equal FLOPs"),
+                        "zero RL, best-of-N, distillation, distillation + RL, on-policy distillation from one base at equal FLOPs"),
             "real": (real.RealConfig, real.main,
                      "SmolLM2-135M with LoRA: base, zero RL, best-of-N cold start + RL, at equal FLOPs")}
 

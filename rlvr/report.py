@@ -6,6 +6,9 @@ and writes, in `out`: accuracy_vs_tokens.png, accuracy_vs_flops.png (pass@1 with
 its 95% CI against cumulative compute), pass_at_k.png (final pass@k against k),
 report.md, report.json, and report.html (self-contained: the figures are embedded).
 
+With `--teacher`, the teacher's own final accuracy is a line of the table and of the
+accuracy figures.
+
 Compute is cumulative and includes what a run inherited from the checkpoint it
 started from, so RL after SFT on distilled data is charged for the teacher's tokens
 too: methods are compared at equal total cost, not at equal steps.
@@ -258,19 +261,27 @@ def build_row(run: RunData, label: str, env: str, ks: list[int], target: float) 
     return row
 
 
+def teacher_eval(teacher: str) -> tuple[Path, dict[str, Any]]:
+    """The teacher's eval.json (a run directory's, or the file itself) and its metrics."""
+    path = Path(teacher) / "eval.json" if Path(teacher).is_dir() else Path(teacher)
+    if not path.is_file():
+        raise RunError(f"teacher: {path} does not exist (give a run directory holding eval.json, or an eval.json)")
+    return path, _check_metrics((_read_json(path) or {}).get("metrics"), str(path))
+
+
+def teacher_name(path: Path) -> str:
+    name = path.parent.name or path.parent.resolve().name
+    return "teacher" if name == "teacher" else f"teacher ({name})"  # not "teacher (teacher)"
+
+
 def teacher_lines(teacher: str, runs: list[RunData], env: str, notes: list[str]) -> list[tuple[str, float]]:
     """The teacher's accuracy: `teacher`'s final pass@1, else each distill run's pass rate."""
     if teacher:
-        path = Path(teacher) / "eval.json" if Path(teacher).is_dir() else Path(teacher)
-        if not path.is_file():
-            raise RunError(f"teacher: {path} does not exist (give a run directory holding eval.json, or an eval.json)")
-        metrics = _check_metrics((_read_json(path) or {}).get("metrics"), str(path))
+        path, metrics = teacher_eval(teacher)
         if env not in metrics:
             notes.append(f"teacher {path} has no evaluation of {env!r} (it has {', '.join(metrics)}): no teacher line")
             return []
-        name = path.parent.name or str(path.parent.resolve().name)
-        label = "teacher" if name == "teacher" else f"teacher ({name})"  # not "teacher (teacher)"
-        return [(f"{label}, final pass@1", float(metrics[env]["pass@1"]["mean"]))]
+        return [(f"{teacher_name(path)}, final pass@1", float(metrics[env]["pass@1"]["mean"]))]
     lines = {}
     for run in runs:
         s = run.summary or {}
@@ -313,9 +324,16 @@ def main(cfg: CompareConfig) -> dict[str, Any]:
              "pass@k and maj@k at the k that every run's final evaluation has."]
     intro += [f"Teacher line: {lab} = {100 * v:.1f}%." for lab, v in teacher]
     header, cells = plots.table(rows, ks, cfg.target)
+    teacher_final = None
+    if cfg.teacher:  # the teacher's own accuracy, measured as every run's final one, as a line of the table
+        path, metrics = teacher_eval(cfg.teacher)
+        teacher_final = metrics.get(env)
+        if teacher_final:
+            cells.append(plots.teacher_row(teacher_name(path), teacher_final, ks, len(header)))
     write_text(out / "report.md", plots.markdown(title, intro, header, cells, notes, list(pngs)))
     write_text(out / "report.html", plots.html_page(title, intro, header, cells, notes, pngs))
     write_json(out / "report.json", {"env": env, "ks": ks, "target": cfg.target or None,
-                                     "teacher": [{"label": lab, "pass@1": v} for lab, v in teacher], "rows": rows})
+                                     "teacher": [{"label": lab, "pass@1": v} for lab, v in teacher],
+                                     "teacher_final": teacher_final, "rows": rows})
     return {"html": str(out / "report.html"), "markdown": str(out / "report.md"), "json": str(out / "report.json"),
             "pngs": [str(out / n) for n in pngs], "rows": rows}

@@ -179,6 +179,12 @@ def table(rows: list[dict[str, Any]], ks: list[int], target: float) -> tuple[lis
     return header, cells
 
 
+def teacher_row(label: str, final: dict[str, Any], ks: list[int], width: int) -> list[str]:
+    """The teacher's own accuracy as a line of the table; what it cost is left blank (a teacher is given)."""
+    line = [label, "teacher", pct(final.get("pass@1"))] + [pct(final.get(f"{m}@{k}")) for k in ks for m in ("pass", "maj")]
+    return line + [pct(final.get("greedy"))] + ["—"] * (width - len(line) - 1)
+
+
 def markdown(title: str, intro: list[str], header: list[str], cells: list[list[str]], notes: list[str],
               pngs: list[str]) -> str:
     esc = [[c.replace("|", "\\|") for c in line] for line in [header] + cells]

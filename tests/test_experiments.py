@@ -11,7 +11,8 @@ from rlvr.experiments import ceiling, regimes
 def test_ceiling_experiment_runs_every_stage(tmp_path):
     out = ceiling.main(ceiling.CeilingConfig(run_dir=str(tmp_path / "c"), teacher_max_steps=5, distill_problems=40,
                                              k=2, sft_epochs=1, rl_steps=2, eval_problems=20, eval_samples=2))
-    names = {"base", "teacher", "student (none)", "student (correct)", "student (none) + RL", "student (correct) + RL"}
+    names = {"base", "teacher", "student (none)", "student (correct)", "student (none) + RL", "student (correct) + RL",
+             "student (opd)", "student (none) + opd", "student (opd) + RL", "student (none) + opd + RL"}
     assert set(out["results"]) == names
     assert json.loads((tmp_path / "c" / "results.json").read_text())["results"].keys() == names
     assert out["results"]["student (none)"]["generated_tokens"] > 0
@@ -28,7 +29,7 @@ def test_regimes_experiment_runs_every_regime_to_the_budget(tmp_path):
                                              distill_problems=100, eval_problems=30, final_eval_samples=8,
                                              rs_problems=64, sft_eval_every=5, rl_eval_every=1))
     assert set(out["regimes"]) == {"zero RL", "best-of-N self-SFT", "distill (all)", "distill (correct)",
-                                   "distill (correct) + RL"}
+                                   "distill (correct) + RL", "on-policy distill"}
     for name, row in out["regimes"].items():
         assert budget <= row["flops"] < 1.5 * budget, name  # each stops at the budget (rs: at a round's end)
     assert (tmp_path / "r" / "report" / "report.html").exists()
@@ -89,3 +90,52 @@ def test_grid_figure_draws_one_panel_per_group_with_the_reference_in_each(tmp_pa
     grid.plot_curves({"": {"zero RL": curve}}, tmp_path / "one.png", "t")
     size = {name: struct.unpack(">II", (tmp_path / name).read_bytes()[16:24]) for name in ("grid.png", "one.png")}
     assert size["grid.png"][0] > size["one.png"][0] and size["grid.png"][1] > size["one.png"][1]  # 3 x 2 panels
+
+
+def test_regimes_runs_on_policy_distillation_charged_its_teachers_forward_passes(tmp_path, micro_base, monkeypatch):
+    """The opd arm from the base, its teacher the experiment's: it stops at the budget, and the
+    budget holds the teacher's FLOPs (2 N per token it read) beside the student's own."""
+    from rlvr.run import last_model
+    monkeypatch.setattr(regimes, "pretrained_base", lambda pre, console=None: last_model(micro_base))
+    budget = 2e9
+    out = regimes.main(regimes.RegimesConfig(run_dir=str(tmp_path / "r"), regimes=["opd"], budget_flops=budget,
+                                             teacher_steps=1, eval_problems=8, eval_samples=2, final_eval_samples=2,
+                                             rl_eval_every=1))
+    assert set(out["regimes"]) == {"on-policy distill"}
+    summary = json.loads((tmp_path / "r" / "opd" / "summary.json").read_text())
+    total = summary["total"]
+    assert summary["command"] == "opd" and total["teacher_tokens"] > 0
+    assert total["teacher_flops"] == pytest.approx(2 * summary["n_params"] * total["teacher_tokens"])
+    assert total["flops"] == pytest.approx(total["forward_flops"] + total["backward_flops"] + total["teacher_flops"])
+    assert budget <= out["regimes"]["on-policy distill"]["flops"] < budget + total["flops"] / summary["steps"] + 1
+
+
+@pytest.mark.slow
+def test_ceiling_distils_on_policy_at_the_sft_datas_teacher_tokens(tmp_path, micro_base, monkeypatch):
+    """Every student row, the on-policy ones included, with its teacher tokens: on-policy
+    distillation stops once its teacher has read as many tokens as it wrote for the SFT
+    data (after the step that crosses it), and the tokens to the teacher's pass@1 are those
+    of an evaluation that reached it."""
+    from conftest import ENV
+    from rlvr.run import last_model
+    from rlvr.train import pretrain
+    monkeypatch.setattr(ceiling, "pretrained_base", lambda pre, console=None: last_model(micro_base))
+    pre = pretrain.PretrainConfig
+    monkeypatch.setattr(pretrain, "PretrainConfig", lambda **kw: pre(**kw, env=ENV))
+    out = ceiling.main(ceiling.CeilingConfig(run_dir=str(tmp_path / "c"), teacher_max_steps=1, teacher_chunk=1,
+                                             distill_problems=16, k=2, sft_epochs=1, rl_steps=1, opd_prompts=4,
+                                             opd_eval_every=1, eval_problems=8, eval_samples=2))
+    r, written = out["results"], out["teacher_tokens_written"]
+    assert written == r["student (none)"]["teacher_tokens"] == r["student (correct)"]["teacher_tokens"] > 0
+    opd_run = json.loads((tmp_path / "c" / "opd" / "summary.json").read_text())
+    own = opd_run["compute"]["teacher_tokens"]
+    assert written <= own < written + own / opd_run["steps"] + 1 and r["student (opd)"]["teacher_tokens"] == own
+    assert r["student (none) + opd"]["teacher_tokens"] >= 2 * written  # the SFT data's, then its own scoring
+    assert r["student (opd) + RL"]["teacher_tokens"] == own  # RL reads no teacher
+    teacher = r["teacher"]["pass@1"]["mean"]
+    for name, row in r.items():
+        if name in ("base", "teacher"):
+            continue
+        assert row["vs_teacher"] == pytest.approx(row["pass@1"]["mean"] - teacher)
+        reached = row["teacher_tokens_to_teacher"]
+        assert reached is None or 0 <= reached <= row["teacher_tokens"]  # 0: at it before any teacher token

@@ -123,3 +123,89 @@ def test_a_teacher_too_short_for_the_students_sequences_is_refused_before_traini
     with pytest.raises(InputError, match=r"holds 512 tokens, but the student's sequences run to \d+"):
         opd.main(cfg)
     assert not (tmp_path / "opd" / "metrics.jsonl").exists()
+
+
+def _without_tokenize(app):
+    """The app as a server without `/tokenize` (an OpenAI-compatible server that is not vLLM's)."""
+    app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") != "/tokenize"]
+    return app
+
+
+def test_a_teacher_endpoint_of_another_tokenizer_is_refused_at_start_by_its_tokenize_or_its_echo(
+        micro_base, bpe_llama, tmp_path):
+    import httpx
+
+    from conftest import served
+    from rlvr.distill.scorer import PROBE, HTTPScorer
+    from rlvr.distill.teacher import TeacherConfig
+    from rlvr.serve import ServeConfig, make_app
+    from rlvr.train import opd
+
+    model, tok = load_model(last_model(micro_base))
+    other, other_tok = load_model(bpe_llama)
+    assert other_tok(PROBE).input_ids != tok(PROBE).input_ids
+
+    def scorer(url, form="echo", name="teacher"):
+        return HTTPScorer(TeacherConfig(base_url=f"{url}/v1", model=name, max_retries=0), form)
+
+    with served(make_app(model, tok, ServeConfig(model=str(micro_base), model_name="teacher"))) as url:
+        answer = httpx.post(f"{url}/tokenize", json={"model": "teacher", "prompt": PROBE}).json()
+        assert answer == {"count": len(tok(PROBE).input_ids), "tokens": tok(PROBE).input_ids,
+                          "max_model_len": model.config.max_position_embeddings, "vocab_size": len(tok)}
+        assert httpx.post(f"{url}/tokenize", json={"model": "x", "prompt": "a"}).status_code == 404
+        for form in ("echo", "prompt_logprobs"):
+            scorer(url, form).check(tok, "student")  # the student's own tokenizer passes
+        with pytest.raises(InputError, match="the model 'x' does not exist"):
+            scorer(url, name="x").check(tok, "student")
+    with served(_without_tokenize(make_app(model, tok, ServeConfig(model=str(micro_base), model_name="teacher")))) as url:
+        assert httpx.post(f"{url}/tokenize", json={"model": "teacher", "prompt": PROBE}).status_code == 404
+        for form in ("echo", "prompt_logprobs"):
+            scorer(url, form).check(tok, "student")  # by the echoed prompt tokens
+
+    vocabs = rf"\({len(other_tok)} and {len(tok)} tokens\); 'Compute 123 \+ 456. So #### 579' is " \
+             rf"{len(other_tok(PROBE).input_ids)} tokens"
+    with served(make_app(other, other_tok, ServeConfig(model=str(bpe_llama), model_name="bpe"))) as url:
+        with pytest.raises(InputError, match=rf"^teacher bpe at {url}/v1 and student S have different tokenizers {vocabs}"):
+            scorer(url, name="bpe").check(tok, "S")
+        cfg = opd.OPDConfig(run_dir=str(tmp_path / "opd"), model=str(micro_base), teacher="bpe",
+                            teacher_base_url=f"{url}/v1", env=ENV, steps=1, prompts=2, group_size=2, eval_problems=0)
+        with pytest.raises(InputError, match=f"teacher bpe at {url}/v1 and student {micro_base} have different"):
+            opd.main(cfg)
+        assert not (tmp_path / "opd" / "metrics.jsonl").exists()
+    with served(_without_tokenize(make_app(other, other_tok, ServeConfig(model=str(bpe_llama), model_name="bpe")))) as url:
+        for form in ("echo", "prompt_logprobs"):
+            with pytest.raises(InputError, match=r"different tokenizers \(the teacher's vocabulary size not reported, "
+                                                 rf"the student's {len(tok)} tokens\)"):
+                scorer(url, form, "bpe").check(tok, "S")
+
+
+def test_opd_measures_its_teachers_own_accuracy_once_local_or_behind_an_endpoint(micro_base, tmp_path):
+    """summary.json holds the teacher's accuracy on the run's held-out problems: a local
+    teacher generates as the student's final evaluation does; an endpoint is asked through
+    its chat API. Measured once (teacher_eval.json): a resumed run does not ask again."""
+    from conftest import served
+    from rlvr.eval import eval_problems, evaluate
+    from rlvr.serve import ServeConfig, make_app
+    from rlvr.train import opd
+
+    common = dict(env=ENV, steps=1, prompts=4, group_size=2, max_new_tokens=8, eval_problems=6, eval_samples=2,
+                  save_every=0, seed=0)
+    run = opd.main(opd.OPDConfig(run_dir=str(tmp_path / "local"), model=str(micro_base), teacher=str(micro_base),
+                                 **common))
+    summary = json.loads((run.dir / "summary.json").read_text())
+    teacher = summary["teacher"]["metrics"]["arithmetic"]
+    model, tok = load_model(last_model(micro_base))
+    env = make_env(ENV)
+    direct = evaluate(TorchEngine(model, tok), env, eval_problems(env, 6), 2, [1, 2],
+                      Sampling(temperature=1.0, max_new_tokens=8, seed=0))["arithmetic"]
+    assert teacher["pass@1"] == direct["pass@1"] and teacher["greedy"] == direct["greedy"]
+    assert summary["teacher"]["teacher"] == str(last_model(micro_base))
+    with served(make_app(model, tok, ServeConfig(model=str(micro_base), model_name="teacher"))) as url:
+        run = opd.main(opd.OPDConfig(run_dir=str(tmp_path / "api"), model=str(micro_base), teacher="teacher",
+                                     teacher_base_url=f"{url}/v1", **common))
+        first = json.loads((run.dir / "teacher_eval.json").read_text())
+        assert set(first["metrics"]["arithmetic"]) >= {"pass@1", "greedy"}
+        (run.dir / "teacher_eval.json").write_text(json.dumps({**first, "teacher": "kept"}))
+        again = opd.main(opd.OPDConfig(run_dir=str(tmp_path / "api"), model=str(micro_base), teacher="teacher",
+                                       teacher_base_url=f"{url}/v1", resume=True, **{**common, "steps": 2}))
+        assert json.loads((again.dir / "summary.json").read_text())["teacher"]["teacher"] == "kept"

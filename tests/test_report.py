@@ -144,8 +144,11 @@ def test_env_labels_teacher_and_out(runs, tmp_path):
                              teacher=str(teacher / "eval.json"),
                              out=str(tmp_path / "rep"), target=0.2))
     md = (tmp_path / "rep" / "report.md").read_text()
-    rb, ra = table_rows(md)
+    rb, ra, rt = table_rows(md)
     assert (rb["run"], ra["run"]) == ("RL", "RS")
+    # the teacher's own accuracy is a line of the table, its cost left blank (a teacher is given)
+    assert (rt["run"], rt["command"], rt["pass@1 [95% CI]"], rt["FLOPs"]) == ("teacher (teacher)", "teacher",
+                                                                             "90.0% [85.0, 95.0]", "—")
     assert ra["pass@1 [95% CI]"] == "70.0% [60.0, 80.0]" and rb["pass@1 [95% CI]"] == "—"
     assert "RL: eval.json has no 'arithmetic': no final accuracy" in md
     assert "Teacher line: teacher, final pass@1 = 90.0%." in md  # the directory named once, not "teacher (teacher)"

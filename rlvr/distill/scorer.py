@@ -14,6 +14,9 @@ scorer's answers into each sample's per-token advantages and the metrics a run l
 Teacher and student must share a tokenizer: the teacher scores the student's token
 ids, which would mean other text to another tokenizer and train silently wrong.
 `check_same_tokenizer` refuses a mismatch at start, naming both and their vocabularies.
+An endpoint's tokenizer is seen through a probe text (`HTTPScorer.check`): the ids its
+`POST /tokenize` gives it (vLLM, SGLang, `rlvr serve`), else the prompt tokens it echoes
+in a scoring request, against the student's.
 
     scorer = LocalScorer("runs/teacher", student_tok)
     metrics = annotate(rollouts, scorer, coef=1.0)   # sets Sample.token_advantages
@@ -36,15 +39,23 @@ from rlvr.distill.teacher_cache import ChatResult
 from rlvr.types import Rollout
 
 FORMS = ("echo", "prompt_logprobs")  # how an endpoint is asked for prompt log-probs
+PROBE = "Compute 123 + 456. So #### 579"  # a text whose ids tell two tokenizers apart
+
+
+def different_tokenizers(teacher: str, student: str, teacher_vocab: int | None, student_vocab: int,
+                         detail: str = "") -> InputError:
+    sizes = (f"{teacher_vocab} and {student_vocab} tokens" if teacher_vocab is not None else
+             f"the teacher's vocabulary size not reported, the student's {student_vocab} tokens")
+    return InputError(f"teacher {teacher} and student {student} have different tokenizers ({sizes}){detail}: the "
+                      "teacher would score ids that mean other text to it; on-policy distillation needs a teacher of "
+                      "the student's tokenizer")
 
 
 def check_same_tokenizer(student_tok, teacher_tok, student: str, teacher: str) -> None:
     """An `InputError` unless both tokenizers map every token to the same id."""
     s, t = student_tok.get_vocab(), teacher_tok.get_vocab()
     if s != t:
-        raise InputError(f"teacher {teacher} and student {student} have different tokenizers ({len(t)} and {len(s)} "
-                         "tokens): the teacher would score ids that mean other text to it; on-policy distillation "
-                         "needs a teacher of the student's tokenizer")
+        raise different_tokenizers(teacher, student, len(t), len(s))
 
 
 class LocalScorer:
@@ -110,6 +121,48 @@ class HTTPScorer(HTTPTeacher):
         except (TeacherError, httpx.HTTPError) as e:
             raise InputError(f"teacher {self.name}: {e}") from None
 
+    def check(self, student_tok, student: str) -> None:
+        """Refuse an endpoint whose tokenizer is not the student's, by the ids of `PROBE`: from
+        the server's `/tokenize` (beside `/v1`, as vLLM serves it) where it has one, else from
+        the prompt tokens a scoring request echoes (token strings for `echo`, ids for
+        `prompt_logprobs`, whose first token has none)."""
+        ids = list(student_tok(PROBE).input_ids)
+        answer = self._ask(self.cfg.base_url.rstrip("/").removesuffix("/v1") + "/tokenize",
+                           {"model": self.cfg.model, "prompt": PROBE, "add_special_tokens": True})
+        if answer is not None and isinstance(answer.get("tokens"), list):
+            theirs, mine, vocab = answer["tokens"], ids, answer.get("vocab_size")
+        else:  # token strings (echo), or the ids after the first (prompt_logprobs)
+            theirs, vocab = self._echoed(), None
+            mine = [_piece(student_tok.decode([i])) for i in ids] if self.form == "echo" else ids[1:]
+        if theirs != mine or (vocab is not None and vocab != len(student_tok)):
+            raise different_tokenizers(self.name, student, vocab, len(student_tok),
+                                       f"; {PROBE!r} is {_shown(theirs)} to the teacher, {_shown(mine)} to the student")
+
+    def _ask(self, url: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The endpoint's JSON answer to one POST; None where it has no such route (or refuses it)."""
+        try:
+            resp = httpx.post(url, json=body, headers=self._auth_header(), timeout=self.cfg.timeout_s)
+            data = resp.json() if resp.status_code < 500 else None
+        except (httpx.HTTPError, ValueError) as e:
+            raise InputError(f"teacher {self.name}: {e}") from None
+        if resp.status_code == 404 and ((data or {}).get("error") or {}).get("code") == "model_not_found":
+            raise InputError(f"teacher {self.name}: {data['error'].get('message')}")
+        return data if resp.status_code == 200 and isinstance(data, dict) else None
+
+    def _echoed(self) -> list:
+        """The endpoint's prompt tokens of `PROBE`, as a scoring request echoes them."""
+        body = {"model": self.cfg.model, "prompt": PROBE, "max_tokens": 1, "temperature": 1.0}
+        data = self._ask(self.cfg.base_url.rstrip("/") + self.path, {**body, "echo": True, "logprobs": 0}
+                         if self.form == "echo" else {**body, "prompt_logprobs": 0})
+        try:
+            choice = data["choices"][0]
+            if self.form == "echo":
+                return [_piece(t) for t in choice["logprobs"]["tokens"][:data["usage"]["prompt_tokens"]]]
+            return [int(next(iter(e))) for e in choice["prompt_logprobs"][1:]]
+        except (TypeError, KeyError, IndexError, ValueError, StopIteration):
+            raise InputError(f"teacher {self.name}: it has no /tokenize and does not echo a prompt's tokens, so "
+                             "rlvr cannot check that it shares the student's tokenizer") from None
+
     def _canonical(self, req: ScoreRequest) -> dict[str, Any]:
         return {"kind": "score", "form": self.form, "base_url": self.cfg.base_url.rstrip("/"), "model": self.cfg.model,
                 "ids": req.ids, "start": req.start}
@@ -143,6 +196,15 @@ class HTTPScorer(HTTPTeacher):
                 "SGLang needs return_logprob; try the other form with --teacher_form; closed APIs do not return them")
         usage.setdefault("total_tokens", usage.get("prompt_tokens", len(req.ids)) + usage.get("completion_tokens", 0))
         return ChatResult(texts=[], finish_reasons=[], usage=usage, logprobs=[float(x) for x in scored])
+
+
+def _piece(token: str) -> str:
+    """A token string as text: byte-level BPE's and SentencePiece's space markers as spaces."""
+    return token.replace("\u0120", " ").replace("\u2581", " ").replace("\u010a", "\n")
+
+
+def _shown(tokens: list) -> str:
+    return f"{len(tokens)} tokens {tokens[:8]!r}" + ("..." if len(tokens) > 8 else "")
 
 
 def annotate(rollouts: list[Rollout], scorer, coef: float) -> dict[str, float]:

@@ -9,6 +9,8 @@ each regime gets the same FLOP budget (rlvr/compute.py: 6·N per trained token,
     distill (all)      rlvr distill (every teacher solution), rlvr sft from the base
     distill (correct)  rlvr distill (verified solutions only), rlvr sft from the base
     distill + RL       the correct-only distillation with `sft_share` of the budget, then rlvr rl
+    on-policy distill  rlvr opd from the base: the student samples, the teacher scores every
+                       token (its forward passes charged to the budget)
 
 The teacher is the base after `teacher_steps` of RL: a stronger model of the same
 family, as a frontier API is to a student. Its own training is not charged to the
@@ -38,9 +40,9 @@ from rlvr.distill import distill
 from rlvr import report
 from rlvr.experiments import grid, seeds
 from rlvr.experiments.seeds import PerSeed
-from rlvr.train import pretrain, rl, rs, sft
+from rlvr.train import opd, pretrain, rl, rs, sft
 
-REGIMES = ("rl", "rs", "distill", "distill_rl")
+REGIMES = ("rl", "rs", "distill", "distill_rl", "opd")
 
 
 class RegimesConfig(Config):
@@ -122,6 +124,10 @@ def main(cfg: RegimesConfig) -> dict[str, Any]:
         student = stage("sft-short", sft.main, sft_cfg(str(root / "distill-correct" / "data.jsonl"), cfg.sft_share * B))
         runs["distill (correct) + RL"] = stage("rl-after-sft", rl.main, rl_cfg(
             student, steps=ENDLESS, budget_flops=B, eval_every=cfg.rl_eval_every))
+    if "opd" in cfg.regimes:
+        runs["on-policy distill"] = stage("opd", opd.main, rl_config(
+            cfg, env, base, cls=opd.OPDConfig, teacher=teacher, steps=ENDLESS, budget_flops=B,
+            eval_every=cfg.rl_eval_every))
 
     console.print("[bold]report[/]")
     rep = report.main(report.CompareConfig(runs=list(runs.values()), labels=list(runs), out=str(root / "report"),
@@ -143,9 +149,10 @@ def _evals(cfg: RegimesConfig) -> dict[str, Any]:
                 final_eval_samples=cfg.final_eval_samples, seed=cfg.seed)
 
 
-def rl_config(cfg: RegimesConfig, env: Any, model: str, **kw) -> rl.RLConfig:
-    """An RL stage of the experiment: RL's own defaults, the experiment's evaluation."""
-    return rl.RLConfig(model=model, env=env, max_new_tokens=32, save_every=20, **{**_evals(cfg), **kw})
+def rl_config(cfg: RegimesConfig, env: Any, model: str, cls=rl.RLConfig, **kw) -> rl.RLConfig:
+    """An RL stage of the experiment (or one on RL's loop, `cls`: opd): RL's own defaults, the
+    experiment's evaluation."""
+    return cls(model=model, env=env, max_new_tokens=32, save_every=20, **{**_evals(cfg), **kw})
 
 
 def sft_config(cfg: RegimesConfig, env: Any, base: str, data: str, budget: float) -> sft.SFTConfig:

@@ -3,7 +3,9 @@
 It lets every OpenAI client (the `openai` SDK, eval harnesses, the distill teacher
 client) talk to a local model: `GET /v1/models`, `POST /v1/chat/completions` (messages
 go through the tokenizer's chat template) and `POST /v1/completions`, with `n`,
-`temperature`, `top_p`, `max_tokens`, `stop`, `seed`, `logprobs`, `stream` and `usage`.
+`temperature`, `top_p`, `max_tokens`, `stop`, `seed`, `logprobs`, `stream` and `usage`;
+and vLLM's `POST /tokenize` (a text's ids, `count`, `max_model_len`, and `vocab_size`),
+by which a client checks that it shares the model's tokenizer.
 Log-probs are those of the chosen tokens; a request for alternatives (`top_logprobs` > 0,
 completions' `logprobs` > 0) is refused with a 400 rather than answered with empty lists.
 
@@ -42,7 +44,7 @@ from rlvr.engine.fields import EngineFields
 from rlvr.serve.batcher import Batcher
 from rlvr.serve.guard import Guard
 from rlvr.serve.schema import (APIError, ChatRequest, Choice, ChoiceDecoder, CompletionRequest, RequestBase,
-                               chat_logprobs, completion_logprobs, error_body)
+                               TokenizeRequest, chat_logprobs, completion_logprobs, error_body)
 from rlvr.serve.stream import CHAT, TEXT, ChunkShape, events
 from rlvr.types import Sample, Sampling
 
@@ -131,10 +133,13 @@ def make_app(model, tok, cfg: ServeConfig):
 
     # ---- shared request handling
 
-    def check(req: RequestBase, prompt_lens: list[int], max_tokens: int | None) -> Sampling:
+    def served(req: RequestBase | TokenizeRequest) -> None:
         if req.model != name:
             raise APIError(404, f"the model {req.model!r} does not exist; this server serves {name!r}",
                            "model", "model_not_found")
+
+    def check(req: RequestBase, prompt_lens: list[int], max_tokens: int | None) -> Sampling:
+        served(req)
         if req.n > cfg.max_n:
             raise APIError(400, f"n: must be at most {cfg.max_n}", "n", "invalid_value")
         longest = max(prompt_lens)
@@ -209,6 +214,13 @@ def make_app(model, tok, cfg: ServeConfig):
     @app.get("/v1/models")
     async def models():
         return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "rlvr"}]}
+
+    @app.post("/tokenize")  # where vLLM serves it: beside /v1, not under it
+    async def tokenize(req: TokenizeRequest):
+        served(req)
+        ids = tok(req.prompt, add_special_tokens=req.add_special_tokens).input_ids
+        out = {"count": len(ids), "max_model_len": context, "tokens": ids, "vocab_size": len(tok)}
+        return {**out, "token_strs": tok.convert_ids_to_tokens(ids)} if req.return_token_strs else out
 
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest):

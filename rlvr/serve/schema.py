@@ -97,6 +97,14 @@ class CompletionRequest(RequestBase):
     prompt_logprobs: Optional[int] = Field(None, ge=0)
 
 
+class TokenizeRequest(_Strict):
+    # vLLM's and SGLang's `POST /tokenize`: a text's token ids, without generating.
+    model: str
+    prompt: str
+    add_special_tokens: bool = True
+    return_token_strs: bool = False
+
+
 # --------------------------------------------------------------------------- completions to JSON
 
 def _finite(x: float) -> float:

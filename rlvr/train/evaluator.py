@@ -75,11 +75,7 @@ class Evaluator:
             self._engine = make_engine(self.model, self.tok, self.cfg.engine, role="trainer", version=step,
                                        options=self.cfg.engine_options)
         self._engine.sync_weights(self.model.state_dict(), step)
-        samples = (self.cfg.final_eval_samples or self.cfg.eval_samples) if final else self.cfg.eval_samples
-        sampling = Sampling(temperature=self.cfg.eval_temperature, max_new_tokens=self.max_new_tokens, seed=self.seed)
-        greedy = self.cfg.eval_temperature > 0  # else the samples are the greedy answers already
-        samples = samples if greedy else 1
-        result = evaluate(self._engine, self.env, self.problems, samples, powers_of_two(samples), sampling, greedy)
+        result = evaluate(self._engine, self.env, self.problems, *self.plan(final))
         snapshot = compute.total().as_dict()
         self.run.append("evals.jsonl", {"step": step, "final": final, "compute": snapshot, "metrics": result})
         if final:
@@ -87,6 +83,17 @@ class Evaluator:
                                               "step": step, "compute": snapshot, "metrics": result})
         self.last = result
         return flat(result)
+
+
+    def plan(self, final: bool) -> tuple[int, list[int], Sampling, bool]:
+        """(samples, ks, sampling, greedy) of an evaluation: what `rlvr.eval.evaluate` takes
+        after the engine, the environment and the problems (another model, e.g. a teacher,
+        is measured with the same)."""
+        samples = (self.cfg.final_eval_samples or self.cfg.eval_samples) if final else self.cfg.eval_samples
+        sampling = Sampling(temperature=self.cfg.eval_temperature, max_new_tokens=self.max_new_tokens, seed=self.seed)
+        greedy = self.cfg.eval_temperature > 0  # else the samples are the greedy answers already
+        samples = samples if greedy else 1
+        return samples, powers_of_two(samples), sampling, greedy
 
 
 def flat(result: dict[str, Any]) -> dict[str, float]:

@@ -11,7 +11,9 @@ student's own text: dense where a verifier's reward is one bit per episode, and 
 where SFT on the teacher's traces is not. `--reward_weight` adds the verifier's group
 advantage (0 by default: distillation alone). Everything else is RL's: losses,
 off-policy corrections, LoRA, Ray workers, resume, evaluation and compute accounting,
-where the teacher's forward passes are charged as teacher FLOPs.
+where the teacher's forward passes are charged as teacher FLOPs. The teacher's own
+accuracy, on the same held-out problems, is measured once at the end (teacher_eval.json)
+and stands in summary.json beside the student's.
 
 The teacher is a local checkpoint that shares the student's tokenizer (refused at start
 otherwise): one forward pass over prompt and completion, no gradient, on
@@ -19,7 +21,8 @@ otherwise): one forward pass over prompt and completion, no gradient, on
 OpenAI-compatible endpoint that returns prompt log-probs (`--teacher_base_url`: `rlvr
 serve`, vLLM, SGLang), asked with the teacher client's concurrency, retries, token
 budget and on-disk cache in the run directory (a resumed run asks nothing twice); such a
-teacher must share the student's tokenizer too, which rlvr cannot see from outside.
+teacher must share the student's tokenizer too, checked at start by the ids of a probe
+text (the server's `/tokenize`, else the prompt tokens it echoes).
 
     rlvr opd --model runs/base --teacher runs/rl --env arithmetic:digits=3,ops=add --steps 50
     rlvr opd --model runs/base --teacher rl --teacher_base_url http://127.0.0.1:8000/v1 ...
@@ -29,13 +32,16 @@ Tested by tests/test_opd.py.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
+import httpx
 from pydantic import Field
 
 from rlvr.distill.scorer import HTTPScorer, LocalScorer, annotate
 from rlvr.config import InputError
-from rlvr.distill.teacher import BudgetExceeded, TeacherConfig
+from rlvr.distill.teacher import BudgetExceeded, HTTPTeacher, TeacherConfig, TeacherError
+from rlvr.eval import evaluate, evaluate_api
 from rlvr.run import Run, last_model
 from rlvr.train.rl import RL, RLConfig
 from rlvr.train.setup import resolve_device, resolve_dtype
@@ -53,7 +59,7 @@ class OPDConfig(RLConfig):
     teacher_params: int = Field(0, ge=0, description="The endpoint's teacher's parameter count, to charge its forward passes as FLOPs (0: tokens only).")
     api_key_env: str = Field("", description="Environment variable holding the endpoint's API key (never written anywhere); empty: none.")
     max_concurrency: int = Field(8, ge=1, description="Requests to the endpoint in flight at once.")
-    budget_tokens: int = Field(0, ge=0, description="Tokens the endpoint may be asked to score in this run (0: no cap); past it the run stops with its last checkpoint.")
+    budget_tokens: int = Field(0, ge=0, description="Tokens the teacher may score in this run, prompts included (0: no cap); past it the run stops with its last checkpoint (a local teacher: after the step that crosses it).")
 
 
 class OPD(RL):
@@ -79,8 +85,8 @@ class OPD(RL):
     def setup(self, state: dict[str, Any]) -> None:
         if self.cfg.teacher_base_url:
             self.teacher = self.remote(cache_dir=str(self.run.dir / "teacher_cache"))
-        else:
-            self.teacher.check(self.tok, str(self.cfg.model))
+        self.teacher.check(self.tok, str(self.cfg.model))
+        if not self.cfg.teacher_base_url:
             self.check_context()
         self.reward_weight = self.cfg.reward_weight
         super().setup(state)
@@ -102,6 +108,10 @@ class OPD(RL):
                              f"to {longest} (prompt and completion); lower --max_new_tokens or use a teacher with a "
                              "longer context")
 
+    def finished(self, step: int) -> bool:
+        spent = self.cfg.budget_tokens and self.compute.own.teacher_tokens >= self.cfg.budget_tokens
+        return super().finished(step) or bool(spent)  # an endpoint's client stops itself mid-batch
+
     def train_step(self, step: int) -> dict[str, float] | None:
         try:
             return super().train_step(step)
@@ -113,6 +123,34 @@ class OPD(RL):
         signal = annotate(rollouts, self.teacher, self.cfg.teacher_coef)
         self.compute.teacher(signal["teacher_tokens"], self.teacher.flops(signal["teacher_tokens"]))
         return {**super().learn(rollouts), **signal}
+
+    def summary(self) -> dict[str, Any]:
+        """The teacher's own accuracy beside the student's, on the same held-out problems and
+        samples as the final evaluation: measured once, kept in teacher_eval.json."""
+        if self.evaluator is None or not self.evaluator.enabled:
+            return {}
+        if not (self.run.dir / "teacher_eval.json").exists():
+            metrics = self.teacher_accuracy()
+            if metrics is None:
+                return {}
+            self.run.write_json("teacher_eval.json", {"teacher": self.teacher.name, "metrics": metrics})
+        return {"teacher": json.loads((self.run.dir / "teacher_eval.json").read_text())}
+
+    def teacher_accuracy(self) -> dict[str, Any] | None:
+        """A local teacher generates as the student does; an endpoint is asked through its chat
+        API (`rlvr eval --base_url`'s path), outside the scoring budget; None, with a warning,
+        where it cannot answer."""
+        ev = self.evaluator
+        if not self.cfg.teacher_base_url:
+            return evaluate(self.teacher.engine, ev.env, ev.problems, *ev.plan(final=True))
+        cfg = self.cfg
+        client = HTTPTeacher(TeacherConfig(base_url=cfg.teacher_base_url, model=cfg.teacher,
+                                           api_key_env=cfg.api_key_env or None, max_concurrency=cfg.max_concurrency))
+        try:
+            return evaluate_api(client, ev.env, ev.problems, *ev.plan(final=True))
+        except (TeacherError, httpx.HTTPError) as e:
+            self.warn(f"the teacher's own accuracy was not measured: {e}")
+            return None
 
     def progress(self, metrics: dict[str, float]) -> dict[str, float]:
         return {"rkl": metrics.get("reverse_kl", 0.0), **super().progress(metrics)}
