@@ -147,7 +147,7 @@ def test_env_labels_teacher_and_out(runs, tmp_path):
     rb, ra, rt = table_rows(md)
     assert (rb["run"], ra["run"]) == ("RL", "RS")
     # the teacher's own accuracy is a line of the table, its cost left blank (a teacher is given)
-    assert (rt["run"], rt["command"], rt["pass@1 [95% CI]"], rt["FLOPs"]) == ("teacher (teacher)", "teacher",
+    assert (rt["run"], rt["command"], rt["pass@1 [95% CI]"], rt["FLOPs"]) == ("teacher", "teacher",
                                                                              "90.0% [85.0, 95.0]", "—")
     assert ra["pass@1 [95% CI]"] == "70.0% [60.0, 80.0]" and rb["pass@1 [95% CI]"] == "—"
     assert "RL: eval.json has no 'arithmetic': no final accuracy" in md
