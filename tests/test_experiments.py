@@ -59,12 +59,17 @@ def test_noise_experiment_runs_every_cell_and_draws_them(tmp_path, micro_base):
 @pytest.mark.slow
 def test_staleness_experiment_lags_every_batch_as_asked(tmp_path, micro_base):
     from rlvr.experiments import staleness
-    out = staleness.main(_tiny_grid(staleness.StalenessConfig, tmp_path, micro_base, lags=[0, 2],
-                                    corrections=["none", "decoupled"]))
-    assert list(out["results"]) == ["synchronous", "staleness 2, none", "staleness 2, decoupled"]
-    assert out["results"]["synchronous"]["staleness_mean"] == 0
+    out = staleness.main(_tiny_grid(staleness.StalenessConfig, tmp_path, micro_base, lrs=[5e-4], lags=[0, 2],
+                                    corrections=["none", "decoupled x4"]))
+    assert list(out["results"]) == ["lr 0.0005, synchronous", "lr 0.0005, synchronous x4",
+                                    "lr 0.0005, staleness 2, none", "lr 0.0005, staleness 2, decoupled x4"]
+    sync, stale = out["results"]["lr 0.0005, synchronous"], out["results"]["lr 0.0005, staleness 2, none"]
+    assert sync["staleness_mean"] == 0 and sync["vs_synchronous"] is None
     # steps 0-3 at lag 2: batches of versions 0, 0, 0, 1 -> lags 0, 1, 2, 2
-    assert out["results"]["staleness 2, none"]["staleness_mean"] == pytest.approx(5 / 4)
+    assert stale["staleness_mean"] == pytest.approx(5 / 4) and stale["behaviour_kl"] >= 0
+    # each cell is paired with the synchronous run of its own mini-batches, on the same problems
+    assert stale["vs_synchronous"]["mean"] == pytest.approx(stale["pass@1"]["mean"] - sync["pass@1"]["mean"])
+    assert out["results"]["lr 0.0005, staleness 2, decoupled x4"]["mini_batches"] == 4
     assert (tmp_path / "x" / "staleness.png").stat().st_size > 0
 
 

@@ -8,6 +8,7 @@ first reached a target, and draw every cell's curve in one PNG.
     final(run_dir)                 eval.json's pass@1: {"mean", "ci", ...}
     steps(run_dir)                 the steps a finished run took
     steps_to(run_dir, target)      first evaluated step with pass@1 >= target, or None
+    paired(start, end)             the paired change of final pass@1 from one run to another
     plot_curves(curves, path, ...) one line per cell
     start(cfg, console)            the cells' environment and starting model (default: the demo's)
     save(root, out, plot, console) results.json, and where the figure is
@@ -23,6 +24,8 @@ from pydantic import AfterValidator, Field
 
 from rlvr.atomic import write_json
 from rlvr.config import Config
+from rlvr.eval_metrics import paired_change
+from rlvr.experiments.seeds import PerSeed
 from rlvr.fields import HeldOutProblems, RLEvalEvery
 
 # rlvr rl's rate settings before the coldstart ablation made its defaults lr 5e-4, cosine,
@@ -55,6 +58,7 @@ class GridConfig(Config):
     target: float = Field(0.8, gt=0, le=1, description="Held-out (true) pass@1 whose steps-to-reach the table reports.")
     seed: int = Field(0, description="Seed of sampling (and of a noisy verifier's flips).")
     base_seed: int = Field(0, description="Seed of the base's pretraining, when no --model is given (the demo's base, cached).")
+    seeds: PerSeed
 
 
 def start(cfg, console) -> tuple[Any, str]:
@@ -97,6 +101,21 @@ def final(run_dir: Path) -> dict[str, Any]:
 
 def steps_to(run_dir: Path, target: float) -> int | None:
     return next((step for step, p in curve(run_dir) if p >= target), None)
+
+
+def paired(start: dict[str, Any], end: dict[str, Any]) -> dict[str, Any] | None:
+    """The change of pass@1 from one evaluation to another of the same held-out problems
+    (`final`'s dicts), with its paired 95% CI (eval_metrics.paired_change); None when
+    either kept no per-problem scores."""
+    if "per_problem" not in start or "per_problem" not in end:
+        return None
+    return paired_change(start["per_problem"], end["per_problem"])
+
+
+def change_text(change: dict[str, Any] | None) -> str:
+    if change is None:
+        return "-"
+    return f"{change['mean']:+.1%} [{change['ci'][0]:+.1%}, {change['ci'][1]:+.1%}]"
 
 
 def ci_text(p: dict[str, Any]) -> str:

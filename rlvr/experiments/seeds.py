@@ -56,8 +56,10 @@ def over_seeds(main: Callable[[Any], dict[str, Any]], cfg, seeds: list[int],
     runs: dict[int, dict[str, Any]] = {}
     for seed in seeds:
         Console().rule(f"seed {seed} ({len(runs) + 1} of {len(seeds)})")
-        runs[seed] = main(cfg.model_copy(update={"run_dir": str(root / f"seed_{seed}"), "seed": seed,
-                                                 "base_seed": seed, "seeds": []}))
+        update = {"run_dir": str(root / f"seed_{seed}"), "seed": seed, "seeds": []}
+        if "base_seed" in type(cfg).model_fields:  # a pretrained model (rlvr experiment real) has no base seed
+            update["base_seed"] = seed
+        runs[seed] = main(cfg.model_copy(update=update))
     per_seed = [figures(r) for r in runs.values()]
     rows: dict[str, dict[str, dict[str, float]]] = {}
     for row in per_seed[0]:
