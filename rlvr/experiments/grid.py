@@ -12,6 +12,9 @@ first reached a target, and draw every cell's curve in one PNG.
     plot_curves(curves, path, ...) one line per cell
     start(cfg, console)            the cells' environment and starting model (default: the demo's)
     save(root, out, plot, console) results.json, and where the figure is
+    stage(run_dir, fn, config, console)   run one stage of a pipeline unless it finished before
+    measure(model, env, out, ...)  evaluate a model that no trainer evaluated (a base) into out/eval.json
+    scores(run_dir)                eval.json's pass@1, pass@16 and greedy
 """
 
 from __future__ import annotations
@@ -141,3 +144,45 @@ def plot_curves(curves: dict[str, list[tuple[float, float]]], path: Path, title:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def stage(run_dir: Path, fn, config, console) -> Path:
+    """`fn(config)` in `run_dir` unless a finished run is there (its summary.json, written
+    last); a run killed half-way resumes, where its command can."""
+    if (run_dir / "summary.json").exists():
+        console.print(f"[green]{run_dir.name}[/]: done before, reused")
+        return run_dir
+    console.print(f"[bold]{run_dir.name}[/]")
+    update = {"run_dir": str(run_dir)}
+    if "resume" in type(config).model_fields:
+        update["resume"] = (run_dir / "metrics.jsonl").exists()
+    fn(config.model_copy(update=update))
+    return run_dir
+
+
+def measure(model: Path, env_spec: Any, out: Path, problems: int, samples: int, seed: int,
+            max_new_tokens: int = 32) -> Path:
+    """Evaluate `model` as a trainer's final evaluation does (the held-out problems every
+    run evaluates on, `samples` at T = 1 and greedy) into out/eval.json, once."""
+    if not (out / "eval.json").exists():
+        from rlvr.engine import make_engine
+        from rlvr.envs import make_env
+        from rlvr.eval import eval_problems, evaluate
+        from rlvr.models import load_model
+        from rlvr.train.evaluator import powers_of_two
+        from rlvr.types import Sampling
+
+        env = make_env(env_spec)
+        m, tok = load_model(model)
+        sampling = Sampling(temperature=1.0, max_new_tokens=max_new_tokens, seed=seed)
+        metrics = evaluate(make_engine(m, tok, role="snapshot"), env, eval_problems(env, problems), samples,
+                           powers_of_two(samples), sampling)
+        write_json(out / "eval.json", {"model": str(model), "metrics": metrics})
+    return out
+
+
+def scores(run_dir: Path) -> dict[str, Any]:
+    """{"pass@1", "pass@16", "greedy"} (each {"mean", "ci", ...}; pass@1 with its per-problem
+    scores) of a run's final evaluation; a figure it did not measure is None."""
+    m = _first_env(json.loads((run_dir / "eval.json").read_text())["metrics"])
+    return {k: m.get(k) for k in ("pass@1", "pass@16", "greedy")}

@@ -134,7 +134,7 @@ def main(cfg: StalenessConfig) -> dict[str, Any]:
 def figures(result: dict[str, Any]) -> dict[str, dict[str, float]]:
     """{cell: {column: value}} of one run, for the spread over seeds."""
     return {label: {"pass@1": r["pass@1"]["mean"],
-                    "vs synchronous (paired)": (r["vs_synchronous"] or {}).get("mean"),
+                    "vs synchronous (paired)": (r.get("vs_synchronous") or {}).get("mean"),
                     "KL(behaviour, current)": r["behaviour_kl"], "ESS": r["is_ess"],
                     "steps to target": r["steps_to_target"]}
             for label, r in result["results"].items()}
