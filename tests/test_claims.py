@@ -32,8 +32,8 @@ def test_claims_table_reads_spreads_and_single_runs_and_decides_only_on_three_se
     assert len(rows) == len(claims.CLAIMS) and (tmp_path / "claims.md").read_text() == out["markdown"]
     assert "zero RL vs base: 40.0% [30.0%, 50.0%] (3 seeds)" in rows["C1"] and "holds on every seed (3)" in rows["C1"]
     assert "pass@1 after 40 steps from the base: 82.0% (1 seed)" in rows["C1"] and "steps to 80%: 40 (1 seed)" in rows["C1"]
-    assert rows["C2"].endswith("| mixed: for a human |")  # one seed up, two down
-    assert "not measured" in rows["C9"] and "not measured" in rows["C10"] and rows["C4"].endswith("| for a human |")
+    assert rows["C2"].endswith("| mixed: for a reader |")  # one seed up, two down
+    assert "not measured" in rows["C9"] and "not measured" in rows["C10"] and rows["C4"].endswith("| for a reader |")
     assert out["measured"] == ["noise", "real"]
 
 
@@ -42,7 +42,7 @@ def test_claims_verdict_fails_and_too_few_seeds():
     down = {"real": {"zero RL": {"vs base (paired)": _spread([-0.1, -0.2, -0.3])}}}
     assert claims.verdict(c, down) == "fails on every seed (3)"
     two = {"real": {"zero RL": {"vs base (paired)": _spread([0.1, 0.2])}}}
-    assert claims.verdict(c, two) == "for a human"
+    assert claims.verdict(c, two) == "for a reader"
 
 
 def test_claims_unknown_experiment_in_dirs_says_so(tmp_path):

@@ -9,7 +9,7 @@ spread), else its one run, and writes one markdown row per claim: the figures on
 tiny model and on the real one as "mean [min, max]" with the number of seeds, and a
 verdict. The verdict is computed only where the rule is clear: every figure a claim
 decides by is a paired change (the same held-out problems before and after) measured on
-at least three seeds, all of one sign on every seed; anything else is left for a human.
+at least three seeds, all of one sign on every seed; anything else is left for a reader.
 
     rlvr experiment claims                        # reads runs/*/results.json, prints the table
     rlvr experiment claims --out claims.md --dirs '{"staleness": "runs/staleness3"}'
@@ -131,15 +131,15 @@ def text(figures: list[Figure], spreads: dict[str, Any]) -> str:
 def verdict(claim: Claim, spreads: dict[str, Any]) -> str:
     deciding = [f for f in claim.toy + claim.real if f.sign]
     if not deciding:
-        return "for a human"
+        return "for a reader"
     found = [(f, (spreads.get(f.experiment) or {}).get(f.row, {}).get(f.column)) for f in deciding]
     if any(s is None or s["n"] < MIN_SEEDS for _, s in found):
-        return "for a human"
+        return "for a reader"
     if all((s["min"] > 0) if f.sign > 0 else (s["max"] < 0) for f, s in found):
         return f"holds on every seed ({min(s['n'] for _, s in found)})"
     if all((s["max"] < 0) if f.sign > 0 else (s["min"] > 0) for f, s in found):
         return f"fails on every seed ({min(s['n'] for _, s in found)})"
-    return "mixed: for a human"
+    return "mixed: for a reader"
 
 
 def table(spreads: dict[str, Any]) -> str:
