@@ -25,50 +25,32 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 from rich.console import Console
 from rich.table import Table
 
 from rlvr.atomic import write_json, write_text
-from rlvr.config import Config
 from rlvr.demo import pretrained_base
 from rlvr.distill import distill
 from rlvr.envs import make_env
 from rlvr.experiments import grid, regimes, seeds
-from rlvr.experiments.midtrain import STAGE_FIGURES, flops, stage_figures, teacher_model, teacher_traces
-from rlvr.experiments.seeds import PerSeed
-from rlvr.fields import BaseSeed, DistillProblems, HeldOutProblems, PipelineSeed, PretrainSteps, RLEvalEvery, TeacherSolutions
+from rlvr.experiments.midtrain import STAGE_FIGURES, PipelineConfig, flops, stage_figures, teacher_model, teacher_traces
 from rlvr.jsonl import read_jsonl
-from rlvr.train import pretrain, rl, sft
+from rlvr.train import rl, sft
 from rlvr.train.corpus import correct_solution
 
 ARMS = ("human", "teacher", "self")
 
 
-class HumansConfig(Config):
+class HumansConfig(PipelineConfig):
     run_dir: str = Field("runs/humans", description="Experiment directory: one run per stage, data/, results.json.")
-    arms: list[str] = Field(list(ARMS), description=f"Which arms to run, of {list(ARMS)}.")
+    arms: Annotated[list[str], grid.names_in(dict.fromkeys(ARMS))] = Field(list(ARMS), description=f"Which arms to run, of {list(ARMS)}.")
     solutions: int = Field(500, ge=1, description="Solutions (one a problem) every arm is fine-tuned on; fewer when fewer problems were solved by both the teacher and the base.")
     budget_flops: float = Field(4e12, gt=0, description="FLOPs of SFT and RL together, for every arm.")
     sft_epochs: int = Field(2, ge=1, description="SFT passes over the solutions.")
     rs_n: int = Field(8, ge=1, description="Self: samples per problem (the N of best-of-N).")
-    pretrain_steps: PretrainSteps
-    pretrain: dict[str, Any] = Field({}, description="`rlvr pretrain` keys over the demo's for the base (env, preset, ...): the task is its env.")
-    rl: dict[str, Any] = Field({}, description="`rlvr rl` keys every RL stage takes, the teacher's included (e.g. {\"prompts\": 16}).")
-    teacher_steps: int = Field(80, ge=1, description="RL steps that make the teacher from the base.")
-    distill_problems: DistillProblems = 1000
-    k: TeacherSolutions
-    sft_lr: float = Field(5e-4, gt=0, description="SFT learning rate.")
-    rl_eval_every: RLEvalEvery = 5
-    sft_eval_every: int = Field(40, ge=1, description="SFT steps between evaluations.")
-    eval_problems: HeldOutProblems = 200
-    eval_samples: int = Field(8, ge=1, description="Samples per problem during training (pass@1 is their mean).")
-    final_eval_samples: int = Field(16, ge=1, description="Samples per problem after each stage (pass@16 needs 16).")
-    seed: PipelineSeed
-    seeds: PerSeed
-    base_seed: BaseSeed
 
 
 def _by_problem(data: Path) -> dict[str, dict[str, Any]]:
@@ -81,12 +63,9 @@ def main(cfg: HumansConfig) -> dict[str, Any]:
         seeds.print_spread(f"SFT on human, teacher or own solutions, then RL, over seeds {cfg.seeds}: mean [min, max]",
                            out["spread"], COLUMNS, len(cfg.seeds))
         return out
-    unknown = set(cfg.arms) - set(ARMS)
-    if unknown:
-        raise ValueError(f"unknown arms {sorted(unknown)}; choose from {list(ARMS)}")
     console, root, t0 = Console(), Path(cfg.run_dir), time.time()
     root.mkdir(parents=True, exist_ok=True)
-    pre = pretrain.PretrainConfig(**{"steps": cfg.pretrain_steps, "seed": cfg.base_seed, **cfg.pretrain})
+    pre = cfg.base_config()
     env_spec, B = pre.env, cfg.budget_flops
     base = pretrained_base(pre, console=console)
 

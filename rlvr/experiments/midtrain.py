@@ -29,7 +29,7 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Annotated, Any, Iterator
 
 from pydantic import Field
 from rich.console import Console
@@ -50,12 +50,10 @@ from rlvr.train.corpus import mixed
 ARMS = ("none", "pretrain mix", "sft", "both")
 
 
-class MidtrainConfig(Config):
-    run_dir: str = Field("runs/midtrain", description="Experiment directory: one run per stage, traces/, results.json.")
-    arms: list[str] = Field(list(ARMS), description=f"Which arms to run, of {list(ARMS)}.")
-    budget_flops: float = Field(4e12, gt=0, description="FLOPs each arm spends after pretraining (SFT and RL).")
-    mix_share: float = Field(0.1, gt=0, lt=1, description="Share of the pretraining documents drawn from the teacher's solutions (cycled) in the mixing arms.")
-    sft_share: float = Field(0.4, gt=0, lt=1, description="Share of the budget spent on SFT in the SFT arms.")
+class PipelineConfig(Config):
+    """What the teacher pipelines (midtrain, humans) share: the base, the teacher, its
+    solutions, the stages' learning rates and every evaluation."""
+
     pretrain_steps: PretrainSteps
     pretrain: dict[str, Any] = Field({}, description="`rlvr pretrain` keys over the demo's for the base (env, preset, ...): the task is its env.")
     rl: dict[str, Any] = Field({}, description="`rlvr rl` keys every RL stage takes, the teacher's included (e.g. {\"prompts\": 16}).")
@@ -71,6 +69,18 @@ class MidtrainConfig(Config):
     seed: PipelineSeed
     seeds: PerSeed
     base_seed: BaseSeed
+
+    def base_config(self) -> pretrain.PretrainConfig:
+        """The demo's base (cached by pretrained_base), with `pretrain`'s keys over it."""
+        return pretrain.PretrainConfig(**{"steps": self.pretrain_steps, "seed": self.base_seed, **self.pretrain})
+
+
+class MidtrainConfig(PipelineConfig):
+    run_dir: str = Field("runs/midtrain", description="Experiment directory: one run per stage, traces/, results.json.")
+    arms: Annotated[list[str], grid.names_in(dict.fromkeys(ARMS))] = Field(list(ARMS), description=f"Which arms to run, of {list(ARMS)}.")
+    budget_flops: float = Field(4e12, gt=0, description="FLOPs each arm spends after pretraining (SFT and RL).")
+    mix_share: float = Field(0.1, gt=0, lt=1, description="Share of the pretraining documents drawn from the teacher's solutions (cycled) in the mixing arms.")
+    sft_share: float = Field(0.4, gt=0, lt=1, description="Share of the budget spent on SFT in the SFT arms.")
 
 
 class MixedPretrainConfig(pretrain.PretrainConfig):
@@ -132,12 +142,9 @@ def main(cfg: MidtrainConfig) -> dict[str, Any]:
         seeds.print_spread(f"teacher solutions in pretraining or SFT, over seeds {cfg.seeds}: mean [min, max]",
                            out["spread"], COLUMNS, len(cfg.seeds))
         return out
-    unknown = set(cfg.arms) - set(ARMS)
-    if unknown:
-        raise ValueError(f"unknown arms {sorted(unknown)}; choose from {list(ARMS)}")
     console, root, t0 = Console(), Path(cfg.run_dir), time.time()
     root.mkdir(parents=True, exist_ok=True)
-    pre = pretrain.PretrainConfig(**{"steps": cfg.pretrain_steps, "seed": cfg.base_seed, **cfg.pretrain})
+    pre = cfg.base_config()
     env, B = pre.env, cfg.budget_flops
     demo_base = pretrained_base(pre, console=console)
     length = json.loads((demo_base.parent.parent.parent / "summary.json").read_text())["steps"]
