@@ -57,6 +57,23 @@ def test_noise_experiment_runs_every_cell_and_draws_them(tmp_path, micro_base):
 
 
 @pytest.mark.slow
+def test_noise_experiment_over_seeds_pairs_each_cell_with_the_clean_one(tmp_path, micro_base):
+    from rlvr.experiments import noise
+    out = noise.main(_tiny_grid(noise.NoiseConfig, tmp_path, micro_base, fns=[0.0, 0.4], fps=[0.0],
+                                corrections=["none"], control=False, steps=2, seeds=[0, 1]))
+    assert out["seeds"] == [0, 1] and set(out["runs"]) == {"0", "1"}
+    for seed in ("0", "1"):
+        cells = out["runs"][seed]["results"]
+        assert cells["fn=0 fp=0 none"]["vs_clean"] is None
+        change = cells["fn=0.4 fp=0 none"]["vs_clean"]
+        assert change["mean"] == pytest.approx(cells["fn=0.4 fp=0 none"]["pass@1"]["mean"]
+                                               - cells["fn=0 fp=0 none"]["pass@1"]["mean"])
+    s = out["spread"]["fn=0.4 fp=0 none"]["vs clean (paired)"]
+    assert s["n"] == 2 and s["min"] <= s["mean"] <= s["max"]
+    assert (tmp_path / "x" / "seed_1" / "noise.png").exists() and (tmp_path / "x" / "results.json").exists()
+
+
+@pytest.mark.slow
 def test_staleness_experiment_lags_every_batch_as_asked(tmp_path, micro_base):
     from rlvr.experiments import staleness
     out = staleness.main(_tiny_grid(staleness.StalenessConfig, tmp_path, micro_base, lrs=[5e-4], lags=[0, 2],
@@ -81,4 +98,48 @@ def test_hacking_experiment_runs_every_arm(tmp_path, micro_base):
                                              eval_every=3, eval_problems=16, monitor=16, max_new_tokens=16))
     assert set(out["results"]) == set(hacking.ARMS)
     assert out["results"]["no defence"]["hack_rate"] and not out["results"]["held-out reward"]["hack_rate"]
+    assert out["results"]["held-out reward"]["vs_honest"] is None and out["results"]["no defence"]["vs_honest"] is not None
     assert (tmp_path / "h" / "hacking.png").stat().st_size > 0
+
+
+def _pipeline(tmp_path, monkeypatch):
+    """A teacher pipeline on the micro task in seconds: the micro base (cached in tmp_path),
+    a teacher after 3 RL steps of 8 x 4, 24 problems asked, tiny budgets."""
+    from conftest import ENV
+    monkeypatch.chdir(tmp_path)  # the demo's base cache, runs/base-*, lands here
+    return dict(pretrain={"env": ENV, "preset": "micro", "lr": 3e-3, "warmup": 10, "check_every": 0},
+                pretrain_steps=400, rl={"prompts": 8, "group_size": 4}, teacher_steps=3, distill_problems=24, k=2,
+                budget_flops=2e9, eval_problems=8, eval_samples=2, sft_eval_every=5, rl_eval_every=2)
+
+
+@pytest.mark.slow
+def test_midtrain_experiment_runs_every_arm_and_measures_each_stage(tmp_path, monkeypatch):
+    from rlvr.experiments import midtrain
+    out = midtrain.main(midtrain.MidtrainConfig(run_dir=str(tmp_path / "m"), **_pipeline(tmp_path, monkeypatch)))
+    assert set(out["arms"]) == set(midtrain.ARMS)
+    a = out["arms"]
+    assert set(a["none"]["stages"]) == {"pretrain", "rl"} and set(a["both"]["stages"]) == {"pretrain", "sft", "rl"}
+    for r in a.values():
+        for stage in r["stages"].values():
+            assert {"pass@1", "pass@16", "greedy"} <= {k for k, v in stage.items() if v is not None}
+    # equal teacher solutions in every arm that reads them, equal pretraining (the same steps)
+    assert a["pretrain mix"]["teacher_solutions"] == a["sft"]["teacher_solutions"] == a["both"]["teacher_solutions"] > 0
+    assert a["none"]["teacher_solutions"] == 0
+    assert a["pretrain mix"]["pretrain_flops"] == pytest.approx(a["none"]["pretrain_flops"], rel=0.1)
+    assert a["none"]["vs none"] is None and a["sft"]["vs none"] is not None
+    # the mixed corpus read the teacher's text; the plain one did not
+    assert (tmp_path / "m" / "base-mix" / "summary.json").exists() and out["pretrain_steps"] > 0
+
+
+@pytest.mark.slow
+def test_humans_experiment_sft_on_the_same_problems_three_ways(tmp_path, monkeypatch):
+    from rlvr.experiments import humans
+    out = humans.main(humans.HumansConfig(run_dir=str(tmp_path / "h"), solutions=10, rs_n=4,
+                                          **_pipeline(tmp_path, monkeypatch)))
+    assert set(out["arms"]) == set(humans.ARMS) and 0 < out["solutions"] <= 10
+    data = {arm: [json.loads(x) for x in (tmp_path / "h" / "data" / f"{arm}.jsonl").read_text().splitlines()]
+            for arm in humans.ARMS}
+    ids = [r["problem_id"] for r in data["human"]]
+    assert len(ids) == out["solutions"] and all([r["problem_id"] for r in rows] == ids for rows in data.values())
+    assert data["human"][0]["messages"][-1]["content"].startswith("1:")  # the worked procedure, written out
+    assert out["arms"]["human"]["vs human, rl"] is None and out["arms"]["teacher"]["vs human, sft"] is not None
