@@ -127,8 +127,8 @@ def test_midtrain_experiment_runs_every_arm_and_measures_each_stage(tmp_path, mo
     assert a["none"]["teacher_solutions"] == 0
     assert a["pretrain mix"]["pretrain_flops"] == pytest.approx(a["none"]["pretrain_flops"], rel=0.1)
     assert a["none"]["vs none"] is None and a["sft"]["vs none"] is not None
-    # the mixed corpus read the teacher's text; the plain one did not
-    assert (tmp_path / "m" / "base-mix" / "summary.json").exists() and out["pretrain_steps"] > 0
+    twin = (tmp_path / "m" / "base-mix" / "config.yaml").read_text()
+    assert "mix_share: 0.1" in twin and "traces/all.jsonl" in twin and out["pretrain_steps"] > 0
 
 
 @pytest.mark.slow

@@ -125,15 +125,18 @@ def flops(run_dir: Path) -> float:
     return Totals.from_dict(json.loads((run_dir / "summary.json").read_text())["total"]).flops
 
 
-def _halves(data: Path, out: Path) -> tuple[Path, Path]:
-    """The solutions split by problem into two halves (every other problem), written once."""
+def _traces(data: Path, out: Path) -> tuple[Path, Path, Path]:
+    """The solutions as the arms read them: all, and split by problem into two halves (every
+    other problem). Copies outside the distillation's run directory, so that no arm is
+    charged the teacher's tokens (every arm reads the same ones)."""
     rows = [row for _, row in read_jsonl(data)]
     ids = list(dict.fromkeys(r["problem_id"] for r in rows))
     first = set(ids[::2])
-    parts = (out / "half-pretrain.jsonl", out / "half-sft.jsonl")
-    for path, keep in zip(parts, (True, False)):
-        write_text(path, "".join(json.dumps(r) + "\n" for r in rows if (r["problem_id"] in first) == keep))
-    return parts
+    parts = {out / "all.jsonl": rows, out / "half-pretrain.jsonl": [r for r in rows if r["problem_id"] in first],
+             out / "half-sft.jsonl": [r for r in rows if r["problem_id"] not in first]}
+    for path, part in parts.items():
+        write_text(path, "".join(json.dumps(r) + "\n" for r in part))
+    return tuple(parts)
 
 
 def main(cfg: MidtrainConfig) -> dict[str, Any]:
@@ -150,11 +153,11 @@ def main(cfg: MidtrainConfig) -> dict[str, Any]:
     length = json.loads((demo_base.parent.parent.parent / "summary.json").read_text())["steps"]
 
     console.print("[bold]the teacher and its verified solutions[/]")
-    data = teacher_traces(cfg, root, env, teacher_model(cfg, root, env, demo_base, console), "correct", console)
-    if not any(True for _ in read_jsonl(data)):
-        raise ValueError(f"the teacher solved none of its {cfg.distill_problems} problems ({data}): nothing to mix or "
-                         "fine-tune on; raise --teacher_steps or --distill_problems")
-    half_pretrain, half_sft = _halves(data, root / "traces")
+    solved = teacher_traces(cfg, root, env, teacher_model(cfg, root, env, demo_base, console), "correct", console)
+    if not any(True for _ in read_jsonl(solved)):
+        raise ValueError(f"the teacher solved none of its {cfg.distill_problems} problems ({solved}): nothing to mix "
+                         "or fine-tune on; raise --teacher_steps or --distill_problems")
+    data, half_pretrain, half_sft = _traces(solved, root / "traces")
 
     def base(name: str, mix: Path | None) -> Path:
         twin = MixedPretrainConfig(**{**pre.model_dump(), "steps": length, "check_every": 0, "mix_data": str(mix or ""),
