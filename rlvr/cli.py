@@ -62,7 +62,7 @@ def _experiments() -> dict[str, tuple[type, Callable, str]]:
             "hacking": (hacking.HackingConfig, hacking.main,
                         "RL on a verifier with a hole, with and without the defences; hack rate over steps"),
             "staleness": (staleness.StalenessConfig, staleness.main,
-                          "RL on rollouts of a fixed staleness (0-8 versions) x off-policy correction"),
+                          "RL on rollouts of a fixed staleness (0-8 versions) x learning rate x off-policy correction"),
             "regimes": (regimes.RegimesConfig, regimes.main,
                         "zero RL, best-of-N, distillation, distillation + RL from one base at equal FLOPs"),
             "real": (real.RealConfig, real.main,
