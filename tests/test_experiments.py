@@ -102,20 +102,25 @@ def test_hacking_experiment_runs_every_arm(tmp_path, micro_base):
     assert (tmp_path / "h" / "hacking.png").stat().st_size > 0
 
 
-def _pipeline(tmp_path, monkeypatch):
-    """A teacher pipeline on the micro task in seconds: the micro base (cached in tmp_path),
-    a teacher after 3 RL steps of 8 x 4, 24 problems asked, tiny budgets."""
+@pytest.fixture(scope="module")
+def base_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("bases")
+
+
+def _pipeline(base_cache, monkeypatch):
+    """A teacher pipeline on the micro task: a micro base of 150 steps (cached for the
+    module), a teacher after 3 RL steps of 8 x 4, 24 problems asked, tiny budgets."""
     from conftest import ENV
-    monkeypatch.chdir(tmp_path)  # the demo's base cache, runs/base-*, lands here
-    return dict(pretrain={"env": ENV, "preset": "micro", "lr": 3e-3, "warmup": 10, "check_every": 0},
-                pretrain_steps=400, rl={"prompts": 8, "group_size": 4}, teacher_steps=3, distill_problems=24, k=2,
-                budget_flops=2e9, eval_problems=8, eval_samples=2, sft_eval_every=5, rl_eval_every=2)
+    monkeypatch.chdir(base_cache)  # the demo's base cache, runs/base-*, lands there
+    return dict(pretrain={"env": ENV, "preset": "micro", "lr": 3e-3, "warmup": 10, "check_every": 0, "batch_size": 32},
+                pretrain_steps=150, rl={"prompts": 8, "group_size": 4}, teacher_steps=3, distill_problems=24, k=2,
+                budget_flops=1e9, eval_problems=8, eval_samples=2, sft_eval_every=5, rl_eval_every=2)
 
 
 @pytest.mark.slow
-def test_midtrain_experiment_runs_every_arm_and_measures_each_stage(tmp_path, monkeypatch):
+def test_midtrain_experiment_runs_every_arm_and_measures_each_stage(tmp_path, base_cache, monkeypatch):
     from rlvr.experiments import midtrain
-    out = midtrain.main(midtrain.MidtrainConfig(run_dir=str(tmp_path / "m"), **_pipeline(tmp_path, monkeypatch)))
+    out = midtrain.main(midtrain.MidtrainConfig(run_dir=str(tmp_path / "m"), **_pipeline(base_cache, monkeypatch)))
     assert set(out["arms"]) == set(midtrain.ARMS)
     a = out["arms"]
     assert set(a["none"]["stages"]) == {"pretrain", "rl"} and set(a["both"]["stages"]) == {"pretrain", "sft", "rl"}
@@ -132,10 +137,10 @@ def test_midtrain_experiment_runs_every_arm_and_measures_each_stage(tmp_path, mo
 
 
 @pytest.mark.slow
-def test_humans_experiment_sft_on_the_same_problems_three_ways(tmp_path, monkeypatch):
+def test_humans_experiment_sft_on_the_same_problems_three_ways(tmp_path, base_cache, monkeypatch):
     from rlvr.experiments import humans
     out = humans.main(humans.HumansConfig(run_dir=str(tmp_path / "h"), solutions=10, rs_n=4,
-                                          **_pipeline(tmp_path, monkeypatch)))
+                                          **_pipeline(base_cache, monkeypatch)))
     assert set(out["arms"]) == set(humans.ARMS) and 0 < out["solutions"] <= 10
     data = {arm: [json.loads(x) for x in (tmp_path / "h" / "data" / f"{arm}.jsonl").read_text().splitlines()]
             for arm in humans.ARMS}
