@@ -41,8 +41,8 @@ def test_regimes_experiment_runs_every_regime_to_the_budget(tmp_path):
 
 def _tiny_grid(cfg_cls, tmp_path, micro_base, **kw):
     from conftest import ENV
-    return cfg_cls(run_dir=str(tmp_path / "x"), env=ENV, model=str(micro_base), steps=4, eval_every=2,
-                   eval_problems=16, eval_samples=2, target=0.5, **kw)
+    return cfg_cls(**{"run_dir": str(tmp_path / "x"), "env": ENV, "model": str(micro_base), "steps": 4, "eval_every": 2,
+                      "eval_problems": 16, "eval_samples": 2, "target": 0.5, **kw})
 
 
 @pytest.mark.slow
