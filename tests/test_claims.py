@@ -30,7 +30,7 @@ def test_claims_table_reads_spreads_and_single_runs_and_decides_only_on_three_se
     out = claims.main(claims.ClaimsConfig(runs=str(tmp_path), out=str(tmp_path / "claims.md")))
     rows = {line.split(" ", 2)[1]: line for line in out["markdown"].splitlines()[2:]}
     assert len(rows) == len(claims.CLAIMS) and (tmp_path / "claims.md").read_text() == out["markdown"]
-    assert "zero RL vs base: 40.0% [30.0%, 50.0%] (3 seeds)" in rows["C1"] and "holds on every seed (3)" in rows["C1"]
+    assert "zero RL vs base: +40.0% [+30.0%, +50.0%] (3 seeds)" in rows["C1"] and "holds on every seed (3)" in rows["C1"]
     assert "pass@1 after 40 steps from the base: 82.0% (1 seed)" in rows["C1"] and "steps to 80%: 40 (1 seed)" in rows["C1"]
     assert rows["C2"].endswith("| mixed: for a reader |")  # one seed up, two down
     assert "not measured" in rows["C9"] and "not measured" in rows["C10"] and rows["C4"].endswith("| for a reader |")

@@ -124,7 +124,8 @@ def text(figures: list[Figure], spreads: dict[str, Any]) -> str:
     for f in figures:
         s = (spreads.get(f.experiment) or {}).get(f.row, {}).get(f.column)
         if s is not None:
-            parts.append(f"{f.label}: {seeds.show(s, f.percent)} ({s['n']} seed{'s' if s['n'] > 1 else ''})")
+            shown = seeds.show(s, f.percent, signed="(paired)" in f.column)
+            parts.append(f"{f.label}: {shown} ({s['n']} seed{'s' if s['n'] > 1 else ''})")
     return "; ".join(parts) if parts else "not measured"
 
 

@@ -39,11 +39,13 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
-def show(s: dict[str, float] | None, percent: bool = True, runs: int = 0) -> str:
-    """"mean [min, max]", with "(n of N)" when only n of the N runs have the figure."""
+def show(s: dict[str, float] | None, percent: bool = True, runs: int = 0, signed: bool = False) -> str:
+    """"mean [min, max]", with "(n of N)" when only n of the N runs have the figure; `signed`:
+    a change, written with its sign."""
     if s is None:
         return "-"
-    f = (lambda v: f"{v:.1%}") if percent else (lambda v: f"{v:.3g}")
+    sign = "+" if signed else ""
+    f = (lambda v: f"{v:{sign}.1%}") if percent else (lambda v: f"{v:{sign}.3g}")
     text = f"{f(s['mean'])} [{f(s['min'])}, {f(s['max'])}]" if s["n"] > 1 else f(s["mean"])
     return text + (f" ({s['n']} of {runs})" if runs and s["n"] < runs else "")
 
