@@ -16,7 +16,7 @@ that every arm sees the same problems, one solution each); the data's making is 
 to no arm. Held-out pass@1, pass@16 and greedy after SFT and after RL, on the same
 problems; each arm is paired with the human arm after each stage.
 
-    rlvr experiment humans                      # the demo's task; ~7 runs, about 40 minutes on 2 cores
+    rlvr experiment humans                      # the demo's task: 9 runs after the demo's base (not yet timed)
     rlvr experiment humans --seeds 0,1,2        # each figure as mean [min, max]
 """
 

@@ -19,7 +19,7 @@ another step), so pretraining costs each arm the same; after it every arm gets
 each stage, on the same problems, and each arm's end is paired with the reference's and
 with SFT's.
 
-    rlvr experiment midtrain                     # the demo's task; ~10 runs, about an hour on 2 cores
+    rlvr experiment midtrain                     # the demo's task: 11 runs after the demo's base (not yet timed)
     rlvr experiment midtrain --seeds 0,1,2       # each figure as mean [min, max]
 """
 

@@ -22,7 +22,7 @@ KL(behaviour, current) the runs logged; `staleness.png` draws every cell's curve
 `--seeds 0,1,2` runs the grid once per seed (its own base) and reports each figure as
 mean [min, max].
 
-    rlvr experiment staleness                          # 51 runs of 40 steps a seed (~2 min a run on 2 cores)
+    rlvr experiment staleness                          # 51 runs of 40 steps a seed (the 17-run grid took ~35 min)
     rlvr experiment staleness --lrs '[5e-4]' --lags '[0, 4]' --corrections '["none", "decoupled x4"]'
 """
 
