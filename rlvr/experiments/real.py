@@ -122,7 +122,8 @@ def main(cfg: RealConfig) -> dict[str, Any]:
     if not (cold_rl / "summary.json").exists():
         rl.main(rl.RLConfig(run_dir=str(cold_rl), model=str(cold_rs), steps=4 * cfg.rl_steps, budget_flops=budget,
                             resume=cold_rl.exists(), **rl_keys))
-    arms["cold start + RL"] = _final(cold_rl)
+    # A cold start that spent the whole budget leaves RL no step (and no final evaluation): the model is the cold start's.
+    arms["cold start + RL"] = _final(cold_rl if (cold_rl / "eval.json").exists() else cold_rs)
 
     for a in arms.values():
         a["vs_base"] = grid.paired(arms["base"]["pass@1"], a["pass@1"]) if a is not arms["base"] else None
