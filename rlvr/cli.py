@@ -53,7 +53,7 @@ def _commands() -> dict[str, tuple[type, Callable, str]]:
 
 
 def _experiments() -> dict[str, tuple[type, Callable, str]]:
-    from rlvr.experiments import ceiling, coldstart, hacking, noise, real, regimes, staleness
+    from rlvr.experiments import ceiling, claims, coldstart, hacking, humans, midtrain, noise, real, regimes, staleness
     return {"ceiling": (ceiling.CeilingConfig, ceiling.main, "can a distilled student (SFT or on-policy) pass its teacher? and after RL?"),
             "coldstart": (coldstart.ColdstartConfig, coldstart.main,
                           "what makes RL after a cold start help or hurt: RL variants from one SFT student"),
@@ -62,11 +62,17 @@ def _experiments() -> dict[str, tuple[type, Callable, str]]:
             "hacking": (hacking.HackingConfig, hacking.main,
                         "RL on a verifier with a hole, with and without the defences; hack rate over steps"),
             "staleness": (staleness.StalenessConfig, staleness.main,
-                          "RL on rollouts of a fixed staleness (0-8 versions) x off-policy correction"),
+                          "RL on rollouts of a fixed staleness (0-8 versions) x learning rate x off-policy correction"),
             "regimes": (regimes.RegimesConfig, regimes.main,
                         "zero RL, best-of-N, distillation, distillation + RL, on-policy distillation from one base at equal FLOPs"),
             "real": (real.RealConfig, real.main,
-                     "SmolLM2-135M with LoRA: base, zero RL, best-of-N cold start + RL, at equal FLOPs")}
+                     "SmolLM2-135M with LoRA: base, zero RL, best-of-N cold start + RL, at equal FLOPs"),
+            "midtrain": (midtrain.MidtrainConfig, midtrain.main,
+                         "a teacher's solutions mixed into pretraining, as SFT, or both, then RL, at equal FLOPs"),
+            "humans": (humans.HumansConfig, humans.main,
+                       "SFT on expert-written, teacher or own best-of-N solutions, then RL, at equal FLOPs"),
+            "claims": (claims.ClaimsConfig, claims.main,
+                       "the claims table (markdown) from the experiments' results files")}
 
 
 def _print_eval(fn: Callable) -> Callable:

@@ -42,8 +42,8 @@ def test_regimes_experiment_runs_every_regime_to_the_budget(tmp_path):
 
 def _tiny_grid(cfg_cls, tmp_path, micro_base, **kw):
     from conftest import ENV
-    return cfg_cls(run_dir=str(tmp_path / "x"), env=ENV, model=str(micro_base), steps=4, eval_every=2,
-                   eval_problems=16, eval_samples=2, target=0.5, **kw)
+    return cfg_cls(**{"run_dir": str(tmp_path / "x"), "env": ENV, "model": str(micro_base), "steps": 4, "eval_every": 2,
+                      "eval_problems": 16, "eval_samples": 2, "target": 0.5, **kw})
 
 
 @pytest.mark.slow
@@ -58,14 +58,36 @@ def test_noise_experiment_runs_every_cell_and_draws_them(tmp_path, micro_base):
 
 
 @pytest.mark.slow
+def test_noise_experiment_over_seeds_pairs_each_cell_with_the_clean_one(tmp_path, micro_base):
+    from rlvr.experiments import noise
+    out = noise.main(_tiny_grid(noise.NoiseConfig, tmp_path, micro_base, fns=[0.0, 0.4], fps=[0.0],
+                                corrections=["none"], control=False, steps=2, seeds=[0, 1]))
+    assert out["seeds"] == [0, 1] and set(out["runs"]) == {"0", "1"}
+    for seed in ("0", "1"):
+        cells = out["runs"][seed]["results"]
+        assert cells["fn=0 fp=0 none"]["vs_clean"] is None
+        change = cells["fn=0.4 fp=0 none"]["vs_clean"]
+        assert change["mean"] == pytest.approx(cells["fn=0.4 fp=0 none"]["pass@1"]["mean"]
+                                               - cells["fn=0 fp=0 none"]["pass@1"]["mean"])
+    s = out["spread"]["fn=0.4 fp=0 none"]["vs clean (paired)"]
+    assert s["n"] == 2 and s["min"] <= s["mean"] <= s["max"]
+    assert (tmp_path / "x" / "seed_1" / "noise.png").exists() and (tmp_path / "x" / "results.json").exists()
+
+
+@pytest.mark.slow
 def test_staleness_experiment_lags_every_batch_as_asked(tmp_path, micro_base):
     from rlvr.experiments import staleness
-    out = staleness.main(_tiny_grid(staleness.StalenessConfig, tmp_path, micro_base, lags=[0, 2],
-                                    corrections=["none", "decoupled"]))
-    assert list(out["results"]) == ["synchronous", "staleness 2, none", "staleness 2, decoupled"]
-    assert out["results"]["synchronous"]["staleness_mean"] == 0
+    out = staleness.main(_tiny_grid(staleness.StalenessConfig, tmp_path, micro_base, lrs=[5e-4], lags=[0, 2],
+                                    corrections=["none", "decoupled x4"]))
+    assert list(out["results"]) == ["lr 0.0005, synchronous", "lr 0.0005, synchronous x4",
+                                    "lr 0.0005, staleness 2, none", "lr 0.0005, staleness 2, decoupled x4"]
+    sync, stale = out["results"]["lr 0.0005, synchronous"], out["results"]["lr 0.0005, staleness 2, none"]
+    assert sync["staleness_mean"] == 0 and sync["vs_synchronous"] is None
     # steps 0-3 at lag 2: batches of versions 0, 0, 0, 1 -> lags 0, 1, 2, 2
-    assert out["results"]["staleness 2, none"]["staleness_mean"] == pytest.approx(5 / 4)
+    assert stale["staleness_mean"] == pytest.approx(5 / 4) and stale["behaviour_kl"] >= 0
+    # each cell is paired with the synchronous run of its own mini-batches, on the same problems
+    assert stale["vs_synchronous"]["mean"] == pytest.approx(stale["pass@1"]["mean"] - sync["pass@1"]["mean"])
+    assert out["results"]["lr 0.0005, staleness 2, decoupled x4"]["mini_batches"] == 4
     assert (tmp_path / "x" / "staleness.png").stat().st_size > 0
 
 
@@ -77,6 +99,7 @@ def test_hacking_experiment_runs_every_arm(tmp_path, micro_base):
                                              eval_every=3, eval_problems=16, monitor=16, max_new_tokens=16))
     assert set(out["results"]) == set(hacking.ARMS)
     assert out["results"]["no defence"]["hack_rate"] and not out["results"]["held-out reward"]["hack_rate"]
+    assert out["results"]["held-out reward"]["vs_honest"] is None and out["results"]["no defence"]["vs_honest"] is not None
     assert (tmp_path / "h" / "hacking.png").stat().st_size > 0
 
 
@@ -139,3 +162,51 @@ def test_ceiling_distils_on_policy_at_the_sft_datas_teacher_tokens(tmp_path, mic
         assert row["vs_teacher"] == pytest.approx(row["pass@1"]["mean"] - teacher)
         reached = row["teacher_tokens_to_teacher"]
         assert reached is None or 0 <= reached <= row["teacher_tokens"]  # 0: at it before any teacher token
+
+
+@pytest.fixture(scope="module")
+def base_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("bases")
+
+
+def _pipeline(base_cache, monkeypatch):
+    """A teacher pipeline on the micro task: a micro base of 150 steps (cached for the
+    module), a teacher after 3 RL steps of 8 x 4, 24 problems asked, tiny budgets."""
+    from conftest import ENV
+    monkeypatch.chdir(base_cache)  # the demo's base cache, runs/base-*, lands there
+    return dict(pretrain={"env": ENV, "preset": "micro", "lr": 3e-3, "warmup": 10, "check_every": 0, "batch_size": 32},
+                pretrain_steps=150, rl={"prompts": 8, "group_size": 4}, teacher_steps=3, distill_problems=24, k=2,
+                budget_flops=1e9, eval_problems=8, eval_samples=2, sft_eval_every=5, rl_eval_every=2)
+
+
+@pytest.mark.slow
+def test_midtrain_experiment_runs_every_arm_and_measures_each_stage(tmp_path, base_cache, monkeypatch):
+    from rlvr.experiments import midtrain
+    out = midtrain.main(midtrain.MidtrainConfig(run_dir=str(tmp_path / "m"), **_pipeline(base_cache, monkeypatch)))
+    assert set(out["arms"]) == set(midtrain.ARMS)
+    a = out["arms"]
+    assert set(a["none"]["stages"]) == {"pretrain", "rl"} and set(a["both"]["stages"]) == {"pretrain", "sft", "rl"}
+    for r in a.values():
+        for stage in r["stages"].values():
+            assert {"pass@1", "pass@16", "greedy"} <= {k for k, v in stage.items() if v is not None}
+    # equal teacher solutions in every arm that reads them, equal pretraining (the same steps)
+    assert a["pretrain mix"]["teacher_solutions"] == a["sft"]["teacher_solutions"] == a["both"]["teacher_solutions"] > 0
+    assert a["none"]["teacher_solutions"] == 0
+    assert a["pretrain mix"]["pretrain_flops"] == pytest.approx(a["none"]["pretrain_flops"], rel=0.1)
+    assert a["none"]["vs none"] is None and a["sft"]["vs none"] is not None
+    twin = (tmp_path / "m" / "base-mix" / "config.yaml").read_text()
+    assert "mix_share: 0.1" in twin and "traces/all.jsonl" in twin and out["pretrain_steps"] > 0
+
+
+@pytest.mark.slow
+def test_humans_experiment_sft_on_the_same_problems_three_ways(tmp_path, base_cache, monkeypatch):
+    from rlvr.experiments import humans
+    out = humans.main(humans.HumansConfig(run_dir=str(tmp_path / "h"), solutions=10, rs_n=4,
+                                          **_pipeline(base_cache, monkeypatch)))
+    assert set(out["arms"]) == set(humans.ARMS) and 0 < out["solutions"] <= 10
+    data = {arm: [json.loads(x) for x in (tmp_path / "h" / "data" / f"{arm}.jsonl").read_text().splitlines()]
+            for arm in humans.ARMS}
+    ids = [r["problem_id"] for r in data["human"]]
+    assert len(ids) == out["solutions"] and all([r["problem_id"] for r in rows] == ids for rows in data.values())
+    assert data["human"][0]["messages"][-1]["content"].startswith("1:")  # the worked procedure, written out
+    assert out["arms"]["human"]["vs human, rl"] is None and out["arms"]["teacher"]["vs human, sft"] is not None

@@ -106,7 +106,42 @@ def test_decoupled_with_one_update_per_step_is_token_is_without_the_far_tokens()
     assert torch.equal(dec.weights[~far], tis.weights[~far]) and dec.weights[far].eq(0).all()
 
 
-@pytest.mark.parametrize("name", sorted(OFFPOLICY))
+def test_gspo_one_clipped_ratio_per_sequence_by_hand():
+    cur, beh, prox, mask = _case()
+    g = OFFPOLICY["gspo"](cur, beh, prox, mask, 2.0)
+    # pi/pi_b = 1, 2, 0.25 -> s = (1 * 2 * 0.25) ** (1/3) = 2 ** (-1/3); 3, 1 (padding ignored) -> s = sqrt(3)
+    s = torch.exp(cur - g.anchor)
+    assert s[0].tolist() == pytest.approx([2 ** (-1 / 3)] * 3) and s[1].tolist() == pytest.approx([3 ** 0.5] * 3)
+    assert g.weights.eq(1).all()
+    # PPO's clip (0.2) on s, advantages +1: sqrt(3) > 1.2 clips the whole second sequence; the
+    # first (s < 1, pushed up) is not clipped, each token's gradient s * A / (|y| * B) = s / 6.
+    leaf = cur.clone().requires_grad_(True)
+    g = OFFPOLICY["gspo"](leaf, beh, prox, mask, 2.0)
+    loss, metrics = LOSSES["ppo_clip"](leaf, g.anchor, torch.tensor([1.0, 1.0]), mask,
+                                       LossConfig(agg="seq_mean_token_mean"), None, g.weights)
+    loss.backward()
+    assert leaf.grad[0].tolist() == pytest.approx([-(2 ** (-1 / 3)) / 6] * 3)
+    assert leaf.grad[1].eq(0).all() and metrics["clip_frac"] == pytest.approx(2 / 5)
+
+
+def test_m2po_drops_the_largest_squared_log_ratios_until_the_mean_is_under_the_threshold():
+    cur, beh, prox, mask = _case()
+    # log(pi_prox/pi_b)^2: 0, log(1.5)^2 = 0.164, log(0.5)^2 = 0.480 | 0, log(1.2)^2 = 0.0332.
+    # Means of the smallest m: 0, 0, 0.0111, 0.0494, 0.136.
+    keep_all = OFFPOLICY["m2po"](cur, beh, prox, mask, 2.0)  # (log 2)^2 = 0.48 > 0.136
+    assert keep_all.weights.eq(1).all() and keep_all.metrics["is_masked"] == 0 and torch.equal(keep_all.anchor, beh)
+    one = OFFPOLICY["m2po"](cur, beh, prox, mask, 1.3)  # (log 1.3)^2 = 0.0688: drop the 0.480
+    assert one.weights[0].tolist() == [1.0, 1.0, 0.0] and one.weights[1, :2].tolist() == [1.0, 1.0]
+    two = OFFPOLICY["m2po"](cur, beh, prox, mask, 1.2)  # 0.0332: drop 0.480, then 0.164 (0.0494 still over)
+    assert two.weights[0].tolist() == [1.0, 0.0, 0.0] and two.weights[1, :2].tolist() == [1.0, 1.0]
+    assert two.metrics["is_masked"] == pytest.approx(2 / 5)
+    # Without a proximal the current policy is read: pi/pi_b = 1, 2, 0.25 | 3, 1; (log 1.3)^2 keeps the two 1s.
+    alone = OFFPOLICY["m2po"](cur, beh, None, mask, 1.3)
+    assert alone.weights[0].tolist() == [1.0, 0.0, 0.0] and alone.weights[1, :2].tolist() == [0.0, 1.0]
+
+
+# M2PO's trust region is a mean over the tokens it sees: a micro-batch's, not the batch's.
+@pytest.mark.parametrize("name", sorted(set(OFFPOLICY) - {"m2po"}))
 @pytest.mark.parametrize("agg", sorted(AGGREGATIONS))
 def test_micro_batches_get_the_whole_batch_gradient(name, agg):
     """The trainer weighs each micro-batch's loss by its share of what the aggregation

@@ -26,6 +26,18 @@ samples), `is_clipped` (share of tokens whose weight hit the cap) and `is_masked
                policy, each token weighted by the behaviour-to-proximal ratio π_prox/π_b;
                tokens whose ratio exceeds C are dropped, as AReaL's
                `behav_imp_weight_cap` does (not capped at C: that is `tis`).
+    gspo       GSPO (Zheng et al. 2025): one ratio per sequence, the geometric mean of its
+               tokens' π_θ/π_b, s = exp(mean_t log π_θ/π_b), clipped as a whole by the
+               loss's PPO clip (GSPO's ranges are tiny: --clip_low 3e-4 --clip_high 4e-4).
+               Done as GSPO-token is: anchor log π_θ - log s (a constant per sequence), so
+               every token's ratio is s and its gradient s·∇log π_θ; under
+               `seq_mean_token_mean` this is GSPO's gradient exactly. The cap is not read.
+    m2po       M2PO (Zheng et al. 2025, "Prosperity before collapse"): a second-moment
+               trust region. The tokens with the largest squared log-ratio (log π_prox/π_b,
+               log π_θ/π_b without a proximal) are dropped, largest first, until the mean
+               squared log-ratio of those left is under (log C)², a root-mean-square ratio
+               within [1/C, C] (M2PO's τ = 0.04 is C = 1.22); anchor π_b. The mean is over
+               the tokens the function is given: under micro-batches, each micro-batch's.
 
 A dropped token still counts in what the loss's aggregation divides by, as in AReaL: the
 denominators are the batch's, fixed before any log-prob is computed, so a step cut into
@@ -41,6 +53,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Callable
+
+import math
 
 import torch
 from torch import Tensor
@@ -113,14 +127,44 @@ def decoupled(logp: Tensor, behaviour: Tensor, proximal: Tensor | None, mask: Te
     return OffPolicy(proximal, weights, _metrics(weights, logp, behaviour, mask, no, out))
 
 
+def gspo(logp: Tensor, behaviour: Tensor, proximal: Tensor | None, mask: Tensor, cap: float) -> OffPolicy:
+    on = mask > 0
+    log_ratio = torch.where(on, logp.detach() - behaviour, torch.zeros_like(behaviour))
+    log_s = log_ratio.sum(dim=1, keepdim=True) / on.sum(dim=1, keepdim=True).clamp(min=1)
+    weights, no = torch.ones_like(behaviour), torch.zeros_like(on)
+    return OffPolicy(logp.detach() - log_s, weights, _metrics(weights, logp, behaviour, mask, no, no))
+
+
+def m2po(logp: Tensor, behaviour: Tensor, proximal: Tensor | None, mask: Tensor, cap: float) -> OffPolicy:
+    _check_cap(cap)
+    on = mask > 0
+    reference = proximal if proximal is not None else logp.detach()
+    squared = torch.where(on, (reference - behaviour) ** 2, torch.zeros_like(behaviour))
+    values = squared[on].double()
+    out = torch.zeros_like(on)
+    if values.numel():
+        # Sorted ascending, the mean of the m smallest grows with m: keep the most tokens
+        # whose mean is under the threshold, which is dropping the largest, largest first.
+        order = torch.argsort(values, stable=True)
+        means = torch.cumsum(values[order], 0) / torch.arange(1, values.numel() + 1, dtype=values.dtype)
+        keep = int((means < math.log(cap) ** 2).sum())
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(values.numel())
+        out[on] = rank >= keep
+    weights, no = (~out).to(behaviour.dtype), torch.zeros_like(out)
+    return OffPolicy(behaviour, weights, _metrics(weights, logp, behaviour, mask, no, out))
+
+
 OFFPOLICY: dict[str, Callable[..., OffPolicy]] = {
     "none": none,
     "tis": tis,
     "seq_tis": seq_tis,
     "mask": mask,
     "decoupled": decoupled,
+    "gspo": gspo,
+    "m2po": m2po,
 }
 # Corrections that read the proximal policy: the trainer computes it (one forward
 # without gradient) when a step makes more than one optimizer update, and otherwise
 # passes the current log-probs, which are then the same numbers.
-NEEDS_PROXIMAL = {"mask", "decoupled"}
+NEEDS_PROXIMAL = {"mask", "decoupled", "m2po"}

@@ -8,9 +8,13 @@ first reached a target, and draw the cells' curves, one panel per group of cells
     final(run_dir)                 eval.json's pass@1: {"mean", "ci", ...}
     steps(run_dir)                 the steps a finished run took
     steps_to(run_dir, target)      first evaluated step with pass@1 >= target, or None
+    paired(start, end)             the paired change of final pass@1 from one run to another
     plot_curves(panels, path, ...) small multiples: a panel per lag or noise level, a line per cell
     start(cfg, console)            the cells' environment and starting model (default: the demo's)
     save(root, out, plot, console) results.json, and where the figure is
+    stage(run_dir, fn, config, console)   run one stage of a pipeline unless it finished before
+    measure(model, env, out, ...)  evaluate a model that no trainer evaluated (a base) into out/eval.json
+    scores(run_dir)                eval.json's pass@1, pass@16 and greedy
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from pydantic import AfterValidator, Field
 
 from rlvr.atomic import write_json
 from rlvr.config import Config
+from rlvr.eval_metrics import paired_change
+from rlvr.experiments.seeds import PerSeed
 from rlvr.fields import HeldOutProblems, RLEvalEvery
 
 # rlvr rl's rate settings before the coldstart ablation made its defaults lr 5e-4, cosine,
@@ -55,6 +61,7 @@ class GridConfig(Config):
     target: float = Field(0.8, gt=0, le=1, description="Held-out (true) pass@1 whose steps-to-reach the table reports.")
     seed: int = Field(0, description="Seed of sampling (and of a noisy verifier's flips).")
     base_seed: int = Field(0, description="Seed of the base's pretraining, when no --model is given (the demo's base, cached).")
+    seeds: PerSeed
 
 
 def start(cfg, console) -> tuple[Any, str]:
@@ -97,6 +104,21 @@ def final(run_dir: Path) -> dict[str, Any]:
 
 def steps_to(run_dir: Path, target: float) -> int | None:
     return next((step for step, p in curve(run_dir) if p >= target), None)
+
+
+def paired(start: dict[str, Any], end: dict[str, Any]) -> dict[str, Any] | None:
+    """The change of pass@1 from one evaluation to another of the same held-out problems
+    (`final`'s dicts), with its paired 95% CI (eval_metrics.paired_change); None when
+    either kept no per-problem scores."""
+    if "per_problem" not in start or "per_problem" not in end:
+        return None
+    return paired_change(start["per_problem"], end["per_problem"])
+
+
+def change_text(change: dict[str, Any] | None) -> str:
+    if change is None:
+        return "-"
+    return f"{change['mean']:+.1%} [{change['ci'][0]:+.1%}, {change['ci'][1]:+.1%}]"
 
 
 def ci_text(p: dict[str, Any]) -> str:
@@ -148,3 +170,45 @@ def plot_curves(panels: dict[str, dict[str, list[tuple[float, float]]]], path: P
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def stage(run_dir: Path, fn, config, console) -> Path:
+    """`fn(config)` in `run_dir` unless a finished run is there (its summary.json, written
+    last); a run killed half-way resumes, where its command can."""
+    if (run_dir / "summary.json").exists():
+        console.print(f"[green]{run_dir.name}[/]: done before, reused")
+        return run_dir
+    console.print(f"[bold]{run_dir.name}[/]")
+    update = {"run_dir": str(run_dir)}
+    if "resume" in type(config).model_fields:
+        update["resume"] = (run_dir / "metrics.jsonl").exists()
+    fn(config.model_copy(update=update))
+    return run_dir
+
+
+def measure(model: Path, env_spec: Any, out: Path, problems: int, samples: int, seed: int,
+            max_new_tokens: int = 32) -> Path:
+    """Evaluate `model` as a trainer's final evaluation does (the held-out problems every
+    run evaluates on, `samples` at T = 1 and greedy) into out/eval.json, once."""
+    if not (out / "eval.json").exists():
+        from rlvr.engine import make_engine
+        from rlvr.envs import make_env
+        from rlvr.eval import eval_problems, evaluate
+        from rlvr.models import load_model
+        from rlvr.train.evaluator import powers_of_two
+        from rlvr.types import Sampling
+
+        env = make_env(env_spec)
+        m, tok = load_model(model)
+        sampling = Sampling(temperature=1.0, max_new_tokens=max_new_tokens, seed=seed)
+        metrics = evaluate(make_engine(m, tok, role="snapshot"), env, eval_problems(env, problems), samples,
+                           powers_of_two(samples), sampling)
+        write_json(out / "eval.json", {"model": str(model), "metrics": metrics})
+    return out
+
+
+def scores(run_dir: Path) -> dict[str, Any]:
+    """{"pass@1", "pass@16", "greedy"} (each {"mean", "ci", ...}; pass@1 with its per-problem
+    scores) of a run's final evaluation; a figure it did not measure is None."""
+    m = _first_env(json.loads((run_dir / "eval.json").read_text())["metrics"])
+    return {k: m.get(k) for k in ("pass@1", "pass@16", "greedy")}

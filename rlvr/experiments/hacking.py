@@ -8,9 +8,12 @@ From one base, RL on a lenient verifier (rlvr/envs/lenient.py) four ways:
     stop on hack     the run ends when the monitor's hack rate reaches `stop_at`
 
 Each run logs the monitor's hack rate every step and the true (strict) held-out
-accuracy every `eval_every` steps. `hacking.png` draws both against the step.
+accuracy every `eval_every` steps. `hacking.png` draws both against the step; the table
+pairs each arm's final true pass@1 with the held-out-reward arm's (the same problems).
+`--seeds 0,1,2` runs every arm once per seed (its own base): each figure as mean [min, max].
 
     rlvr experiment hacking                                   # the demo's base and task
+    rlvr experiment hacking --seeds 0,1,2
     rlvr experiment hacking --hole last_number --steps 60
 """
 
@@ -26,7 +29,8 @@ from rich.console import Console
 from rich.table import Table
 
 from rlvr.config import Config
-from rlvr.experiments import grid
+from rlvr.experiments import grid, seeds
+from rlvr.experiments.seeds import PerSeed
 from rlvr.train import rl
 
 ARMS = ("no defence", "held-out reward", "hack penalty", "stop on hack")
@@ -47,9 +51,19 @@ class HackingConfig(Config):
     eval_problems: int = Field(200, ge=1, description="Held-out problems per evaluation.")
     seed: int = Field(0, description="Seed of sampling.")
     base_seed: int = Field(0, description="Seed of the demo base's pretraining, when no --model is given.")
+    seeds: PerSeed
+
+
+HONEST = "held-out reward"  # the arm every other is paired with: what the task would reach without the hole
 
 
 def main(cfg: HackingConfig) -> dict[str, Any]:
+    if cfg.seeds:
+        out = seeds.over_seeds(main, cfg, cfg.seeds, figures)
+        seeds.print_spread(f"RL on a lenient verifier ({cfg.hole}) over seeds {cfg.seeds}: mean [min, max]",
+                           out["spread"], {"hack rate (last 5)": True, "true pass@1": True,
+                                           f"vs {HONEST} (paired)": True, "steps": False}, len(cfg.seeds))
+        return out
     unknown = set(cfg.arms) - set(ARMS)
     if unknown:
         raise ValueError(f"unknown arms {sorted(unknown)}; choose from {list(ARMS)}")
@@ -81,19 +95,32 @@ def main(cfg: HackingConfig) -> dict[str, Any]:
                                  if k.startswith("eval/") and k.count("/") == 1],
             "final_pass@1": final["pass@1"] if final else None, "stopped": summary.get("stopped"),
             "steps": summary["steps"]}
+    honest = results.get(HONEST)
+    for r in results.values():
+        ok = honest and honest is not r and honest["final_pass@1"] and r["final_pass@1"]
+        r["vs_honest"] = grid.paired(honest["final_pass@1"], r["final_pass@1"]) if ok else None
     _plot(results, root / "hacking.png", cfg)
     table = Table(title=f"RL on a lenient verifier ({cfg.hole}) with and without defences")
-    for col in ("arm", "steps", "hack rate, first 5 -> last 5 steps", "true pass@1 at the end", "stopped"):
+    for col in ("arm", "steps", "hack rate, first 5 -> last 5 steps", "true pass@1 at the end",
+                f"vs {HONEST} (paired)", "stopped"):
         table.add_column(col)
     for arm, r in results.items():
         rates = [v for _, v in r["hack_rate"]]
         trend = f"{_mean(rates[:5]):.1%} -> {_mean(rates[-5:]):.1%}" if rates else "(strict reward: 0 by construction)"
         p = r["final_pass@1"]
-        table.add_row(arm, str(r["steps"]), trend, f"{p['mean']:.1%} [{p['ci'][0]:.1%}, {p['ci'][1]:.1%}]" if p else "-",
+        table.add_row(arm, str(r["steps"]), trend, grid.ci_text(p) if p else "-", grid.change_text(r["vs_honest"]),
                       r["stopped"] or "")
     console.print(table)
     return grid.save(root, {"results": results, "seconds": time.time() - t0, "config": cfg.model_dump(mode="json")},
                      root / "hacking.png", console)
+
+
+def figures(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """{arm: {column: value}} of one run, for the spread over seeds."""
+    return {arm: {"hack rate (last 5)": _mean([v for _, v in r["hack_rate"][-5:]]) if r["hack_rate"] else None,
+                  "true pass@1": (r["final_pass@1"] or {}).get("mean"),
+                  f"vs {HONEST} (paired)": (r.get("vs_honest") or {}).get("mean"), "steps": r["steps"]}
+            for arm, r in result["results"].items()}
 
 
 def _mean(values: list[float]) -> float:

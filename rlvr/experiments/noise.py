@@ -5,10 +5,13 @@ verifier's false-negative rate `fns` x false-positive rate `fps` x the correctio
 (`none`, `backward`, `forward`; rlvr/algos/noise.py, given the true rates), plus the
 control whose reward is a fair coin. The verifier is `noisy:` (rlvr/envs/noisy.py);
 every evaluation measures the true accuracy. The table: final true pass@1 with its 95%
-CI, the training reward against the true one, and the RL steps to reach `target`.
-(backward at fn = fp = 0 is the uncorrected run and is not repeated.)
+CI, its paired change from the clean verifier's run (fn = fp = 0, uncorrected; the same
+held-out problems), the training reward against the true one, and the RL steps to reach
+`target`. (backward at fn = fp = 0 is the uncorrected run and is not repeated.)
+`--seeds 0,1,2` runs the grid once per seed (its own base): each figure as mean [min, max].
 
     rlvr experiment noise                    # ~40 minutes on 2 CPU cores
+    rlvr experiment noise --seeds 0,1,2
     rlvr experiment noise --fns '[0, 0.2]' --fps '[0]' --steps 30
 """
 
@@ -24,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rlvr.algos import REWARD_CORRECTIONS
-from rlvr.experiments import grid
+from rlvr.experiments import grid, seeds
 from rlvr.train import rl
 
 
@@ -49,7 +52,16 @@ def _cells(cfg: NoiseConfig) -> list[tuple[str, dict[str, Any]]]:
     return cells
 
 
+CLEAN = "fn=0 fp=0 none"
+
+
 def main(cfg: NoiseConfig) -> dict[str, Any]:
+    if cfg.seeds:
+        out = seeds.over_seeds(main, cfg, cfg.seeds, figures)
+        seeds.print_spread(f"zero RL behind a noisy verifier over seeds {cfg.seeds}: mean [min, max]", out["spread"],
+                           {"pass@1": True, "vs clean (paired)": True, "true reward": True, "steps to target": False},
+                           len(cfg.seeds))
+        return out
     console, root, t0 = Console(), Path(cfg.run_dir), time.time()
     env, base = grid.start(cfg, console)
     results: dict[str, Any] = {}
@@ -72,7 +84,9 @@ def main(cfg: NoiseConfig) -> dict[str, Any]:
                           # a step whose completions were all cut off has no noisy verdict: its reward is the truth
                           "true_reward": sum(r.get("true_reward", r["reward"]) for r in trained[-5:]) / min(5, len(trained)),
                           "steps_to_target": grid.steps_to(run_dir, cfg.target), "run_dir": str(run_dir)}
-    clean = next((r for r in results.values() if r.get("fn") == r.get("fp") == 0 and r["correction"] == "none"), None)
+    clean = results.get(CLEAN)
+    for r in results.values():
+        r["vs_clean"] = grid.paired(clean["pass@1"], r["pass@1"]) if clean and clean is not r else None
     panels: dict[str, dict[str, Any]] = {}
     for label, r in results.items():
         if r is not clean:
@@ -82,12 +96,19 @@ def main(cfg: NoiseConfig) -> dict[str, Any]:
                      f"zero RL behind a noisy verifier: true held-out pass@1 ({cfg.steps} steps)", cfg.target,
                      reference=("clean verifier", clean["curve"]) if clean else None)
     table = Table(title=f"zero RL behind a noisy verifier ({cfg.steps} steps; true held-out pass@1)")
-    for col in ("verifier / correction", "pass@1 [95% CI]", "reward (last 5)", "true reward (last 5)",
+    for col in ("verifier / correction", "pass@1 [95% CI]", "vs clean (paired)", "reward (last 5)", "true reward (last 5)",
                 f"steps to {cfg.target:.0%}"):
         table.add_column(col, justify="left" if col.startswith("verifier") else "right")
     for label, r in results.items():
-        table.add_row(label, grid.ci_text(r["pass@1"]), f"{r['reward']:.1%}",
+        table.add_row(label, grid.ci_text(r["pass@1"]), grid.change_text(r["vs_clean"]), f"{r['reward']:.1%}",
                       f"{r['true_reward']:.1%}", str(r["steps_to_target"] or "not reached"))
     console.print(table)
     return grid.save(root, {"results": results, "seconds": time.time() - t0, "config": cfg.model_dump(mode="json")},
                      root / "noise.png", console)
+
+
+def figures(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """{cell: {column: value}} of one run, for the spread over seeds."""
+    return {label: {"pass@1": r["pass@1"]["mean"], "vs clean (paired)": (r.get("vs_clean") or {}).get("mean"),
+                    "true reward": r["true_reward"], "steps to target": r["steps_to_target"]}
+            for label, r in result["results"].items()}

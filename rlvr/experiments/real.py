@@ -11,8 +11,9 @@ the seeds' two questions at real scale:
                          keep what verifies, SFT with LoRA), then the same RL, stopped at
                          the zero-RL run's total FLOPs (the cold start's included)
 
-Each arm reports held-out pass@1 (with its 95% CI), greedy accuracy, FLOPs and wall
-time; the table and a plot of held-out pass@1 against FLOPs go to RUN_DIR
+Each arm reports held-out pass@1 (with its 95% CI), its paired change from the base
+and from zero RL (every arm is evaluated on the same held-out problems), greedy
+accuracy, FLOPs and wall time; the table and a plot of held-out pass@1 against FLOPs go to RUN_DIR
 (results.json, real.png).
 
 The default task is single-digit addition and subtraction asked with "The answer is"
@@ -21,6 +22,7 @@ often for a group of samples to disagree, and an RL step with no disagreement ha
 nothing to learn from.
 
     rlvr experiment real                                   # ~20 minutes on 2 cores
+    rlvr experiment real --seeds 0,1,2                     # each figure as mean [min, max]
     rlvr experiment real --rl_steps 30 --env 'prompt:format=answer_is,shots=2:arithmetic:digits=2,ops=add'
 """
 
@@ -37,7 +39,8 @@ from rich.table import Table
 
 from rlvr.config import Config
 from rlvr.fields import HeldOutProblems, RLEvalEvery
-from rlvr.experiments import grid
+from rlvr.experiments import grid, seeds
+from rlvr.experiments.seeds import PerSeed
 
 
 class RealConfig(Config):
@@ -57,6 +60,7 @@ class RealConfig(Config):
     eval_samples: int = Field(4, ge=1, description="Samples per held-out problem (pass@1 is their mean; greedy beside).")
     eval_every: RLEvalEvery = 8
     seed: int = Field(0, description="Seed of sampling and of the problem streams.")
+    seeds: PerSeed
 
 
 def _model(name: str) -> str:
@@ -81,6 +85,12 @@ def _final(run_dir: Path) -> dict[str, Any]:
 def main(cfg: RealConfig) -> dict[str, Any]:
     from rlvr.train import rl, rs
 
+    if cfg.seeds:  # one pretrained model: a seed is the sampling and the problem streams
+        out = seeds.over_seeds(main, cfg, cfg.seeds, figures)
+        seeds.print_spread(f"{cfg.model} on {cfg.env} over seeds {cfg.seeds}: mean [min, max]", out["spread"],
+                           {"pass@1": True, "greedy": True, "vs base (paired)": True, "vs zero RL (paired)": True},
+                           len(cfg.seeds))
+        return out
     console, root, t0 = Console(), Path(cfg.run_dir), time.time()
     model = _model(cfg.model)
     common = dict(env=cfg.env, max_new_tokens=cfg.max_new_tokens, lora_r=cfg.lora_r, **_evals(cfg))
@@ -112,13 +122,18 @@ def main(cfg: RealConfig) -> dict[str, Any]:
     if not (cold_rl / "summary.json").exists():
         rl.main(rl.RLConfig(run_dir=str(cold_rl), model=str(cold_rs), steps=4 * cfg.rl_steps, budget_flops=budget,
                             resume=cold_rl.exists(), **rl_keys))
-    arms["cold start + RL"] = _final(cold_rl)
+    # A cold start that spent the whole budget leaves RL no step (and no final evaluation): the model is the cold start's.
+    arms["cold start + RL"] = _final(cold_rl if (cold_rl / "eval.json").exists() else cold_rs)
 
+    for a in arms.values():
+        a["vs_base"] = grid.paired(arms["base"]["pass@1"], a["pass@1"]) if a is not arms["base"] else None
+        a["vs_zero_rl"] = grid.paired(arms["zero RL"]["pass@1"], a["pass@1"]) if a is not arms["zero RL"] else None
     table = Table(title=f"{Path(model).name} on {cfg.env}: held-out pass@1 (95% CI), greedy, at equal compute")
-    for col in ("arm", "pass@1", "greedy", "FLOPs", "wall s"):
+    for col in ("arm", "pass@1", "vs base (paired)", "vs zero RL (paired)", "greedy", "FLOPs", "wall s"):
         table.add_column(col, justify="left" if col == "arm" else "right")
     for name, a in arms.items():
-        table.add_row(name, grid.ci_text(a["pass@1"]), f"{a['greedy']['mean']:.1%}" if a.get("greedy") else "-",
+        table.add_row(name, grid.ci_text(a["pass@1"]), grid.change_text(a["vs_base"]),
+                      grid.change_text(a["vs_zero_rl"]), f"{a['greedy']['mean']:.1%}" if a.get("greedy") else "-",
                       f"{a['flops']:.3g}", f"{a['wall_seconds']:.0f}")
     console.print(table)
     curves = {name: grid.curve(run, against="flops")
@@ -129,3 +144,11 @@ def main(cfg: RealConfig) -> dict[str, Any]:
     return grid.save(root, {"model": model, "env": cfg.env, "arms": arms, "budget_flops": budget,
                             "config": cfg.model_dump(mode="json"), "seconds": time.time() - t0}, plot, console)
 
+
+
+def figures(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """{arm: {column: value}} of one run, for the spread over seeds."""
+    return {name: {"pass@1": a["pass@1"]["mean"], "greedy": (a.get("greedy") or {}).get("mean"),
+                   "vs base (paired)": (a.get("vs_base") or {}).get("mean"),
+                   "vs zero RL (paired)": (a.get("vs_zero_rl") or {}).get("mean")}
+            for name, a in result["arms"].items()}

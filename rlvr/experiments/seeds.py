@@ -39,11 +39,13 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
-def show(s: dict[str, float] | None, percent: bool = True, runs: int = 0) -> str:
-    """"mean [min, max]", with "(n of N)" when only n of the N runs have the figure."""
+def show(s: dict[str, float] | None, percent: bool = True, runs: int = 0, signed: bool = False) -> str:
+    """"mean [min, max]", with "(n of N)" when only n of the N runs have the figure; `signed`:
+    a change, written with its sign."""
     if s is None:
         return "-"
-    f = (lambda v: f"{v:.1%}") if percent else (lambda v: f"{v:.3g}")
+    sign = "+" if signed else ""
+    f = (lambda v: f"{v:{sign}.1%}") if percent else (lambda v: f"{v:{sign}.3g}")
     text = f"{f(s['mean'])} [{f(s['min'])}, {f(s['max'])}]" if s["n"] > 1 else f(s["mean"])
     return text + (f" ({s['n']} of {runs})" if runs and s["n"] < runs else "")
 
@@ -56,8 +58,10 @@ def over_seeds(main: Callable[[Any], dict[str, Any]], cfg, seeds: list[int],
     runs: dict[int, dict[str, Any]] = {}
     for seed in seeds:
         Console().rule(f"seed {seed} ({len(runs) + 1} of {len(seeds)})")
-        runs[seed] = main(cfg.model_copy(update={"run_dir": str(root / f"seed_{seed}"), "seed": seed,
-                                                 "base_seed": seed, "seeds": []}))
+        update = {"run_dir": str(root / f"seed_{seed}"), "seed": seed, "seeds": []}
+        if "base_seed" in type(cfg).model_fields:  # a pretrained model (rlvr experiment real) has no base seed
+            update["base_seed"] = seed
+        runs[seed] = main(cfg.model_copy(update=update))
     per_seed = [figures(r) for r in runs.values()]
     rows: dict[str, dict[str, dict[str, float]]] = {}
     for row in per_seed[0]:

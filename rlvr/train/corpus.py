@@ -59,6 +59,35 @@ def worked_solution(problem: Problem, slip: float, rng: random.Random, slip_late
     return worked_addition(m["a"], m["b"], slip, rng, slip_later)
 
 
+def correct_solution(env: Environment, problem: Problem) -> str:
+    """The environment's own correct worked solution, as an expert writes it: the corpus's
+    column procedure without a slip, or, where the corpus writes no procedure, the
+    environment's gold answer (`GoldText`) on its answer line."""
+    if problem.env == "arithmetic" and problem.meta.get("op") == "add":
+        return worked_solution(problem, 0.0, random.Random(0), 0.0)
+    from rlvr.types import GoldText
+
+    if not isinstance(env, GoldText):
+        raise ValueError(f"environment {env.name!r} writes no gold solution (no gold_text)")
+    return format_answer(env.gold_text(problem))
+
+
+def mixed(docs: Iterator[str], extra: list[str], share: float, seed: int) -> Iterator[str]:
+    """`docs` with a `share` of its documents replaced by `extra`'s, in order and cycled:
+    other text mixed into the corpus (mid-training). Deterministic given the seed, so a
+    resumed run can skip what it already read."""
+    if not extra:
+        raise ValueError("nothing to mix into the corpus: the extra documents are empty")
+
+    def stream() -> Iterator[str]:
+        rng, i = random.Random(f"mix/{seed}"), 0
+        for doc in docs:
+            if rng.random() < share:
+                doc, i = extra[i % len(extra)], i + 1
+            yield doc
+    return stream()
+
+
 def documents(env: Environment, tok, slip: float, seed: int, slip_later: float | None = None) -> Iterator[str]:
     """An endless stream of chat-formatted worked problems from the train split."""
     rng = random.Random(f"corpus/{seed}")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from pydantic import Field
@@ -142,8 +142,12 @@ class Pretrain(Trainer):
         self.shown: dict[str, float] = {}
         self.check = Check(self.env, cfg) if cfg.check_every else None
         # The stream is deterministic, so a resumed run skips what it already read.
-        self.docs = itertools.islice(documents(self.env, self.tok, cfg.slip, cfg.seed, cfg.slip_later),
-                                     self.start * cfg.batch_size, None)
+        self.docs = itertools.islice(self.corpus(), self.start * cfg.batch_size, None)
+
+    def corpus(self) -> Iterator[str]:
+        """The documents, in order (a subclass may mix other text in: rlvr/experiments/midtrain.py)."""
+        cfg = self.cfg
+        return documents(self.env, self.tok, cfg.slip, cfg.seed, cfg.slip_later)
 
     def make_evaluator(self) -> None:
         return None  # the held-out check is this regime's evaluation

@@ -87,8 +87,8 @@ class RLConfig(TrainerFields):
     rollout_workers: int = Field(0, ge=0, description="Generate on this many Ray actors, each with its own engine (0: in this process). Needs rlvr[ray].")
     worker_restarts: int = Field(4, ge=0, description="Times Ray restarts a rollout worker whose process died (its batch is regenerated); past that the run ends.")
     ray_address: str = Field("", description="Join this Ray cluster (e.g. ray://host:10001 or auto); empty: start a local one.")
-    offpolicy: str = Field("none", description="Off-policy correction (rlvr.algos.offpolicy): none | tis | seq_tis | mask | decoupled. Warning: decoupled with one update a step (--mini_batches 1) has no trust region and collapsed to 0-6% at every lag of EXPERIMENTS.md's staleness grid; none was best or tied there.")
-    offpolicy_cap: float = Field(2.0, gt=1, description="The correction's cap C: tis and seq_tis truncate importance weights at C; decoupled drops tokens whose weight exceeds C; mask keeps ratios in [1/C, C].")
+    offpolicy: str = Field("none", description="Off-policy correction (rlvr.algos.offpolicy): none | tis | seq_tis | mask | decoupled | gspo | m2po. Warning: decoupled with one update a step (--mini_batches 1) has no trust region and collapsed to 0-6% at every lag of EXPERIMENTS.md's staleness grid; none was best or tied there.")
+    offpolicy_cap: float = Field(2.0, gt=1, description="The correction's cap C: tis and seq_tis truncate importance weights at C; decoupled drops tokens whose weight exceeds C; mask keeps ratios in [1/C, C]; m2po drops the tokens of largest squared log-ratio until its mean is under (log C)^2; gspo does not read it (its clip is the loss's).")
     save_every: SaveEvery = 50
     keep_last: KeepLast
     log_samples: int = Field(2, ge=0, description="Rollouts per step written to samples.jsonl.")
