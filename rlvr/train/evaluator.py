@@ -1,7 +1,7 @@
 """Evaluation during training, the same way in every trainer, with the compute it took to get there.
 
 `TrainerFields` are the keys every trainer shares (evaluation, compute budget,
-TensorBoard); each trainer's config inherits them, so they are documented once.
+TensorBoard, torchrun's parallelism); each trainer's config inherits them, so they are documented once.
 `Evaluator` evaluates the live model on a fixed held-out set (the first
 `eval_problems` of the eval split, the same for every run and every evaluation) and
 appends one line to `evals.jsonl`: the step, the run's cumulative compute at that
@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from rlvr.fields import Tensorboard
+from rlvr.fields import DistTimeout, ParallelMode, Tensorboard
 from rlvr.envs.prompting import PromptFields
 from rlvr.train.setup import ModelFields
 from rlvr.engine import make_engine
@@ -44,6 +44,8 @@ class TrainerFields(ModelFields, PromptFields):
     eval_max_new_tokens: int = Field(0, ge=0, description="Completion token limit during evaluation (0: the trainer's own limit, or 64).")
     budget_flops: float = Field(0.0, ge=0, description="Stop once the run's total FLOPs (inherited included, see rlvr/compute.py) reach this (0: no budget).")
     tensorboard: Tensorboard
+    parallel: ParallelMode
+    dist_timeout: DistTimeout
 
 
 def powers_of_two(n: int) -> list[int]:
