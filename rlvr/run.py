@@ -34,7 +34,6 @@ import torch
 from rlvr.atomic import point_link, recover, write_json, write_text
 from rlvr.config import Config, to_yaml
 from rlvr.jsonl import read_jsonl
-from rlvr.models.io import save_model
 from rlvr.train.parallel import SINGLE, Parallel
 
 
@@ -104,7 +103,7 @@ class Run:
     def save(self, step: int, model, tok, state: dict[str, Any], keep_last: int = 2) -> Path:
         path, par = self.ckpt_dir / f"step_{step}", self.par
         with par.atomic_dir(path) as tmp:
-            par.run(lambda: save_model(model, tok, tmp / "model") if par.main else None)  # whole, under fsdp too
+            par.save_model(model, tok, tmp / "model")  # whole (gathered under fsdp), by rank 0
             full = {**state, "step": step, "rng": _rng_state()}
             if "optimizer" in full:  # twice the trainable weights: kept where a resume reads it
                 par.save_optimizer(full.pop("optimizer"), tmp)

@@ -129,7 +129,7 @@ def base(tmp_path_factory) -> Path:
 def rl_args(base: Path, run: Path, *more: str) -> list[str]:
     return ["rl", f"--model={base}", f"--run_dir={run}", f"--env={json.dumps(ENV)}", "--prompts=4", "--group_size=4",
             "--max_new_tokens=6", "--eval_problems=4", "--eval_samples=2", "--hack_monitor=0", "--log_samples=1",
-            "--save_every=1", *more]
+            "--save_every=1", "--kl_coef=0.05", "--lr_by_signal=false", *more]  # the KL term: an update every step
 
 
 def _rows(run: Path) -> list[dict]:
@@ -142,10 +142,11 @@ def test_torchrun_writes_once_and_resumes_on_any_number_of_processes(tmp_path, b
     p = torchrun(2, *rl_args(base, run, "--steps=2", f"--parallel={mode}"))
     assert p.returncode == 0, p.stderr[-3000:]
     rows = _rows(run)
-    assert [r["step"] for r in rows] == [0, 1, 2]  # one line a step: rank 0's, with every rank's figures
+    assert [r["step"] for r in rows] == [1, 2]  # one line a step: rank 0's, with every rank's figures
     assert rows[-1]["generated_tokens"] > 0 and rows[-1]["compute/generated_tokens"] >= rows[-1]["generated_tokens"]
     last = run / "checkpoints" / "last"
     assert (last / "optimizer").is_dir() == (mode == "fsdp") and (last / "optimizer.pt").exists() == (mode == "ddp")
+    assert not list((run / "checkpoints").glob(".*"))  # no temporary left behind
     # The exported model loads with plain from_pretrained.
     from transformers import AutoModelForCausalLM
     assert AutoModelForCausalLM.from_pretrained(last / "model") is not None
@@ -154,7 +155,7 @@ def test_torchrun_writes_once_and_resumes_on_any_number_of_processes(tmp_path, b
     assert p.returncode == 0, p.stderr[-3000:]
     p = cli(*rl_args(base, run, "--steps=4", "--resume"))
     assert p.returncode == 0, p.stderr[-3000:]
-    assert [r["step"] for r in _rows(run)] == [0, 1, 2, 3, 4]
+    assert [r["step"] for r in _rows(run)] == [1, 2, 3, 4]
     assert json.loads((run / "summary.json").read_text())["steps"] == 4
 
 
@@ -163,7 +164,7 @@ def test_a_single_process_run_resumes_on_two(tmp_path, base):
     assert cli(*rl_args(base, run, "--steps=1")).returncode == 0
     p = torchrun(2, *rl_args(base, run, "--steps=2", "--resume", "--parallel=fsdp"))
     assert p.returncode == 0, p.stderr[-3000:]
-    assert [r["step"] for r in _rows(run)] == [0, 1, 2]
+    assert [r["step"] for r in _rows(run)] == [1, 2]
 
 
 def _rank_pid(agent: int, rank: int) -> int | None:

@@ -110,6 +110,12 @@ class Parallel:
         forward (gathered on first use after a step; every rank must call it alike)."""
         return self.root(fn) if self.sharded else fn()
 
+    def reshard(self) -> None:
+        """Under fsdp, put the sharded parameters back on the model (after `run`, the gathered
+        ones are): before anything holds on to `model.parameters()`, e.g. an optimizer."""
+        if self.sharded:
+            self.root.reshard()
+
     def gathering(self, engine):
         """An engine sharing the trainer's weights that generates with them gathered (fsdp); `engine` otherwise."""
         return Gathering(engine, self) if self.sharded else engine
@@ -198,11 +204,26 @@ class Parallel:
             yield Path(shared[0])
             dist.barrier()
 
+    def save_model(self, model: torch.nn.Module, tok, path: Path) -> None:
+        """The whole model in HF format, written by rank 0 (under fsdp gathered there first,
+        on the CPU): what `from_pretrained` and `rlvr serve` load."""
+        from rlvr.models.io import save_model
+        if not self.sharded:
+            if self.main:
+                save_model(model, tok, path)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        self.reshard()
+        full = get_model_state_dict(self.root, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if self.main:
+            save_model(model, tok, path, {k.removeprefix("model."): v for k, v in full.items()})
+
     def optimizer_state(self, model: torch.nn.Module, opt) -> Any:
         """What a checkpoint keeps of the optimizer: its state dict, or under fsdp this
         rank's shards (keyed by parameter name, as torch.distributed.checkpoint wants)."""
-        if not self.sharded:
+        if not self.sharded or not opt.state:  # nothing sharded before the first update
             return opt.state_dict()
+        self.reshard()  # the names of the shards the optimizer holds
         from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
         return Sharded(get_optimizer_state_dict(self.root, opt))
 

@@ -241,7 +241,7 @@ class SFT(Trainer):
         self.expected = self.horizon.total
 
     def make_evaluator(self) -> Evaluator:
-        return Evaluator(self.cfg, self.run, None, self.model, self.tok, seed=self.cfg.seed)
+        return Evaluator(self.cfg, self.run, None, self.model, self.tok, seed=self.cfg.seed, par=self.par)
 
     def rate(self, step: int) -> float:
         return self.horizon.rate(step, self.cfg.lr, self.cfg.warmup)

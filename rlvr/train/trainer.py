@@ -80,6 +80,7 @@ class Trainer:
                                count_parameters(self.model, trainable=True), reduce=par.sum)
         self.setup(state)
         try:
+            par.reshard()  # the optimizer holds the shards (fsdp), not what setup() gathered
             self.opt = self.optimizer()
             if resumed:
                 if self.opt is not None and "optimizer_dir" in state:  # sharded (--parallel fsdp)
@@ -91,7 +92,7 @@ class Trainer:
             self.done = self.finished(self.start)
             with StepBar(self.command, self.expected or self.steps, self.start, show=par.main) as self.bar:
                 if self.start == 0 and self.evaluates_first():  # where the accuracy-against-compute curve starts
-                    run.log(0, {**par.run(lambda: self.evaluate(0, final=False)), **self.compute.metrics()})
+                    run.log(0, {**self.evaluate(0, final=False), **self.compute.metrics()})
                 while not self.done and self._one_step():
                     pass
         finally:
@@ -122,7 +123,7 @@ class Trainer:
         metrics.update({**self.compute.metrics(), **memory_metrics(self.device)})
         self.done = self.finished(self.step)
         if self.due(self.step):
-            metrics.update(self.par.run(lambda: self.evaluate(self.step, final=self.done)))
+            metrics.update(self.evaluate(self.step, final=self.done))
         self.run.log(self.step, metrics)
         self.bar.update(self.step, **self.progress(metrics))
         if self.save_every and self.step % self.save_every == 0 and not self.done:
@@ -168,7 +169,8 @@ class Trainer:
         return make_optimizer(self.model, lr=self.cfg.lr, betas=self.betas, weight_decay=self.cfg.weight_decay)
 
     def make_evaluator(self) -> Evaluator | None:
-        return Evaluator(self.cfg, self.run, self.cfg.env, self.model, self.tok, self.cfg.max_new_tokens, self.cfg.seed)
+        return Evaluator(self.cfg, self.run, self.cfg.env, self.model, self.tok, self.cfg.max_new_tokens, self.cfg.seed,
+                         self.par)
 
     def evaluates_first(self) -> bool:
         """Whether a fresh run evaluates its starting model."""
