@@ -45,6 +45,7 @@ import torch.distributed as dist
 
 from rlvr.atomic import atomic_dir
 from rlvr.config import InputError
+from rlvr.train.setup import restore_optimizer
 
 MODES = ("ddp", "fsdp")
 
@@ -235,15 +236,27 @@ class Parallel:
         elif self.main:
             torch.save(state, into / "optimizer.pt")
 
-    def load_optimizer(self, model: torch.nn.Module, opt, where: Path) -> None:
-        """Load a sharded optimizer/ (written by any number of ranks) into this run's
-        optimizer, sharded or not: torch.distributed.checkpoint reshards it."""
-        import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
-        root = self.root if self.sharded else Root(model)  # the names the shards were saved under
-        state = {"optimizer": get_optimizer_state_dict(root, opt)}
-        dcp.load(state, checkpoint_id=str(where))
-        set_optimizer_state_dict(root, opt, state["optimizer"])
+    def restore_optimizer(self, model: torch.nn.Module, opt, state: dict, where: str) -> None:
+        """Load what a checkpoint kept of the optimizer, whoever wrote it: a sharded
+        optimizer/ (any number of ranks; torch.distributed.checkpoint reshards it) into
+        this optimizer, sharded or not; a whole optimizer.pt into a sharded one (each rank
+        keeps its shards) or, as in one process, into a whole one."""
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_optimizer_state_dict,
+                                                             set_optimizer_state_dict)
+        root = self.root if self.sharded else Root(model)  # the names shards are saved under
+        if "optimizer_dir" in state:
+            import torch.distributed.checkpoint as dcp
+            loaded = {"optimizer": get_optimizer_state_dict(root, opt)}
+            dcp.load(loaded, checkpoint_id=str(state["optimizer_dir"]))
+            set_optimizer_state_dict(root, opt, loaded["optimizer"])
+        elif self.sharded and state.get("optimizer", {}).get("state"):
+            full = state["optimizer"]  # keyed by position among the trainable parameters: named here
+            names = [f"model.{n}" for n, p in model.named_parameters() if p.requires_grad]
+            named = {"state": {names[i]: s for i, s in full["state"].items()},
+                     "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in full["param_groups"]]}
+            set_optimizer_state_dict(root, opt, named, options=StateDictOptions(full_state_dict=True))
+        else:
+            restore_optimizer(opt, state, where)
 
 
 class Gathering:

@@ -47,7 +47,7 @@ from rlvr.run import Run, last_model
 from rlvr.train.evaluator import Evaluator
 from rlvr.train.parallel import SINGLE, start
 from rlvr.train.progress import StepBar
-from rlvr.train.setup import make_optimizer, memory_metrics, resolve_device, restore_optimizer, setup_model
+from rlvr.train.setup import make_optimizer, memory_metrics, resolve_device, setup_model
 
 
 class Trainer:
@@ -83,10 +83,8 @@ class Trainer:
             par.reshard()  # the optimizer holds the shards (fsdp), not what setup() gathered
             self.opt = self.optimizer()
             if resumed:
-                if self.opt is not None and "optimizer_dir" in state:  # sharded (--parallel fsdp)
-                    par.load_optimizer(self.model, self.opt, state["optimizer_dir"])
-                elif self.opt is not None:
-                    restore_optimizer(self.opt, state, str(self.checkpoint.parent))
+                if self.opt is not None:
+                    par.restore_optimizer(self.model, self.opt, state, str(self.checkpoint.parent))
                 self.compute.load_state(state.get("compute"))
             self.evaluator = self.make_evaluator()
             self.done = self.finished(self.start)
