@@ -104,6 +104,19 @@ def test_two_ranks_take_the_step_one_process_takes(tmp_path):
     assert got["trained_tokens"] == 3  # every rank's tokens charged on every rank's meter
 
 
+def test_a_rank_without_peers_fails_within_dist_timeout(tmp_path):
+    """Rank 0 of 2 whose peer never comes: one line after --dist_timeout, nothing written."""
+    import time
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    t0 = time.time()
+    p = subprocess.run([sys.executable, "-m", "rlvr.cli", "rl", f"--run_dir={tmp_path / 'run'}", "--dist_timeout=3"],
+                       capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
+    assert p.returncode == 1 and time.time() - t0 < 90
+    assert p.stderr.strip().count("\n") == 0 and "could not be reached" in p.stderr, p.stderr
+    assert not (tmp_path / "run").exists()
+
+
 # -- runs under torchrun --------------------------------------------------------------
 def torchrun(nproc: int, *args: str, timeout: float = 240, **env: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
@@ -136,6 +149,7 @@ def _rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_torchrun_writes_once_and_resumes_on_any_number_of_processes(tmp_path, base, mode):
     run = tmp_path / "run"
@@ -159,6 +173,7 @@ def test_torchrun_writes_once_and_resumes_on_any_number_of_processes(tmp_path, b
     assert json.loads((run / "summary.json").read_text())["steps"] == 4
 
 
+@pytest.mark.slow
 def test_a_single_process_run_resumes_on_two(tmp_path, base):
     run = tmp_path / "run"
     assert cli(*rl_args(base, run, "--steps=1")).returncode == 0
@@ -180,6 +195,7 @@ def _rank_pid(agent: int, rank: int) -> int | None:
     return None
 
 
+@pytest.mark.slow
 def test_a_killed_rank_ends_the_run_and_the_checkpoint_survives(tmp_path, base):
     import signal
     import time

@@ -318,7 +318,7 @@ def peer_failure(e: BaseException) -> str | None:
         return None
     first = text.splitlines()[0][:200] if text else type(e).__name__
     return (f"rank {os.environ.get('RANK', '?')}: a peer process died or could not be reached ({first}); "
-            "the last checkpoint is intact: run the same command with --resume")
+            "checkpoints are written whole, so the same command with --resume continues from the last")
 
 
 def _comm_device() -> torch.device:
