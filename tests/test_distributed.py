@@ -61,6 +61,30 @@ def _step(model, tok, rollouts, agg: str, par=None) -> list[torch.Tensor]:
     return [(p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone() for p in model.parameters()]
 
 
+def _sft_rows() -> list:
+    """SFT rows of different lengths, the loss on some of their tokens."""
+    from rlvr.train.sft import Example
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for n in (9, 4, 13, 6, 7):
+        ids = torch.randint(3, 20, (n,), generator=g).tolist()
+        rows.append([Example(ids, [i >= n // 2 for i in range(n)])])
+    return rows
+
+
+def _sft_step(model, tok, rows, par=None) -> list[torch.Tensor]:
+    """One SFT step (rlvr.train.sft.train_rows, SGD); the full parameters after it."""
+    from rlvr.train.parallel import SINGLE
+    from rlvr.train.sft import train_rows
+    par = par or SINGLE
+    model = par.wrap(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    train_rows(parts_of(model), rows, tok.pad_token_id, "cpu", max_tokens=16, par=par)
+    par.sync_grads(model)
+    opt.step()
+    return [(p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone() for p in model.parameters()]
+
+
 def _worker(rank: int, world: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
@@ -79,6 +103,8 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         for agg in AGGS:
             results[f"{mode}/{agg}"] = _step(copy.deepcopy(model).train(), tok, copy.deepcopy(mine), agg,
                                              Parallel(rank, world, mode))
+        results[f"{mode}/sft"] = _sft_step(copy.deepcopy(model).train(), tok, _sft_rows()[rank::world],
+                                           Parallel(rank, world, mode))
     meter = Compute(10, "rl", reduce=Parallel(rank, world).sum)
     meter.trained(rank + 1)
     results["trained_tokens"] = meter.own.trained_tokens
@@ -89,7 +115,8 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 
 def test_two_ranks_take_the_step_one_process_takes(tmp_path):
     """DDP and FSDP2 on 2 gloo processes against one process on the same groups, for every
-    aggregation (token_mean's denominator is the whole batch's, uniform groups included)."""
+    aggregation (token_mean's denominator is the whole batch's, uniform groups included),
+    and an SFT step on the same rows."""
     out = tmp_path / "ranks.pt"
     torch.multiprocessing.spawn(_worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
     got = torch.load(out)
@@ -101,6 +128,10 @@ def test_two_ranks_take_the_step_one_process_takes(tmp_path):
         for mode in ("ddp", "fsdp"):
             for w, g in zip(want, got[f"{mode}/{agg}"]):
                 assert torch.allclose(w, g, atol=2e-6), (mode, agg, (w - g).abs().max())
+    want = _sft_step(copy.deepcopy(model).train(), tok, _sft_rows())
+    for mode in ("ddp", "fsdp"):  # SFT: the mean over every rank's tokens
+        for w, g in zip(want, got[f"{mode}/sft"]):
+            assert torch.allclose(w, g, atol=2e-6), (mode, "sft", (w - g).abs().max())
     assert got["trained_tokens"] == 3  # every rank's tokens charged on every rank's meter
 
 
