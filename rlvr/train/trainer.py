@@ -68,7 +68,7 @@ class Trainer:
         self.prepare()
         cfg = self.cfg  # as prepare() may have completed it
         cuda = resolve_device(getattr(cfg, "device", "cpu")).type == "cuda"
-        self.par = par = start(cfg.parallel, cfg.dist_timeout, cuda)
+        self.par = par = start(getattr(cfg, "parallel", "ddp"), getattr(cfg, "dist_timeout", 1800.0), cuda)
         self.run = run = Run(cfg.run_dir, cfg, resume=cfg.resume, tensorboard=cfg.tensorboard, par=par)
         resumed = run.resume_state() if cfg.resume else None
         self.checkpoint, state = resumed or (None, {})
