@@ -7,16 +7,16 @@ between the ranks) and prints the mean step time after the first step, the ratio
 each setting's peak resident memory per process (`peak_rss_gb` of metrics.jsonl: under
 torchrun the mean over the ranks). Settings:
 
-    1 process x 2 threads            OMP_NUM_THREADS=2, no torchrun
+    1 process x 2 threads            OMP_NUM_THREADS=2, no torchrun (tiny: also x 1 thread)
     2 processes x 1 thread, ddp      torchrun --nproc_per_node 2 --parallel ddp
     2 processes x 1 thread, fsdp     torchrun --nproc_per_node 2 --parallel fsdp (not for LoRA)
 
-Models: `tiny` (rlvr's own, untrained: the steps train through a small KL term, so every
-group trains) and SmolLM2-135M-Instruct (`rlvr models get smollm2-135m`), with LoRA
-(r=16; ddp) and in full fine-tuning (the memory of sharded AdamW state), on one-digit
-arithmetic with two worked examples, where it earns reward.
+Models: `tiny` (rlvr's own, untrained) and SmolLM2-135M-Instruct (`rlvr models get
+smollm2-135m`) on one-digit arithmetic with two worked examples, with LoRA (r=16: one
+process against ddp) and in full fine-tuning (ddp against fsdp: the memory of sharded
+AdamW state). A small KL term with `--lr_by_signal false` makes every group train.
 
-    .venv/bin/python benchmarks/parallel.py                       # everything (~15 min on 2 cores)
+    .venv/bin/python benchmarks/parallel.py                       # everything
     .venv/bin/python benchmarks/parallel.py --models tiny --steps 4
 """
 
@@ -62,23 +62,25 @@ def run_rl(args: list[str], procs: int, threads: int, run_dir: Path, timeout: fl
 
 def settings(name: str, model: str, steps: int) -> list[tuple[str, list[str], list[tuple[str, int, int, str]]]]:
     """(label, rl args, [(setting, processes, threads, parallel)]) for one model."""
-    both = [("1 proc x 2 threads", 1, 2, ""), ("2 procs x 1 thread, ddp", 2, 1, "ddp"),
-            ("2 procs x 1 thread, fsdp", 2, 1, "fsdp")]
+    one, two = [("1 proc x 2 threads", 1, 2, "")], [("2 procs x 1 thread, ddp", 2, 1, "ddp")]
+    sharded = [("2 procs x 1 thread, fsdp", 2, 1, "fsdp")]
     common = [f"--steps={steps}", "--eval_problems=0", "--hack_monitor=0", "--log_samples=0", "--save_every=0"]
     if name == "tiny":
         return [("tiny (untrained, full)", [f"--model={model}", "--env=arithmetic:digits=2", "--prompts=16",
                                             "--group_size=4", "--max_new_tokens=16", "--kl_coef=0.05",
-                                            "--lr_by_signal=false", *common], both)]
-    smol = [f"--model={model}", f"--env={SMOL_ENV}", "--prompts=8", "--group_size=4", "--max_new_tokens=48",
-            "--lr=1e-5", *common]
-    return [("SmolLM2-135M, LoRA r=16", smol + ["--lora_r=16"], both[:2]),
-            ("SmolLM2-135M, full", smol, both)]
+                                            "--lr_by_signal=false", *common],
+             one + [("1 proc x 1 thread", 1, 1, "")] + two + sharded)]
+    smol = [f"--model={model}", f"--env={SMOL_ENV}", "--prompts=4", "--group_size=4", "--max_new_tokens=32",
+            "--lr=1e-5", "--kl_coef=0.01", "--lr_by_signal=false", *common]  # every group trains
+    return [("SmolLM2-135M, LoRA r=16", smol + ["--lora_r=16"], one + two),
+            ("SmolLM2-135M, full", smol, two + sharded)]  # the memory of sharded AdamW state
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["tiny", "smollm2"], choices=["tiny", "smollm2"])
     ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--smol-steps", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=1800)
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
@@ -92,10 +94,11 @@ def main() -> None:
             paths["tiny"] = str(save_model(*build_tiny_model("tiny", seed=0), tmp / "tiny"))
         if "smollm2" in args.models:
             paths["smollm2"] = str(hub.get("smollm2-135m"))
-        print(f"cpus: {os.cpu_count()}; RL steps ({args.steps}, the first untimed); one global batch split over the ranks")
-        print(f"{'model':28} {'setting':26} {'step s':>8} {'vs 1 proc':>9} {'peak RSS/rank GB':>17} {'trained tok':>11}")
+        print(f"cpus: {os.cpu_count()}; RL steps (tiny {args.steps}, SmolLM2 {args.smol_steps}; the first untimed); "
+              "one global batch split over the ranks")
+        print(f"{'model':28} {'setting':26} {'step s':>8} {'vs row 1':>9} {'peak RSS/rank GB':>17} {'trained tok':>11}")
         for name in args.models:
-            for label, rl_args, runs in settings(name, paths[name], args.steps):
+            for label, rl_args, runs in settings(name, paths[name], args.steps if name == "tiny" else args.smol_steps):
                 base = None
                 for i, (setting, procs, threads, mode) in enumerate(runs):
                     extra = [f"--parallel={mode}"] if mode else []

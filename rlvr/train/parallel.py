@@ -108,7 +108,9 @@ class Parallel:
 
     def run(self, fn: Callable[[], Any]) -> Any:
         """`fn()` with the whole model's parameters in place: under fsdp inside the unit's
-        forward (gathered on first use after a step; every rank must call it alike)."""
+        forward. The first call after a reshard gathers them, a collective every rank makes
+        (ranks that compute nothing make it in `sync_grads`); later calls communicate
+        nothing, so ranks may make different numbers of them."""
         return self.root(fn) if self.sharded else fn()
 
     def reshard(self) -> None:
