@@ -102,10 +102,10 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     for mode in ("ddp", "fsdp"):
         for agg in AGGS:
             results[f"{mode}/{agg}"] = _step(copy.deepcopy(model).train(), tok, copy.deepcopy(mine), agg,
-                                             Parallel(rank, world, mode))
+                                             Parallel(rank, world, mode, group=True))
         results[f"{mode}/sft"] = _sft_step(copy.deepcopy(model).train(), tok, _sft_rows()[rank::world],
-                                           Parallel(rank, world, mode))
-    meter = Compute(10, "rl", reduce=Parallel(rank, world).sum)
+                                           Parallel(rank, world, mode, group=True))
+    meter = Compute(10, "rl", reduce=Parallel(rank, world, group=True).sum)
     meter.trained(rank + 1)
     results["trained_tokens"] = meter.own.trained_tokens
     if rank == 0:
@@ -249,7 +249,7 @@ def test_a_killed_rank_ends_the_run_and_the_checkpoint_survives(tmp_path, base):
             agent.kill()
     assert agent.returncode != 0
     ours = [line for line in err.splitlines() if line.startswith("rlvr rl: rank 0")]
-    assert len(ours) == 1 and "peer" in ours[0], err[-3000:]  # the surviving rank says why, in one line
+    assert len(ours) == 1 and "peer process" in ours[0], err[-3000:]  # the surviving rank says why, in one line
     assert (run / "checkpoints" / "last" / "trainer_state.pt").exists()  # the newest whole checkpoint
     rows = _rows(run)
     p = torchrun(2, *rl_args(base, run, f"--steps={rows[-1]['step'] + 1}", "--eval_problems=0", "--resume"))

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -69,6 +70,7 @@ class Parallel:
     world: int = 1
     mode: str = "ddp"
     root: Any = None  # the FSDP unit (fsdp only)
+    group: bool = False  # launched by torchrun: the collectives run, also for one rank (NCCL on one GPU)
 
     @property
     def main(self) -> bool:
@@ -82,7 +84,7 @@ class Parallel:
     # -- the model -------------------------------------------------------------------
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """Shard `model` in place under fsdp (its modules keep their names and identity); as is otherwise."""
-        if self.world == 1 or self.mode != "fsdp":
+        if not self.group or self.mode != "fsdp":
             return model
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -126,7 +128,7 @@ class Parallel:
     def sync_grads(self, model: torch.nn.Module) -> None:
         """Sum the step's gradients over ranks (call on every rank once per optimizer step,
         before clipping)."""
-        if self.world == 1:
+        if not self.group:
             return
         params = [p for p in model.parameters() if p.requires_grad]
         if self.sharded:
@@ -158,7 +160,7 @@ class Parallel:
         return self._reduce(values, dist.ReduceOp.MIN)
 
     def _reduce(self, values: list[float], op) -> list[float]:
-        if self.world == 1:
+        if not self.group:
             return list(values)
         t = torch.tensor(values, dtype=torch.float64, device=_comm_device())
         dist.all_reduce(t, op=op)
@@ -167,7 +169,7 @@ class Parallel:
     def reduce_metrics(self, metrics: dict[str, Any]) -> dict[str, Any]:
         """A step's metrics over ranks: token and micro-batch counts summed, the rest
         averaged over the ranks that report them."""
-        if self.world == 1:
+        if not self.group:
             return metrics
         rows: list[dict[str, Any]] = [None] * self.world  # type: ignore[list-item]
         dist.all_gather_object(rows, metrics)
@@ -183,7 +185,7 @@ class Parallel:
         return out
 
     def barrier(self) -> None:
-        if self.world > 1:
+        if self.group:
             dist.barrier()
 
     # -- checkpoints -------------------------------------------------------------------
@@ -191,7 +193,7 @@ class Parallel:
     def atomic_dir(self, path: Path) -> Iterator[Path]:
         """`atomic.atomic_dir` that every rank writes into: rank 0 makes the temporary
         directory and renames it into place once every rank has written its part."""
-        if self.world == 1:
+        if not self.group:
             with atomic_dir(path) as tmp:
                 yield tmp
             return
@@ -293,8 +295,7 @@ def start(mode: str = "ddp", timeout_s: float = 1800.0, cuda: bool = False) -> P
     environment); `SINGLE` when the process was not launched by torchrun. NCCL when the
     model trains on `cuda` (each rank on its LOCAL_RANK's GPU), else gloo. A rank that
     cannot reach its peers fails after `timeout_s` seconds."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if "WORLD_SIZE" not in os.environ:
         return Parallel(mode=mode)
     if mode not in MODES:
         raise InputError(f"--parallel {mode!r}: choose one of {list(MODES)}")
@@ -302,7 +303,16 @@ def start(mode: str = "ddp", timeout_s: float = 1800.0, cuda: bool = False) -> P
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s))
-    return Parallel(dist.get_rank(), dist.get_world_size(), mode)
+    signal.signal(signal.SIGTERM, _stopped)  # how torchrun stops the others when a rank fails
+    return Parallel(dist.get_rank(), dist.get_world_size(), mode, group=True)
+
+
+class Stopped(RuntimeError):
+    """torchrun stopped this rank (SIGTERM): another one failed."""
+
+
+def _stopped(signum, frame) -> None:
+    raise Stopped("stopped by torchrun: a peer process failed")
 
 
 # What gloo and NCCL say when a peer died or is out of reach (torch.distributed's own
@@ -313,10 +323,10 @@ LOST_PEER = ("connection closed", "connection reset", "broken pipe", "timed out"
 def peer_failure(e: BaseException) -> str | None:
     """One line for an error a lost peer caused under torchrun (None for any other error):
     torchrun's agent then stops every rank; the last checkpoint is whole (written atomically)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if "WORLD_SIZE" not in os.environ:
         return None
     text = str(e).strip()
-    if not isinstance(e, dist.DistError) and not (isinstance(e, RuntimeError) and any(s in text.lower() for s in LOST_PEER)):
+    if not isinstance(e, (dist.DistError, Stopped)) and not (isinstance(e, RuntimeError) and any(s in text.lower() for s in LOST_PEER)):
         return None
     first = text.splitlines()[0][:200] if text else type(e).__name__
     return (f"rank {os.environ.get('RANK', '?')}: a peer process died or could not be reached ({first}); "

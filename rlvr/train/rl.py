@@ -152,7 +152,7 @@ class RL(Trainer):
         cfg, model, par = self.cfg, self.model, self.par
         sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                             seed=cfg.seed)
-        if par.world > 1 and (cfg.rollout_workers or (par.sharded and cfg.max_staleness)):
+        if par.group and (cfg.rollout_workers or (par.sharded and cfg.max_staleness)):
             raise InputError("under torchrun each rank generates its own rollouts: --rollout_workers must be 0"
                              + (", and --max_staleness 0 under --parallel fsdp" if par.sharded else ""))
         if par.world > cfg.prompts:
