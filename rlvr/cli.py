@@ -159,6 +159,12 @@ def _main(argv: list[str] | None = None) -> int:
             raise  # raised by Python itself (a file rlvr expected to exist): a bug, keep the traceback
         print(f"rlvr {name}: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        from rlvr.train.parallel import peer_failure
+        if (line := peer_failure(e)) is None:
+            raise
+        print(f"rlvr {name}: {line}", file=sys.stderr)
+        return 1
     return 0
 
 

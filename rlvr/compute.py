@@ -33,7 +33,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -72,14 +72,18 @@ class Compute:
     """A run's meter: its own spending, what it inherited, and the clock."""
 
     def __init__(self, n_params: int, stage: str, inherited: Totals | None = None,
-                 n_trained: int | None = None):
+                 n_trained: int | None = None, reduce: Callable[[list[float]], list[float]] | None = None):
         self.n_params, self.stage = n_params, stage
+        # Under torchrun every rank charges its own share and the meter adds them all
+        # (`reduce`: sums over ranks), so every rank's meter reads the run's whole spending.
+        self.reduce = reduce
         self.n_trained = n_params if n_trained is None else n_trained
         self.own, self.inherited = Totals(), inherited or Totals()
         self._since = time.time()
 
     # -- what trainers call --------------------------------------------------------
     def generated(self, prompt_tokens: int, completion_tokens: int) -> None:
+        prompt_tokens, completion_tokens = self._all(prompt_tokens, completion_tokens)
         self.own.prompt_tokens += prompt_tokens
         self.own.generated_tokens += completion_tokens
         self.own.forward_flops += 2.0 * self.n_params * (prompt_tokens + completion_tokens)
@@ -90,12 +94,14 @@ class Compute:
         return 4.0 * self.n_params + 2.0 * self.n_trained
 
     def trained(self, tokens: int) -> None:
+        tokens, = self._all(tokens)
         self.own.trained_tokens += tokens
         self.own.forward_flops += 2.0 * self.n_params * tokens
         self.own.backward_flops += 2.0 * (self.n_params + self.n_trained) * tokens
 
     def forward_only(self, tokens: int, n_params: int | None = None) -> None:
         """A forward without backward, e.g. a frozen reference model's log-probs."""
+        tokens, = self._all(tokens)
         self.own.forward_flops += 2.0 * (n_params or self.n_params) * tokens
 
     def add(self, spent: Totals) -> None:
@@ -103,8 +109,15 @@ class Compute:
         self.own = self.own + spent
 
     def teacher(self, tokens: int, flops: float = 0.0) -> None:
+        tokens, flops = self._all(tokens, flops)
         self.own.teacher_tokens += tokens
         self.own.teacher_flops += flops
+
+    def _all(self, *counts: float) -> list:
+        """These counts summed over ranks (as given in one process)."""
+        if self.reduce is None:
+            return list(counts)
+        return [type(c)(round(v) if isinstance(c, int) else v) for c, v in zip(counts, self.reduce(list(counts)))]
 
     # -- reading it ----------------------------------------------------------------
     def total(self) -> Totals:

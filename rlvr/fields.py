@@ -12,7 +12,7 @@ They are annotated types rather than a shared base class so that each command's
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -25,6 +25,8 @@ GradClip = Annotated[float, Field(1.0, gt=0, description="Gradient norm clip.")]
 SaveEvery = Annotated[int, Field(0, ge=0, description="Checkpoint every N steps (0: only at the end).")]
 KeepLast = Annotated[int, Field(2, ge=1, description="Checkpoints kept.")]
 Resume = Annotated[bool, Field(False, description="Continue the run in run_dir from its last checkpoint.")]
+ParallelMode = Annotated[Literal["ddp", "fsdp"], Field("ddp", description="Under torchrun: ddp (every rank holds the model; gradients all-reduced) or fsdp (FSDP2: parameters, gradients and optimizer state sharded between steps). Ignored in one process.")]
+DistTimeout = Annotated[float, Field(1800.0, gt=0, description="Under torchrun: seconds a rank waits for its peers (joining, or any collective) before the run fails.")]
 Tensorboard = Annotated[bool, Field(False, description="Also write metrics as TensorBoard events in RUN_DIR/tensorboard.")]
 
 # -- experiments that pretrain their own base (rlvr demo, rlvr experiment ...) -------------

@@ -12,6 +12,10 @@
       summary.json         what the run spent (own, inherited, total) and its final numbers
       tensorboard/         the metrics as TensorBoard events (with --tensorboard)
 
+Under torchrun only rank 0 writes the logs; a checkpoint is written by every rank
+into one temporary directory that rank 0 renames into place (the sharded optimizer
+state of --parallel fsdp is `optimizer/`, through torch.distributed.checkpoint).
+
 A run resumes from `checkpoints/last`: `Run.resume_state()` gives back the trainer
 state and trims the JSONL logs to the checkpoint's step, so a killed run continues
 as if it had never stopped (TensorBoard events past it are purged too).
@@ -27,25 +31,29 @@ from typing import Any
 
 import torch
 
-from rlvr.atomic import atomic_dir, point_link, recover, write_json, write_text
+from rlvr.atomic import point_link, recover, write_json, write_text
 from rlvr.config import Config, to_yaml
 from rlvr.jsonl import read_jsonl
-from rlvr.models.io import save_model
+from rlvr.train.parallel import SINGLE, Parallel
 
 
 LOGS = ("metrics.jsonl", "samples.jsonl", "evals.jsonl")
 
 
 class Run:
-    def __init__(self, run_dir: str | Path, cfg: Config, resume: bool = False, tensorboard: bool = False):
+    def __init__(self, run_dir: str | Path, cfg: Config, resume: bool = False, tensorboard: bool = False,
+                 par: Parallel = SINGLE):
         self.dir = Path(run_dir)
+        self.par, self.writes = par, par.main
         self.ckpt_dir = self.dir / "checkpoints"
         if self.dir.exists() and any(self.dir.iterdir()) and not resume and (self.dir / "metrics.jsonl").exists():
             raise FileExistsError(f"run directory {self.dir} already holds a run: pass --resume to continue "
                                   "it, or choose another --run_dir")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        write_text(self.dir / "config.yaml", to_yaml(cfg))
-        self.tensorboard, self._tb, self._resumed_at = tensorboard, None, None
+        self.tensorboard, self._tb, self._resumed_at = tensorboard and self.writes, None, None
+        par.barrier()  # every rank has checked the directory before rank 0 writes in it
+        if self.writes:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            write_text(self.dir / "config.yaml", to_yaml(cfg))
 
     # -- logging -------------------------------------------------------------------
     def log(self, step: int, metrics: dict[str, Any]) -> None:
@@ -54,6 +62,8 @@ class Run:
             self._board(step, metrics)
 
     def append(self, name: str, row: dict[str, Any]) -> None:
+        if not self.writes:
+            return
         with open(self.dir / name, "a") as f:
             f.write(json.dumps(row, default=str) + "\n")
 
@@ -85,25 +95,30 @@ class Run:
             self.append("samples.jsonl", {"step": step, **r})
 
     def write_json(self, name: str, obj: Any) -> Path:
-        write_json(self.dir / name, obj)
+        if self.writes:
+            write_json(self.dir / name, obj)
         return self.dir / name
 
     # -- checkpoints ------------------------------------------------------------------
     def save(self, step: int, model, tok, state: dict[str, Any], keep_last: int = 2) -> Path:
-        path = self.ckpt_dir / f"step_{step}"
-        with atomic_dir(path) as tmp:
-            save_model(model, tok, tmp / "model")
+        path, par = self.ckpt_dir / f"step_{step}", self.par
+        with par.atomic_dir(path) as tmp:
+            par.save_model(model, tok, tmp / "model")  # whole (gathered under fsdp), by rank 0
             full = {**state, "step": step, "rng": _rng_state()}
             if "optimizer" in full:  # twice the trainable weights: kept where a resume reads it
-                torch.save(full.pop("optimizer"), tmp / "optimizer.pt")
-            torch.save(full, tmp / "trainer_state.pt")
-            if "compute" in state:  # readable without loading the optimizer (rlvr/compute.py)
-                (tmp / "compute.json").write_text(json.dumps(state["compute"]))
-        point_link(self.ckpt_dir / "last", path.name)
-        for old in self.checkpoints()[:-keep_last] if keep_last > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
-        for old in self.checkpoints()[:-1]:  # a resume starts from the newest
-            (old / "optimizer.pt").unlink(missing_ok=True)
+                par.save_optimizer(full.pop("optimizer"), tmp)
+            if par.main:
+                torch.save(full, tmp / "trainer_state.pt")
+                if "compute" in state:  # readable without loading the optimizer (rlvr/compute.py)
+                    (tmp / "compute.json").write_text(json.dumps(state["compute"]))
+        if par.main:
+            point_link(self.ckpt_dir / "last", path.name)
+            for old in self.checkpoints()[:-keep_last] if keep_last > 0 else []:
+                shutil.rmtree(old, ignore_errors=True)
+            for old in self.checkpoints()[:-1]:  # a resume starts from the newest
+                (old / "optimizer.pt").unlink(missing_ok=True)
+                shutil.rmtree(old / "optimizer", ignore_errors=True)
+        par.barrier()
         return path
 
     def checkpoints(self) -> list[Path]:
@@ -114,15 +129,20 @@ class Run:
 
     def resume_state(self) -> tuple[Path, dict[str, Any]] | None:
         """(model dir, trainer state) of the newest checkpoint, or None when there is none."""
-        recover(self.ckpt_dir)  # what a kill during a checkpoint's write left behind
+        if self.writes:
+            recover(self.ckpt_dir)  # what a kill during a checkpoint's write left behind
+        self.par.barrier()
         ckpts = self.checkpoints()
         if not ckpts:  # killed before its first checkpoint: it starts again, so do its logs
             self.restart_logs()
             return None
-        point_link(self.ckpt_dir / "last", ckpts[-1].name)  # a kill may have come before it moved
+        if self.writes:
+            point_link(self.ckpt_dir / "last", ckpts[-1].name)  # a kill may have come before it moved
         state = torch.load(ckpts[-1] / "trainer_state.pt", weights_only=False)
         if (ckpts[-1] / "optimizer.pt").exists():
             state["optimizer"] = torch.load(ckpts[-1] / "optimizer.pt", weights_only=False)
+        elif (ckpts[-1] / "optimizer").is_dir():  # sharded: loaded into the optimizer once it exists
+            state["optimizer_dir"] = ckpts[-1] / "optimizer"
         _set_rng_state(state["rng"])
         self._trim_logs(state["step"])
         self._resumed_at = state["step"] + 1
@@ -134,7 +154,7 @@ class Run:
         self._resumed_at = 0
 
     def _trim_logs(self, step: int) -> None:
-        for name in LOGS:
+        for name in LOGS if self.writes else ():
             path = self.dir / name
             if path.exists():  # a half-written last line (a kill mid-write) is dropped too
                 keep = [row for _, row in read_jsonl(path, truncated_tail=[]) if row["step"] <= step]

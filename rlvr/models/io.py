@@ -151,11 +151,12 @@ def _load_tokenizer(path: Path):
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
-def save_model(model: PreTrainedModel, tok, path: str | Path) -> Path:
-    """Save in HF format (safetensors) atomically: a crash never leaves half a checkpoint."""
+def save_model(model: PreTrainedModel, tok, path: str | Path, state_dict: dict | None = None) -> Path:
+    """Save in HF format (safetensors) atomically: a crash never leaves half a checkpoint.
+    `state_dict`: the weights to save in place of the model's own (a sharded model's, gathered)."""
     path = Path(path)
     with atomic_dir(path) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         tok.save_pretrained(tmp)
     return path
 

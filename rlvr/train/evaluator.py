@@ -1,7 +1,7 @@
 """Evaluation during training, the same way in every trainer, with the compute it took to get there.
 
 `TrainerFields` are the keys every trainer shares (evaluation, compute budget,
-TensorBoard); each trainer's config inherits them, so they are documented once.
+TensorBoard, torchrun's parallelism); each trainer's config inherits them, so they are documented once.
 `Evaluator` evaluates the live model on a fixed held-out set (the first
 `eval_problems` of the eval split, the same for every run and every evaluation) and
 appends one line to `evals.jsonl`: the step, the run's cumulative compute at that
@@ -10,6 +10,7 @@ what `rlvr compare` plots accuracy against compute from. The final evaluation ma
 draw more samples (`final_eval_samples`, e.g. 64 for pass@k curves) and is also
 written to `eval.json`.
 
+Under torchrun every rank evaluates alike (rank 0 writes); see rlvr/train/parallel.py.
 The evaluator generates from the trainer's own model (no second copy of the weights):
 it runs between steps in the trainer's thread, so it never races an update, and a
 background rollout producer has an engine of its own.
@@ -21,7 +22,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from rlvr.fields import Tensorboard
+from rlvr.fields import DistTimeout, ParallelMode, Tensorboard
 from rlvr.envs.prompting import PromptFields
 from rlvr.train.setup import ModelFields
 from rlvr.engine import make_engine
@@ -29,6 +30,7 @@ from rlvr.envs import make_env
 from rlvr.eval import eval_problems, evaluate
 from rlvr.compute import Compute
 from rlvr.run import Run
+from rlvr.train.parallel import SINGLE, Parallel
 from rlvr.types import Sampling
 
 
@@ -44,6 +46,8 @@ class TrainerFields(ModelFields, PromptFields):
     eval_max_new_tokens: int = Field(0, ge=0, description="Completion token limit during evaluation (0: the trainer's own limit, or 64).")
     budget_flops: float = Field(0.0, ge=0, description="Stop once the run's total FLOPs (inherited included, see rlvr/compute.py) reach this (0: no budget).")
     tensorboard: Tensorboard
+    parallel: ParallelMode
+    dist_timeout: DistTimeout
 
 
 def powers_of_two(n: int) -> list[int]:
@@ -52,7 +56,7 @@ def powers_of_two(n: int) -> list[int]:
 
 class Evaluator:
     def __init__(self, cfg: TrainerFields, run: Run, env_spec: Any, model, tok, max_new_tokens: int = 64,
-                 seed: int = 0):
+                 seed: int = 0, par: Parallel = SINGLE):
         spec = cfg.eval_env if cfg.eval_env is not None else env_spec
         self.cfg, self.run, self.model, self.tok = cfg, run, model, tok
         self.enabled = spec is not None and cfg.eval_problems > 0
@@ -60,7 +64,7 @@ class Evaluator:
         # The same problems for every run (seed 0), so runs compare; the run's seed drives sampling.
         self.problems = eval_problems(self.env, cfg.eval_problems) if self.enabled else []
         self.max_new_tokens = cfg.eval_max_new_tokens or max_new_tokens
-        self.seed = seed
+        self.seed, self.par = seed, par
         self._engine = None
         self.last: dict[str, Any] | None = None
 
@@ -72,8 +76,8 @@ class Evaluator:
         if not self.enabled:
             return {}
         if self._engine is None:
-            self._engine = make_engine(self.model, self.tok, self.cfg.engine, role="trainer", version=step,
-                                       options=self.cfg.engine_options)
+            self._engine = self.par.gathering(make_engine(self.model, self.tok, self.cfg.engine, role="trainer",
+                                                          version=step, options=self.cfg.engine_options))
         self._engine.sync_weights(self.model.state_dict(), step)
         result = evaluate(self._engine, self.env, self.problems, *self.plan(final))
         snapshot = compute.total().as_dict()

@@ -38,7 +38,7 @@ from rlvr.config import Config
 from rlvr.engine import make_engine
 from rlvr.envs import make_env
 from rlvr.eval import eval_problems, evaluate
-from rlvr.fields import Resume, SaveEvery, Tensorboard, Warmup, WeightDecay
+from rlvr.fields import DistTimeout, ParallelMode, Resume, SaveEvery, Tensorboard, Warmup, WeightDecay
 from rlvr.models import build_tiny_model, load_model
 from rlvr.run import Run
 from rlvr.train.corpus import documents
@@ -78,6 +78,8 @@ class PretrainConfig(Config):
     save_every: SaveEvery
     resume: Resume
     tensorboard: Tensorboard
+    parallel: ParallelMode
+    dist_timeout: DistTimeout
 
 
 def batch_tensors(texts: list[str], tok) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -159,13 +161,17 @@ class Pretrain(Trainer):
         return rate(self.cfg, step, self.learned, self.check is not None)
 
     def train_step(self, step: int) -> dict[str, float]:
-        ids, attn, labels = batch_tensors([next(self.docs) for _ in range(self.cfg.batch_size)], self.tok)
-        loss = self.model(input_ids=ids, attention_mask=attn, labels=labels).loss
-        loss.backward()
+        docs = [next(self.docs) for _ in range(self.cfg.batch_size)][self.par.rank::self.par.world]  # this rank's
+        ids, attn, labels = batch_tensors(docs, self.tok)
+        loss = self.par.run(lambda: self.model(input_ids=ids, attention_mask=attn, labels=labels).loss)
+        # The mean over this rank's predicted tokens, weighed by its share of the whole step's.
+        own = int((labels[:, 1:] != -100).sum())
+        share = own / self.par.sum([own])[0]
+        (loss * share).backward()
         grad_norm = self.update(1.0)
         tokens = int(attn.sum())
         self.compute.trained(tokens)
-        return {"loss": loss.item(), "grad_norm": grad_norm, "trained_tokens": tokens}
+        return {"loss": self.par.sum([loss.item() * share])[0], "grad_norm": grad_norm, "trained_tokens": tokens}
 
     def due(self, step: int) -> bool:
         cfg = self.cfg
@@ -174,7 +180,7 @@ class Pretrain(Trainer):
     def evaluate(self, step: int, final: bool) -> dict[str, float]:
         """The check; the run stops at one that finds the base in its band, settled."""
         cfg = self.cfg
-        self.last_check = self.check(self.model, self.tok)
+        self.last_check = self.par.run(lambda: self.check(self.model, self.tok))  # every rank alike
         self.shown = {key.split("/")[1]: v for key, v in self.last_check.items()}
         if self.learned is None and self.last_check[f"check/pass@{cfg.check_samples}"] >= cfg.learned_at:
             self.learned = step  # the procedure is learned: decay from here

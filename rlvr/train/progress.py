@@ -8,11 +8,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class StepBar:
-    def __init__(self, name: str, total: int, start: int = 0):
+    def __init__(self, name: str, total: int, start: int = 0, show: bool = True):
         self.progress = Progress(
             TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-            TextColumn("{task.fields[metrics]}"), disable=not sys.stderr.isatty(), transient=False)
+            TextColumn("{task.fields[metrics]}"), disable=not (show and sys.stderr.isatty()), transient=False)
         self.task = self.progress.add_task(name, total=total, completed=start, metrics="")
 
     def __enter__(self) -> "StepBar":

@@ -135,7 +135,7 @@ class RL(Trainer):
         cfg = self.cfg
         self.steps = cfg.steps
         self.reference = reference_logprobs(cfg, self.model, self.parts)
-        self.max_tokens = micro_batch_tokens(self.parts, cfg.activation_gb)
+        self.max_tokens = self.par.run(lambda: micro_batch_tokens(self.parts, cfg.activation_gb))
         self.horizon = Horizon(cfg.lr_schedule == "cosine", cfg.steps, cfg.budget_flops, state.get("horizon"))
         if state.get("env_state") is not None and isinstance(self.env, Stateful):
             self.env.load_state(state["env_state"])  # a curriculum continues at its level
@@ -148,10 +148,17 @@ class RL(Trainer):
 
     def rollout_queue(self) -> RolloutQueue:
         """Where batches come from: the trainer's own weights (in its thread, or a producer
-        thread ahead of it), or Ray actors loading the starting model or the checkpoint."""
-        cfg, model = self.cfg, self.model
+        thread ahead of it), or Ray actors loading the starting model or the checkpoint.
+        Under torchrun each rank generates its share of the batch's groups (problems and
+        sampling seeded by rank) with an engine of its own."""
+        cfg, model, par = self.cfg, self.model, self.par
         sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                             seed=cfg.seed)
+        if par.group and (cfg.rollout_workers or (par.sharded and cfg.max_staleness)):
+            raise InputError("under torchrun each rank generates its own rollouts: --rollout_workers must be 0"
+                             + (", and --max_staleness 0 under --parallel fsdp" if par.sharded else ""))
+        if par.world > cfg.prompts:
+            raise InputError(f"--prompts {cfg.prompts} is fewer than the {par.world} ranks: each needs a group")
         if cfg.rollout_workers:
             from rlvr.train.rollouts.ray_queue import RayQueue
             adapters = ({k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
@@ -162,9 +169,10 @@ class RL(Trainer):
             return RayQueue(cfg, str(workers_load), sampling, start=self.start, env_state=_env_state(self.env),
                             adapters=adapters)
         # Synchronous: the engine generates from the trainer's own weights (one copy in memory).
-        engine = make_engine(model, self.tok, cfg.engine, role="trainer" if cfg.max_staleness == 0 else "snapshot",
-                             version=self.start, options=cfg.engine_options)
-        producer = Producer(engine, self.env, cfg.prompts, cfg.group_size, sampling, cfg.seed, cfg.drop_uniform_groups)
+        engine = par.gathering(make_engine(model, self.tok, cfg.engine, version=self.start, options=cfg.engine_options,
+                                           role="trainer" if cfg.max_staleness == 0 else "snapshot"))
+        producer = Producer(engine, self.env, cfg.prompts, cfg.group_size, sampling, cfg.seed, cfg.drop_uniform_groups,
+                            shard=par.rank, shards=par.world)
         return make_queue(producer, cfg.max_staleness, start=self.start, version=self.start, exact=cfg.exact_staleness)
 
     def rate(self, step: int) -> float:
@@ -202,7 +210,7 @@ class RL(Trainer):
     def learn(self, rollouts: list[Rollout]) -> dict[str, float]:
         """Advantages and the optimizer steps on a batch (rl_update.py); its metrics."""
         return train_on(rollouts, self.model, self.parts, self.reference, self.opt, self.cfg, self.tok.pad_token_id,
-                        self.max_tokens, self.reward_weight)
+                        self.max_tokens, self.reward_weight, self.par)
 
     def charge(self, batch: Batch, metrics: dict[str, float]) -> None:
         """The step's compute: generation, training, and the forwards without a backward."""

@@ -15,6 +15,12 @@ It runs in three parts, each a function here:
 
 Which estimator, loss and correction run are names in the config, never branches here.
 `rlvr.train.rl` calls `train_on` once a step.
+
+Under torchrun (`par`, rlvr/train/parallel.py) each rank holds whole groups (so
+advantages are the group's) and trains on its own; what the aggregation divides by,
+the signal and the number of mini-batches are all-reduced, and the gradients summed
+before each optimizer step, so N ranks take the step one process takes on their union
+of groups (with --mini_batches > 1, each mini-batch is the union of every rank's k-th).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from rlvr.algos import AGG_WEIGHT, LOSSES, LossConfig, compute_advantages, mask_
 from rlvr.algos.void import mask_void_turns
 from rlvr.algos.offpolicy import NEEDS_PROXIMAL, OFFPOLICY
 from rlvr.train.batch import TrainBatch, make_batch, plan_micro_batches, policy_logprobs
+from rlvr.train.parallel import SINGLE, Parallel
 from rlvr.types import Rollout
 
 if TYPE_CHECKING:
@@ -37,7 +44,7 @@ Reference = Callable[[TrainBatch], torch.Tensor]  # the frozen starting policy's
 
 
 def train_on(rollouts: list[Rollout], model, parts, reference: Reference | None, opt, cfg: RLConfig, pad_id: int,
-             max_tokens: int | None = None, reward_weight: float = 1.0) -> dict[str, float]:
+             max_tokens: int | None = None, reward_weight: float = 1.0, par: Parallel = SINGLE) -> dict[str, float]:
     """Advantages, then epochs x mini_batches optimizer steps on one batch of rollouts.
 
     Each optimizer step accumulates gradients over micro-batches of at most
@@ -51,27 +58,29 @@ def train_on(rollouts: list[Rollout], model, parts, reference: Reference | None,
     advantages (on-policy distillation weighs them against a teacher's per-token signal).
     """
     rollouts = learnable(rollouts)
-    if not rollouts:  # e.g. dynamic sampling found no group with a learning signal
+    groups, = par.sum([len(rollouts)])
+    if not groups:  # e.g. dynamic sampling found no group with a learning signal
         return {"trained_tokens": 0, "loss_tokens": 0, "updates": 0}
-    masked = with_advantages(rollouts, cfg, reward_weight)
-    voided = mask_void_turns(rollouts) if cfg.drop_void_turns else 0  # SimpleTIR (rlvr/algos/void.py)
+    masked = with_advantages(rollouts, cfg, reward_weight) if rollouts else 0
+    voided = mask_void_turns(rollouts) if cfg.drop_void_turns and rollouts else 0  # SimpleTIR (rlvr/algos/void.py)
     informative = {id(r) for r in rollouts if r.has_signal()}
+    n_informative, = par.sum([len(informative)])
     # No group with a learning signal (or a KL term alone, at a rate scaled to 0): no
     # forward, no backward, no update.
-    if not informative and (cfg.kl_coef == 0 or cfg.lr_by_signal):
+    if not n_informative and (cfg.kl_coef == 0 or cfg.lr_by_signal):
         return {"trained_tokens": 0, "loss_tokens": 0, "updates": 0, "skipped_groups": 1.0, "signal": 0.0}
-    work = plan(rollouts, informative, cfg, pad_id, next(model.parameters()).device, max_tokens)
-    signal = len(informative) / len(rollouts)
+    work = plan(rollouts, informative, cfg, pad_id, next(model.parameters()).device, max_tokens, par)
+    signal = n_informative / groups
     if cfg.lr_by_signal:  # the trainer sets each step's rate afresh, so this does not compound
         for g in opt.param_groups:
             g["lr"] *= signal
-    out = optimize(work, model, parts, reference, opt, cfg)
-    out["skipped_groups"], out["signal"] = work.skipped / len(rollouts), signal
+    out = optimize(work, model, parts, reference, opt, cfg, par)
+    out["skipped_groups"], out["signal"] = work.skipped / max(len(rollouts), 1), signal
     out["micro_batches"] = sum(len(micro) for micro in work.micro)
     if cfg.mask_truncated:
-        out["masked_truncated"] = masked / sum(len(r.samples) for r in rollouts)
+        out["masked_truncated"] = masked / max(sum(len(r.samples) for r in rollouts), 1)
     if cfg.drop_void_turns:
-        out["masked_void"] = voided / sum(len(r.samples) for r in rollouts)
+        out["masked_void"] = voided / max(sum(len(r.samples) for r in rollouts), 1)
     return out
 
 
@@ -103,20 +112,25 @@ class Plan:
 
 
 def plan(rollouts: list[Rollout], informative: set[int], cfg: RLConfig, pad_id: int, device,
-         max_tokens: int | None) -> Plan:
+         max_tokens: int | None, par: Parallel = SINGLE) -> Plan:
     """Mini-batches of groups, each as micro-batches. A group whose every token's signal is 0
     (equal rewards and no per-token signal) adds exactly nothing to the policy gradient, so
     it is not computed at all; it still counts in what the aggregation divides by, so the
-    gradient is the whole batch's. (Not with a KL term, which every token feels.)"""
+    gradient is the whole batch's. (Not with a KL term, which every token feels.) Under
+    torchrun every rank cuts its groups into the same number of mini-batches, and each
+    divides by what the mini-batch divides by over all ranks."""
     skip = cfg.kl_coef == 0
     weigh = AGG_WEIGHT[cfg.agg]
     micro, totals, skipped = [], [], 0
-    for chunk in split_groups(rollouts, cfg.mini_batches):
-        totals.append(weigh(_mask_of(chunk)))
+    parts = int(par.min([min(cfg.mini_batches, len(rollouts))])[0]) if par.world > 1 else cfg.mini_batches
+    chunks = split_groups(rollouts, parts) if parts else [[]]  # a rank without groups still takes the steps
+    for chunk in chunks:
+        totals.append(weigh(_mask_of(chunk)) if chunk else 0.0)
         live = [r for r in chunk if not skip or id(r) in informative]
         skipped += len(chunk) - len(live)
-        micro.append([make_batch(m, pad_id, device) for m in plan_micro_batches(live, cfg.micro_batch, max_tokens)])
-    return Plan(micro, totals, skipped)
+        micro.append([make_batch(m, pad_id, device) for m in plan_micro_batches(live, cfg.micro_batch, max_tokens)]
+                     if live else [])
+    return Plan(micro, par.sum(totals), skipped)
 
 
 def split_groups(rollouts: list[Rollout], parts: int) -> list[list[Rollout]]:
@@ -143,26 +157,30 @@ def loss_config(cfg: RLConfig) -> LossConfig:
                       max_tokens=cfg.max_new_tokens)
 
 
-def optimize(work: Plan, model, parts, reference: Reference | None, opt, cfg: RLConfig) -> dict[str, float]:
+def optimize(work: Plan, model, parts, reference: Reference | None, opt, cfg: RLConfig,
+             par: Parallel = SINGLE) -> dict[str, float]:
     """`epochs` passes over the mini-batches, one optimizer step each. Metrics average over
     the trained samples, weighted as the loss weighs them; token counts are sums."""
     weigh = AGG_WEIGHT[cfg.agg]
-    proximal = proximal_logprobs(work, parts, cfg)
+    proximal = par.run(lambda: proximal_logprobs(work, parts, cfg))
     sums: dict[str, float] = {}
     updates, weight = 0, 0.0
+    anywhere = par.sum([len(micro) for micro in work.micro])  # a rank with none still takes the step
     for _ in range(cfg.epochs):
         for c, micro in enumerate(work.micro):
-            if not micro:
+            if not anywhere[c]:
                 continue
             for m, batch in enumerate(micro):
                 share = weigh(batch.mask) / max(work.totals[c], 1.0)
                 sums["trained_tokens"] = sums.get("trained_tokens", 0.0) + batch.forward_tokens
-                metrics = backward(batch, share, proximal[c][m] if proximal is not None else None, parts, reference,
-                                   cfg)
+                loss, metrics = par.run(lambda: loss_of(batch, proximal[c][m] if proximal is not None else None, parts,
+                                                        reference, cfg))
+                (loss * share).backward()
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v * share
                 weight += share
                 sums["loss_tokens"] = sums.get("loss_tokens", 0.0) + batch.tokens
+            par.sync_grads(model)
             sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
             opt.step()
@@ -170,7 +188,8 @@ def optimize(work: Plan, model, parts, reference: Reference | None, opt, cfg: RL
             updates += 1
     out = {k: v / max(weight, 1e-12) for k, v in sums.items()}
     out["grad_norm"] = sums["grad_norm"] / updates
-    out["trained_tokens"], out["loss_tokens"], out["updates"] = sums["trained_tokens"], sums["loss_tokens"], updates
+    out["trained_tokens"], out["loss_tokens"] = sums.get("trained_tokens", 0), sums.get("loss_tokens", 0)
+    out["updates"] = updates
     if proximal is not None:  # one forward of every trained token, charged by the caller
         out["proximal_tokens"] = sum(b.forward_tokens for micro in work.micro for b in micro)
     return out
@@ -186,15 +205,14 @@ def proximal_logprobs(work: Plan, parts, cfg: RLConfig) -> list[list[torch.Tenso
                 for micro in work.micro]
 
 
-def backward(batch: TrainBatch, share: float, proximal: torch.Tensor | None, parts, reference: Reference | None,
-             cfg: RLConfig) -> dict[str, float]:
-    """One micro-batch's loss, its gradient added at `share` of the mini-batch's; its metrics."""
+def loss_of(batch: TrainBatch, proximal: torch.Tensor | None, parts, reference: Reference | None,
+            cfg: RLConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """One micro-batch's loss (the caller adds its gradient at its share of the mini-batch's); its metrics."""
     logp, entropy = policy_logprobs(parts, batch, cfg.temperature)
     prox = proximal if proximal is not None else logp.detach()
     off = OFFPOLICY[cfg.offpolicy](logp, batch.old_logp, prox, batch.mask, cfg.offpolicy_cap)
     ref_logp = reference(batch) if reference is not None else None
     loss, metrics = LOSSES[cfg.loss](logp, off.anchor, batch.advantages, batch.mask, loss_config(cfg), ref_logp,
                                      off.weights)
-    (loss * share).backward()
     metrics["entropy"] = float((entropy * batch.mask).sum() / batch.mask.sum().clamp(min=1))
-    return {**metrics, **off.metrics}
+    return loss, {**metrics, **off.metrics}

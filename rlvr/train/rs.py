@@ -38,6 +38,7 @@ import torch
 from pydantic import Field
 
 from rlvr.atomic import write_json, write_text
+from rlvr.config import InputError
 from rlvr.compute import Totals, inherited_from
 from rlvr.engine import make_engine
 from rlvr.envs import make_env
@@ -129,6 +130,9 @@ class RS(Trainer):
         return model, tok, None
 
     def setup(self, state: dict) -> None:
+        if self.par.world > 1:
+            raise InputError("rlvr rs runs in one process for now (its rounds fine-tune through `rlvr sft` sub-runs): "
+                             "launch it without torchrun")
         self.steps = self.cfg.rounds
         self.save_every = 1  # every round: a round is costly, and a resume continues from the last one
         # Sampling shares the model's weights, which each round's fine-tuning loads into.

@@ -49,6 +49,7 @@ from rlvr.models.lm_head import chunked, token_logprobs
 from rlvr.run import Run
 from rlvr.train.batch import micro_batch_tokens, plan_rows
 from rlvr.train.evaluator import Evaluator, TrainerFields
+from rlvr.train.parallel import SINGLE, Parallel
 from rlvr.train.schedule import Horizon
 from rlvr.train.trainer import Trainer
 
@@ -195,22 +196,25 @@ def loss_sum(parts, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     return F.cross_entropy(parts.lm_head(h).float(), labels, reduction="sum"), int(target.sum())
 
 
-def train_rows(parts, rows: list[list[Example]], pad_id: int, device, max_tokens: int | None = None
-               ) -> tuple[float, int, int, int]:
+def train_rows(parts, rows: list[list[Example]], pad_id: int, device, max_tokens: int | None = None,
+               par: Parallel = SINGLE) -> tuple[float, int, int, int]:
     """Forward and backward one step's rows: the gradient of their mean token loss, in
     micro-batches of at most `max_tokens` padded tokens (`batch.plan_rows`: rows sorted by
     length, so short ones do not pad to the longest), each loss divided by the whole
     step's token count, so the gradient is the step's whatever the split. Returns the
-    mean loss, the loss tokens, the tokens computed (padding aside) and the micro-batches."""
+    mean loss, the loss tokens, the tokens computed (padding aside) and the micro-batches.
+    Under torchrun `rows` are this rank's share of the step and the count divided by is
+    every rank's (the loss returned is the whole step's; the counts are this rank's)."""
     lengths = [sum(len(ex.ids) for ex in row) for row in rows]
-    batches = [collate([rows[i] for i in idx], pad_id, device) for idx in plan_rows(lengths, max_tokens)]
-    total = max(sum(int(_targets(b).sum()) for b in batches), 1)
+    batches = [collate([rows[i] for i in idx], pad_id, device) for idx in plan_rows(lengths, max_tokens)] if rows else []
+    own = sum(int(_targets(b).sum()) for b in batches)
+    total = max(par.sum([own])[0], 1)
     loss = 0.0  # summed where the model runs: one host sync a step, not one a micro-batch
     for batch in batches:
-        part = loss_sum(parts, batch)[0] / total
+        part = par.run(lambda: loss_sum(parts, batch)[0]) / total
         part.backward()
         loss = loss + part.detach()
-    return float(loss), total, sum(lengths), len(batches)
+    return par.sum([float(loss)])[0], own, sum(lengths), len(batches)
 
 
 # -- the trainer ---------------------------------------------------------------------------
@@ -225,7 +229,7 @@ class SFT(Trainer):
         cfg = self.cfg
         self.rows = make_rows(load_conversations(cfg.data, self.tok, cfg.max_length), cfg.pack, cfg.max_length,
                               cfg.seed)
-        self.max_tokens = micro_batch_tokens(self.parts, cfg.activation_gb)
+        self.max_tokens = self.par.run(lambda: micro_batch_tokens(self.parts, cfg.activation_gb))
         self.per_epoch = -(-len(self.rows) // cfg.batch_size)
         self.steps = cfg.max_steps or cfg.epochs * self.per_epoch
         # Under a budget the cosine spans the steps it affords (estimated from the data; the
@@ -237,14 +241,15 @@ class SFT(Trainer):
         self.expected = self.horizon.total
 
     def make_evaluator(self) -> Evaluator:
-        return Evaluator(self.cfg, self.run, None, self.model, self.tok, seed=self.cfg.seed)
+        return Evaluator(self.cfg, self.run, None, self.model, self.tok, seed=self.cfg.seed, par=self.par)
 
     def rate(self, step: int) -> float:
         return self.horizon.rate(step, self.cfg.lr, self.cfg.warmup)
 
     def train_step(self, step: int) -> dict[str, float]:
-        loss, n_tokens, seen, micro = train_rows(self.parts, self.batch_at(step), self.tok.pad_token_id, self.device,
-                                                 self.max_tokens)
+        rows = self.batch_at(step)[self.par.rank::self.par.world]  # under torchrun, this rank's share
+        loss, n_tokens, seen, micro = train_rows(self.parts, rows, self.tok.pad_token_id, self.device,
+                                                 self.max_tokens, self.par)
         grad_norm = self.update(self.cfg.grad_clip)
         self.compute.trained(seen)
         return {"loss": loss, "grad_norm": grad_norm, "epoch": step // self.per_epoch, "loss_tokens": n_tokens,

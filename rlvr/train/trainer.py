@@ -17,6 +17,9 @@ A run, in order (each name a method a regime may override):
     setup(state)           the regime's own parts; `state` is the checkpoint's trainer state
     optimizer()            AdamW (`betas`); then the optimizer and the meter are restored
     make_evaluator()       held-out evaluation; before the first step when `evaluates_first()`
+    (under torchrun)       `self.par` (rlvr/train/parallel.py): each rank trains its share of
+                           a step and `update` sums the gradients; metrics are reduced over
+                           ranks, rank 0 writes; --parallel fsdp shards the model after build()
     each step              rate(step) -> train_step(step) -> the row: lr, step_time,
                            tokens_per_s (of `throughput`), compute/..., peak memory ->
                            evaluate() when due() (every --eval_every, and at the end) ->
@@ -42,8 +45,9 @@ from rlvr.compute import Compute, Totals, inherited_from
 from rlvr.models import count_parameters
 from rlvr.run import Run, last_model
 from rlvr.train.evaluator import Evaluator
+from rlvr.train.parallel import SINGLE, start
 from rlvr.train.progress import StepBar
-from rlvr.train.setup import make_optimizer, memory_metrics, restore_optimizer, setup_model
+from rlvr.train.setup import make_optimizer, memory_metrics, resolve_device, setup_model
 
 
 class Trainer:
@@ -57,29 +61,34 @@ class Trainer:
         self.expected: int | None = None  # the progress bar's length when the run expects to stop sooner
         self.save_every: int = getattr(cfg, "save_every", 0)  # --save_every, where the command has it
         self.keep_last: int = getattr(cfg, "keep_last", 2)
+        self.par = SINGLE  # the process group under torchrun (train() joins it)
 
     # -- the loop ------------------------------------------------------------------------
     def train(self) -> Run:
         self.prepare()
         cfg = self.cfg  # as prepare() may have completed it
-        self.run = run = Run(cfg.run_dir, cfg, resume=cfg.resume, tensorboard=cfg.tensorboard)
+        cuda = resolve_device(getattr(cfg, "device", "cpu")).type == "cuda"
+        self.par = par = start(getattr(cfg, "parallel", "ddp"), getattr(cfg, "dist_timeout", 1800.0), cuda)
+        self.run = run = Run(cfg.run_dir, cfg, resume=cfg.resume, tensorboard=cfg.tensorboard, par=par)
         resumed = run.resume_state() if cfg.resume else None
         self.checkpoint, state = resumed or (None, {})
         self.start = self.step = state.get("step", 0)
         self.model, self.tok, self.parts = self.build(self.checkpoint)
+        self.model = par.wrap(self.model)
         self.device = next(self.model.parameters()).device
         self.compute = Compute(count_parameters(self.model), self.command, self.inherited(),
-                               count_parameters(self.model, trainable=True))
+                               count_parameters(self.model, trainable=True), reduce=par.sum)
         self.setup(state)
         try:
+            par.reshard()  # the optimizer holds the shards (fsdp), not what setup() gathered
             self.opt = self.optimizer()
             if resumed:
                 if self.opt is not None:
-                    restore_optimizer(self.opt, state, str(self.checkpoint.parent))
+                    par.restore_optimizer(self.model, self.opt, state, str(self.checkpoint.parent))
                 self.compute.load_state(state.get("compute"))
             self.evaluator = self.make_evaluator()
             self.done = self.finished(self.start)
-            with StepBar(self.command, self.expected or self.steps, self.start) as self.bar:
+            with StepBar(self.command, self.expected or self.steps, self.start, show=par.main) as self.bar:
                 if self.start == 0 and self.evaluates_first():  # where the accuracy-against-compute curve starts
                     run.log(0, {**self.evaluate(0, final=False), **self.compute.metrics()})
                 while not self.done and self._one_step():
@@ -101,6 +110,7 @@ class Trainer:
         metrics = self.train_step(self.step)
         if metrics is None:
             return False
+        metrics = self.par.reduce_metrics(metrics)
         self.step += 1
         dt = time.perf_counter() - t0
         if self.opt is not None:
@@ -119,12 +129,14 @@ class Trainer:
         return True
 
     def save(self) -> Path:
-        state = {"optimizer": self.opt.state_dict()} if self.opt is not None else {}
+        state = {"optimizer": self.par.optimizer_state(self.model, self.opt)} if self.opt is not None else {}
         state.update({"compute": self.compute.state(), **self.state()})
         return self.run.save(self.step, self.model, self.tok, state, self.keep_last)
 
     def update(self, grad_clip: float) -> float:
-        """Clip the gradient, take an optimizer step, clear the gradient; its norm before the clip."""
+        """Sum the gradient over ranks, clip it, take an optimizer step, clear the gradient;
+        its norm before the clip."""
+        self.par.sync_grads(self.model)
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
@@ -132,7 +144,7 @@ class Trainer:
 
     def warn(self, message: str | None) -> None:
         """A warning above the progress bar (none for an empty message)."""
-        if message:
+        if message and self.par.main:
             self.bar.warn(message)
 
     # -- what a regime states ------------------------------------------------------------
@@ -155,7 +167,8 @@ class Trainer:
         return make_optimizer(self.model, lr=self.cfg.lr, betas=self.betas, weight_decay=self.cfg.weight_decay)
 
     def make_evaluator(self) -> Evaluator | None:
-        return Evaluator(self.cfg, self.run, self.cfg.env, self.model, self.tok, self.cfg.max_new_tokens, self.cfg.seed)
+        return Evaluator(self.cfg, self.run, self.cfg.env, self.model, self.tok, self.cfg.max_new_tokens, self.cfg.seed,
+                         self.par)
 
     def evaluates_first(self) -> bool:
         """Whether a fresh run evaluates its starting model."""

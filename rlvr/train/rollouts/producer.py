@@ -35,18 +35,21 @@ class Batch:
 
 class Producer:
     def __init__(self, engine, env: Environment, prompts: int, group_size: int, sampling: Sampling,
-                 seed: int = 0, drop_uniform: bool = False, max_tries: int = 4):
+                 seed: int = 0, drop_uniform: bool = False, max_tries: int = 4, shard: int = 0, shards: int = 1):
         self.engine, self.env = engine, env
+        self.shard, self.shards = shard, shards  # the part it makes of every batch (a torchrun rank's)
         self.prompts, self.group_size, self.sampling = prompts, group_size, sampling
         self.seed, self.drop_uniform, self.max_tries = seed, drop_uniform, max_tries
 
     def sync_weights(self, state: dict[str, Tensor], version: int, partial: bool = False) -> None:
         self.engine.sync_weights(state, version, partial)
 
-    def produce(self, index: int, shard: int = 0, shards: int = 1) -> Batch:
-        """Batch `index`, or its `shard`-th part of `shards`: its problems depend only on
-        (seed, index, shard), so a resumed run sees the same problems it would have seen."""
+    def produce(self, index: int, shard: int | None = None, shards: int | None = None) -> Batch:
+        """Batch `index`, or its `shard`-th part of `shards` (default: the producer's own): its
+        problems depend only on (seed, index, shard), so a resumed run sees the same problems
+        it would have seen."""
         t0 = time.perf_counter()
+        shard, shards = (self.shard, self.shards) if shards is None else (shard or 0, shards)
         if shards == 1:
             stream, quota = self.env.problems("train", seed=self.seed * 1_000_003 + index), self.prompts
         else:

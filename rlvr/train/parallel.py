@@ -1,0 +1,337 @@
+"""Training on several processes: data-parallel (`--parallel ddp`) or sharded (`fsdp`).
+
+Launched by `torchrun`, which sets RANK, WORLD_SIZE and the rendezvous in the
+environment; `start()` joins the process group (NCCL on GPUs, gloo on CPU) and every
+trainer then runs the same loop on its share of each step's data:
+
+    torchrun --nproc_per_node 2 -m rlvr.cli rl --model runs/demo/base --parallel ddp
+
+Without torchrun `start()` gives `SINGLE`, whose every method is the plain
+single-process thing (no collective, the same numbers as before).
+
+Exactness. Each rank weighs its loss by its share of the *whole* step's denominator
+(the regimes all-reduce it with `sum`), and gradients are then **summed** across ranks,
+never averaged: N ranks take the optimizer step one process takes on the same batch.
+
+- ddp: every rank holds the whole model; after a step's micro-batches `sync_grads`
+  all-reduces the gradients (summed, in fp32, one flat bucket per dtype). This is
+  DDP's algorithm with the reduction done explicitly after the last micro-batch rather
+  than by `DistributedDataParallel`'s hooks during backward: the trainers run their own
+  functional forward (rlvr/models/forward.py), micro-batch counts differ across ranks,
+  and a rank whose groups carry no signal may compute nothing at all.
+- fsdp: `torch.distributed.fsdp.fully_shard` over the whole model (one unit, wrapped in
+  `Root`): parameters, gradients and AdamW state are sharded between steps; a step
+  gathers the model once (`run`), accumulates gradients locally over its micro-batches,
+  and `sync_grads` reduce-scatters their sum once. Low-precision weights are kept fp32
+  and cast for compute by FSDP's MixedPrecisionPolicy. Its checkpoints keep the
+  optimizer state sharded through torch.distributed.checkpoint (`save_optimizer`).
+
+Everything that writes (the run directory, the progress bar) is rank 0's; metrics are
+reduced into it (`reduce_metrics`). Evaluation runs on every rank alike (same weights,
+same seeds), so what it decides (pretraining's stop) needs no broadcast; rank 0 logs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.distributed as dist
+
+from rlvr.atomic import atomic_dir
+from rlvr.config import InputError
+from rlvr.train.setup import restore_optimizer
+
+MODES = ("ddp", "fsdp")
+
+
+class Root(torch.nn.Module):
+    """The model as one FSDP unit whose forward runs any function: rlvr's functional
+    forward reaches the layers without calling the model, so the unit's hooks (gather the
+    parameters, reduce the gradients) fire around `fn` instead."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, fn: Callable[[], Any]) -> Any:
+        return fn()
+
+
+@dataclass
+class Parallel:
+    rank: int = 0
+    world: int = 1
+    mode: str = "ddp"
+    root: Any = None  # the FSDP unit (fsdp only)
+    group: bool = False  # launched by torchrun: the collectives run, also for one rank (NCCL on one GPU)
+
+    @property
+    def main(self) -> bool:
+        """Whether this process writes (rank 0)."""
+        return self.rank == 0
+
+    @property
+    def sharded(self) -> bool:
+        return self.root is not None
+
+    # -- the model -------------------------------------------------------------------
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Shard `model` in place under fsdp (its modules keep their names and identity); as is otherwise."""
+        if not self.group or self.mode != "fsdp":
+            return model
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        from rlvr.models.lora import is_lora
+
+        if is_lora(model):
+            raise InputError("--parallel fsdp does not shard LoRA models (their adapters are small): use --parallel ddp")
+        dtype = next(model.parameters()).dtype
+        model.float()  # fp32 shards are the master weights; compute runs in the model's dtype
+        device = next(model.parameters()).device
+        self.root = Root(model)
+        fully_shard(self.root, mesh=init_device_mesh(device.type, (self.world,)),
+                    mp_policy=MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32))
+        # Gradients summed, not averaged (each rank's loss is already its share of the step's).
+        self.root.set_gradient_divide_factor(1.0)
+        self.root.set_force_sum_reduction_for_comms(True)
+        # Gathered once a step: micro-batches neither re-gather nor reduce (see sync_grads).
+        self.root.set_reshard_after_forward(False)
+        self.root.set_reshard_after_backward(False)
+        self.root.set_requires_gradient_sync(False)
+        return model
+
+    def run(self, fn: Callable[[], Any]) -> Any:
+        """`fn()` with the whole model's parameters in place: under fsdp inside the unit's
+        forward. The first call after a reshard gathers them, a collective every rank makes
+        (ranks that compute nothing make it in `sync_grads`); later calls communicate
+        nothing, so ranks may make different numbers of them."""
+        return self.root(fn) if self.sharded else fn()
+
+    def reshard(self) -> None:
+        """Under fsdp, put the sharded parameters back on the model (after `run`, the gathered
+        ones are): before anything holds on to `model.parameters()`, e.g. an optimizer."""
+        if self.sharded:
+            self.root.reshard()
+
+    def gathering(self, engine):
+        """An engine sharing the trainer's weights that generates with them gathered (fsdp); `engine` otherwise."""
+        return Gathering(engine, self) if self.sharded else engine
+
+    def sync_grads(self, model: torch.nn.Module) -> None:
+        """Sum the step's gradients over ranks (call on every rank once per optimizer step,
+        before clipping)."""
+        if not self.group:
+            return
+        params = [p for p in model.parameters() if p.requires_grad]
+        if self.sharded:
+            # A zero-valued pass through every parameter: its backward is the unit's one
+            # synchronised one, which reduce-scatters the gradients accumulated locally.
+            self.root.set_requires_gradient_sync(True)
+            self.root(lambda: sum((p * 0).sum() for p in params)).backward()
+            self.root.set_requires_gradient_sync(False)
+            self.root.reshard()
+            return
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        for dtype in {p.dtype for p in params}:
+            group = [p for p in params if p.dtype == dtype]
+            flat = torch.cat([p.grad.reshape(-1).float() for p in group])
+            dist.all_reduce(flat)
+            at = 0
+            for p in group:
+                p.grad.copy_(flat[at:at + p.numel()].view_as(p.grad))
+                at += p.numel()
+
+    # -- numbers ---------------------------------------------------------------------
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sums over ranks."""
+        return self._reduce(values, dist.ReduceOp.SUM)
+
+    def min(self, values: list[float]) -> list[float]:
+        return self._reduce(values, dist.ReduceOp.MIN)
+
+    def _reduce(self, values: list[float], op) -> list[float]:
+        if not self.group:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=_comm_device())
+        dist.all_reduce(t, op=op)
+        return t.tolist()
+
+    def reduce_metrics(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """A step's metrics over ranks: token and micro-batch counts summed, the rest
+        averaged over the ranks that report them."""
+        if not self.group:
+            return metrics
+        rows: list[dict[str, Any]] = [None] * self.world  # type: ignore[list-item]
+        dist.all_gather_object(rows, metrics)
+        out: dict[str, Any] = {}
+        for key in dict.fromkeys(k for row in rows for k in row):
+            values = [row[key] for row in rows if key in row]
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                out[key] = metrics.get(key, values[0])
+            elif summed(key):
+                out[key] = sum(values)
+            else:
+                out[key] = sum(values) / len(values)
+        return out
+
+    def barrier(self) -> None:
+        if self.group:
+            dist.barrier()
+
+    # -- checkpoints -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def atomic_dir(self, path: Path) -> Iterator[Path]:
+        """`atomic.atomic_dir` that every rank writes into: rank 0 makes the temporary
+        directory and renames it into place once every rank has written its part."""
+        if not self.group:
+            with atomic_dir(path) as tmp:
+                yield tmp
+            return
+        if self.main:
+            with atomic_dir(path) as tmp:
+                shared = [str(tmp)]
+                dist.broadcast_object_list(shared, src=0)
+                yield tmp
+                dist.barrier()
+        else:
+            shared = [None]
+            dist.broadcast_object_list(shared, src=0)
+            yield Path(shared[0])
+            dist.barrier()
+
+    def save_model(self, model: torch.nn.Module, tok, path: Path) -> None:
+        """The whole model in HF format, written by rank 0 (under fsdp gathered there first,
+        on the CPU): what `from_pretrained` and `rlvr serve` load."""
+        from rlvr.models.io import save_model
+        if not self.sharded:
+            if self.main:
+                save_model(model, tok, path)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        self.reshard()
+        full = get_model_state_dict(self.root, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if self.main:
+            save_model(model, tok, path, {k.removeprefix("model."): v for k, v in full.items()})
+
+    def optimizer_state(self, model: torch.nn.Module, opt) -> Any:
+        """What a checkpoint keeps of the optimizer: its state dict, or under fsdp this
+        rank's shards (keyed by parameter name, as torch.distributed.checkpoint wants)."""
+        if not self.sharded or not opt.state:  # nothing sharded before the first update
+            return opt.state_dict()
+        self.reshard()  # the names of the shards the optimizer holds
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+        return Sharded(get_optimizer_state_dict(self.root, opt))
+
+    def save_optimizer(self, state: Any, into: Path) -> None:
+        """optimizer.pt (written by rank 0), or under fsdp optimizer/ (every rank its shards)."""
+        if isinstance(state, Sharded):
+            import torch.distributed.checkpoint as dcp
+            dcp.save({"optimizer": state.state}, checkpoint_id=str(into / "optimizer"))
+        elif self.main:
+            torch.save(state, into / "optimizer.pt")
+
+    def restore_optimizer(self, model: torch.nn.Module, opt, state: dict, where: str) -> None:
+        """Load what a checkpoint kept of the optimizer, whoever wrote it: a sharded
+        optimizer/ (any number of ranks; torch.distributed.checkpoint reshards it) into
+        this optimizer, sharded or not; a whole optimizer.pt into a sharded one (each rank
+        keeps its shards) or, as in one process, into a whole one."""
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_optimizer_state_dict,
+                                                             set_optimizer_state_dict)
+        root = self.root if self.sharded else Root(model)  # the names shards are saved under
+        if "optimizer_dir" in state:
+            import torch.distributed.checkpoint as dcp
+            loaded = {"optimizer": get_optimizer_state_dict(root, opt)}
+            dcp.load(loaded, checkpoint_id=str(state["optimizer_dir"]))
+            set_optimizer_state_dict(root, opt, loaded["optimizer"])
+        elif self.sharded and state.get("optimizer", {}).get("state"):
+            full = state["optimizer"]  # keyed by position among the trainable parameters: named here
+            names = [f"model.{n}" for n, p in model.named_parameters() if p.requires_grad]
+            named = {"state": {names[i]: s for i, s in full["state"].items()},
+                     "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in full["param_groups"]]}
+            set_optimizer_state_dict(root, opt, named, options=StateDictOptions(full_state_dict=True))
+        else:
+            restore_optimizer(opt, state, where)
+
+
+class Gathering:
+    """An engine whose generation runs with the sharded model gathered (`Parallel.run`)."""
+
+    def __init__(self, engine, par: Parallel):
+        self.engine, self.par = engine, par
+
+    def generate(self, *args, **kwargs):
+        return self.par.run(lambda: self.engine.generate(*args, **kwargs))
+
+    def __getattr__(self, name: str):
+        return getattr(self.engine, name)
+
+
+@dataclass
+class Sharded:
+    """An optimizer state dict of which each rank holds its own shards."""
+    state: dict
+
+
+SINGLE = Parallel()
+
+
+def summed(key: str) -> bool:
+    """Whether a metric is a count that adds up over ranks (rather than a mean)."""
+    return key.endswith("_tokens") or key in ("micro_batches", "kept", "generated")
+
+
+def start(mode: str = "ddp", timeout_s: float = 1800.0, cuda: bool = False) -> Parallel:
+    """Join torchrun's process group (from RANK / WORLD_SIZE / MASTER_ADDR in the
+    environment); `SINGLE` when the process was not launched by torchrun. NCCL when the
+    model trains on `cuda` (each rank on its LOCAL_RANK's GPU), else gloo. A rank that
+    cannot reach its peers fails after `timeout_s` seconds."""
+    if "WORLD_SIZE" not in os.environ:
+        return Parallel(mode=mode)
+    if mode not in MODES:
+        raise InputError(f"--parallel {mode!r}: choose one of {list(MODES)}")
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s))
+    signal.signal(signal.SIGTERM, _stopped)  # how torchrun stops the others when a rank fails
+    return Parallel(dist.get_rank(), dist.get_world_size(), mode, group=True)
+
+
+class Stopped(RuntimeError):
+    """torchrun stopped this rank (SIGTERM): another one failed."""
+
+
+def _stopped(signum, frame) -> None:
+    raise Stopped("stopped by torchrun: a peer process failed")
+
+
+# What gloo and NCCL say when a peer died or is out of reach (torch.distributed's own
+# errors are DistError; gloo's lost connections surface as plain RuntimeErrors).
+LOST_PEER = ("connection closed", "connection reset", "broken pipe", "timed out", "timeout", "nccl", "gloo")
+
+
+def peer_failure(e: BaseException) -> str | None:
+    """One line for an error a lost peer caused under torchrun (None for any other error):
+    torchrun's agent then stops every rank; the last checkpoint is whole (written atomically)."""
+    if "WORLD_SIZE" not in os.environ:
+        return None
+    text = str(e).strip()
+    if not isinstance(e, (dist.DistError, Stopped)) and not (isinstance(e, RuntimeError) and any(s in text.lower() for s in LOST_PEER)):
+        return None
+    first = text.splitlines()[0][:200] if text else type(e).__name__
+    return (f"rank {os.environ.get('RANK', '?')}: a peer process died or could not be reached ({first}); "
+            "checkpoints are written whole, so the same command with --resume continues from the last")
+
+
+def _comm_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
