@@ -27,13 +27,15 @@ COMMAND = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)*(?:\.venv/bin/)?rlvr(?:\s|$)
 
 
 def shown_commands(page: Path) -> list[tuple[int, str]]:
-    """(line number, command) of every `rlvr` command in the page's fenced code blocks."""
-    out, in_block, pending = [], False, None
+    """(line number, command) of every `rlvr` command in the page's fenced code blocks; a
+    block fenced as ```text shows output, not commands."""
+    out, in_block, output, pending = [], False, False, None
     for number, line in enumerate(page.read_text().splitlines(), 1):
         if line.lstrip().startswith("```"):
             in_block, pending = not in_block, None
+            output = in_block and line.strip()[3:].strip() == "text"
             continue
-        if not in_block:
+        if not in_block or output:
             continue
         if pending is not None:
             pending = (pending[0], pending[1] + " " + line.strip())
