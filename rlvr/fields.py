@@ -12,12 +12,27 @@ They are annotated types rather than a shared base class so that each command's
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
+
+# -- the model's place (every command that loads a model) --------------------------------
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def _device(name: str) -> str:
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name):
+        raise ValueError(f"unknown device {name!r}: expected {DEVICES}")
+    return name
+
+
+Device = Annotated[str, AfterValidator(_device), Field("auto", description=f"Where the model runs: {DEVICES} (auto: cuda when present, else cpu).")]
+DType = Annotated[Literal["auto", "float32", "bfloat16", "float16"], Field("auto", description="Weight dtype: auto is bfloat16 on a GPU, float32 on CPU (where bf16 matmuls are several times slower).")]
 
 # -- trainers (rlvr pretrain, sft, rs, rl) -----------------------------------------------
-StartModel = Annotated[str, Field("runs/demo/base", description="Starting model: HF dir, checkpoint, run dir or .gguf.")]
+DEMO_BASE = "runs/demo/base"  # `rlvr demo` points it at the tiny base it pretrained: the default start
+StartModel = Annotated[str, Field(DEMO_BASE, description=f"Starting model: HF dir, checkpoint, run dir, .gguf or a registered name ({DEMO_BASE}: the base `rlvr demo` pretrained).")]
 EnvSpec = Annotated[Any, Field("arithmetic", description="Environment spec: a name, 'name:key=value,...', or a mapping.")]
 Warmup = Annotated[int, Field(ge=0, description="Linear warm-up steps.")]
 WeightDecay = Annotated[float, Field(0.0, ge=0, description="AdamW weight decay.")]

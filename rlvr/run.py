@@ -43,9 +43,18 @@ class Run:
         if self.dir.exists() and any(self.dir.iterdir()) and not resume and (self.dir / "metrics.jsonl").exists():
             raise FileExistsError(f"run directory {self.dir} already holds a run: pass --resume to continue "
                                   "it, or choose another --run_dir")
+        self._made = _first_missing(self.dir)  # what `discard` removes: the directories this start creates
         self.dir.mkdir(parents=True, exist_ok=True)
         write_text(self.dir / "config.yaml", to_yaml(cfg))
         self.tensorboard, self._tb, self._resumed_at = tensorboard, None, None
+
+    def discard(self) -> None:
+        """Undo a start that failed before its first step: remove the directories it created,
+        or else the config.yaml it wrote, so that a bad --model or device leaves nothing behind."""
+        if self._made is not None:
+            shutil.rmtree(self._made, ignore_errors=True)
+        else:
+            (self.dir / "config.yaml").unlink(missing_ok=True)
 
     # -- logging -------------------------------------------------------------------
     def log(self, step: int, metrics: dict[str, Any]) -> None:
@@ -148,6 +157,15 @@ def last_model(path: str | Path) -> Path:
         return path / "model"
     if (path / "checkpoints" / "last" / "model").exists():
         return path / "checkpoints" / "last" / "model"
+    return path
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost directory of `path` that does not exist yet (None: it all does)."""
+    if path.exists():
+        return None
+    while not path.parent.exists():
+        path = path.parent
     return path
 
 

@@ -30,6 +30,7 @@ from rlvr.atomic import write_text
 from rlvr.compute import Compute
 from rlvr.config import InputError
 from rlvr.engine.fields import EngineFields
+from rlvr.fields import Device, DType
 from rlvr.distill.teacher import BudgetExceeded, ChatRequest, HTTPTeacher, LocalTeacher, TeacherConfig
 from rlvr.envs import make_env
 from rlvr.models import count_parameters
@@ -46,6 +47,8 @@ class DistillConfig(EngineFields):
     k: int = Field(4, ge=1, description="Solutions asked per problem.")
     filter: Literal[tuple(FILTERS)] = Field("correct", description="Which solutions to keep: none | correct | one_per_problem | shortest | best_of_k (see rlvr/verify/filters.py).")
     teacher: str = Field("teacher", description="Model name at --base_url, or a local checkpoint path when base_url is empty.")
+    device: Device  # of a local teacher
+    dtype: DType
     base_url: str = Field("", description="OpenAI-compatible endpoint root (e.g. http://127.0.0.1:8000/v1); empty: local teacher.")
     api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key.")
     temperature: float = Field(1.0, ge=0, description="Teacher sampling temperature.")
@@ -65,8 +68,12 @@ def make_teacher(cfg: DistillConfig, cache_dir: Path):
         return HTTPTeacher(TeacherConfig(base_url=cfg.base_url, model=cfg.teacher, api_key_env=cfg.api_key_env,
                                          max_concurrency=cfg.max_concurrency, budget_tokens=cfg.budget_tokens,
                                          cache_dir=str(cache_dir)))
+    from rlvr.train.setup import resolve_device, resolve_dtype
+
+    device = resolve_device(cfg.device)
     return LocalTeacher(model_path=cfg.teacher, cache_dir=cache_dir, default_max_tokens=cfg.max_tokens,
-                        engine=cfg.engine, engine_options=cfg.engine_options)
+                        engine=cfg.engine, engine_options=cfg.engine_options, device=device,
+                        dtype=resolve_dtype(cfg.dtype, device))
 
 
 def main(cfg: DistillConfig) -> dict[str, Any]:
