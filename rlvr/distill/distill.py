@@ -35,7 +35,7 @@ from rlvr.distill.teacher import BudgetExceeded, ChatRequest, HTTPTeacher, Local
 from rlvr.envs import make_env
 from rlvr.models import count_parameters
 from rlvr.rollout import judge_turn
-from rlvr.run import Run
+from rlvr.run import Run, last_model
 from rlvr.types import MultiTurn, Turn
 from rlvr.verify.filters import FILTERS, keep
 
@@ -46,7 +46,7 @@ class DistillConfig(EngineFields):
     problems: int = Field(200, ge=1, description="Problems to ask the teacher about.")
     k: int = Field(4, ge=1, description="Solutions asked per problem.")
     filter: Literal[tuple(FILTERS)] = Field("correct", description="Which solutions to keep: none | correct | one_per_problem | shortest | best_of_k (see rlvr/verify/filters.py).")
-    teacher: str = Field("teacher", description="Model name at --base_url, or a local checkpoint path when base_url is empty.")
+    teacher: str = Field("teacher", description="Model name at --base_url, or a local model (checkpoint, run dir, HF dir, registered name) when base_url is empty.")
     device: Device  # of a local teacher
     dtype: DType
     base_url: str = Field("", description="OpenAI-compatible endpoint root (e.g. http://127.0.0.1:8000/v1); empty: local teacher.")
@@ -71,7 +71,7 @@ def make_teacher(cfg: DistillConfig, cache_dir: Path):
     from rlvr.train.setup import resolve_device, resolve_dtype
 
     device = resolve_device(cfg.device)
-    return LocalTeacher(model_path=cfg.teacher, cache_dir=cache_dir, default_max_tokens=cfg.max_tokens,
+    return LocalTeacher(model_path=last_model(cfg.teacher), cache_dir=cache_dir, default_max_tokens=cfg.max_tokens,
                         engine=cfg.engine, engine_options=cfg.engine_options, device=device,
                         dtype=resolve_dtype(cfg.dtype, device))
 

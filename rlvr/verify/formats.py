@@ -78,17 +78,9 @@ class Boxed:
     name: str = "boxed"
 
     def extract(self, text: str) -> Extracted:
-        answers, start = [], text.find(_BOX)
-        while start != -1:
-            depth, i = 1, start + len(_BOX)
-            while i < len(text) and depth:
-                depth += {"{": 1, "}": -1}.get(text[i], 0)
-                i += 1
-            if depth:  # never closed (cut off, or a stray brace): not a committed answer
-                return None, frozenset({"format_error"})
-            answers.append(text[start + len(_BOX):i - 1].strip())
-            # A box inside a box was read as part of the outer one, so search after it.
-            start = text.find(_BOX, i)
+        answers = boxed_contents(text)
+        if answers is None:  # never closed (cut off, or a stray brace): not a committed answer
+            return None, frozenset({"format_error"})
         return _one(answers)
 
     def render(self, answer: object) -> str:
@@ -96,6 +88,23 @@ class Boxed:
 
     def instruction(self, what: str) -> str:
         return f"End with \\boxed{{}} containing {what}."
+
+
+def boxed_contents(text: str) -> list[str] | None:
+    """What each top-level ``\\boxed{...}`` of `text` holds, in order (braces balanced);
+    None when one is never closed."""
+    answers, start = [], text.find(_BOX)
+    while start != -1:
+        depth, i = 1, start + len(_BOX)
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth:
+            return None
+        answers.append(text[start + len(_BOX):i - 1].strip())
+        # A box inside a box was read as part of the outer one, so search after it.
+        start = text.find(_BOX, i)
+    return answers
 
 
 # "the answer is" / "the final answer is", then an optional colon; the rest of the line is the answer.
