@@ -64,7 +64,8 @@ def in_band(base: dict[str, float], k: int) -> bool:
 def pretrained_base(pre: pretrain.PretrainConfig, base_dir: str = "", console: Console | None = None) -> Path:
     """The base model for `pre`, pretrained once and cached in runs/base-<config hash>."""
     console = console or Console()
-    digest = hashlib.sha1(pre.model_dump_json().encode()).hexdigest()[:8]
+    # Keys that change no weight are left out, so that adding one keeps every cached base.
+    digest = hashlib.sha1(pre.model_dump_json(exclude={"wandb", "wandb_project"}).encode()).hexdigest()[:8]
     run_dir = Path(base_dir or f"runs/base-{digest}")
     model = run_dir / "checkpoints" / "last" / "model"
     if model.exists():

@@ -41,6 +41,8 @@ SaveEvery = Annotated[int, Field(0, ge=0, description="Checkpoint every N steps 
 KeepLast = Annotated[int, Field(2, ge=1, description="Checkpoints kept.")]
 Resume = Annotated[bool, Field(False, description="Continue the run in run_dir from its last checkpoint.")]
 Tensorboard = Annotated[bool, Field(False, description="Also write metrics as TensorBoard events in RUN_DIR/tensorboard.")]
+Wandb = Annotated[bool, Field(False, description="Also log metrics to a Weights & Biases run (files in RUN_DIR/wandb; WANDB_MODE=offline to sync later; needs rlvr[wandb]).")]
+WandbProject = Annotated[str, Field("rlvr", description="The W&B project of --wandb (the entity: WANDB_ENTITY, or your default).")]
 
 # -- experiments that pretrain their own base (rlvr demo, rlvr experiment ...) -------------
 PretrainSteps = Annotated[int, Field(1500, ge=1, description="Most pretraining steps of the base (its held-out check usually stops it at 300-500; see rlvr pretrain --help).")]

@@ -11,10 +11,12 @@
       eval.json            the final evaluation
       summary.json         what the run spent (own, inherited, total) and its final numbers
       tensorboard/         the metrics as TensorBoard events (with --tensorboard)
+      wandb/, wandb_id     the W&B run's local files and id (with --wandb; rlvr/mirrors.py)
 
 A run resumes from `checkpoints/last`: `Run.resume_state()` gives back the trainer
 state and trims the JSONL logs to the checkpoint's step, so a killed run continues
 as if it had never stopped (TensorBoard events past it are purged too).
+The config's `tensorboard` and `wandb` keys mirror every row (rlvr/mirrors.py).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 from rlvr.atomic import atomic_dir, point_link, recover, write_json, write_text
 from rlvr.config import Config, to_yaml
 from rlvr.jsonl import read_jsonl
+from rlvr.mirrors import open_mirrors, scalars
 from rlvr.models.io import save_model
 
 
@@ -37,7 +40,7 @@ LOGS = ("metrics.jsonl", "samples.jsonl", "evals.jsonl")
 
 
 class Run:
-    def __init__(self, run_dir: str | Path, cfg: Config, resume: bool = False, tensorboard: bool = False):
+    def __init__(self, run_dir: str | Path, cfg: Config, resume: bool = False):
         self.dir = Path(run_dir)
         self.ckpt_dir = self.dir / "checkpoints"
         if self.dir.exists() and any(self.dir.iterdir()) and not resume and (self.dir / "metrics.jsonl").exists():
@@ -46,7 +49,7 @@ class Run:
         self._made = _first_missing(self.dir)  # what `discard` removes: the directories this start creates
         self.dir.mkdir(parents=True, exist_ok=True)
         write_text(self.dir / "config.yaml", to_yaml(cfg))
-        self.tensorboard, self._tb, self._resumed_at = tensorboard, None, None
+        self.cfg, self._mirrors, self._resumed_at = cfg, None, None
 
     def discard(self) -> None:
         """Undo a start that failed before its first step: remove the directories it created,
@@ -59,34 +62,24 @@ class Run:
     # -- logging -------------------------------------------------------------------
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         self.append("metrics.jsonl", {"step": step, **metrics})
-        if self.tensorboard:
-            self._board(step, metrics)
+        if self._mirrors is None:  # opened at the first row, once a resume has said where it starts
+            self._mirrors = open_mirrors(self.dir, self.cfg, self._resumed_at)
+        for mirror in self._mirrors:
+            mirror.log(step, scalars(metrics))
 
     def append(self, name: str, row: dict[str, Any]) -> None:
         with open(self.dir / name, "a") as f:
             f.write(json.dumps(row, default=str) + "\n")
 
-    def _board(self, step: int, metrics: dict[str, Any]) -> None:
-        if self._tb is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise ImportError("--tensorboard needs the tensorboard package: pip install 'rlvr[tensorboard]'") from None
-            # A resumed run overwrites what the killed one logged after its checkpoint.
-            self._tb = SummaryWriter(str(self.dir / "tensorboard"), purge_step=self._resumed_at)
-        for key, value in metrics.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self._tb.add_scalar(key, value, step)
-
     def finish(self, summary: dict[str, Any]) -> Path:
-        """Write summary.json and flush TensorBoard: the last thing a trainer does. A run
+        """Write summary.json and close the mirrors: the last thing a trainer does. A run
         resumed after its last step evaluates nothing new: its final metrics stay those
         of eval.json."""
         if summary.get("final") is None and (self.dir / "eval.json").exists():
             summary = {**summary, "final": json.loads((self.dir / "eval.json").read_text())["metrics"]}
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+        for mirror in self._mirrors or []:
+            mirror.close()
+        self._mirrors = None
         return self.write_json("summary.json", summary)
 
     def log_samples(self, step: int, rows: list[dict[str, Any]]) -> None:

@@ -30,7 +30,7 @@ from rlvr.atomic import write_text
 from rlvr.compute import Compute
 from rlvr.config import InputError
 from rlvr.engine.fields import EngineFields
-from rlvr.fields import Device, DType
+from rlvr.fields import Device, DType, Tensorboard, Wandb, WandbProject
 from rlvr.distill.teacher import BudgetExceeded, ChatRequest, HTTPTeacher, LocalTeacher, TeacherConfig
 from rlvr.envs import make_env
 from rlvr.models import count_parameters
@@ -59,7 +59,9 @@ class DistillConfig(EngineFields):
     chunk: int = Field(32, ge=1, description="Problems sent per batch (progress and resumption granularity).")
     cache_dir: str = Field("", description="Request cache (default: RUN_DIR/teacher_cache); share it to reuse answers.")
     seed: int = Field(0, description="Seed of the problem stream and of the teacher's sampling.")
-    tensorboard: bool = Field(False, description="Also write the per-chunk log as TensorBoard events in RUN_DIR/tensorboard.")
+    tensorboard: Tensorboard
+    wandb: Wandb
+    wandb_project: WandbProject
     teacher_params: int = Field(0, ge=0, description="The teacher's parameter count, for its FLOPs (0: unknown; a local teacher is counted).")
 
 
@@ -84,7 +86,7 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
     if (run_dir / "checkpoints").exists() or (
             summary_file.exists() and json.loads(summary_file.read_text()).get("command", "distill") != "distill"):
         raise FileExistsError(f"{run_dir} holds another command's run; choose another --run_dir")
-    run = Run(run_dir, cfg, resume=True, tensorboard=cfg.tensorboard)
+    run = Run(run_dir, cfg, resume=True)
     run.restart_logs()
     env = make_env(cfg.env)
     if isinstance(env, MultiTurn):

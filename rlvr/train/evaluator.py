@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from rlvr.fields import Tensorboard
+from rlvr.fields import Tensorboard, Wandb, WandbProject
 from rlvr.envs.prompting import PromptFields
 from rlvr.train.setup import ModelFields
 from rlvr.engine import make_engine
@@ -44,6 +44,8 @@ class TrainerFields(ModelFields, PromptFields):
     eval_max_new_tokens: int = Field(0, ge=0, description="Completion token limit during evaluation (0: the trainer's own limit, or 64).")
     budget_flops: float = Field(0.0, ge=0, description="Stop once the run's total FLOPs (inherited included, see rlvr/compute.py) reach this (0: no budget).")
     tensorboard: Tensorboard
+    wandb: Wandb
+    wandb_project: WandbProject
 
 
 def powers_of_two(n: int) -> list[int]:

@@ -62,7 +62,7 @@ class Trainer:
     def train(self) -> Run:
         self.prepare()
         cfg = self.cfg  # as prepare() may have completed it
-        self.run = run = Run(cfg.run_dir, cfg, resume=cfg.resume, tensorboard=cfg.tensorboard)
+        self.run = run = Run(cfg.run_dir, cfg, resume=cfg.resume)
         try:
             resumed = self.begin()
         except BaseException:
