@@ -18,11 +18,13 @@ past the checkpoint rather than the new ones.
 
 from __future__ import annotations
 
+import importlib.util
 import uuid
 from pathlib import Path
 from typing import Any
 
 from rlvr.atomic import write_text
+from rlvr.config import InputError
 
 
 def scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -31,11 +33,11 @@ def scalars(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 class TensorBoard:
+    package = "tensorboard"
+
     def __init__(self, run_dir: Path, cfg, first_step: int | None):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ImportError("--tensorboard needs the tensorboard package: pip install 'rlvr[tensorboard]'") from None
+        from torch.utils.tensorboard import SummaryWriter
+
         # A resumed run overwrites what the killed one logged after its checkpoint.
         self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=first_step)
 
@@ -48,11 +50,11 @@ class TensorBoard:
 
 
 class WandB:
+    package = "wandb"
+
     def __init__(self, run_dir: Path, cfg, first_step: int | None):
-        try:
-            import wandb
-        except ImportError:
-            raise ImportError("--wandb needs the wandb package: pip install 'rlvr[wandb]'") from None
+        import wandb
+
         id_file = run_dir / "wandb_id"
         run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:12]
         write_text(id_file, run_id + "\n")
@@ -67,6 +69,13 @@ class WandB:
 
 
 MIRRORS: dict[str, type] = {"tensorboard": TensorBoard, "wandb": WandB}
+
+
+def check_mirrors(cfg) -> None:
+    """Fail before a run starts when a mirror `cfg` turns on lacks its package."""
+    for name, cls in MIRRORS.items():
+        if getattr(cfg, name, False) and importlib.util.find_spec(cls.package) is None:
+            raise InputError(f"--{name} needs the {cls.package} package: pip install 'rlvr[{name}]'")
 
 
 def open_mirrors(run_dir: Path, cfg, first_step: int | None) -> list:

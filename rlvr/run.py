@@ -32,7 +32,7 @@ import torch
 from rlvr.atomic import atomic_dir, point_link, recover, write_json, write_text
 from rlvr.config import Config, to_yaml
 from rlvr.jsonl import read_jsonl
-from rlvr.mirrors import open_mirrors, scalars
+from rlvr.mirrors import check_mirrors, open_mirrors, scalars
 from rlvr.models.io import save_model
 
 
@@ -46,6 +46,7 @@ class Run:
         if self.dir.exists() and any(self.dir.iterdir()) and not resume and (self.dir / "metrics.jsonl").exists():
             raise FileExistsError(f"run directory {self.dir} already holds a run: pass --resume to continue "
                                   "it, or choose another --run_dir")
+        check_mirrors(cfg)
         self._made = _first_missing(self.dir)  # what `discard` removes: the directories this start creates
         self.dir.mkdir(parents=True, exist_ok=True)
         write_text(self.dir / "config.yaml", to_yaml(cfg))
