@@ -76,6 +76,8 @@ def test_failed_start_leaves_nothing_behind(capsys, tmp_path):
     (existing / "notes.txt").write_text("keep")
     assert run(capsys, "rl", "--model=nosuchmodel", f"--run_dir={existing}")[0] == 2
     assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]
+    rc, _, err = run(capsys, "distill", "--teacher=nosuchmodel", "--run_dir=runs/d")
+    assert rc == 2 and "nosuchmodel" in err and not (tmp_path / "runs" / "d").exists()
 
 
 def test_config_flag_reads_a_recipe(capsys, tmp_path):

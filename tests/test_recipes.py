@@ -79,3 +79,14 @@ def test_distill_then_rl_chain(micro_base, tmp_path, capsys):
 def test_smollm2_lora_recipe_validates():
     cfg = load_config(_commands()["rl"][0], RECIPES[0].parent / "smollm2_lora.yaml")
     assert cfg.model == "smollm2-135m" and cfg.lora_r > 0 and cfg.answer_format == "answer_is"
+
+
+@pytest.mark.slow
+def test_smollm2_lora_recipe_runs_a_step(tmp_path, capsys):
+    from rlvr.models import hub
+
+    if hub.cached("smollm2-135m") is None:
+        pytest.skip("smollm2-135m is not downloaded (rlvr models get smollm2-135m)")
+    out = run(tmp_path, capsys, "smollm2_lora", "--steps=1", "--prompts=2", "--group_size=2", "--eval_every=0",
+              "--eval_problems=2", "--eval_samples=1")
+    assert json.loads((out / "summary.json").read_text())["steps"] == 1

@@ -86,15 +86,21 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
     if (run_dir / "checkpoints").exists() or (
             summary_file.exists() and json.loads(summary_file.read_text()).get("command", "distill") != "distill"):
         raise FileExistsError(f"{run_dir} holds another command's run; choose another --run_dir")
-    run = Run(run_dir, cfg, resume=True)
-    run.restart_logs()
     env = make_env(cfg.env)
     if isinstance(env, MultiTurn):
         raise InputError(f"env {cfg.env!r} is multi-turn: distill asks a teacher for one answer a problem, "
                          "which cannot play an episode")
     stream = env.problems("train", cfg.seed)
     problems = [next(stream) for _ in range(cfg.problems)]
-    teacher = make_teacher(cfg, Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "teacher_cache")
+    new = not run_dir.exists()
+    run = Run(run_dir, cfg, resume=True)
+    run.restart_logs()
+    try:
+        teacher = make_teacher(cfg, Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "teacher_cache")
+    except BaseException:
+        if new:  # a teacher that cannot load leaves no run behind
+            run.discard()
+        raise
     sampling = {"n": cfg.k, "temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens,
                 "seed": cfg.seed}
     provenance = {"teacher": cfg.teacher, "base_url": cfg.base_url or None, **sampling}

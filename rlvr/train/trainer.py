@@ -17,6 +17,8 @@ A run, in order (each name a method a regime may override):
     setup(state)           the regime's own parts; `state` is the checkpoint's trainer state
     optimizer()            AdamW (`betas`); then the optimizer and the meter are restored
     make_evaluator()       held-out evaluation; before the first step when `evaluates_first()`
+                           (`begin()`: all of the above; a fresh start that fails in it
+                           removes what it wrote, so a bad --model leaves no run behind)
     each step              rate(step) -> train_step(step) -> the row: lr, step_time,
                            tokens_per_s (of `throughput`), compute/..., peak memory ->
                            evaluate() when due() (every --eval_every, and at the end) ->
