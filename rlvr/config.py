@@ -98,7 +98,12 @@ def load_config(cls: type[Config], recipe: str | Path | None = None,
         for err in e.errors():
             key = ".".join(str(x) for x in err["loc"])
             top = str(err["loc"][0]) if err["loc"] else ""
-            msgs.append(f"{where.get(top, 'config')}: key {key!r}: {err['msg']} (got {err.get('input')!r})")
+            if err["type"] == "missing" and top in fields:  # say what to pass, not what pydantic missed
+                how = "it first on the command line, or " if getattr(cls, "positional", None) == top else ""
+                msgs.append(f"missing {top!r}: pass {how}--{top}=... ({fields[top].description})")
+                continue
+            msg = err["msg"].removeprefix("Value error, ")  # a validator's own sentence, as it wrote it
+            msgs.append(f"{where.get(top, 'config')}: key {key!r}: {msg} (got {err.get('input')!r})")
         raise ConfigError("\n".join(msgs)) from None
 
 
@@ -108,7 +113,11 @@ def _resumed(cls: type[Config], data: dict[str, Any], where: dict[str, str]) -> 
     line) overrides them, each change said on stderr (``--steps`` to extend a run)."""
     if "resume" not in cls.model_fields or data.get("resume") is not True:
         return data, where
-    saved_path = Path(data.get("run_dir") or cls.model_fields["run_dir"].default or "") / "config.yaml"
+    run_dir = Path(data.get("run_dir") or cls.model_fields["run_dir"].default or "")
+    saved_path = run_dir / "config.yaml"
+    if not run_dir.is_dir():
+        raise ConfigError(f"--resume: run directory {str(run_dir)!r} does not exist (give the --run_dir of the "
+                          "run to continue)")
     if not saved_path.is_file():
         return data, where
     saved, _ = _recipe_lines(saved_path)

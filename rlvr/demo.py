@@ -1,7 +1,8 @@
 """`rlvr demo` (what `make demo` runs): zero RL on a tiny base that is usually wrong.
 
 1. Pretrain the tiny model on worked additions, most of them with slips (cached:
-   a second run reuses the base).
+   a second run reuses the base; `runs/demo/base` points at it, the model `rlvr rl`,
+   `sft`, `rs` and `eval` start from when given no --model).
 2. Evaluate it on held-out problems: pass@1 at T=1, pass@16, greedy accuracy.
 3. Run RL from it (no cold start, no teacher), then evaluate again the same way.
 4. Print a before/after table; write `demo.json` in the run directory.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -25,7 +27,8 @@ from rich.console import Console
 from rich.table import Table
 
 from rlvr.config import Config
-from rlvr.fields import BaseSeed, PipelineSeed, PretrainSteps
+from rlvr.atomic import point_link
+from rlvr.fields import DEMO_BASE, BaseSeed, PipelineSeed, PretrainSteps
 from rlvr.engine import make_engine
 from rlvr.envs import make_env
 from rlvr.eval import eval_problems, evaluate, headline
@@ -61,7 +64,8 @@ def in_band(base: dict[str, float], k: int) -> bool:
 def pretrained_base(pre: pretrain.PretrainConfig, base_dir: str = "", console: Console | None = None) -> Path:
     """The base model for `pre`, pretrained once and cached in runs/base-<config hash>."""
     console = console or Console()
-    digest = hashlib.sha1(pre.model_dump_json().encode()).hexdigest()[:8]
+    # Keys that change no weight are left out, so that adding one keeps every cached base.
+    digest = hashlib.sha1(pre.model_dump_json(exclude={"wandb", "wandb_project"}).encode()).hexdigest()[:8]
     run_dir = Path(base_dir or f"runs/base-{digest}")
     model = run_dir / "checkpoints" / "last" / "model"
     if model.exists():
@@ -81,6 +85,9 @@ def main(cfg: DemoConfig) -> dict:
     console.print("[bold]1/3 the base[/]")
     base_model = pretrained_base(pre, cfg.base_dir, console)
     base_dir = base_model.parent.parent.parent
+    # What `rlvr rl`, `sft`, `rs` and `eval` start from when no --model is given.
+    Path(DEMO_BASE).parent.mkdir(parents=True, exist_ok=True)
+    point_link(DEMO_BASE, os.path.relpath(base_dir.resolve(), Path(DEMO_BASE).parent.resolve()))
     env = make_env(pre.env)
     problems = eval_problems(env, cfg.eval_problems)  # one held-out set for every seed
     sampling = Sampling(temperature=1.0, max_new_tokens=32, seed=cfg.seed)

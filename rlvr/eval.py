@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import Field
 
 from rlvr.engine.fields import EngineFields
-from rlvr.fields import EnvSpec
+from rlvr.fields import DEMO_BASE, Device, DType, EnvSpec
 from rlvr.envs.prompting import PromptFields
 from rlvr.eval_metrics import summarize
 from rlvr.rollout import ending, episode_stats, generate_rollouts, judge_turn
@@ -39,8 +39,10 @@ UNJUDGED = "unjudged"  # the verifier failed on the sample (a crashed worker, a 
 
 
 class EvalConfig(PromptFields, EngineFields):
-    model: str = Field("runs/demo/base", description="Model to evaluate: HF directory, checkpoint, run dir or .gguf file.")
+    model: str = Field(DEMO_BASE, description=f"Model to evaluate: HF directory, checkpoint, run dir, .gguf or a registered name ({DEMO_BASE}: the base `rlvr demo` pretrained).")
     env: EnvSpec
+    device: Device
+    dtype: DType
     problems: int = Field(200, description="Held-out problems per environment.")
     samples: int = Field(16, description="Samples per problem at `temperature` (pass@k needs k <= samples).")
     ks: list[int] = Field([1, 4, 16], description="k values for pass@k and maj@k.")
@@ -198,6 +200,7 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
     from rlvr.models import load_model
     from rlvr.run import last_model
     from rlvr.atomic import write_json
+    from rlvr.train.setup import resolve_device, resolve_dtype
 
     env = make_env(cfg.prompted(cfg.env))
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p,
@@ -214,7 +217,8 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
                                            max_concurrency=cfg.max_concurrency, cache_dir=cache))
         result = evaluate_api(client, env, problems, cfg.samples, cfg.ks, sampling, cfg.greedy)
     else:
-        model, tok = load_model(last_model(cfg.model))
+        device = resolve_device(cfg.device)
+        model, tok = load_model(last_model(cfg.model), device, resolve_dtype(cfg.dtype, device))
         engine = make_engine(model, tok, cfg.engine, role="inference", options=cfg.engine_options)
         result = evaluate(engine, env, problems, cfg.samples, cfg.ks, sampling, cfg.greedy)
     result = {"model": str(cfg.model), "config": cfg.model_dump(mode="json"), "metrics": result}

@@ -10,6 +10,7 @@ tools:...) also meets episode probes played through the rollout: a forged tool r
 the answer smuggled into a tool call, an episode that never ends, void turns.
 
     rlvr envs
+    rlvr envs --gym                  every reasoning-gym task, for --env gym:TASK
     rlvr audit countdown --problems 50
     rlvr audit tools:calculator+python:arithmetic
     rlvr verify-audit
@@ -27,6 +28,7 @@ from rlvr.verify.formats import FORMATS
 
 class EnvsConfig(Config):
     seed: int = Field(0, description="Seed of the sample problem shown for each environment.")
+    gym: bool = Field(False, description="List the reasoning-gym tasks instead (each one is --env gym:TASK).")
 
 
 class VerifyAuditConfig(Config):
@@ -60,15 +62,21 @@ def list_envs(cfg: EnvsConfig) -> list[dict[str, str]]:
 
 def envs_main(cfg: EnvsConfig) -> list[dict[str, str]]:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
+    if cfg.gym:
+        from rlvr.envs.gym import gym_tasks
+        tasks = gym_tasks()
+        print("\n".join(f"gym:{t}" for t in tasks))
+        return [{"env": f"gym:{t}"} for t in tasks]
     rows = list_envs(cfg)
     table = Table(title="environments (rlvr rl --env NAME; the answer follows ####, or any answer format of "
                         f"{', '.join(FORMATS)} with --answer_format or a prompt:format=F:NAME spec)", show_lines=True)
     for col in ("env", "sample prompt", "gold"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(r["env"], r["prompt"], r["gold"])
+        table.add_row(*(escape(r[k]) for k in ("env", "prompt", "gold")))  # `[i]` in code is text, not markup
     Console().print(table)
     return rows
 

@@ -11,6 +11,7 @@
       eval.json            the final evaluation
       summary.json         what the run spent (own, inherited, total) and its final numbers
       tensorboard/         the metrics as TensorBoard events (with --tensorboard)
+      wandb/, wandb_id     the W&B run's local files and id (with --wandb; rlvr/mirrors.py)
 
 Under torchrun only rank 0 writes the logs; a checkpoint is written by every rank
 into one temporary directory that rank 0 renames into place (the sharded optimizer
@@ -19,6 +20,7 @@ state of --parallel fsdp is `optimizer/`, through torch.distributed.checkpoint).
 A run resumes from `checkpoints/last`: `Run.resume_state()` gives back the trainer
 state and trims the JSONL logs to the checkpoint's step, so a killed run continues
 as if it had never stopped (TensorBoard events past it are purged too).
+The config's `tensorboard` and `wandb` keys mirror every row (rlvr/mirrors.py).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import torch
 from rlvr.atomic import point_link, recover, write_json, write_text
 from rlvr.config import Config, to_yaml
 from rlvr.jsonl import read_jsonl
+from rlvr.mirrors import check_mirrors, open_mirrors, scalars
 from rlvr.train.parallel import SINGLE, Parallel
 
 
@@ -41,25 +44,40 @@ LOGS = ("metrics.jsonl", "samples.jsonl", "evals.jsonl")
 
 
 class Run:
-    def __init__(self, run_dir: str | Path, cfg: Config, resume: bool = False, tensorboard: bool = False,
-                 par: Parallel = SINGLE):
+    def __init__(self, run_dir: str | Path, cfg: Config, resume: bool = False, par: Parallel = SINGLE):
         self.dir = Path(run_dir)
         self.par, self.writes = par, par.main
         self.ckpt_dir = self.dir / "checkpoints"
         if self.dir.exists() and any(self.dir.iterdir()) and not resume and (self.dir / "metrics.jsonl").exists():
             raise FileExistsError(f"run directory {self.dir} already holds a run: pass --resume to continue "
                                   "it, or choose another --run_dir")
-        self.tensorboard, self._tb, self._resumed_at = tensorboard and self.writes, None, None
+        check_mirrors(cfg)
+        self.cfg, self._mirrors, self._resumed_at, self._made = cfg, None, None, None
         par.barrier()  # every rank has checked the directory before rank 0 writes in it
         if self.writes:
+            self._made = _first_missing(self.dir)  # what `discard` removes: the directories this start creates
             self.dir.mkdir(parents=True, exist_ok=True)
             write_text(self.dir / "config.yaml", to_yaml(cfg))
+
+    def discard(self) -> None:
+        """Undo a start that failed before its first step: remove the directories it created,
+        or else the config.yaml it wrote, so that a bad --model or device leaves nothing behind."""
+        if not self.writes:
+            return
+        if self._made is not None:
+            shutil.rmtree(self._made, ignore_errors=True)
+        else:
+            (self.dir / "config.yaml").unlink(missing_ok=True)
 
     # -- logging -------------------------------------------------------------------
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         self.append("metrics.jsonl", {"step": step, **metrics})
-        if self.tensorboard:
-            self._board(step, metrics)
+        if not self.writes:  # rank 0 mirrors, as it writes
+            return
+        if self._mirrors is None:  # opened at the first row, once a resume has said where it starts
+            self._mirrors = open_mirrors(self.dir, self.cfg, self._resumed_at)
+        for mirror in self._mirrors:
+            mirror.log(step, scalars(metrics))
 
     def append(self, name: str, row: dict[str, Any]) -> None:
         if not self.writes:
@@ -67,27 +85,15 @@ class Run:
         with open(self.dir / name, "a") as f:
             f.write(json.dumps(row, default=str) + "\n")
 
-    def _board(self, step: int, metrics: dict[str, Any]) -> None:
-        if self._tb is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise ImportError("--tensorboard needs the tensorboard package: pip install 'rlvr[tensorboard]'") from None
-            # A resumed run overwrites what the killed one logged after its checkpoint.
-            self._tb = SummaryWriter(str(self.dir / "tensorboard"), purge_step=self._resumed_at)
-        for key, value in metrics.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self._tb.add_scalar(key, value, step)
-
     def finish(self, summary: dict[str, Any]) -> Path:
-        """Write summary.json and flush TensorBoard: the last thing a trainer does. A run
+        """Write summary.json and close the mirrors: the last thing a trainer does. A run
         resumed after its last step evaluates nothing new: its final metrics stay those
         of eval.json."""
         if summary.get("final") is None and (self.dir / "eval.json").exists():
             summary = {**summary, "final": json.loads((self.dir / "eval.json").read_text())["metrics"]}
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+        for mirror in self._mirrors or []:
+            mirror.close()
+        self._mirrors = None
         return self.write_json("summary.json", summary)
 
     def log_samples(self, step: int, rows: list[dict[str, Any]]) -> None:
@@ -168,6 +174,15 @@ def last_model(path: str | Path) -> Path:
         return path / "model"
     if (path / "checkpoints" / "last" / "model").exists():
         return path / "checkpoints" / "last" / "model"
+    return path
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost directory of `path` that does not exist yet (None: it all does)."""
+    if path.exists():
+        return None
+    while not path.parent.exists():
+        path = path.parent
     return path
 
 

@@ -33,7 +33,7 @@ def first(env, split="eval", seed=0, n=1):
 
 
 def test_registry():
-    assert set(FORMATS) == {"hashes", "boxed", "answer_is"} and DEFAULT_FORMAT == "hashes"
+    assert set(FORMATS) == {"hashes", "boxed", "answer_is", "think"} and DEFAULT_FORMAT == "hashes"
     assert all(f.name == name for name, f in FORMATS.items())
     with pytest.raises(ValueError, match=r"unknown answer format 'xml' \(key 'answer_format'\).*boxed"):
         get_format("xml")
@@ -283,3 +283,45 @@ class _WithSystem(Arithmetic):
         p = super().make(rng)
         return type(p)(id=p.id, prompt=[{"role": "system", "content": "Mine."}, {"role": "user", "content": p.prompt}],
                        answer=p.answer, env=p.env, meta=p.meta)
+
+
+def test_think():
+    fmt = get_format("think")
+    ok = "<think>\n3 + 4 is 7\n</think>\nSo #### 7"
+    assert fmt.extract(ok) == ("7", NONE) and fmt.extract(fmt.render("7")) == ("7", NONE)
+    assert fmt.extract("#### 7") == (None, frozenset({"think_missing"}))
+    assert fmt.extract("<think>\n#### 7") == (None, frozenset({"think_unclosed"}))
+    assert fmt.extract("<think><think>x</think>\n#### 7</think>") == (None, frozenset({"think_nested"}))
+    assert fmt.extract("<think>\n#### 7\n</think>") == (None, frozenset({"no_answer", "answer_in_think"}))
+    assert fmt.extract("<think>a</think>\n<think>b</think>\n#### 7")[0] is None  # which block was the thinking?
+    assert fmt.extract("</think><think>a</think>\n#### 7")[0] is None
+    assert fmt.extract("<think>\n#### 7\n</think>\n#### 8") == ("8", NONE)  # only what follows the thinking counts
+    assert "<think>" in fmt.instruction("the result") and "####" in fmt.instruction("the result")
+
+
+def test_think_format_reward():
+    env = make_env("prompt:format=think,format_reward=0.1:arithmetic")
+    p = first(env)[0]
+    assert "<think>" in p.prompt and "####" in p.prompt
+    gold = env.verify(p, f"<think>\nwork\n</think>\n#### {p.answer}")
+    wrong = env.verify(p, f"<think>\nwork\n</think>\n#### {p.answer + 1}")
+    missing = env.verify(p, f"#### {p.answer}")
+    assert (gold.reward, gold.correct) == (1.0, True)
+    assert (wrong.reward, wrong.correct) == (pytest.approx(0.1), False)
+    assert (missing.reward, missing.flags) == (0.0, frozenset({"think_missing"}))
+    # --format_reward on its own, in the default format: credit for a readable #### answer.
+    hashes = make_env(with_prompting("arithmetic", format_reward=0.25))
+    assert hashes.verify(p, f"#### {p.answer + 1}").reward == pytest.approx(0.25)
+    assert hashes.verify(p, "no answer").reward == 0.0
+    for bad in (1.0, -0.1, "x"):
+        with pytest.raises(ValueError, match="format_reward"):
+            make_env({"name": "prompt", "format": "think", "format_reward": bad, "env": "arithmetic"})
+
+
+def test_audit_probes_think_and_allows_the_format_credit():
+    from rlvr.verify.probes import run_audit
+
+    for spec in ("prompt:format=think:arithmetic", "prompt:format=think,format_reward=0.2:countdown"):
+        rows = {r["probe"]: r for r in run_audit(make_env(spec), n_problems=10)}
+        assert {"answer_in_think_only", "think_unclosed", "think_nested", "think_then_wrong"} <= set(rows)
+        assert list(rows)[-1] == "gold (control)" and all(r["ok"] for r in rows.values()), rows

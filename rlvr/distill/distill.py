@@ -30,11 +30,12 @@ from rlvr.atomic import write_text
 from rlvr.compute import Compute
 from rlvr.config import InputError
 from rlvr.engine.fields import EngineFields
+from rlvr.fields import Device, DType, Tensorboard, Wandb, WandbProject
 from rlvr.distill.teacher import BudgetExceeded, ChatRequest, HTTPTeacher, LocalTeacher, TeacherConfig
 from rlvr.envs import make_env
 from rlvr.models import count_parameters
 from rlvr.rollout import judge_turn
-from rlvr.run import Run
+from rlvr.run import Run, last_model
 from rlvr.types import MultiTurn, Turn
 from rlvr.verify.filters import FILTERS, keep
 
@@ -45,7 +46,9 @@ class DistillConfig(EngineFields):
     problems: int = Field(200, ge=1, description="Problems to ask the teacher about.")
     k: int = Field(4, ge=1, description="Solutions asked per problem.")
     filter: Literal[tuple(FILTERS)] = Field("correct", description="Which solutions to keep: none | correct | one_per_problem | shortest | best_of_k (see rlvr/verify/filters.py).")
-    teacher: str = Field("teacher", description="Model name at --base_url, or a local checkpoint path when base_url is empty.")
+    teacher: str = Field("teacher", description="Model name at --base_url, or a local model (checkpoint, run dir, HF dir, registered name) when base_url is empty.")
+    device: Device  # of a local teacher
+    dtype: DType
     base_url: str = Field("", description="OpenAI-compatible endpoint root (e.g. http://127.0.0.1:8000/v1); empty: local teacher.")
     api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key.")
     temperature: float = Field(1.0, ge=0, description="Teacher sampling temperature.")
@@ -56,7 +59,9 @@ class DistillConfig(EngineFields):
     chunk: int = Field(32, ge=1, description="Problems sent per batch (progress and resumption granularity).")
     cache_dir: str = Field("", description="Request cache (default: RUN_DIR/teacher_cache); share it to reuse answers.")
     seed: int = Field(0, description="Seed of the problem stream and of the teacher's sampling.")
-    tensorboard: bool = Field(False, description="Also write the per-chunk log as TensorBoard events in RUN_DIR/tensorboard.")
+    tensorboard: Tensorboard
+    wandb: Wandb
+    wandb_project: WandbProject
     teacher_params: int = Field(0, ge=0, description="The teacher's parameter count, for its FLOPs (0: unknown; a local teacher is counted).")
 
 
@@ -65,8 +70,12 @@ def make_teacher(cfg: DistillConfig, cache_dir: Path):
         return HTTPTeacher(TeacherConfig(base_url=cfg.base_url, model=cfg.teacher, api_key_env=cfg.api_key_env,
                                          max_concurrency=cfg.max_concurrency, budget_tokens=cfg.budget_tokens,
                                          cache_dir=str(cache_dir)))
-    return LocalTeacher(model_path=cfg.teacher, cache_dir=cache_dir, default_max_tokens=cfg.max_tokens,
-                        engine=cfg.engine, engine_options=cfg.engine_options)
+    from rlvr.train.setup import resolve_device, resolve_dtype
+
+    device = resolve_device(cfg.device)
+    return LocalTeacher(model_path=last_model(cfg.teacher), cache_dir=cache_dir, default_max_tokens=cfg.max_tokens,
+                        engine=cfg.engine, engine_options=cfg.engine_options, device=device,
+                        dtype=resolve_dtype(cfg.dtype, device))
 
 
 def main(cfg: DistillConfig) -> dict[str, Any]:
@@ -77,15 +86,21 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
     if (run_dir / "checkpoints").exists() or (
             summary_file.exists() and json.loads(summary_file.read_text()).get("command", "distill") != "distill"):
         raise FileExistsError(f"{run_dir} holds another command's run; choose another --run_dir")
-    run = Run(run_dir, cfg, resume=True, tensorboard=cfg.tensorboard)
-    run.restart_logs()
     env = make_env(cfg.env)
     if isinstance(env, MultiTurn):
         raise InputError(f"env {cfg.env!r} is multi-turn: distill asks a teacher for one answer a problem, "
                          "which cannot play an episode")
     stream = env.problems("train", cfg.seed)
     problems = [next(stream) for _ in range(cfg.problems)]
-    teacher = make_teacher(cfg, Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "teacher_cache")
+    new = not run_dir.exists()
+    run = Run(run_dir, cfg, resume=True)
+    run.restart_logs()
+    try:
+        teacher = make_teacher(cfg, Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "teacher_cache")
+    except BaseException:
+        if new:  # a teacher that cannot load leaves no run behind
+            run.discard()
+        raise
     sampling = {"n": cfg.k, "temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens,
                 "seed": cfg.seed}
     provenance = {"teacher": cfg.teacher, "base_url": cfg.base_url or None, **sampling}

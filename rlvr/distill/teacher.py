@@ -310,13 +310,13 @@ class LocalTeacher:
     """
 
     def __init__(self, model_path: str | Path | None = None, model=None, tok=None,
-                 cache_dir: str | Path | None = None, name: str | None = None, device=None,
+                 cache_dir: str | Path | None = None, name: str | None = None, device=None, dtype=None,
                  default_max_tokens: int = 256, engine: str = "torch", engine_options: dict | None = None):
         from rlvr.engine import make_engine
 
         if model_path is not None:
             from rlvr.models.io import load_model
-            model, tok = load_model(model_path, device=device)
+            model, tok = load_model(model_path, device=device, dtype=dtype)
             name = name or str(Path(model_path).expanduser().resolve())
         elif model is None or tok is None:
             raise ValueError("LocalTeacher needs model_path, or both model and tok")

@@ -72,6 +72,7 @@ WRAPPERS: dict[str, str] = {
     "lenient": "rlvr.envs.lenient:make_lenient",  # planted verifier holes
     "prompt": "rlvr.envs.prompting:make_prompted",  # another answer format, a system prompt, few-shot examples
     "gym": "rlvr.envs.gym:make_gym_env",  # any reasoning-gym task, by name
+    "hf": "rlvr.envs.hf:make_hf_env",  # math problems from a dataset `datasets` reads (hub id or local file)
     "tools": "rlvr.envs.tools:make_tools",  # a single-turn environment with tools offered (multi-turn)
 }
 

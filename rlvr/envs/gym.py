@@ -148,8 +148,9 @@ class ReasoningGymEnv:
 
         if task not in DATASETS:
             close = difflib.get_close_matches(task, DATASETS, n=5)
-            raise ValueError(f"unknown reasoning-gym task {task!r}; did you mean {close}? "
-                             f"({len(DATASETS)} tasks: rlvr.envs.gym.gym_tasks() lists them)")
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise ValueError(f"unknown reasoning-gym task {task!r}; {hint}(`rlvr envs --gym` lists all "
+                             f"{len(DATASETS)} tasks)")
         for key in ("seed", "size"):
             if key in params:
                 raise ValueError(f"gym:{task}: {key!r} is set by the environment (use eval_size / eval_seed / "

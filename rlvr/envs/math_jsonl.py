@@ -107,25 +107,37 @@ class MathJSONL(ProceduralEnv):
 
     def __init__(self, path: str = "", template: str = TEMPLATE, eval_fraction: float = 0.1,
                  timeout: float = DEFAULT_TIMEOUT):
+        self.path = str(path) if path else str(SAMPLE_PATH)
+        self.load(load_jsonl(self.path), template, eval_fraction, timeout)
+
+    def load(self, rows: list[dict], template: str, eval_fraction: float, timeout: float) -> None:
+        """Problems from rows of "problem", "answer", "id", "level", "source" and, where the
+        data has its own splits, "split" ("train" or "eval"); else the split is a hash of
+        the content. A train problem whose content is also in eval is dropped, so that
+        duplicated texts cannot straddle the split (`dropped`: how many)."""
         super().__init__(eval_fraction)
         if "{problem}" not in template:
             raise ValueError(f"template must contain '{{problem}}', got {template!r}")
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0, got {timeout!r}")
-        self.path = str(path) if path else str(SAMPLE_PATH)
         self.template, self.timeout = template, float(timeout)
         self.by_split: dict[str, list[Problem]] = {s: [] for s in SPLITS}
-        for row in load_jsonl(self.path):
+        for row in rows:
             problem = Problem(
                 id=f"{self.name}/{row['id']}",
                 prompt=template.replace("{problem}", row["problem"]),
                 answer=row["answer"],
                 env=self.name,
-                meta={"level": row["level"], "difficulty": row["level"], "source": f"{self.path}:{row['line']}",
+                meta={"level": row["level"], "difficulty": row["level"],
+                      "source": row.get("source") or f"{self.path}:{row['line']}",
                       "content_key": text_key(row["problem"]), "question": row["problem"]},
             )
-            # The split follows the content, so duplicated texts cannot straddle it.
-            self.by_split[split_of(self.canonical(problem), eval_fraction)].append(problem)
+            split = row.get("split") or split_of(self.canonical(problem), eval_fraction)
+            self.by_split[split].append(problem)
+        held_out = {self.canonical(p) for p in self.by_split["eval"]}
+        train = [p for p in self.by_split["train"] if self.canonical(p) not in held_out]
+        self.dropped = len(self.by_split["train"]) - len(train)
+        self.by_split["train"] = train
 
     def canonical(self, problem: Problem) -> str:
         return f"{self.name}/{problem.meta['content_key']}"

@@ -19,6 +19,9 @@ formats of rlvr.verify.formats (``hashes``, ``boxed``, ``answer_is``):
   unchanged. In ``hashes`` the completion goes to the inner environment as it is.
 - `answer_format` says which format, so the hack probes (``rlvr audit``) and
   `validate` write golds and probes in it; every format passes the probes.
+- `format_reward` w (0 by default; R1-Zero's format reward): a completion whose answer
+  the format reads earns w + (1 - w) x the inner reward, so a right answer still earns
+  1 and one in the wrong shape 0; what earns w alone is a well-formed wrong answer.
 
 Code environments (pyfunc, humaneval) read a code block after ``####`` and accept
 only ``hashes``. A prompt that contains ``####`` in a sentence the rewrite does not
@@ -61,12 +64,15 @@ _INSTRUCTION = re.compile(r"End (?:with|your response with) #### (?:and|followed
 CODE_ENVS = ("pyfunc", "humaneval")  # their answer is a code block after ####: hashes only
 SHOTS_SEED = 0  # the train stream the examples come from: fixed, so every prompt of a run has the same ones
 MAX_SHOT_DRAWS = 10_000  # train problems scanned for one environment's examples (mixtures interleave)
-KEYS = ("format", "system", "shots")
+KEYS = ("format", "system", "shots", "format_reward")
 
 
 class Prompted(Forwarding):
-    def __init__(self, env: Environment, format: str = DEFAULT_FORMAT, system: str | None = None, shots: int = 0):
+    def __init__(self, env: Environment, format: str = DEFAULT_FORMAT, system: str | None = None, shots: int = 0,
+                 format_reward: float = 0.0):
         self.fmt = get_format(format, key="format")
+        if isinstance(format_reward, bool) or not isinstance(format_reward, (int, float)) or not 0 <= format_reward < 1:
+            raise ValueError(f"prompt: 'format_reward' must be a number in [0, 1), got {format_reward!r}")
         if is_prompted(env):
             raise ValueError("prompt: the environment it wraps has a prompt: wrapper already; give format, system and "
                              "shots in one wrapper")
@@ -79,6 +85,7 @@ class Prompted(Forwarding):
             raise ValueError(f"prompt: format {format!r} cannot be used with {code}: code environments read "
                              f"a code block after ####, so their 'format' must be {DEFAULT_FORMAT!r}")
         self.env, self.answer_format, self.system, self.shots = env, format, system or None, shots
+        self.format_reward = float(format_reward)
         self.name = env.name
         # Every name the inner env answers for routes here, so an outer mixture sends its
         # problems (and the probes read the format) through this wrapper.
@@ -138,7 +145,7 @@ class Prompted(Forwarding):
         out = []
         for m in problem.messages():
             content = _INSTRUCTION.sub(lambda match: self.fmt.instruction(match["what"]), m["content"])
-            if ANSWER_MARKER in content:
+            if ANSWER_MARKER in _INSTRUCTION.sub("", m["content"]):  # (a format's own sentence may name ####)
                 raise ValueError(f"prompt: env {problem.env!r} asks for {ANSWER_MARKER} in a sentence the "
                                  f"{self.answer_format!r} rewrite does not know (expected e.g. 'End with #### and "
                                  f"the result.'): {m['content'][-200:]!r}")
@@ -149,19 +156,23 @@ class Prompted(Forwarding):
         return self._grade(self.env.verify, problem, completion)
 
     def episode(self, problem: Problem):
+        if self.format_reward:
+            raise ValueError(f"prompt: 'format_reward' grades one answer; {self.env.name!r} is multi-turn")
         if self.answer_format != DEFAULT_FORMAT:  # each turn is read by the inner environment, in its own format
             raise ValueError(f"prompt: a multi-turn environment ({self.env.name!r}) reads its own answer format; "
                              f"'format' {self.answer_format!r} cannot change it")
         return super().episode(problem)
 
     def _grade(self, grade, problem: Problem, completion: str) -> Verdict:
-        if self.answer_format == DEFAULT_FORMAT:
-            return grade(problem, completion)
         answer, flags = self.fmt.extract(completion)
-        if answer is None:
+        if answer is None and self.answer_format != DEFAULT_FORMAT:
             return Verdict(reward=0.0, correct=False, parsed=None, flags=flags)
         # The inner environment grades its own format, so its checks apply unchanged.
-        return grade(problem, get_format(DEFAULT_FORMAT).render(answer))
+        verdict = grade(problem, completion if self.answer_format == DEFAULT_FORMAT
+                        else get_format(DEFAULT_FORMAT).render(answer))
+        if not self.format_reward or answer is None:
+            return verdict
+        return dataclasses.replace(verdict, reward=self.format_reward + (1 - self.format_reward) * verdict.reward)
 
     def gold_text(self, problem: Problem) -> str:
         return _gold_text(self.env, problem)
@@ -220,14 +231,15 @@ def _is_code(env) -> bool:
 
 def parse_prompt_spec(spec: str) -> tuple[dict[str, Any], str]:
     """"prompt:format=boxed,shots=2:INNER" -> ({"format": "boxed", "shots": 2}, "INNER")."""
-    usage = f"prompt:format=F[,shots=N][,system=TEXT]:INNER_SPEC with F one of {sorted(FORMATS)}"
+    usage = f"prompt:format=F[,shots=N][,system=TEXT][,format_reward=W]:INNER_SPEC with F one of {sorted(FORMATS)}"
     params: dict[str, Any]
     params, inner = wrapper_spec(spec, KEYS, usage)
-    if "shots" in params:
-        try:
-            params["shots"] = int(params["shots"])
-        except ValueError:
-            raise ValueError(f"env spec {spec!r}: bad value {params['shots']!r} for 'shots' (an int >= 0)") from None
+    for key, cast, what in (("shots", int, "an int >= 0"), ("format_reward", float, "a number in [0, 1)")):
+        if key in params:
+            try:
+                params[key] = cast(params[key])
+            except ValueError:
+                raise ValueError(f"env spec {spec!r}: bad value {params[key]!r} for {key!r} ({what})") from None
     return params, inner
 
 
@@ -248,20 +260,20 @@ def make_prompted(spec: str | dict[str, Any]) -> Prompted:
 
 
 def with_prompting(spec: Any, answer_format: str = DEFAULT_FORMAT, system_prompt: str | None = None,
-                   few_shot: int = 0) -> Any:
-    """`spec` wrapped in a ``prompt`` spec when any of the three is set, else `spec` unchanged.
+                   few_shot: int = 0, format_reward: float = 0.0) -> Any:
+    """`spec` wrapped in a ``prompt`` spec when any of the four is set, else `spec` unchanged.
 
-    What the ``--answer_format``, ``--system_prompt`` and ``--few_shot`` keys of a command do;
-    a bad value fails here, naming its key."""
+    What the ``--answer_format``, ``--system_prompt``, ``--few_shot`` and ``--format_reward``
+    keys of a command do; a bad value fails here, naming its key."""
     get_format(answer_format, key="answer_format")
     if type(few_shot) is not int or few_shot < 0:
         raise ValueError(f"'few_shot' must be an int >= 0, got {few_shot!r}")
     if system_prompt is not None and not isinstance(system_prompt, str):
         raise ValueError(f"'system_prompt' must be text, got {system_prompt!r}")
-    if answer_format == DEFAULT_FORMAT and not system_prompt and not few_shot:
+    if answer_format == DEFAULT_FORMAT and not system_prompt and not few_shot and not format_reward:
         return spec
     return {"name": "prompt", "format": answer_format, "system": system_prompt or None, "shots": few_shot,
-            "env": spec}
+            **({"format_reward": format_reward} if format_reward else {}), "env": spec}
 
 
 class PromptFields(Config):
@@ -270,11 +282,13 @@ class PromptFields(Config):
     answer_format: Literal[tuple(FORMATS)] = Field(
         DEFAULT_FORMAT, description=f"How prompts ask for the final answer and the verifier reads it: {' | '.join(FORMATS)} "
                                     "(#### <answer>, what rlvr's tiny models learn; \\boxed{<answer>}; 'The answer is "
-                                    "<answer>.', what instruct models write; code envs: hashes only).")
+                                    "<answer>.', what instruct models write; <think>...</think> then #### <answer>, R1's template; code envs: hashes only).")
     system_prompt: str | None = Field(None, description="A system message before every prompt (default: none).")
     few_shot: int = Field(0, ge=0, description="Worked examples (train problems with their gold answers, in the "
                                                "answer format) before every prompt.")
+    format_reward: float = Field(0.0, ge=0, lt=1, description="Reward W for an answer the format reads (R1-Zero's "
+                                 "format reward): such a completion earns W + (1 - W) x its reward (0: none).")
 
     def prompted(self, spec: Any) -> Any:
         """`spec` as these keys ask for it (unchanged at their defaults)."""
-        return with_prompting(spec, self.answer_format, self.system_prompt, self.few_shot)
+        return with_prompting(spec, self.answer_format, self.system_prompt, self.few_shot, self.format_reward)

@@ -191,5 +191,7 @@ def main(cfg: ModelsConfig) -> Path | list[dict[str, Any]]:
                 size = f"{r['bytes'] / 2**20:.0f} MiB" if r["bytes"] is not None else "-"
                 print(f"{r['name']:<16} {params:>12} {size:>9}  {where}")
             return rows
-    raise InputError(f"expected `models get NAME` or `models list`, got {' '.join(cfg.args) or 'nothing'}; "
-                     f"registered: {', '.join(REGISTRY)}")
+        case ["get"]:
+            raise InputError(f"usage: rlvr models get NAME (registered: {', '.join(REGISTRY)})")
+    raise InputError(f"usage: rlvr models get NAME | rlvr models list; got {' '.join(cfg.args) or 'nothing'!r} "
+                     f"(registered: {', '.join(REGISTRY)})")

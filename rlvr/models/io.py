@@ -84,8 +84,10 @@ def load_model(path_or_id: str | Path, device: str | torch.device | None = None,
     elif HUB_ID.match(name) and ".." not in name:
         model, tok = _load_hub(name, dtype)
     else:
+        from rlvr.fields import DEMO_BASE
+        hint = "; `rlvr demo` writes it, or pass --model" if name == DEMO_BASE else ""
         raise FileNotFoundError(f"model {name!r} does not exist: not a path, a registered name "
-                                f"({', '.join(hub.REGISTRY)}) or a Hugging Face id (owner/name)")
+                                f"({', '.join(hub.REGISTRY)}) or a Hugging Face id (owner/name){hint}")
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return model.to(device=device, dtype=dtype), tok

@@ -41,6 +41,7 @@ from typing import Any, ClassVar, Optional
 from pydantic import Field
 
 from rlvr.engine.fields import EngineFields
+from rlvr.fields import Device, DType
 from rlvr.serve.batcher import Batcher
 from rlvr.serve.guard import Guard
 from rlvr.serve.schema import (APIError, ChatRequest, Choice, ChoiceDecoder, CompletionRequest, RequestBase,
@@ -55,6 +56,8 @@ class ServeConfig(EngineFields):
     positional: ClassVar[str] = "model"
 
     model: str = Field(..., description="Model to serve: HF directory, checkpoint, run dir or .gguf file.")
+    device: Device
+    dtype: DType
     host: str = Field("127.0.0.1", description="Interface to bind. Anything but loopback exposes the model: set api_key_env.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
     api_key_env: Optional[str] = Field(None, description="Name of an environment variable holding the API key; "
@@ -316,8 +319,10 @@ def main(cfg: ServeConfig) -> None:
 
     from rlvr.models import load_model
     from rlvr.run import last_model
+    from rlvr.train.setup import resolve_device, resolve_dtype
 
-    model, tok = load_model(last_model(cfg.model))
+    device = resolve_device(cfg.device)
+    model, tok = load_model(last_model(cfg.model), device, resolve_dtype(cfg.dtype, device))
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key_env:
         log.warning("serving on %s without an API key: anyone who can reach it can use the model", cfg.host)
     app = make_app(model, tok, cfg)

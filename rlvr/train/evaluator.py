@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from rlvr.fields import DistTimeout, ParallelMode, Tensorboard
+from rlvr.fields import DistTimeout, ParallelMode, Tensorboard, Wandb, WandbProject
 from rlvr.envs.prompting import PromptFields
 from rlvr.train.setup import ModelFields
 from rlvr.engine import make_engine
@@ -48,6 +48,8 @@ class TrainerFields(ModelFields, PromptFields):
     tensorboard: Tensorboard
     parallel: ParallelMode
     dist_timeout: DistTimeout
+    wandb: Wandb
+    wandb_project: WandbProject
 
 
 def powers_of_two(n: int) -> list[int]:

@@ -38,7 +38,7 @@ from rlvr.config import Config
 from rlvr.engine import make_engine
 from rlvr.envs import make_env
 from rlvr.eval import eval_problems, evaluate
-from rlvr.fields import DistTimeout, ParallelMode, Resume, SaveEvery, Tensorboard, Warmup, WeightDecay
+from rlvr.fields import DistTimeout, ParallelMode, Resume, SaveEvery, Tensorboard, Wandb, WandbProject, Warmup, WeightDecay
 from rlvr.models import build_tiny_model, load_model
 from rlvr.run import Run
 from rlvr.train.corpus import documents
@@ -80,6 +80,8 @@ class PretrainConfig(Config):
     tensorboard: Tensorboard
     parallel: ParallelMode
     dist_timeout: DistTimeout
+    wandb: Wandb
+    wandb_project: WandbProject
 
 
 def batch_tensors(texts: list[str], tok) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

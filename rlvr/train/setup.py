@@ -16,13 +16,13 @@ import ctypes
 import os
 import resource
 from pathlib import Path
-from typing import Literal
 
 import torch
 from pydantic import Field
 
 from rlvr.config import InputError
 from rlvr.engine.fields import EngineFields
+from rlvr.fields import Device, DType
 from rlvr.models import load_model
 from rlvr.models.io import default_device, default_dtype, load_adapter_dir
 from rlvr.models.forward import Parts, parts_of
@@ -32,8 +32,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 class ModelFields(EngineFields):
-    device: str = Field("auto", description="Where the model trains and generates: auto (cuda when present, else cpu) | cpu | cuda | cuda:N.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weight dtype: auto is bfloat16 on a GPU, float32 on CPU (where bf16 matmuls are several times slower). LoRA adapters stay in float32.")
+    device: Device
+    dtype: DType  # LoRA adapters stay in float32
     lora_r: int = Field(0, ge=0, description="LoRA rank (0: full fine-tuning). The base is frozen; only adapters train, and checkpoints hold the adapter (loads merged).")
     lora_alpha: float = Field(0.0, ge=0, description="LoRA scale numerator (0: 2 x lora_r); the adapter's output is scaled by alpha / r.")
     lora_targets: list[str] = Field(list(DEFAULT_TARGETS), description="Linear layers that get adapters (their short names, e.g. q_proj).")

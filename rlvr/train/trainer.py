@@ -20,6 +20,8 @@ A run, in order (each name a method a regime may override):
     (under torchrun)       `self.par` (rlvr/train/parallel.py): each rank trains its share of
                            a step and `update` sums the gradients; metrics are reduced over
                            ranks, rank 0 writes; --parallel fsdp shards the model after build()
+                           (`begin()`: all of the above; a fresh start that fails in it
+                           removes what it wrote, so a bad --model leaves no run behind)
     each step              rate(step) -> train_step(step) -> the row: lr, step_time,
                            tokens_per_s (of `throughput`), compute/..., peak memory ->
                            evaluate() when due() (every --eval_every, and at the end) ->
@@ -69,8 +71,33 @@ class Trainer:
         cfg = self.cfg  # as prepare() may have completed it
         cuda = resolve_device(getattr(cfg, "device", "cpu")).type == "cuda"
         self.par = par = start(getattr(cfg, "parallel", "ddp"), getattr(cfg, "dist_timeout", 1800.0), cuda)
-        self.run = run = Run(cfg.run_dir, cfg, resume=cfg.resume, tensorboard=cfg.tensorboard, par=par)
-        resumed = run.resume_state() if cfg.resume else None
+        self.run = run = Run(cfg.run_dir, cfg, resume=cfg.resume, par=par)
+        try:
+            resumed = self.begin()
+        except BaseException:
+            if not cfg.resume:  # a start that failed (a bad model, device, dataset) leaves nothing behind
+                run.discard()
+            raise
+        try:
+            with StepBar(self.command, self.expected or self.steps, self.start, show=par.main) as self.bar:
+                if self.start == 0 and self.evaluates_first():  # where the accuracy-against-compute curve starts
+                    run.log(0, {**self.evaluate(0, final=False), **self.compute.metrics()})
+                while not self.done and self._one_step():
+                    pass
+        finally:
+            self.close()
+        self.step = self.end(self.step)
+        if self.step > self.start or resumed is None:  # else the checkpoint resumed from holds it already
+            self.save()
+        run.finish({"command": self.command, "steps": self.step, **self.summary(), **self.compute.summary(),
+                    **({"final": self.evaluator.last} if self.evaluator is not None else {})})
+        return run
+
+    def begin(self) -> tuple[Path, dict[str, Any]] | None:
+        """Everything before the first step: the checkpoint resumed from (None: a fresh
+        start), the model, the meter, the regime's parts, the optimizer, the evaluator."""
+        par = self.par
+        resumed = self.run.resume_state() if self.cfg.resume else None
         self.checkpoint, state = resumed or (None, {})
         self.start = self.step = state.get("step", 0)
         self.model, self.tok, self.parts = self.build(self.checkpoint)
@@ -88,19 +115,10 @@ class Trainer:
                 self.compute.load_state(state.get("compute"))
             self.evaluator = self.make_evaluator()
             self.done = self.finished(self.start)
-            with StepBar(self.command, self.expected or self.steps, self.start, show=par.main) as self.bar:
-                if self.start == 0 and self.evaluates_first():  # where the accuracy-against-compute curve starts
-                    run.log(0, {**self.evaluate(0, final=False), **self.compute.metrics()})
-                while not self.done and self._one_step():
-                    pass
-        finally:
+        except BaseException:
             self.close()
-        self.step = self.end(self.step)
-        if self.step > self.start or resumed is None:  # else the checkpoint resumed from holds it already
-            self.save()
-        run.finish({"command": self.command, "steps": self.step, **self.summary(), **self.compute.summary(),
-                    **({"final": self.evaluator.last} if self.evaluator is not None else {})})
-        return run
+            raise
+        return resumed
 
     def _one_step(self) -> bool:
         t0 = time.perf_counter()

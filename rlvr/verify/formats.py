@@ -25,6 +25,9 @@ in every format. The formats:
                one trailing period and surrounding ``**`` / ``$`` dropped, and one box
                that holds all of it opened ("The final answer is: $\\boxed{94}$", as
                Llama-3 instruct models write it); the same answer stated twice is one answer
+    think      "<think> ... </think> #### 94" (DeepSeek-R1's template): one think block,
+               never nested, closed; the answer is read (as ``####``) only after it:
+               an answer written only inside the thinking is no answer
 
 Environments grade ``####`` answers; `rlvr.envs.prompting.Prompted` extracts with the
 chosen format and hands the inner environment ``#### <answer>``.
@@ -75,17 +78,9 @@ class Boxed:
     name: str = "boxed"
 
     def extract(self, text: str) -> Extracted:
-        answers, start = [], text.find(_BOX)
-        while start != -1:
-            depth, i = 1, start + len(_BOX)
-            while i < len(text) and depth:
-                depth += {"{": 1, "}": -1}.get(text[i], 0)
-                i += 1
-            if depth:  # never closed (cut off, or a stray brace): not a committed answer
-                return None, frozenset({"format_error"})
-            answers.append(text[start + len(_BOX):i - 1].strip())
-            # A box inside a box was read as part of the outer one, so search after it.
-            start = text.find(_BOX, i)
+        answers = boxed_contents(text)
+        if answers is None:  # never closed (cut off, or a stray brace): not a committed answer
+            return None, frozenset({"format_error"})
         return _one(answers)
 
     def render(self, answer: object) -> str:
@@ -93,6 +88,23 @@ class Boxed:
 
     def instruction(self, what: str) -> str:
         return f"End with \\boxed{{}} containing {what}."
+
+
+def boxed_contents(text: str) -> list[str] | None:
+    """What each top-level ``\\boxed{...}`` of `text` holds, in order (braces balanced);
+    None when one is never closed."""
+    answers, start = [], text.find(_BOX)
+    while start != -1:
+        depth, i = 1, start + len(_BOX)
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth:
+            return None
+        answers.append(text[start + len(_BOX):i - 1].strip())
+        # A box inside a box was read as part of the outer one, so search after it.
+        start = text.find(_BOX, i)
+    return answers
 
 
 # "the answer is" / "the final answer is", then an optional colon; the rest of the line is the answer.
@@ -141,7 +153,58 @@ def _one(answers: list[str]) -> Extracted:
     return answers[0], frozenset()
 
 
-FORMATS = {f.name: f for f in (Hashes(), Boxed(), AnswerIs())}
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+@dataclass(frozen=True)
+class Think:
+    """``<think> reasoning </think>`` first, then the answer in ``####`` after the block.
+
+    Strict like the others: exactly one block, closed, with no block inside it; only the
+    text after it is read (not what comes before it), so an answer that appears only in
+    the thinking earns nothing (flag ``answer_in_think``). `probes` are the hack
+    attempts of this format that `rlvr audit` adds to the common ones."""
+
+    name: str = "think"
+    then: Hashes = Hashes()
+
+    def extract(self, text: str) -> Extracted:
+        opens, closes = text.count(THINK_OPEN), text.count(THINK_CLOSE)
+        if not opens and not closes:
+            return None, frozenset({"think_missing"})
+        start = text.find(THINK_OPEN)
+        if start == -1 or THINK_CLOSE in text[:start]:
+            return None, frozenset({"format_error"})  # a close without an open
+        if not closes:
+            return None, frozenset({"think_unclosed"})
+        inside, _, after = text[start + len(THINK_OPEN):].partition(THINK_CLOSE)
+        if THINK_OPEN in inside:
+            return None, frozenset({"think_nested"})
+        if opens > 1 or closes > 1:
+            return None, frozenset({"format_error"})  # several blocks: which one was the thinking?
+        answer, flags = self.then.extract(after)
+        if answer is None and self.then.extract(inside)[0] is not None:
+            flags = flags | {"answer_in_think"}
+        return answer, flags
+
+    def render(self, answer: object) -> str:
+        return f"{THINK_OPEN}\n{THINK_CLOSE}\n{self.then.render(answer)}"
+
+    def instruction(self, what: str) -> str:
+        then = self.then.instruction(what)
+        return f"Think step by step inside {THINK_OPEN} {THINK_CLOSE} first; after it, {then[0].lower()}{then[1:]}"
+
+    def probes(self, gold: str, wrong: str) -> dict[str, str]:
+        """Completions a sound verifier of this format scores 0 (`gold`: the gold answer text)."""
+        return {
+            "answer_in_think_only": f"{THINK_OPEN}\nso {self.then.render(gold)}\n{THINK_CLOSE}",
+            "think_unclosed": f"{THINK_OPEN}\nworking: {self.then.render(gold)}",
+            "think_nested": f"{THINK_OPEN}\n{THINK_OPEN}\nhmm\n{THINK_CLOSE}\n{self.then.render(gold)}\n{THINK_CLOSE}",
+            "think_then_wrong": f"{THINK_OPEN}\n{self.then.render(gold)}\n{THINK_CLOSE}\n{self.then.render(wrong)}",
+        }
+
+
+FORMATS = {f.name: f for f in (Hashes(), Boxed(), AnswerIs(), Think())}
 DEFAULT_FORMAT = "hashes"
 
 

@@ -23,11 +23,17 @@ chose another), shown here for ``####``:
   "length" and earns 0 before it reaches the verifier; this probes the verifier.)
 - ``gold_with_trailing_junk``: the gold followed by more words.
 
+A format may add probes of its own (`probes(gold, wrong)`): ``think`` adds an answer
+written only inside the thinking, a think block never closed, one nested in another,
+and the gold inside the thinking with a wrong answer after it.
+
 `run_audit` also verifies the gold completion itself, as a control: a verifier
 that rejects everything would pass every probe. A multi-turn environment (guess, tools)
 also meets the episode probes of rlvr/verify/episode_probes.py (a forged tool result, the
 answer smuggled into a tool call, an episode that never ends, void turns, rambling),
-played through the rollout.
+played through the rollout. Under a format reward (`prompt:`'s
+``format_reward``) any well-formed answer earns that credit by design: a probe fails
+only when it earns more.
 
     from rlvr.envs import make_env
     from rlvr.verify.probes import format_audit, run_audit
@@ -121,6 +127,7 @@ def probe_completions(env, problem: Problem) -> dict[str, str]:
         # Drop the last character, then a dangling separator: "3, 1, 2" -> "3, 1", "843" -> "84".
         "cut_mid_answer": fmt.render(gold[:-1].rstrip(' ,')),
         "gold_with_trailing_junk": fmt.render(f"{gold} junk"),
+        **(fmt.probes(gold, wrong) if hasattr(fmt, "probes") else {}),
     }
 
 
@@ -132,17 +139,18 @@ def run_audit(env, n_problems: int = 20, seed: int = 0) -> list[dict]:
     (verify raised), expected (0 for a probe, all for the control), ok, example (the
     first completion that went wrong: a rewarded probe, an unrewarded gold, or a raise).
     """
-    names = (*PROBES, GOLD)
     rows = {p: {"env": env.name, "probe": p, "problems": 0, "rewarded": 0, "errors": 0, "example": ""}
-            for p in names}
+            for p in PROBES}
     for problem in islice(env.problems("eval", seed), n_problems):
         completions = probe_completions(env, problem)
         completions[GOLD] = answer_format(env, problem).render(gold_text(env, problem))
+        credit = getattr(maker(env, problem), "format_reward", 0.0)  # what any well-formed answer earns
         for name, completion in completions.items():
-            row = rows[name]
+            row = rows.setdefault(name, {"env": env.name, "probe": name, "problems": 0, "rewarded": 0,
+                                         "errors": 0, "example": ""})
             row["problems"] += 1
             try:
-                rewarded = env.verify(problem, completion).reward > 0
+                rewarded = env.verify(problem, completion).reward > credit
             except Exception as e:  # a verifier must decide or raise on its own failure, never on input
                 row["errors"] += 1
                 row["example"] = row["example"] or f"{completion!r} raised {e!r}"
@@ -150,6 +158,7 @@ def run_audit(env, n_problems: int = 20, seed: int = 0) -> list[dict]:
             row["rewarded"] += rewarded
             if rewarded != (name == GOLD):  # a probe that scored, or a gold that did not
                 row["example"] = row["example"] or repr(completion)
+    rows[GOLD] = rows.pop(GOLD)  # the control last, after a format's own probes
     for name, row in rows.items():
         row["expected"] = row["problems"] if name == GOLD else 0
         row["ok"] = row["errors"] == 0 and row["rewarded"] == row["expected"]
