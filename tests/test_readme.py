@@ -96,6 +96,9 @@ def test_every_shown_command_parses(page, number, command, parse_only, tmp_path,
             else:
                 assert "/" not in word, f"{page.name}:{number}: recipe {word} is not in the repository"
                 Path(word).write_text("{}\n")  # a placeholder recipe: the command line is what is checked
+    if "--resume" in argv:  # a resume names a run that exists: make its directory
+        at = next(i for i, w in enumerate(argv) if w.split("=")[0] == "--run_dir")
+        Path(argv[at].split("=", 1)[1] if "=" in argv[at] else argv[at + 1]).mkdir(parents=True)
     code = cli.main(argv)
     err = capsys.readouterr().err
     assert code == 0, f"{page.name}:{number}: `{command}` does not parse: {err.strip()}"
