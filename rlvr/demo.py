@@ -61,12 +61,19 @@ def in_band(base: dict[str, float], k: int) -> bool:
             and base.get(f"pass_at_{k}", 0.0) >= BAND_MIN_PASS_AT_K)
 
 
+# Keys that change no weight: left out of the cache key, so that adding one keeps every cached base.
+NOT_IN_DIGEST = {"wandb", "wandb_project", "parallel", "dist_timeout"}
+
+
+def base_digest(pre: pretrain.PretrainConfig) -> str:
+    """The cache key of a pretraining config: what decides the base's weights."""
+    return hashlib.sha1(pre.model_dump_json(exclude=NOT_IN_DIGEST).encode()).hexdigest()[:8]
+
+
 def pretrained_base(pre: pretrain.PretrainConfig, base_dir: str = "", console: Console | None = None) -> Path:
     """The base model for `pre`, pretrained once and cached in runs/base-<config hash>."""
     console = console or Console()
-    # Keys that change no weight are left out, so that adding one keeps every cached base.
-    digest = hashlib.sha1(pre.model_dump_json(exclude={"wandb", "wandb_project"}).encode()).hexdigest()[:8]
-    run_dir = Path(base_dir or f"runs/base-{digest}")
+    run_dir = Path(base_dir or f"runs/base-{base_digest(pre)}")
     model = run_dir / "checkpoints" / "last" / "model"
     if model.exists():
         console.print(f"[green]reusing the pretrained base[/] in {run_dir}")

@@ -104,3 +104,13 @@ def test_gym_tasks_listed_and_suggested(capsys):
     assert rc == 2 and "did you mean basic_arithmetic" in err
     rc, _, err = run(capsys, "rl", "--env", "gym:qqqqqqqq")
     assert rc == 2 and "did you mean" not in err and "rlvr envs --gym" in err
+
+
+def test_the_demo_base_cache_key_ignores_keys_that_change_no_weight():
+    """Logging mirrors and the process layout change no weight: adding them keeps every
+    cached base (runs/base-<digest>); the seed does change it."""
+    from rlvr.demo import base_digest
+    from rlvr.train.pretrain import PretrainConfig
+    plain = base_digest(PretrainConfig(steps=1500, seed=0))
+    assert plain == base_digest(PretrainConfig(steps=1500, seed=0, wandb=True, parallel="fsdp", dist_timeout=60))
+    assert plain != base_digest(PretrainConfig(steps=1500, seed=1))
