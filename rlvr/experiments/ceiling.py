@@ -125,11 +125,9 @@ def teacher_tokens_to(run_dir: Path, final: float, target: float) -> int | None:
 
 def main(cfg: CeilingConfig) -> dict[str, Any]:
     if cfg.seeds:
-        out = seeds.over_seeds(main, cfg, cfg.seeds, figures)
-        seeds.print_spread(f"the ceiling experiment over seeds {cfg.seeds}: mean [min, max]", out["spread"],
-                           {"pass@1": True, "greedy": True, "vs teacher": True, "teacher tokens to teacher": False,
-                            "teacher RL steps": False}, len(cfg.seeds))
-        return out
+        return seeds.run_and_show(main, cfg, figures, "the ceiling experiment",
+                                  {"pass@1": True, "greedy": True,
+                                   "vs teacher": True, "teacher tokens to teacher": False, "teacher RL steps": False})
     console, root, t0 = Console(), Path(cfg.run_dir), time.time()
     pre = pretrain.PretrainConfig(steps=cfg.pretrain_steps, seed=cfg.base_seed)
     base_model = pretrained_base(pre, console=console)

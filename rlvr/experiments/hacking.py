@@ -59,11 +59,9 @@ HONEST = "held-out reward"  # the arm every other is paired with: what the task 
 
 def main(cfg: HackingConfig) -> dict[str, Any]:
     if cfg.seeds:
-        out = seeds.over_seeds(main, cfg, cfg.seeds, figures)
-        seeds.print_spread(f"RL on a lenient verifier ({cfg.hole}) over seeds {cfg.seeds}: mean [min, max]",
-                           out["spread"], {"hack rate (last 5)": True, "true pass@1": True,
-                                           f"vs {HONEST} (paired)": True, "steps": False}, len(cfg.seeds))
-        return out
+        return seeds.run_and_show(main, cfg, figures, f"RL on a lenient verifier ({cfg.hole})",
+                                  {"hack rate (last 5)": True, "true pass@1": True,
+                                   f"vs {HONEST} (paired)": True, "steps": False})
     unknown = set(cfg.arms) - set(ARMS)
     if unknown:
         raise ValueError(f"unknown arms {sorted(unknown)}; choose from {list(ARMS)}")

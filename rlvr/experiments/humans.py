@@ -59,10 +59,7 @@ def _by_problem(data: Path) -> dict[str, dict[str, Any]]:
 
 def main(cfg: HumansConfig) -> dict[str, Any]:
     if cfg.seeds:
-        out = seeds.over_seeds(main, cfg, cfg.seeds, figures)
-        seeds.print_spread(f"SFT on human, teacher or own solutions, then RL, over seeds {cfg.seeds}: mean [min, max]",
-                           out["spread"], COLUMNS, len(cfg.seeds))
-        return out
+        return seeds.run_and_show(main, cfg, figures, "SFT on human, teacher or own solutions, then RL,", COLUMNS)
     console, root, t0 = Console(), Path(cfg.run_dir), time.time()
     root.mkdir(parents=True, exist_ok=True)
     pre = cfg.base_config()

@@ -141,10 +141,7 @@ def _traces(data: Path, out: Path) -> tuple[Path, Path, Path]:
 
 def main(cfg: MidtrainConfig) -> dict[str, Any]:
     if cfg.seeds:
-        out = seeds.over_seeds(main, cfg, cfg.seeds, figures)
-        seeds.print_spread(f"teacher solutions in pretraining or SFT, over seeds {cfg.seeds}: mean [min, max]",
-                           out["spread"], COLUMNS, len(cfg.seeds))
-        return out
+        return seeds.run_and_show(main, cfg, figures, "teacher solutions in pretraining or SFT,", COLUMNS)
     console, root, t0 = Console(), Path(cfg.run_dir), time.time()
     root.mkdir(parents=True, exist_ok=True)
     pre = cfg.base_config()

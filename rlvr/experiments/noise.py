@@ -57,11 +57,9 @@ CLEAN = "fn=0 fp=0 none"
 
 def main(cfg: NoiseConfig) -> dict[str, Any]:
     if cfg.seeds:
-        out = seeds.over_seeds(main, cfg, cfg.seeds, figures)
-        seeds.print_spread(f"zero RL behind a noisy verifier over seeds {cfg.seeds}: mean [min, max]", out["spread"],
-                           {"pass@1": True, "vs clean (paired)": True, "true reward": True, "steps to target": False},
-                           len(cfg.seeds))
-        return out
+        return seeds.run_and_show(main, cfg, figures, "zero RL behind a noisy verifier",
+                                  {"pass@1": True, "vs clean (paired)": True,
+                                   "true reward": True, "steps to target": False})
     console, root, t0 = Console(), Path(cfg.run_dir), time.time()
     env, base = grid.start(cfg, console)
     results: dict[str, Any] = {}

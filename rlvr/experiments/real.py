@@ -86,11 +86,9 @@ def main(cfg: RealConfig) -> dict[str, Any]:
     from rlvr.train import rl, rs
 
     if cfg.seeds:  # one pretrained model: a seed is the sampling and the problem streams
-        out = seeds.over_seeds(main, cfg, cfg.seeds, figures)
-        seeds.print_spread(f"{cfg.model} on {cfg.env} over seeds {cfg.seeds}: mean [min, max]", out["spread"],
-                           {"pass@1": True, "greedy": True, "vs base (paired)": True, "vs zero RL (paired)": True},
-                           len(cfg.seeds))
-        return out
+        return seeds.run_and_show(main, cfg, figures, f"{cfg.model} on {cfg.env}",
+                                  {"pass@1": True, "greedy": True,
+                                   "vs base (paired)": True, "vs zero RL (paired)": True})
     console, root, t0 = Console(), Path(cfg.run_dir), time.time()
     model = _model(cfg.model)
     common = dict(env=cfg.env, max_new_tokens=cfg.max_new_tokens, lora_r=cfg.lora_r, **_evals(cfg))

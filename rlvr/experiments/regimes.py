@@ -71,11 +71,8 @@ class RegimesConfig(Config):
 
 def main(cfg: RegimesConfig) -> dict[str, Any]:
     if cfg.seeds:
-        out = seeds.over_seeds(main, cfg, cfg.seeds, figures)
-        seeds.print_spread(f"the regimes over seeds {cfg.seeds} at {cfg.budget_flops:.3g} FLOPs each: mean [min, max]",
-                           out["spread"], {"pass@1": True, "greedy": True, "pass@64": True, "FLOPs to target": False},
-                           len(cfg.seeds))
-        return out
+        return seeds.run_and_show(main, cfg, figures, f"the regimes at {cfg.budget_flops:.3g} FLOPs each",
+                                  {"pass@1": True, "greedy": True, "pass@64": True, "FLOPs to target": False})
     unknown = set(cfg.regimes) - set(REGIMES)
     if unknown:
         raise ValueError(f"unknown regimes {sorted(unknown)}; choose from {list(REGIMES)}")

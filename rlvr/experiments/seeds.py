@@ -74,6 +74,15 @@ def over_seeds(main: Callable[[Any], dict[str, Any]], cfg, seeds: list[int],
     return out
 
 
+def run_and_show(main: Callable[[Any], dict[str, Any]], cfg,
+                 figures: Callable[[dict[str, Any]], dict[str, dict[str, float]]], what: str,
+                 columns: dict[str, bool]) -> dict[str, Any]:
+    """An experiment's --seeds: `over_seeds`, then the spread of `what` as a table."""
+    out = over_seeds(main, cfg, cfg.seeds, figures)
+    print_spread(f"{what} over seeds {cfg.seeds}: mean [min, max]", out["spread"], columns, len(cfg.seeds))
+    return out
+
+
 def print_spread(title: str, spread_rows: dict[str, dict[str, dict[str, float]]], columns: dict[str, bool],
                  runs: int) -> None:
     """columns: {name: is_a_percentage}; runs: how many seeds ran."""

@@ -88,11 +88,9 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
 
 def main(cfg: StalenessConfig) -> dict[str, Any]:
     if cfg.seeds:
-        out = seeds.over_seeds(main, cfg, cfg.seeds, figures)
-        seeds.print_spread(f"zero RL on stale rollouts over seeds {cfg.seeds}: mean [min, max]", out["spread"],
-                           {"pass@1": True, "vs synchronous (paired)": True, "KL(behaviour, current)": False,
-                            "ESS": False, "steps to target": False}, len(cfg.seeds))
-        return out
+        return seeds.run_and_show(main, cfg, figures, "zero RL on stale rollouts",
+                                  {"pass@1": True, "vs synchronous (paired)": True,
+                                   "KL(behaviour, current)": False, "ESS": False, "steps to target": False})
     console, root, t0 = Console(), Path(cfg.run_dir), time.time()
     env, base = grid.start(cfg, console)
     results: dict[str, Any] = {}
