@@ -27,6 +27,7 @@ of its negative advantage) by writing something the verifier chokes on, such as
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from rlvr.engine.turns import Reprefill
@@ -283,9 +284,7 @@ def episode_stats(samples: list[Sample]) -> dict[str, float]:
         return {}
     n = len(episodes)
     names = sorted({k for s in episodes for k in s.counts})
-    endings: dict[str, int] = {}
-    for s in episodes:
-        endings[ending(s)] = endings.get(ending(s), 0) + 1
+    endings = Counter(ending(s) for s in episodes)
     return {"turns": sum(s.turns for s in episodes) / n,
             **{k: sum(s.counts.get(k, 0) for s in episodes) / n for k in names},
             **{f"ended_{k}": c / n for k, c in sorted(endings.items())}}
