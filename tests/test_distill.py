@@ -1,8 +1,13 @@
 """`rlvr distill`: filters, provenance, a dataset HF `datasets` loads, resumption from the cache."""
 
+import itertools
 import json
 
-from rlvr.distill.distill import DistillConfig, main
+import pytest
+
+from rlvr.config import InputError
+from rlvr.distill.distill import DistillConfig, main, teacher_problems
+from rlvr.envs import make_env
 from rlvr.models import build_tiny_model, count_parameters, save_model
 
 
@@ -81,3 +86,27 @@ def test_distill_refuses_another_command_s_run_directory(tmp_path):
     (tmp_path / "rl" / "summary.json").write_text('{"command": "rl"}')
     with pytest.raises(FileExistsError, match="another command"):
         main(DistillConfig(run_dir=str(tmp_path / "rl"), teacher=str(tmp_path / "nope"), problems=1))
+
+
+
+def test_teacher_env_asks_the_teacher_in_its_own_prompts_and_keeps_the_student_s(tmp_path):
+    # Context distillation: the teacher is asked with two worked examples, the rows keep
+    # the bare prompt the student will be trained and evaluated on.
+    model, tok = build_tiny_model("micro", seed=0)
+    save_model(model, tok, tmp_path / "teacher")
+    student = "prompt:format=answer_is:arithmetic:digits=1,ops=add"
+    teacher_env = "prompt:format=answer_is,shots=2:arithmetic:digits=1,ops=add"
+    cfg = DistillConfig(run_dir=str(tmp_path / "d"), teacher=str(tmp_path / "teacher"), problems=3, k=2,
+                        filter="none", max_tokens=4, env=student, teacher_env=teacher_env)
+    problems = list(itertools.islice(make_env(student).problems("train", 0), 3))
+    asked = teacher_problems(cfg, problems)
+    assert [p.id for p in asked] == [p.id for p in problems]
+    assert [len(p.messages()) for p in asked] == [5, 5, 5]  # two worked examples (user, assistant), the question
+    summary = main(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "d" / "data.jsonl").read_text().splitlines()]
+    assert summary["requests"] == 3 and len(rows) == 6
+    assert all(r["messages"][:-1] == problems[i // 2].messages() for i, r in enumerate(rows))  # the student's prompt
+    assert rows[0]["provenance"]["teacher_env"] == teacher_env
+    with pytest.raises(InputError, match="poses other problems"):
+        teacher_problems(cfg.model_copy(update={"teacher_env": "prompt:format=answer_is,shots=2:arithmetic:digits=2"}),
+                         problems)

@@ -42,7 +42,8 @@ from rlvr.verify.filters import FILTERS, keep
 
 class DistillConfig(EngineFields):
     run_dir: str = Field("runs/distill", description="Run directory: data.jsonl, the request cache, summary.json.")
-    env: Any = Field("arithmetic", description="Environment spec whose train-split problems are distilled.")
+    env: Any = Field("arithmetic", description="Environment spec whose train-split problems are distilled (the rows carry its prompts).")
+    teacher_env: Any = Field(None, description="Ask the teacher with this spec's prompts instead, e.g. more worked examples (context distillation: prompt:shots=8:ENV teaches prompt:shots=0:ENV); it must pose the same problems (another prompt: wrapper of the same environment). None: --env's.")
     problems: int = Field(200, ge=1, description="Problems to ask the teacher about.")
     k: int = Field(4, ge=1, description="Solutions asked per problem.")
     filter: Literal[tuple(FILTERS)] = Field("correct", description="Which solutions to keep: none | correct | one_per_problem | shortest | best_of_k (see rlvr/verify/filters.py).")
@@ -92,6 +93,7 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
                          "which cannot play an episode")
     stream = env.problems("train", cfg.seed)
     problems = [next(stream) for _ in range(cfg.problems)]
+    asked = teacher_problems(cfg, problems)
     new = not run_dir.exists()
     run = Run(run_dir, cfg, resume=True)
     run.restart_logs()
@@ -103,7 +105,8 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
         raise
     sampling = {"n": cfg.k, "temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens,
                 "seed": cfg.seed}
-    provenance = {"teacher": cfg.teacher, "base_url": cfg.base_url or None, **sampling}
+    provenance = {"teacher": cfg.teacher, "base_url": cfg.base_url or None, **sampling,
+                  **({"teacher_env": cfg.teacher_env} if cfg.teacher_env is not None else {})}
     rows: list[dict[str, Any]] = []
     counts = {"requests": 0, "cache_hits": 0, "generated": 0, "correct": 0, "kept": 0, "rejected": 0}
     # What the data cost its teacher, cache hits included: a second filter over the same
@@ -117,7 +120,7 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
         task = progress.add_task("distill", total=len(problems), counts="")
         for start in range(0, len(problems), cfg.chunk):
             chunk = problems[start:start + cfg.chunk]
-            requests = [ChatRequest(messages=p.messages(), **sampling) for p in chunk]
+            requests = [ChatRequest(messages=p.messages(), **sampling) for p in asked[start:start + cfg.chunk]]
             try:
                 results = teacher.complete(requests)
             except BudgetExceeded as e:  # what was answered (and paid for) is still kept
@@ -156,6 +159,20 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
     if stopped:
         print(f"rlvr distill: stopped early, {stopped}; kept what was answered ({counts['kept']} rows)")
     return summary
+
+
+def teacher_problems(cfg: DistillConfig, problems: list) -> list:
+    """The problems as the teacher is asked them: `problems` themselves, or (`teacher_env`)
+    the same problems in that spec's prompts, checked to be the same problems."""
+    if cfg.teacher_env is None:
+        return problems
+    stream = make_env(cfg.teacher_env).problems("train", cfg.seed)
+    asked = [next(stream) for _ in problems]
+    for p, q in zip(problems, asked):
+        if (p.id, p.answer) != (q.id, q.answer):
+            raise InputError(f"teacher_env {cfg.teacher_env!r} poses other problems than env {cfg.env!r} "
+                             f"({q.id!r} where {p.id!r} was expected): it must wrap the same environment")
+    return asked
 
 
 def _local_params(teacher) -> int:
