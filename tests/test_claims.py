@@ -20,7 +20,7 @@ def _spread(values):
 def test_claims_table_reads_spreads_and_single_runs_and_decides_only_on_three_seeds(tmp_path):
     # `real` over three seeds (the over_seeds form): zero RL above the base on every seed.
     real = {"seeds": [0, 1, 2], "spread": {"zero RL": {"vs base (paired)": _spread([0.3, 0.5, 0.4])},
-                                           "cold start + RL": {"vs zero RL (paired)": _spread([-0.1, 0.02, -0.05])}}}
+                                           "context distillation + RL": {"vs zero RL (paired)": _spread([-0.1, 0.02, -0.05])}}}
     (tmp_path / "real").mkdir()
     (tmp_path / "real" / "results.json").write_text(json.dumps(real))
     # `noise`, one run (its own results.json): read through noise.figures

@@ -210,3 +210,38 @@ def test_humans_experiment_sft_on_the_same_problems_three_ways(tmp_path, base_ca
     assert len(ids) == out["solutions"] and all([r["problem_id"] for r in rows] == ids for rows in data.values())
     assert data["human"][0]["messages"][-1]["content"].startswith("1:")  # the worked procedure, written out
     assert out["arms"]["human"]["vs human, rl"] is None and out["arms"]["teacher"]["vs human, sft"] is not None
+
+
+def test_real_teacher_env_is_the_students_prompt_with_worked_examples():
+    from rlvr.experiments import real
+    assert real.teacher_env("prompt:format=answer_is:arithmetic:digits=2", 8) == {
+        "name": "prompt", "format": "answer_is", "shots": 8, "env": "arithmetic:digits=2"}
+    assert real.teacher_env("arithmetic:digits=2", 2) == {"name": "prompt", "shots": 2, "env": "arithmetic:digits=2"}
+    with pytest.raises(ValueError, match="unknown arms"):
+        real.RealConfig(arms=["zero_rl", "nonsense"])
+
+
+@pytest.mark.slow
+def test_real_experiment_runs_every_arm_at_zero_rls_budget(tmp_path, micro_base, monkeypatch):
+    """Every arm on the tiny model (the real one is SmolLM2): each ends at zero RL's FLOPs
+    (best-of-N at a round's end), paired with the base, zero RL and the N-shot teacher."""
+    from rlvr.experiments import real
+    from rlvr.run import last_model
+    # The micro base reads bare prompts only: its teacher is asked as it was trained.
+    monkeypatch.setattr(real, "teacher_env", lambda env, shots: env)
+    cfg = real.RealConfig(run_dir=str(tmp_path / "r"), model=str(last_model(micro_base)), lora_r=4, rl_steps=3,
+                          prompts=4, group_size=2, max_new_tokens=20, rs_problems=4, rs_n=2, distill_problems=4, k=4, sft_share=0.5,
+                          teacher_shots=1, eval_problems=8, eval_samples=2, eval_every=1,
+                          env="arithmetic:digits=1,ops=add,template={expr}")  # conftest's ENV
+    out = real.main(cfg)
+    assert set(out["arms"]) == {"base", "teacher (1-shot)", "zero RL", "best-of-N", "context distillation",
+                                "context distillation + RL", "on-policy distillation"}
+    budget = out["budget_flops"]
+    for name in ("context distillation + RL", "on-policy distillation"):
+        assert budget <= out["arms"][name]["flops"] < 1.5 * budget, name
+    assert out["arms"]["context distillation"]["flops"] < budget
+    assert out["arms"]["zero RL"]["vs_teacher"] is not None and out["arms"]["base"]["vs_base"] is None
+    opd = json.loads((tmp_path / "r" / "opd" / "summary.json").read_text())
+    assert opd["command"] == "opd" and opd["total"]["teacher_tokens"] > 0
+    assert (tmp_path / "r" / "report" / "report.html").exists() and (tmp_path / "r" / "real.png").exists()
+    assert real.main(cfg)["arms"] == out["arms"]  # a rerun finds every stage done

