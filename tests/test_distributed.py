@@ -256,3 +256,66 @@ def test_a_killed_rank_ends_the_run_and_the_checkpoint_survives(tmp_path, base):
     assert p.returncode == 0, p.stderr[-3000:]
     steps = [r["step"] for r in _rows(run)]
     assert steps == list(range(1, steps[-1] + 1)) and steps[-1] == rows[-1]["step"] + 1
+
+
+# -- rlvr rs under torchrun -------------------------------------------------------------
+def rs_args(base: Path, run: Path, *more: str) -> list[str]:
+    """Every sample kept (`--keep none`), so an untrained model has data to fine-tune on. `--`
+    ends torchrun's options: its parser would take `--n` for a prefix of `--nnodes`."""
+    return ["rs", "--", f"--model={base}", f"--run_dir={run}", f"--env={json.dumps(ENV)}", "--problems=6", "--n=2",
+            "--keep=none", "--max_new_tokens=6", "--sft_batch_size=4", "--sft_epochs=1", "--sft_warmup=0",
+            "--eval_problems=4", "--eval_samples=2", *more]
+
+
+def _data(run: Path, rnd: int) -> list[dict]:
+    return [json.loads(line) for line in (run / f"round_{rnd}" / "data.jsonl").read_text().splitlines()]
+
+
+def test_rs_under_torchrun_samples_every_ranks_share_and_fine_tunes_on_all(tmp_path, base):
+    run = tmp_path / "rs"
+    p = torchrun(2, *rs_args(base, run, "--rounds=2"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = _rows(run)
+    assert [r["step"] for r in rows] == [0, 1, 2]  # the start's evaluation, then one line a round
+    # A round's data holds every rank's share of the one process's problems, in their order.
+    stream = make_env(ENV).problems("train", seed=0 * 1_000_003 + 1)
+    want = [next(stream).id for _ in range(6)]
+    data = _data(run, 1)
+    assert list(dict.fromkeys(r["problem_id"] for r in data)) == want
+    # Its figures are sums over ranks: the kept rows of both, the round's tokens charged once.
+    for rnd in (1, 2):
+        stats = json.loads((run / f"round_{rnd}" / "round.json").read_text())
+        assert rows[rnd]["kept"] == stats["kept"] == len(_data(run, rnd)) > 0
+        assert rows[rnd]["generated_tokens"] == stats["generated_tokens"]
+    assert rows[1]["compute/generated_tokens"] == rows[1]["generated_tokens"]  # neither once a rank nor half
+    assert rows[2]["compute/generated_tokens"] == rows[1]["generated_tokens"] + rows[2]["generated_tokens"]
+    assert not list(run.glob("round_*/.*"))  # no temporary left behind
+    # The round's fine-tuning ran on both ranks: one process group, one metrics line a step of 4 rows.
+    steps = -(-rows[2]["kept"] // 4)
+    assert rows[2]["sft_steps"] == steps and [r["step"] for r in _rows(run / "round_2" / "sft")] == list(range(1, steps + 1))
+    assert rows[2]["compute/trained_tokens"] == sum(r["trained_tokens"] for rnd in (1, 2)
+                                                    for r in _rows(run / f"round_{rnd}" / "sft"))
+    from transformers import AutoModelForCausalLM
+    assert AutoModelForCausalLM.from_pretrained(run / "checkpoints" / "last" / "model") is not None
+    assert json.loads((run / "summary.json").read_text())["rounds"] == 2
+
+
+@pytest.mark.slow
+def test_rs_under_torchrun_resumes_a_round_that_has_its_data(tmp_path, base):
+    """Killed after round 2's sampling and fine-tuning, before its checkpoint: the resumed
+    run reads round 2's data back (not sampled again, charged once) and ends as one."""
+    import shutil
+    run = tmp_path / "rs"
+    assert torchrun(2, *rs_args(base, run, "--rounds=2", "--eval_problems=0")).returncode == 0
+    first = _rows(run)
+    shutil.rmtree(run / "checkpoints" / "step_2")
+    (run / "checkpoints" / "last").unlink()
+    (run / "checkpoints" / "last").symlink_to("step_1")
+    before = (run / "round_2" / "data.jsonl").read_text()
+    p = torchrun(2, *rs_args(base, run, "--rounds=2", "--eval_problems=0", "--resume"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert (run / "round_2" / "data.jsonl").read_text() == before
+    rows = _rows(run)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert rows[-1]["compute/generated_tokens"] == first[-1]["compute/generated_tokens"]
+    assert json.loads((run / "summary.json").read_text())["rounds"] == 2
