@@ -304,7 +304,8 @@ def test_rs_under_torchrun_samples_every_ranks_share_and_fine_tunes_on_all(tmp_p
 @pytest.mark.slow
 def test_rs_under_torchrun_resumes_a_round_that_has_its_data(tmp_path, base):
     """Killed after round 2's sampling and fine-tuning, before its checkpoint: the resumed
-    run reads round 2's data back (not sampled again, charged once) and ends as one."""
+    run reads round 2's data back (not sampled again, charged once) and ends as one; a
+    third round runs in one process."""
     import shutil
     run = tmp_path / "rs"
     assert torchrun(2, *rs_args(base, run, "--rounds=2", "--eval_problems=0")).returncode == 0
@@ -320,6 +321,10 @@ def test_rs_under_torchrun_resumes_a_round_that_has_its_data(tmp_path, base):
     assert [r["step"] for r in rows] == [1, 2]
     assert rows[-1]["compute/generated_tokens"] == first[-1]["compute/generated_tokens"]
     assert json.loads((run / "summary.json").read_text())["rounds"] == 2
+    # ... and continues in one process.
+    p = cli(*rs_args(base, run, "--rounds=3", "--eval_problems=0", "--resume"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert [r["step"] for r in _rows(run)] == [1, 2, 3] and (run / "round_3" / "round.json").exists()
 
 
 # -- --stop_on_hack under torchrun --------------------------------------------------------
