@@ -48,11 +48,16 @@ def _recipe_lines(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
 
 
 def parse_overrides(args: list[str]) -> dict[str, Any]:
-    """`--key=value` / `--key value` / `--flag` -> {key: YAML-parsed value}."""
+    """`--key=value` / `--key value` / `--flag` -> {key: YAML-parsed value}. A bare `--` is
+    skipped: under torchrun it ends torchrun's own options (whose prefixes, e.g. `--n` of
+    `--nnodes`, its parser would otherwise claim)."""
     out: dict[str, Any] = {}
     i = 0
     while i < len(args):
         arg = args[i]
+        if arg == "--":
+            i += 1
+            continue
         if not arg.startswith("--"):
             raise ConfigError(f"unexpected argument {arg!r}: options look like --key=value")
         key, eq, value = arg[2:].partition("=")

@@ -58,6 +58,8 @@ def test_cli_reports_bad_config_and_exits_2(capsys):
 def test_positional_garbage_is_rejected():
     with pytest.raises(ConfigError, match="unexpected argument"):
         parse_overrides(["steps=3"])
+    # `--` (what ends torchrun's options before ours) is not an option of ours.
+    assert parse_overrides(["--", "--n=2", "--keep", "none"]) == {"n": 2, "keep": "none"}
 
 
 def test_envs_and_audit_commands(capsys):

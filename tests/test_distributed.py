@@ -1,6 +1,7 @@
 """Training on several processes (rlvr/train/parallel.py), on gloo: N ranks take the step
 one process takes on the same batch, under DDP and FSDP2; runs launched by torchrun
-write once, resume on any number of processes, and die whole when a rank dies.
+write once, resume on any number of processes, and die whole when a rank dies; `rlvr rs`
+gathers each round from every rank; `--stop_on_hack` stops every rank at one step.
 
     pytest -q tests/test_distributed.py
 """
@@ -256,3 +257,129 @@ def test_a_killed_rank_ends_the_run_and_the_checkpoint_survives(tmp_path, base):
     assert p.returncode == 0, p.stderr[-3000:]
     steps = [r["step"] for r in _rows(run)]
     assert steps == list(range(1, steps[-1] + 1)) and steps[-1] == rows[-1]["step"] + 1
+
+
+# -- rlvr rs under torchrun -------------------------------------------------------------
+def rs_args(base: Path, run: Path, *more: str) -> list[str]:
+    """Every sample kept (`--keep none`), so an untrained model has data to fine-tune on. `--`
+    ends torchrun's options: its parser would take `--n` for a prefix of `--nnodes`."""
+    return ["rs", "--", f"--model={base}", f"--run_dir={run}", f"--env={json.dumps(ENV)}", "--problems=6", "--n=2",
+            "--keep=none", "--max_new_tokens=6", "--sft_batch_size=4", "--sft_epochs=1", "--sft_warmup=0",
+            "--eval_problems=4", "--eval_samples=2", *more]
+
+
+def _data(run: Path, rnd: int) -> list[dict]:
+    return [json.loads(line) for line in (run / f"round_{rnd}" / "data.jsonl").read_text().splitlines()]
+
+
+def test_rs_under_torchrun_samples_every_ranks_share_and_fine_tunes_on_all(tmp_path, base):
+    run = tmp_path / "rs"
+    p = torchrun(2, *rs_args(base, run, "--rounds=2"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = _rows(run)
+    assert [r["step"] for r in rows] == [0, 1, 2]  # the start's evaluation, then one line a round
+    # A round's data holds every rank's share of the one process's problems, in their order.
+    stream = make_env(ENV).problems("train", seed=0 * 1_000_003 + 1)
+    want = [next(stream).id for _ in range(6)]
+    data = _data(run, 1)
+    assert list(dict.fromkeys(r["problem_id"] for r in data)) == want
+    # Its figures are sums over ranks: the kept rows of both, the round's tokens charged once.
+    for rnd in (1, 2):
+        stats = json.loads((run / f"round_{rnd}" / "round.json").read_text())
+        assert rows[rnd]["kept"] == stats["kept"] == len(_data(run, rnd)) > 0
+        assert rows[rnd]["generated_tokens"] == stats["generated_tokens"]
+    assert rows[1]["compute/generated_tokens"] == rows[1]["generated_tokens"]  # neither once a rank nor half
+    assert rows[2]["compute/generated_tokens"] == rows[1]["generated_tokens"] + rows[2]["generated_tokens"]
+    assert not list(run.glob("round_*/.*"))  # no temporary left behind
+    # The round's fine-tuning ran on both ranks: one process group, one metrics line a step of 4 rows.
+    steps = -(-rows[2]["kept"] // 4)
+    assert rows[2]["sft_steps"] == steps and [r["step"] for r in _rows(run / "round_2" / "sft")] == list(range(1, steps + 1))
+    assert rows[2]["compute/trained_tokens"] == sum(r["trained_tokens"] for rnd in (1, 2)
+                                                    for r in _rows(run / f"round_{rnd}" / "sft"))
+    from transformers import AutoModelForCausalLM
+    assert AutoModelForCausalLM.from_pretrained(run / "checkpoints" / "last" / "model") is not None
+    assert json.loads((run / "summary.json").read_text())["rounds"] == 2
+
+
+@pytest.mark.slow
+def test_rs_under_torchrun_resumes_a_round_that_has_its_data(tmp_path, base):
+    """Killed after round 2's sampling and fine-tuning, before its checkpoint: the resumed
+    run reads round 2's data back (not sampled again, charged once) and ends as one; a
+    third round runs in one process."""
+    import shutil
+    run = tmp_path / "rs"
+    assert torchrun(2, *rs_args(base, run, "--rounds=2", "--eval_problems=0")).returncode == 0
+    first = _rows(run)
+    shutil.rmtree(run / "checkpoints" / "step_2")
+    (run / "checkpoints" / "last").unlink()
+    (run / "checkpoints" / "last").symlink_to("step_1")
+    before = (run / "round_2" / "data.jsonl").read_text()
+    p = torchrun(2, *rs_args(base, run, "--rounds=2", "--eval_problems=0", "--resume"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert (run / "round_2" / "data.jsonl").read_text() == before
+    rows = _rows(run)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert rows[-1]["compute/generated_tokens"] == first[-1]["compute/generated_tokens"]
+    assert json.loads((run / "summary.json").read_text())["rounds"] == 2
+    # ... and continues in one process.
+    p = cli(*rs_args(base, run, "--rounds=3", "--eval_problems=0", "--resume"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert [r["step"] for r in _rows(run)] == [1, 2, 3] and (run / "round_3" / "round.json").exists()
+
+
+# -- --stop_on_hack under torchrun --------------------------------------------------------
+LENIENT = "lenient:substring:arithmetic:digits=1,ops=add"
+
+
+def _hack_rollouts(hacks: bool):
+    """Four problems of four completions: each holds the gold somewhere, and ends on it
+    (right) or on a wrong answer (a hack the held-out check catches)."""
+    from rlvr.types import Rollout, Sample
+    env = make_env(LENIENT)
+    out = []
+    for _, p in zip(range(4), env.problems("train", 0)):
+        texts = [f"{p.answer} #### 99" if hacks else f"#### {p.answer}"] * 2 + [f"#### {p.answer}", "#### none"]
+        out.append(Rollout(p, [Sample(p, [1], [2], [0.0], 0, "stop", text=t) for t in texts],
+                           [env.verify(p, t) for t in texts]))
+    return out
+
+
+def _monitor_worker(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from rlvr.train.monitor import HackMonitor, HackStop
+    from rlvr.train.parallel import Parallel
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    monitor = HackMonitor(make_env(LENIENT), samples=64, par=Parallel(rank, world, group=True))
+    figures = monitor(_hack_rollouts(hacks=rank == 0), step=0)  # rank 0 alone would stop, rank 1 alone not
+    reason = HackStop(0.3, monitor).check(figures, 0, torch.nn.Linear(2, 1))
+    torch.save({"figures": figures, "reason": reason}, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_the_hack_monitor_reads_every_ranks_rollouts_so_ranks_stop_together(tmp_path):
+    """One rank's batch all hacks, the other's none: both ranks read the figures of the
+    whole batch (one process's on it) and take the same --stop_on_hack decision."""
+    from rlvr.train.monitor import HackMonitor
+    out = tmp_path / "monitor"
+    torch.multiprocessing.spawn(_monitor_worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
+    got = [torch.load(f"{out}.{rank}") for rank in (0, 1)]
+    whole = HackMonitor(make_env(LENIENT), samples=64)(_hack_rollouts(True) + _hack_rollouts(False), step=0)
+    assert got[0]["figures"] == got[1]["figures"] == whole and whole["hack/rate"] == pytest.approx(8 / 24)
+    assert got[0]["reason"] == got[1]["reason"] and got[0]["reason"].startswith("stopped at step 1: hack rate 33.3%")
+
+
+@pytest.mark.slow
+def test_stop_on_hack_under_torchrun_ends_every_rank_cleanly(tmp_path, base):
+    """An untrained model writes digits at random: the substring grader rewards some, the
+    held-out check none, so the run stops at its first step, on both ranks, saying why."""
+    run = tmp_path / "rl"
+    p = torchrun(2, *rl_args(base, run, "--steps=3", f"--env={LENIENT}", "--max_new_tokens=16", "--hack_monitor=32",
+                             "--stop_on_hack=0.5", "--eval_problems=0"))
+    assert p.returncode == 0, p.stderr[-3000:]  # every rank returned: none waits in a collective
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stopped"].startswith("stopped at step 1: hack rate") and summary["steps"] == 0
+    rows = _rows(run)
+    assert [r["step"] for r in rows] == [1] and rows[0]["stopped_on_hack"] == 1.0 and rows[0]["hack/rate"] >= 0.5
+    assert "stopped at step 1" in p.stdout + p.stderr
+    assert (run / "checkpoints" / "last" / "model").is_dir()

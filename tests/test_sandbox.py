@@ -8,7 +8,6 @@ by short timeouts and small limits).
 from __future__ import annotations
 
 import errno
-import glob
 import hashlib
 import json
 import os
@@ -31,15 +30,20 @@ ISOLATED = run_python("pass").filesystem == "readonly"  # root (or CAP_SYS_ADMIN
 needs_isolation = pytest.mark.skipif(not ISOLATED, reason="namespaces unavailable: fallback isolation only")
 
 
-def _scratch_dirs() -> set[str]:
-    return set(glob.glob(os.path.join(tempfile.gettempdir(), "rlvr-sandbox-*")))
-
-
 @pytest.fixture(autouse=True)
-def machine_unchanged():
-    before = _scratch_dirs()
+def machine_unchanged(monkeypatch):
+    """No scratch directory of this test's runs is left behind, and no marker was written.
+    Each run's scratch directory is recorded as it is made, never found by a pattern in
+    the temporary directory: other test processes may be running sandboxes there."""
+    made, mkdtemp = [], tempfile.mkdtemp
+
+    def recorded(*args, **kwargs):
+        made.append(mkdtemp(*args, **kwargs))
+        return made[-1]
+    monkeypatch.setattr(sandbox.tempfile, "mkdtemp", recorded)
     yield
-    assert _scratch_dirs() <= before, "a scratch directory was left behind"
+    left = [d for d in made if os.path.basename(d).startswith("rlvr-sandbox-") and os.path.exists(d)]
+    assert not left, "a scratch directory was left behind"
     assert not os.path.exists(MARKER)
 
 

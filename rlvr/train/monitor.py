@@ -24,6 +24,11 @@ completions hacks and hide real ones).
 keeps the weights of the last step below it (`HackStop`), so that the run's final
 checkpoint and evaluation are of a policy the monitor still passed.
 
+Under torchrun each rank re-scores its share of the `samples` among its own rollouts and
+the counts are summed over ranks before the rates are taken: every rank reads the
+figures of the whole batch, and so decides alike whether the run stops (a stop decided
+on one rank's figures would leave the others waiting in the next collective).
+
     monitor = HackMonitor(env, samples=32, seed=0)
     metrics = monitor(rollouts, step)
     stop = HackStop(0.2, monitor, start=0)
@@ -37,6 +42,7 @@ from dataclasses import replace
 
 import torch
 
+from rlvr.train.parallel import SINGLE, Parallel
 from rlvr.types import Environment, HeldOut, Rollout, VerifierError
 
 
@@ -60,8 +66,9 @@ def check_stricter(env: Environment, problems: int = 5) -> None:
 
 
 class HackMonitor:
-    def __init__(self, env: Environment, samples: int = 32, seed: int = 0, penalty: float = 0.0):
-        self.env, self.samples, self.seed, self.penalty = env, samples, seed, penalty
+    def __init__(self, env: Environment, samples: int = 32, seed: int = 0, penalty: float = 0.0,
+                 par: Parallel = SINGLE):
+        self.env, self.samples, self.seed, self.penalty, self.par = env, samples, seed, penalty, par
         self.enabled = samples > 0 and isinstance(env, HeldOut)
         self._warned = 0.0
         if self.enabled:
@@ -70,9 +77,11 @@ class HackMonitor:
     def __call__(self, rollouts: list[Rollout], step: int) -> dict[str, float]:
         if not self.enabled:
             return {}
+        par = self.par
         cells = [(r, i) for r in rollouts for i in range(len(r.samples))]
-        rng = random.Random(f"hack-monitor/{self.seed}/{step}")
-        picked = rng.sample(cells, min(self.samples, len(cells)))
+        rng = random.Random(f"hack-monitor/{self.seed}/{step}" + (f"/{par.rank}" if par.world > 1 else ""))
+        share = self.samples // par.world + (par.rank < self.samples % par.world)  # this rank's of `samples`
+        picked = rng.sample(cells, min(share, len(cells)))
         rewarded = hacks = right = checked = 0
         train_reward = 0.0
         for r, i in picked:
@@ -91,6 +100,8 @@ class HackMonitor:
                     if self.penalty:
                         r.verdicts[i] = replace(verdict, reward=-self.penalty, correct=False,
                                                 flags=verdict.flags | {"hack"})
+        # Every rank's counts (see the module docstring): the same figures, and decisions, on each.
+        rewarded, hacks, right, checked, train_reward = par.sum([rewarded, hacks, right, checked, train_reward])
         if not checked:
             return {}
         return {"hack/rate": hacks / rewarded if rewarded else 0.0, "hack/caught": float(hacks),

@@ -171,8 +171,7 @@ class Parallel:
         averaged over the ranks that report them."""
         if not self.group:
             return metrics
-        rows: list[dict[str, Any]] = [None] * self.world  # type: ignore[list-item]
-        dist.all_gather_object(rows, metrics)
+        rows = self.gather(metrics)
         out: dict[str, Any] = {}
         for key in dict.fromkeys(k for row in rows for k in row):
             values = [row[key] for row in rows if key in row]
@@ -182,6 +181,14 @@ class Parallel:
                 out[key] = sum(values)
             else:
                 out[key] = sum(values) / len(values)
+        return out
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's `obj` (picklable), in rank order, on every rank; `[obj]` in one process."""
+        if not self.group:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
         return out
 
     def barrier(self) -> None:

@@ -139,7 +139,7 @@ class RL(Trainer):
         self.horizon = Horizon(cfg.lr_schedule == "cosine", cfg.steps, cfg.budget_flops, state.get("horizon"))
         if state.get("env_state") is not None and isinstance(self.env, Stateful):
             self.env.load_state(state["env_state"])  # a curriculum continues at its level
-        self.monitor = HackMonitor(self.env, cfg.hack_monitor, cfg.seed, cfg.hack_penalty)
+        self.monitor = HackMonitor(self.env, cfg.hack_monitor, cfg.seed, cfg.hack_penalty, self.par)
         self.hack_stop = HackStop(cfg.stop_on_hack, self.monitor, self.start)
         self.guard, self.dead = DeclineGuard(cfg.guard_patience), DeadRun()
         if self.checkpoint is not None and (self.run.dir / "metrics.jsonl").exists():
@@ -189,7 +189,7 @@ class RL(Trainer):
         stopped = self.hack_stop.check(hack, step, self.model)
         if stopped:
             self.warn(stopped)
-            self.run.log(step + 1, {**hack, **batch.stats, "stopped_on_hack": 1.0})
+            self.run.log(step + 1, self.over_ranks({**hack, **batch.stats, "stopped_on_hack": 1.0}))
             return None
         metrics = self.learn(batch.rollouts)
         metrics.update(hack)

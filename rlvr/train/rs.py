@@ -24,6 +24,13 @@ rlvr/compute.py.
 With `--lora_r`, each round's SFT trains an adapter; it is merged into the model rs
 samples from (one copy of the weights: the engine and the evaluator share it) and saves.
 
+Under torchrun (docs/distributed.md) each rank samples a contiguous share of the round's
+problems (the problems one process would draw), with a sampling seed of its own; the
+ranks' rollouts are gathered, so the round's data, its round.json and its metrics are
+one process's on the same problems (up to sampling), written once by rank 0. The
+round's SFT sub-run then trains data-parallel on every rank (`--parallel ddp|fsdp`: fsdp
+shards the sub-run's model; rs's own, which only samples and evaluates, stays whole).
+
     rlvr rs --model runs/base --env arithmetic:digits=3,ops=add --rounds 3 --n 8
 """
 
@@ -38,7 +45,6 @@ import torch
 from pydantic import Field
 
 from rlvr.atomic import write_json, write_text
-from rlvr.config import InputError
 from rlvr.compute import Totals, inherited_from
 from rlvr.engine import make_engine
 from rlvr.envs import make_env
@@ -49,6 +55,7 @@ from rlvr.rollout import generate_rollouts, rollout_stats, token_counts
 from rlvr.run import Run, last_model
 from rlvr.train import sft
 from rlvr.train.evaluator import TrainerFields
+from rlvr.train.parallel import SINGLE, Parallel
 from rlvr.train.setup import ModelFields, resolve_device, resolve_dtype
 from rlvr.train.trainer import Trainer, headlines
 from rlvr.types import Sampling
@@ -78,13 +85,17 @@ class RSConfig(TrainerFields):
     resume: bool = Field(False, description="Continue the run in run_dir from its last finished round.")
 
 
-def sample_round(engine, env, cfg: RSConfig, rnd: int, out: Path) -> dict[str, Any]:
-    """Sample, verify and filter one round's problems; write out/data.jsonl; stats back."""
+def sample_round(engine, env, cfg: RSConfig, rnd: int, out: Path, par: Parallel = SINGLE) -> dict[str, Any]:
+    """Sample, verify and filter one round's problems; write out/data.jsonl (rank 0); the
+    round's stats back (every rank's rollouts, on every rank)."""
     stream = env.problems("train", seed=cfg.seed * 1_000_003 + rnd)
     problems = [next(stream) for _ in range(cfg.problems)]
-    seed = random.Random(f"rs/{cfg.seed}/{rnd}").getrandbits(31)
-    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=seed)
-    rollouts = generate_rollouts(engine, env, problems, cfg.n, sampling)
+    mine = problems[len(problems) * par.rank // par.world:len(problems) * (par.rank + 1) // par.world]
+    key = f"rs/{cfg.seed}/{rnd}" if par.world == 1 else f"rs/{cfg.seed}/{rnd}/{par.rank}"
+    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                        seed=random.Random(key).getrandbits(31))
+    rollouts = generate_rollouts(engine, env, mine, cfg.n, sampling) if mine else []
+    rollouts = [r for part in par.gather(rollouts) for r in part]  # in problem order: rank 0's share first
     rows = []
     for r in rollouts:
         kept = keep([(s.text, v) for s, v in zip(r.samples, r.verdicts)], cfg.keep)
@@ -99,20 +110,24 @@ def sample_round(engine, env, cfg: RSConfig, rnd: int, out: Path) -> dict[str, A
                                         "temperature": cfg.temperature, "keep": cfg.keep},
                          "verdict": {"reward": v.reward, "correct": v.correct, "parsed": v.parsed,
                                      "flags": sorted(v.flags)}})
-    write_text(out / "data.jsonl", "".join(json.dumps(row, default=str) + "\n" for row in rows))
     stats = {**rollout_stats(rollouts), "kept": len(rows),
              "problems_kept": len({row["problem_id"] for row in rows}) / len(problems), **token_counts(rollouts)}
-    write_json(out / "round.json", stats)  # written last: a round with round.json has its data
+    if par.main:
+        write_text(out / "data.jsonl", "".join(json.dumps(row, default=str) + "\n" for row in rows))
+        write_json(out / "round.json", stats)  # written last: a round with round.json has its data
+    par.barrier()  # every rank reads the data next
     return stats
 
 
 def _training_data(run: Run, cfg: RSConfig, rnd: int) -> Path:
-    """This round's data, or (accumulate) every round's so far in one file."""
+    """This round's data, or (accumulate) every round's so far in one file (written by
+    rank 0; the SFT sub-run's start waits for every rank before it reads it)."""
     latest = run.dir / f"round_{rnd}" / "data.jsonl"
     if not cfg.accumulate or rnd == 1:
         return latest
     path = run.dir / f"round_{rnd}" / "accumulated.jsonl"
-    write_text(path, "".join((run.dir / f"round_{i}" / "data.jsonl").read_text() for i in range(1, rnd + 1)))
+    if run.writes:
+        write_text(path, "".join((run.dir / f"round_{i}" / "data.jsonl").read_text() for i in range(1, rnd + 1)))
     return path
 
 
@@ -120,6 +135,7 @@ class RS(Trainer):
     """A step is a round; each round's fine-tuning is an SFT sub-run, with an optimizer of its own."""
     command = "rs"
     throughput = None
+    shards = False  # the model samples and evaluates; each round's SFT sub-run shards its own under fsdp
 
     def prepare(self) -> None:
         self.env = make_env(self.cfg.prompted(self.cfg.env))
@@ -130,9 +146,6 @@ class RS(Trainer):
         return model, tok, None
 
     def setup(self, state: dict) -> None:
-        if self.par.world > 1:
-            raise InputError("rlvr rs runs in one process for now (its rounds fine-tune through `rlvr sft` sub-runs): "
-                             "launch it without torchrun")
         self.steps = self.cfg.rounds
         self.save_every = 1  # every round: a round is costly, and a resume continues from the last one
         # Sampling shares the model's weights, which each round's fine-tuning loads into.
@@ -148,14 +161,15 @@ class RS(Trainer):
     def train_step(self, step: int) -> dict[str, Any]:
         rnd = step + 1
         out = self.run.dir / f"round_{rnd}"
-        out.mkdir(exist_ok=True)
         # 1. Sample and filter (a killed round keeps its data and is not sampled again).
         if (out / "round.json").exists():
             stats = json.loads((out / "round.json").read_text())
         else:
             self.engine.sync_weights(self.model.state_dict(), rnd - 1)
-            stats = sample_round(self.engine, self.env, self.cfg, rnd, out)
-        self.compute.generated(stats["prompt_tokens"], stats["generated_tokens"])
+            stats = sample_round(self.engine, self.env, self.cfg, rnd, out, self.par)
+        # The round's figures are every rank's, on every rank: rank 0 charges them, the meter sums over ranks.
+        charged = stats if self.par.main else {"prompt_tokens": 0, "generated_tokens": 0}
+        self.compute.generated(charged["prompt_tokens"], charged["generated_tokens"])
         # 2. Fine-tune with the SFT trainer on what was kept.
         if stats["kept"] and not self.compute.spent(self.cfg.budget_flops):
             return {**stats, **self.fine_tune(rnd, out)}
@@ -175,13 +189,18 @@ class RS(Trainer):
             data=str(data), epochs=cfg.sft_epochs, batch_size=cfg.sft_batch_size,
             lr=cfg.sft_lr, warmup=cfg.sft_warmup, max_length=cfg.sft_max_length, budget_flops=budget,
             eval_problems=0, seed=cfg.seed + rnd, resume=(out / "sft" / "metrics.jsonl").exists(),
+            parallel=cfg.parallel, dist_timeout=cfg.dist_timeout,  # under torchrun: on every rank
             **cfg.model_dump(include=set(ModelFields.model_fields))))  # device, dtype, LoRA
+        self.par.barrier()  # rank 0 has written the sub-run's summary
         summary = json.loads((sub.dir / "summary.json").read_text())
         self.compute.add(Totals.from_dict({**summary["compute"], "wall_seconds": 0}))  # our clock ran meanwhile
         trained, _ = load_model(last_model(sub.dir))
         self.model.load_state_dict(trained.state_dict())
         last = list(read_jsonl(sub.dir / "metrics.jsonl"))[-1][1]
         return {"sft_loss": last["loss"], "sft_steps": summary["steps"]}
+
+    def over_ranks(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        return metrics  # a round's figures are already every rank's (gathered), the same on each
 
     def progress(self, metrics: dict[str, Any]) -> dict[str, float]:
         return {"pass_rate": metrics.get("pass_rate", 0.0), "kept": metrics["kept"], **headlines(metrics)}

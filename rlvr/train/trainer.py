@@ -19,10 +19,11 @@ A run, in order (each name a method a regime may override):
     make_evaluator()       held-out evaluation; before the first step when `evaluates_first()`
     (under torchrun)       `self.par` (rlvr/train/parallel.py): each rank trains its share of
                            a step and `update` sums the gradients; metrics are reduced over
-                           ranks, rank 0 writes; --parallel fsdp shards the model after build()
+                           ranks (`over_ranks`), rank 0 writes; --parallel fsdp shards the model
+                           after build() (where `shards`: rs's own model only samples)
                            (`begin()`: all of the above; a fresh start that fails in it
                            removes what it wrote, so a bad --model leaves no run behind)
-    each step              rate(step) -> train_step(step) -> the row: lr, step_time,
+    each step              rate(step) -> train_step(step) -> over_ranks -> the row: lr, step_time,
                            tokens_per_s (of `throughput`), compute/..., peak memory ->
                            evaluate() when due() (every --eval_every, and at the end) ->
                            metrics.jsonl -> a checkpoint every `save_every` steps
@@ -56,6 +57,7 @@ class Trainer:
     command = ""  # the CLI command: summary.json's "command", the meter's stage, the progress bar's label
     betas = (0.9, 0.95)  # AdamW's
     throughput: str | None = "trained_tokens"  # the count tokens_per_s divides by a step's time
+    shards = True  # whether --parallel fsdp shards the model this trainer builds
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -101,7 +103,8 @@ class Trainer:
         self.checkpoint, state = resumed or (None, {})
         self.start = self.step = state.get("step", 0)
         self.model, self.tok, self.parts = self.build(self.checkpoint)
-        self.model = par.wrap(self.model)
+        if self.shards:
+            self.model = par.wrap(self.model)
         self.device = next(self.model.parameters()).device
         self.compute = Compute(count_parameters(self.model), self.command, self.inherited(),
                                count_parameters(self.model, trainable=True), reduce=par.sum)
@@ -128,7 +131,7 @@ class Trainer:
         metrics = self.train_step(self.step)
         if metrics is None:
             return False
-        metrics = self.par.reduce_metrics(metrics)
+        metrics = self.over_ranks(metrics)
         self.step += 1
         dt = time.perf_counter() - t0
         if self.opt is not None:
@@ -212,6 +215,10 @@ class Trainer:
         """Evaluate the live model after `step` steps; the metrics for its row. A regime
         whose evaluation decides when it ends sets `self.done`."""
         return self.evaluator(step, self.compute, final=final)
+
+    def over_ranks(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """A step's metrics over every rank (the row rank 0 logs): each rank's reduced."""
+        return self.par.reduce_metrics(metrics)
 
     def progress(self, metrics: dict[str, float]) -> dict[str, float]:
         """What the progress bar shows of a step's metrics."""

@@ -11,8 +11,9 @@ The process tree of one run::
       └─ driver D   python -I -S -B running the sandbox driver; trusted
            └─ worker W   the untrusted code; its own uid; pid 1 of a new pid namespace
 
-This file is the host side: the public API, starting D, reading what D reports and
-cleaning up. What D and W run lives in three files, standard library only, compiled
+This file is the host side: the public API, starting D and reading what D reports;
+`sandbox_procs.py` holds the host's hold on the run's processes (reading their pipes
+under a deadline, killing, reaping, finding leftovers). What D and W run lives in three files, standard library only, compiled
 here once and handed to D's bootstrap as marshalled code objects (so D imports
 nothing of rlvr): `sandbox_isolation.py` (rlimits, namespaces, read-only mounts, the
 fallback's audit hook), `sandbox_wire.py` (the plain data that crosses between D
@@ -54,13 +55,11 @@ Tests: ``.venv/bin/python -m pytest tests/test_sandbox.py -q``.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import marshal
 import math
 import os
 import secrets
-import selectors
 import shutil
 import signal
 import subprocess
@@ -71,6 +70,9 @@ import warnings
 
 from rlvr.types import VerifierError
 from rlvr.verify.sandbox_paths import host_paths
+from rlvr.verify.sandbox_procs import collect, leftover_processes, reap
+
+__all__ = ["Limits", "SandboxError", "SandboxResult", "TestReport", "leftover_processes", "run_python", "run_tests"]
 
 # D runs the driver precompiled (compiling it costs ~5 ms a run): a tiny bootstrap reads
 # the marshalled code objects from a file descriptor (same interpreter, so same format)
@@ -95,7 +97,8 @@ _BOOT = ("import marshal, os, sys\nfd = int(sys.argv[2])\ncodes = marshal.loads(
 PYTHON = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
 # What the host adds to the driver's wall-clock budget before killing the group itself.
 _GRACE = 1.5
-_REPORT_MAX = 4 << 20
+
+
 class SandboxError(VerifierError):
     """The sandbox itself failed (not the code in it): a verifier must not turn this into reward 0."""
 
@@ -231,7 +234,7 @@ def _run(mode: str, code_job: dict, stdin: bytes, timeout: float, limits: Limits
         for fd in (report_w, stdin_fd, code_fd, driver_fd):
             os.close(fd)
         report_w = stdin_fd = code_fd = driver_fd = -1
-        streams, killed, late = _collect(proc, report_r, start + timeout + _GRACE, limits.output_bytes)
+        streams, killed, late = collect(proc, report_r, start + timeout + _GRACE, limits.output_bytes)
         for raw in streams["report"][0].splitlines():
             try:
                 line = json.loads(raw)
@@ -246,7 +249,7 @@ def _run(mode: str, code_job: dict, stdin: bytes, timeout: float, limits: Limits
                 os.close(fd)
         if proc is not None:
             # Without a pid namespace, processes that left the group are found by uid.
-            _reap(proc, uid if not facts.get("pid_namespace") else None)
+            reap(proc, uid if not facts.get("pid_namespace") else None)
         shutil.rmtree(scratch, ignore_errors=True)
     status = next((ln for ln in lines if "status" in ln), None)
     if mode == "python" and status is not None:
@@ -284,123 +287,3 @@ def _warn_weak(result: "SandboxResult") -> None:
 
 def _text(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
-
-
-def _collect(proc, report_fd: int, deadline: float, cap: int):
-    """Read stdout, stderr and the report until they close.
-
-    Returns (streams, killed, late): the group was SIGKILLed because D was still
-    running at `deadline` (late) or because something held the pipes open after D
-    exited (killed, not late).
-    """
-    sel = selectors.DefaultSelector()
-    bufs = {"stdout": bytearray(), "stderr": bytearray(), "report": bytearray()}
-    truncated = dict.fromkeys(bufs, False)
-    caps = {"stdout": cap, "stderr": cap, "report": _REPORT_MAX}
-    sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
-    sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
-    sel.register(report_fd, selectors.EVENT_READ, "report")
-    pidfd = os.pidfd_open(proc.pid)
-    sel.register(pidfd, selectors.EVENT_READ, "exit")
-    killed = late = exited = False
-    open_streams = 3
-    try:
-        while open_streams:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                if killed:
-                    break  # killed half a second ago and the pipes are still open: give up on them
-                _killpg(proc.pid)
-                killed, late = True, not exited
-                deadline = time.monotonic() + 0.5
-                continue
-            for key, _ in sel.select(left):
-                name = key.data
-                if name == "exit":
-                    # D is gone, and with it W and all its descendants (pid namespace).
-                    # Whatever still holds the pipes gets a moment, then the group is killed.
-                    sel.unregister(pidfd)
-                    exited = True
-                    deadline = min(deadline, time.monotonic() + 0.5)
-                    continue
-                fd = key.fileobj if isinstance(key.fileobj, int) else key.fileobj.fileno()
-                chunk = os.read(fd, 1 << 16)
-                if not chunk:
-                    sel.unregister(key.fileobj)
-                    open_streams -= 1
-                    continue
-                room = caps[name] - len(bufs[name])
-                if room > 0:
-                    bufs[name] += chunk[:room]
-                if len(chunk) > room:
-                    truncated[name] = True
-    finally:
-        sel.close()
-        os.close(pidfd)
-        proc.stdout.close()
-        proc.stderr.close()
-    return {k: (bytes(v), truncated[k]) for k, v in bufs.items()}, killed, late
-
-
-def _killpg(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _reap(proc, uid: int | None) -> None:
-    """Leave nothing behind: kill the group (before reaping D, so its id cannot be reused)."""
-    _killpg(proc.pid)
-    proc.wait()
-    if uid is not None:  # no pid namespace: hunt down the fresh uid's processes too
-        for _ in range(100):
-            pids = [p for p in _pids() if _uid_of(p) == uid and _state(p) not in (None, b"Z")]
-            if not pids:
-                break
-            for p in pids:
-                try:
-                    os.kill(p, signal.SIGKILL)
-                except OSError as e:
-                    if e.errno != errno.ESRCH:
-                        raise
-            time.sleep(0.01)
-
-
-def _pids() -> list[int]:
-    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
-
-
-def _state(pid: int) -> bytes | None:
-    """A process's state letter (b"Z": a zombie, dead and only waiting for its parent to reap
-    it), or None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
-
-
-def _uid_of(pid: int) -> int | None:
-    try:
-        return os.stat(f"/proc/{pid}").st_uid
-    except OSError:
-        return None
-
-
-def leftover_processes(result: SandboxResult) -> list[int]:
-    """Processes still alive from a run: in its session or group, or running as its uid.
-    A zombie is not alive (one orphaned by a sandbox that died waits for the host's init)."""
-    found = []
-    for pid in _pids():
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] == b"Z":
-            continue
-        pgrp, session = int(fields[2]), int(fields[3])
-        if result.pid in (pgrp, session) or (result.uid not in (None, 0, os.getuid()) and _uid_of(pid) == result.uid):
-            found.append(pid)
-    return found
