@@ -20,6 +20,7 @@ killed run resumes without sending again any request that was already answered.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,7 +29,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from rlvr.atomic import write_text
 from rlvr.compute import Compute
-from rlvr.config import InputError
 from rlvr.engine.fields import EngineFields
 from rlvr.fields import Device, DType, Tensorboard, Wandb, WandbProject
 from rlvr.distill.teacher import BudgetExceeded, ChatRequest, HTTPTeacher, LocalTeacher, TeacherConfig
@@ -36,7 +36,7 @@ from rlvr.envs import make_env
 from rlvr.models import count_parameters
 from rlvr.rollout import judge_turn
 from rlvr.run import Run, last_model
-from rlvr.types import MultiTurn, Turn
+from rlvr.types import MultiTurn, Sampling, Turn
 from rlvr.verify.filters import FILTERS, keep
 
 
@@ -87,9 +87,6 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
             summary_file.exists() and json.loads(summary_file.read_text()).get("command", "distill") != "distill"):
         raise FileExistsError(f"{run_dir} holds another command's run; choose another --run_dir")
     env = make_env(cfg.env)
-    if isinstance(env, MultiTurn):
-        raise InputError(f"env {cfg.env!r} is multi-turn: distill asks a teacher for one answer a problem, "
-                         "which cannot play an episode")
     stream = env.problems("train", cfg.seed)
     problems = [next(stream) for _ in range(cfg.problems)]
     new = not run_dir.exists()
@@ -101,9 +98,8 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
         if new:  # a teacher that cannot load leaves no run behind
             run.discard()
         raise
-    sampling = {"n": cfg.k, "temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens,
-                "seed": cfg.seed}
-    provenance = {"teacher": cfg.teacher, "base_url": cfg.base_url or None, **sampling}
+    provenance = {"teacher": cfg.teacher, "base_url": cfg.base_url or None, "n": cfg.k, "temperature": cfg.temperature,
+                  "top_p": cfg.top_p, "max_tokens": cfg.max_tokens, "seed": cfg.seed}
     rows: list[dict[str, Any]] = []
     counts = {"requests": 0, "cache_hits": 0, "generated": 0, "correct": 0, "kept": 0, "rejected": 0}
     # What the data cost its teacher, cache hits included: a second filter over the same
@@ -117,27 +113,20 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
         task = progress.add_task("distill", total=len(problems), counts="")
         for start in range(0, len(problems), cfg.chunk):
             chunk = problems[start:start + cfg.chunk]
-            requests = [ChatRequest(messages=p.messages(), **sampling) for p in chunk]
-            try:
-                results = teacher.complete(requests)
-            except BudgetExceeded as e:  # what was answered (and paid for) is still kept
-                stopped = f"teacher budget reached: {e.spent} of {e.budget} tokens spent"
-                results = e.results
-            for problem, result in zip(chunk, results):
-                if result is None:  # not sent: the budget ran out first
+            asked, stopped = (_episodes if isinstance(env, MultiTurn) else _answers)(teacher, env, chunk, cfg)
+            for problem, answers in zip(chunk, asked):
+                if answers is None:  # not sent: the budget ran out first
                     continue
-                counts["requests"] += 1
-                counts["cache_hits"] += int(result.cached)
-                scored = [(text, judge_turn(env, problem, Turn(text, [], reason)))
-                          for text, reason in zip(result.texts, result.finish_reasons)]
-                counts["generated"] += len(scored)
-                counts["correct"] += sum(v.correct for _, v in scored)
-                compute.teacher(result.usage.get("completion_tokens", 0), 2.0 * n_teacher * result.total_tokens)
-                kept = keep(scored, cfg.filter)
+                counts["requests"] += answers.requests
+                counts["cache_hits"] += answers.cached
+                counts["generated"] += len(answers.scored)
+                counts["correct"] += sum(v.correct for _, v in answers.scored)
+                compute.teacher(answers.completion_tokens, 2.0 * n_teacher * answers.total_tokens)
+                kept = keep(answers.scored, cfg.filter)
                 counts["kept"] += len(kept)
-                counts["rejected"] += len(scored) - len(kept)
-                rows += [{"messages": problem.messages() + [{"role": "assistant", "content": text}],
-                          "problem_id": problem.id, "env": problem.env, "provenance": provenance,
+                counts["rejected"] += len(answers.scored) - len(kept)
+                rows += [{"messages": answers.messages[text], "problem_id": problem.id, "env": problem.env,
+                          "provenance": provenance, **answers.extra.get(text, {}),
                           "verdict": {"reward": v.reward, "correct": v.correct, "parsed": v.parsed,
                                       "flags": sorted(v.flags)}}
                          for text, v in kept]
@@ -156,6 +145,71 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
     if stopped:
         print(f"rlvr distill: stopped early, {stopped}; kept what was answered ({counts['kept']} rows)")
     return summary
+
+
+@dataclass
+class Answers:
+    """A problem's solutions as the filters read them, (text, verdict), where the text is a
+    single answer or, for an episode, its conversation after the prompt (so duplicates are
+    whole episodes); each text's SFT `messages` and any further keys of its row; what the
+    teacher was asked for them."""
+
+    scored: list[tuple[str, Any]]
+    messages: dict[str, list[dict[str, Any]]]
+    extra: dict[str, dict[str, Any]] = field(default_factory=dict)
+    requests: int = 0
+    cached: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+def _answers(teacher, env, chunk: list, cfg: DistillConfig) -> tuple[list[Answers | None], str | None]:
+    """`k` answers of each problem, one request a problem; None where the budget left it unasked."""
+    requests = [ChatRequest(messages=p.messages(), n=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
+                            max_tokens=cfg.max_tokens, seed=cfg.seed) for p in chunk]
+    stopped = None
+    try:
+        results = teacher.complete(requests)
+    except BudgetExceeded as e:  # what was answered (and paid for) is still kept
+        stopped = f"teacher budget reached: {e.spent} of {e.budget} tokens spent"
+        results = e.results
+    out: list[Answers | None] = []
+    for problem, result in zip(chunk, results):
+        if result is None:
+            out.append(None)
+            continue
+        scored = [(text, judge_turn(env, problem, Turn(text, [], reason)))
+                  for text, reason in zip(result.texts, result.finish_reasons)]
+        out.append(Answers(scored, {t: problem.messages() + [{"role": "assistant", "content": t}] for t, _ in scored},
+                           requests=1, cached=int(result.cached), total_tokens=result.total_tokens,
+                           completion_tokens=result.usage.get("completion_tokens", 0)))
+    return out, stopped
+
+
+def _episodes(teacher, env, chunk: list, cfg: DistillConfig) -> tuple[list[Answers | None], str | None]:
+    """`k` episodes of each problem played by the teacher (rlvr/chat_rollout.py); an
+    episode the budget left unfinished is not a solution, nor one the verifier could not judge."""
+    from rlvr.chat_rollout import UNFINISHED, play
+
+    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_tokens, seed=cfg.seed)
+    played = play(teacher, env, chunk, cfg.k, sampling)
+    stopped = (f"teacher budget reached: {teacher.spent_tokens} of {cfg.budget_tokens} tokens spent"
+               if any(e.ended == UNFINISHED for group in played for e in group) else None)
+    out: list[Answers | None] = []
+    for group in played:
+        answers = Answers([], {}, requests=sum(e.requests for e in group), cached=sum(e.cached for e in group),
+                          completion_tokens=sum(e.completion_tokens for e in group),
+                          total_tokens=sum(e.tokens for e in group))
+        for e in group:
+            if e.verdict is None:
+                continue
+            text = json.dumps(e.messages[e.prompt_len:], ensure_ascii=False)
+            answers.scored.append((text, e.verdict))
+            answers.messages[text] = e.messages
+            answers.extra[text] = {"ended": e.ended, "turns": e.turns, "counts": e.counts,
+                                   **({"tools": list(e.problem.meta["tools"])} if e.problem.meta.get("tools") else {})}
+        out.append(answers if answers.requests else None)
+    return out, stopped
 
 
 def _local_params(teacher) -> int:
