@@ -183,7 +183,8 @@ def generate_rollouts(engine, env: Environment, problems: list[Problem], n: int,
             room = max(budget - len(live.ids) for live in going)
             turn_sampling = replace(sampling, max_new_tokens=min(sampling.max_new_tokens, room),
                                     seed=None if sampling.seed is None else random.Random(f"{sampling.seed}/turn/{k}").getrandbits(31))
-            samples, prefilled = turns.extend([seq[id(live)] for live in going], context, turn_sampling)
+            samples, prefilled = turns.extend([seq[id(live)] for live in going], context, turn_sampling,
+                                              last=k + 1 >= max_turns)  # nothing goes on after: keep no cache
             for live, sample, count in zip(going, samples, prefilled):
                 live.prefilled += count
                 over = len(live.ids) + len(sample.completion_ids) - budget

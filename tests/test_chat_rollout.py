@@ -14,6 +14,7 @@ import pytest
 from conftest import ENV, served
 from rlvr import eval as evaluation
 from rlvr.chat_rollout import play
+from rlvr.config import InputError
 from rlvr.distill.teacher import HTTPTeacher, TeacherConfig, with_stop
 from rlvr.engine import register_engine
 from rlvr.envs import make_env
@@ -24,7 +25,7 @@ from rlvr.serve import ServeConfig, make_app
 from rlvr.types import Sampling
 from rlvr.verify.episode_probes import ScriptedEngine
 
-GUESS = "guess:high=20,max_turns=3,max_episode_tokens=100"
+GUESS = "guess:max_turns=3,max_episode_tokens=100"
 TOOLS = {"name": "tools", "tools": ["calculator"], "env": ENV, "max_turns": 3, "max_episode_tokens": 120}
 
 
@@ -157,3 +158,9 @@ def test_distill_on_a_tools_env_writes_conversations_sft_trains_on_assistant_tur
                                  data=str(tmp_path / "d" / "data.jsonl"), max_steps=2, batch_size=1, warmup=0))
     log = [json.loads(line) for line in (run.dir / "metrics.jsonl").read_text().splitlines()]
     assert log[0]["loss_tokens"] == sum(ex.mask)
+    # A student whose chat template offers tools in its own format meets them so at RL time: refused.
+    from test_tools import TOOL_TEMPLATE
+
+    tok.chat_template = TOOL_TEMPLATE
+    with pytest.raises(InputError, match="tool format of its own"):
+        sft.load_conversations(tmp_path / "d" / "data.jsonl", tok, 1024)

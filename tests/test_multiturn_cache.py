@@ -126,6 +126,21 @@ def test_extend_frees_ended_sequences_reuses_a_common_prefix_and_stays_within_it
     assert [s.completion_ids for s in samples] == [g[0].completion_ids for g in small.generate(streams, 1, sampling)]
 
 
+def test_an_episodes_last_turn_keeps_no_cache_and_samples_the_same(micro):
+    model, tok = micro
+    prompts = [tok("Guess: ", add_special_tokens=False)["input_ids"]]
+    sampling = Sampling(max_new_tokens=12, seed=5, temperature=1.0)
+    engine = TorchEngine(model, tok)
+    turns = engine.turn_batch()
+    first = [s for g in turns.start(prompts, 3, sampling) for s in g]
+    streams = _streams(tok, first, [0, 2])
+    samples, prefilled = turns.extend([0, 2], streams, sampling, last=True)
+    assert not turns.kept and turns.bytes == 0  # nothing copied out for a turn nothing follows
+    assert prefilled[0] < len(streams[0])  # the kept caches of the turn before were still used
+    assert [s.completion_ids for s in samples] == [g[0].completion_ids for g in engine.generate(streams, 1, sampling)]
+    turns.close()
+
+
 def test_bad_calls_fail_by_name_and_the_option_selects_reprefilling(micro):
     model, tok = micro
     turns = TorchEngine(model, tok).turn_batch()
