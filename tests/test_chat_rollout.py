@@ -25,7 +25,7 @@ from rlvr.serve import ServeConfig, make_app
 from rlvr.types import Sampling
 from rlvr.verify.episode_probes import ScriptedEngine
 
-GUESS = "guess:max_turns=3,max_episode_tokens=100"
+GUESS = "guess:max_turns=3,max_episode_tokens=300"
 TOOLS = {"name": "tools", "tools": ["calculator"], "env": ENV, "max_turns": 3, "max_episode_tokens": 120}
 
 
@@ -37,7 +37,7 @@ def _episodes(metrics):
 @pytest.mark.parametrize("env", [GUESS, TOOLS], ids=["guess", "tools"])
 def test_an_endpoints_episodes_end_as_the_local_models_do_and_a_rerun_asks_nothing(micro_base, tmp_path, env):
     model, tok = load_model(last_model(micro_base))
-    common = dict(env=env, problems=6, samples=1, ks=[1], max_new_tokens=40, temperature=0.0, greedy=False, seed=0)
+    common = dict(env=env, problems=6, samples=1, ks=[1], max_new_tokens=60, temperature=0.0, greedy=False, seed=0)
     local = evaluation.main(evaluation.EvalConfig(model=str(micro_base), **common))["metrics"]
     app = make_app(model, tok, ServeConfig(model=str(micro_base), model_name="m"))
     with served(app) as url:
@@ -164,3 +164,35 @@ def test_distill_on_a_tools_env_writes_conversations_sft_trains_on_assistant_tur
     tok.chat_template = TOOL_TEMPLATE
     with pytest.raises(InputError, match="tool format of its own"):
         sft.load_conversations(tmp_path / "d" / "data.jsonl", tok, 1024)
+
+
+def test_distill_on_episodes_stops_at_its_budget_and_resumes_from_the_cache(tmp_path):
+    from rlvr.distill.distill import DistillConfig, main
+
+    problem = next(_mul_env().problems("train", 0))
+    a, b = problem.meta["a"], problem.meta["b"]
+    app, _ = _serve_script([f"<tool>calculator: {a}*{b}</tool>", f"#### {a * b}"])
+    spec = {"name": "tools", "tools": ["calculator", "python"], "env": "arithmetic:digits=2,ops=mul"}
+    common = dict(run_dir=str(tmp_path / "d"), teacher="script", env=spec, problems=1, k=2, max_tokens=40,
+                  filter="none", max_concurrency=1)
+    with served(app) as url:
+        cut = main(DistillConfig(base_url=f"{url}/v1", budget_tokens=1, **common))
+        assert cut["stopped"].startswith("teacher budget reached") and cut["kept"] == 0  # no episode finished
+        answered = app.state.batcher.calls
+        whole = main(DistillConfig(base_url=f"{url}/v1", **common))
+    assert whole["stopped"] is None and whole["kept"] == 1 and whole["cache_hits"] == answered >= 1
+    assert app.state.batcher.calls == answered + whole["requests"] - whole["cache_hits"]
+
+
+def test_a_local_teacher_plays_episodes_too(tmp_path):
+    from rlvr.distill.distill import DistillConfig, main
+
+    model, tok = build_tiny_model("micro", seed=0)
+    save_model(model, tok, tmp_path / "teacher")
+    summary = main(DistillConfig(run_dir=str(tmp_path / "d"), teacher=str(tmp_path / "teacher"), problems=2, k=2,
+                                 max_tokens=16, filter="none", env="guess:max_turns=2,max_episode_tokens=200"))
+    rows = [json.loads(line) for line in (tmp_path / "d" / "data.jsonl").read_text().splitlines()]
+    assert summary["generated"] == 4 and len(rows) == summary["kept"] > 0
+    for row in rows:
+        roles = [m["role"] for m in row["messages"]]
+        assert roles == ["user", "assistant"] * row["turns"]  # no observation after the last turn
