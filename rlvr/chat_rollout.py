@@ -23,12 +23,12 @@ counts are the local rollout's (`rollout.next_step` decides both).
   ask up to what is left; a reply that overflows it, or a conversation whose last
   observation already filled it, ends the episode as the local limit would
   ("length", reward 0). An endpoint that reports no usage is refused.
-- A tool's result is cut to `max_result_tokens` of the characters (the tokenizer the
-  endpoint's model uses is not known here; a character is never more than one token of
-  it, so a result is cut no later than it would be locally).
+- A tool's result is cut to `max_result_tokens` characters (the tokenizer the endpoint's
+  model uses is not known here; a token of ASCII text holds at least one character, so
+  a result is cut no later than it would be locally); a local teacher's in its own tokens.
 - Not supported: asking with the chat API's `tools=` and reading `tool_calls` (the tools
-  are offered in the prompt; a reply that comes back as `tool_calls` alone is refused)
-  and observations given as token ids.
+  are offered in the prompt; a reply carrying `tool_calls` is refused in one line), and
+  observations given as token ids (refused).
 
     episodes = play(client, env, problems, n=4, sampling=Sampling(temperature=1.0, max_new_tokens=256))
 
@@ -42,7 +42,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rlvr.rollout import TRUNCATED, next_step
-from rlvr.types import Counting, Environment, MultiTurn, Problem, Sample, Sampling, Step, StopsOn, Turn, UsesTokenizer, Verdict
+from rlvr.types import (Counting, Environment, MultiTurn, Problem, Sample, Sampling, Step, StopsOn, Turn, UsesTokenizer,
+                        Verdict)
 
 UNFINISHED = "unfinished"  # the client's token budget ran out before the episode ended
 
@@ -105,7 +106,8 @@ def play(client, env: Environment, problems: list[Problem], n: int, sampling: Sa
     if isinstance(env, UsesTokenizer):
         from rlvr.models.tokenizer import build_char_tokenizer
 
-        env.use_tokenizer(build_char_tokenizer())  # results cut in characters (see the module docstring)
+        # A local teacher's own tokenizer; an endpoint's is not known: characters (see the module docstring).
+        env.use_tokenizer(getattr(client, "tok", None) or build_char_tokenizer())
     from rlvr.rollout import episode_of
 
     stop = tuple(env.stop_strings) if isinstance(env, StopsOn) else ()
