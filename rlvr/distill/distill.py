@@ -7,6 +7,11 @@ HF `datasets` and readable by `rlvr sft`), each with its provenance (teacher, sa
 parameters, verdict). Filters: `none` (pure imitation: errors and all), `correct` (only
 verified solutions) and `best_of_k` (one per problem, the best verified).
 
+On a multi-turn environment (`guess`, `tools:...`) the teacher plays `k` episodes of
+each problem instead (rlvr/chat_rollout.py), and a kept episode is one row holding the
+whole conversation (the observations as user or tool messages), with how it ended, its
+turns and counts; `rlvr sft` learns its assistant turns.
+
 The teacher is any OpenAI-compatible endpoint (`--base_url`; the key is read from the
 environment variable named by `--api_key_env`, never written anywhere) or a local
 checkpoint (`--teacher` path). Requests are cached on disk in the run directory, so a
@@ -53,7 +58,7 @@ class DistillConfig(EngineFields):
     api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key.")
     temperature: float = Field(1.0, ge=0, description="Teacher sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Teacher nucleus sampling threshold.")
-    max_tokens: int = Field(256, ge=1, description="Teacher completion token limit (a cut solution is never kept as correct).")
+    max_tokens: int = Field(256, ge=1, description="Teacher completion token limit, of each turn in an episode (a cut solution is never kept as correct).")
     max_concurrency: int = Field(8, ge=1, description="Requests in flight at once (HTTP teacher).")
     budget_tokens: int | None = Field(None, ge=1, description="Teacher tokens this run may spend; it stops cleanly and says so.")
     chunk: int = Field(32, ge=1, description="Problems sent per batch (progress and resumption granularity).")
