@@ -121,6 +121,17 @@ def test_a_server_that_cuts_the_stop_string_gives_it_back():
     assert with_stop('<tool_call>{"name": "f"}', "stop", {}, stops) == '<tool_call>{"name": "f"}</tool_call>'
     assert with_stop("<tool>a</tool> #### 2", "stop", {}, stops) == "<tool>a</tool> #### 2"
     assert with_stop("<tool>calculator: 1+", "length", {}, stops) == "<tool>calculator: 1+"
+    # What is not supported is refused in one line: a reply of `tool_calls` (the chat API's tool format).
+    import httpx
+
+    from rlvr.distill.teacher import TeacherError
+    from rlvr.distill.teacher_cache import ChatRequest
+
+    reply = httpx.Response(200, json={"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+        "role": "assistant", "content": None, "tool_calls": [{"id": "1", "type": "function", "function": {
+            "name": "calculator", "arguments": '{"expression": "1+1"}'}}]}}]})
+    with pytest.raises(TeacherError, match="answered with tool_calls"):
+        HTTPTeacher(TeacherConfig())._parse(reply, ChatRequest(messages=[{"role": "user", "content": "?"}], stop=stops))
 
 
 def test_distill_on_a_tools_env_writes_conversations_sft_trains_on_assistant_turns_only(tmp_path):
