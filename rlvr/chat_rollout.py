@@ -73,9 +73,10 @@ class ChatEpisode:
     cached: int = 0
     prompt_tokens: int = 0  # the first request's: the prompt's own length
     stream: int = 0  # tokens after the prompt so far, as the endpoint counts them
+    prompt_len: int = field(init=False)  # how many of `messages` are the first observation
 
     def __post_init__(self):
-        self.prompt_len = len(self.messages)  # the first observation's messages
+        self.prompt_len = len(self.messages)
 
     def sample(self) -> Sample:
         """The episode as evaluation reads a sample: no token ids (the endpoint's are not
