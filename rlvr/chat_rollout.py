@@ -154,7 +154,8 @@ def _turn(e: ChatEpisode, episode, result, k: int, max_turns: int, budget: int) 
     e.requests += 1
     e.cached += int(result.cached)
     before = usage["prompt_tokens"] - e.prompt_tokens
-    if before >= budget:  # the last observation left no room for this turn: the local rollout stops there
+    if before >= budget:  # the last observation left no room for this turn: the local rollout stops before it
+        e.messages.pop()
         return _end(e, (TRUNCATED, "length", "length"))
     text, finish = result.texts[0], result.finish_reasons[0]
     finish = "length" if finish == "length" else "stop"
