@@ -15,14 +15,19 @@ for its own habit with `--answer_format` (``boxed``, ``answer_is``), optionally 
 A model behind any OpenAI-compatible chat endpoint (a teacher, a frontier API) is
 evaluated the same way with `--base_url` (`--model` is then the endpoint's model name):
 the same held-out problems, verifiers, metrics and flags, every answer cached on disk
-(`--cache_dir`, default RUN_DIR/api_cache) so that a rerun asks nothing twice.
+(`--cache_dir`, default RUN_DIR/api_cache) so that a rerun asks nothing twice. A
+multi-turn environment's episodes (`guess`, `tools:...`) are played as conversations
+with the endpoint (rlvr/chat_rollout.py), with the same ending breakdown.
 
     rlvr eval --base_url http://127.0.0.1:8000/v1 --model teacher --env arithmetic --run_dir runs/eval-teacher
+    rlvr eval --base_url http://127.0.0.1:8000/v1 --model teacher --env tools:calculator:arithmetic --run_dir runs/eval-tools
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -119,20 +124,33 @@ def evaluate_api(client, env: Environment, problems: list[Problem], samples: int
                  sampling: Sampling, greedy: bool = True) -> dict[str, Any]:
     """`evaluate` for a model behind a chat endpoint (`client`: rlvr.distill.teacher's
     HTTPTeacher): each problem's messages asked for `samples` answers, judged as a rollout
-    judges a turn."""
+    judges a turn; a multi-turn environment's episodes played as conversations."""
+    from rlvr.chat_rollout import play
     from rlvr.distill.teacher_cache import ChatRequest
 
+    multi = isinstance(env, MultiTurn)  # each sample an episode, a conversation (rlvr/chat_rollout.py)
+    judged = _played if multi else partial(_judged, env)
+
     def ask(n: int, temperature: float) -> list:
+        if multi:
+            return play(client, env, problems, n, replace(sampling, temperature=temperature))
         return client.complete([ChatRequest(messages=p.messages(), n=n, temperature=temperature, top_p=sampling.top_p,
                                             max_tokens=sampling.max_new_tokens, seed=sampling.seed)
                                 for p in problems])
 
-    rows = [_row(p, *_judged(env, p, res)) for p, res in zip(problems, ask(samples, sampling.temperature))]
+    rows = [_row(p, *judged(p, res)) for p, res in zip(problems, ask(samples, sampling.temperature))]
     if greedy:
         for row, p, res in zip(rows, problems, ask(1, 0.0)):
-            verdicts, _, _ = _judged(env, p, res)
+            verdicts, _, _ = judged(p, res)
             row["greedy"] = [bool(verdicts) and verdicts[0].true_correct]
     return metrics_of(rows, ks, greedy)
+
+
+def _played(problem: Problem, episodes: list) -> tuple[list, int, list[Sample]]:
+    """(verdicts, episodes the verifier could not judge, the judged ones as samples) of one
+    problem's episodes played against an endpoint."""
+    judged = [e for e in episodes if e.verdict is not None]
+    return [e.verdict for e in judged], len(episodes) - len(judged), [e.sample() for e in judged]
 
 
 def _judged(env: Environment, problem: Problem, result) -> tuple[list, int, list[Sample]]:
@@ -205,9 +223,6 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
     env = make_env(cfg.prompted(cfg.env))
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p,
                         max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
-    if cfg.base_url and isinstance(env, MultiTurn):
-        from rlvr.config import InputError
-        raise InputError(f"env {cfg.env!r} is multi-turn: an endpoint is asked for one answer a problem")
     problems = eval_problems(env, cfg.problems, cfg.seed)
     if cfg.base_url:
         from rlvr.distill.teacher import HTTPTeacher, TeacherConfig

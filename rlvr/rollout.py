@@ -183,7 +183,8 @@ def generate_rollouts(engine, env: Environment, problems: list[Problem], n: int,
             room = max(budget - len(live.ids) for live in going)
             turn_sampling = replace(sampling, max_new_tokens=min(sampling.max_new_tokens, room),
                                     seed=None if sampling.seed is None else random.Random(f"{sampling.seed}/turn/{k}").getrandbits(31))
-            samples, prefilled = turns.extend([seq[id(live)] for live in going], context, turn_sampling)
+            samples, prefilled = turns.extend([seq[id(live)] for live in going], context, turn_sampling,
+                                              last=k + 1 >= max_turns)  # nothing goes on after: keep no cache
             for live, sample, count in zip(going, samples, prefilled):
                 live.prefilled += count
                 over = len(live.ids) + len(sample.completion_ids) - budget
@@ -199,19 +200,30 @@ def generate_rollouts(engine, env: Environment, problems: list[Problem], n: int,
     return [_rollout(engine.tok, problem, group, ended, multi) for problem, group in zip(problems, lives)]
 
 
-def _advance(tok, live: _Live, turn: Turn, k: int, max_turns: int, budget: int) -> tuple | None:
-    """Hand the episode its latest turn: None while it goes on (its observation appended),
-    else (verdict, finish reason, why it ended); verdict None: the verifier could not judge."""
+def next_step(episode: Episode, turn: Turn, k: int, max_turns: int, full: bool) -> Step | tuple:
+    """An episode's answer to its `k`-th model turn: the `Step` whose observation goes on,
+    or how the episode ended (verdict, finish reason, why; verdict None: the verifier could
+    not judge). `full`: the stream after the prompt has reached the episode's token limit.
+    Shared by the local rollout and the endpoint's (rlvr/chat_rollout.py)."""
     try:
-        step = live.episode.step(turn)
+        step = episode.step(turn)
     except VerifierError:
         return None, turn.finish_reason, "error"
     if step.verdict is not None:  # a verdict on a cut turn is the cut's: 0 (see the module docstring)
         return (TRUNCATED, "length", "length") if turn.finish_reason == "length" else (step.verdict, "stop", step.ended)
-    if turn.finish_reason == "length" and len(live.ids) >= budget:
+    if turn.finish_reason == "length" and full:
         return TRUNCATED, "length", "length"
     if k >= max_turns:
         return OUT_OF_TURNS, "stop", "turns"
+    return step
+
+
+def _advance(tok, live: _Live, turn: Turn, k: int, max_turns: int, budget: int) -> tuple | None:
+    """Hand the episode its latest turn: None while it goes on (its observation appended),
+    else (verdict, finish reason, why it ended); verdict None: the verifier could not judge."""
+    step = next_step(live.episode, turn, k, max_turns, len(live.ids) >= budget)
+    if not isinstance(step, Step):
+        return step
     observation = observation_ids(tok, step, turn.ids)
     if len(live.ids) + len(observation) >= budget:  # no room for it and another model turn: the stream ends here
         return TRUNCATED, "length", "length"

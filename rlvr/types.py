@@ -363,7 +363,8 @@ class TurnBatch(Protocol):
       its whole token stream so far (prompt, its turns, the observations after them);
       one sample each, as `generate(streams, 1, sampling)` would give, and how many
       tokens of each stream were prefilled. Sequences a call does not name have ended:
-      whatever was kept for them is freed.
+      whatever was kept for them is freed. `last=True`: no episode goes on after this
+      turn (the turn limit), so nothing is kept for another.
     - `close()`: frees the rest.
     """
 
@@ -371,7 +372,7 @@ class TurnBatch(Protocol):
         ...
 
     def extend(self, seqs: list[int], streams: list[list[int]],
-               sampling: Sampling) -> tuple[list[Sample], list[int]]:
+               sampling: Sampling, last: bool = False) -> tuple[list[Sample], list[int]]:
         ...
 
     def close(self) -> None:

@@ -99,7 +99,7 @@ def test_teacher_env_asks_the_teacher_in_its_own_prompts_and_keeps_the_student_s
     cfg = DistillConfig(run_dir=str(tmp_path / "d"), teacher=str(tmp_path / "teacher"), problems=3, k=2,
                         filter="none", max_tokens=4, env=student, teacher_env=teacher_env)
     problems = list(itertools.islice(make_env(student).problems("train", 0), 3))
-    asked = teacher_problems(cfg, problems)
+    asked = teacher_problems(cfg, make_env(student), problems)
     assert [p.id for p in asked] == [p.id for p in problems]
     assert [len(p.messages()) for p in asked] == [5, 5, 5]  # two worked examples (user, assistant), the question
     summary = main(cfg)
@@ -109,4 +109,4 @@ def test_teacher_env_asks_the_teacher_in_its_own_prompts_and_keeps_the_student_s
     assert rows[0]["provenance"]["teacher_env"] == teacher_env
     with pytest.raises(InputError, match="poses other problems"):
         teacher_problems(cfg.model_copy(update={"teacher_env": "prompt:format=answer_is,shots=2:arithmetic:digits=2"}),
-                         problems)
+                         make_env(student), problems)

@@ -1,11 +1,9 @@
 """`rlvr eval --base_url`: a model behind an OpenAI-compatible endpoint, evaluated on rlvr's
-own environments exactly as a local one is (same problems, verifiers, metrics), cached."""
-
-import pytest
+own environments exactly as a local one is (same problems, verifiers, metrics), cached.
+Multi-turn environments over an endpoint: tests/test_chat_rollout.py."""
 
 from conftest import ENV, served
 from rlvr import eval as evaluation
-from rlvr.config import InputError
 from rlvr.models import load_model
 from rlvr.run import last_model
 from rlvr.serve import ServeConfig, make_app
@@ -28,5 +26,3 @@ def test_an_endpoint_evaluates_as_the_local_model_does_and_a_rerun_asks_nothing(
     assert remote[name]["pass@1"]["per_problem"].keys() == local[name]["pass@1"]["per_problem"].keys()
     assert again == remote and 0.0 <= remote[name]["pass@1"]["mean"] <= 1.0
     assert any((tmp_path / "api" / "api_cache").rglob("*.json"))
-    with pytest.raises(InputError, match="multi-turn"):
-        evaluation.main(evaluation.EvalConfig(model="teacher", base_url="http://127.0.0.1:9/v1", env="guess"))

@@ -96,13 +96,22 @@ def _streams(tok, samples, seqs, text="Higher."):
             for s in (samples[q] for q in seqs)]
 
 
-def test_extend_frees_ended_sequences_reuses_a_common_prefix_and_stays_within_its_budget(micro):
+SAMPLING = Sampling(max_new_tokens=12, seed=5, temperature=1.0)
+
+
+def _started(micro, n):
+    """A torch engine's batch of `n` episodes of one prompt after their first turn."""
     model, tok = micro
     prompts = [tok("Guess: ", add_special_tokens=False)["input_ids"]]
-    sampling = Sampling(max_new_tokens=12, seed=5, temperature=1.0)
     engine = TorchEngine(model, tok)
     turns = engine.turn_batch()
-    first = [s for g in turns.start(prompts, 4, sampling) for s in g]
+    return engine, turns, prompts, [s for g in turns.start(prompts, n, SAMPLING) for s in g]
+
+
+def test_extend_frees_ended_sequences_reuses_a_common_prefix_and_stays_within_its_budget(micro):
+    model, tok = micro
+    sampling = SAMPLING
+    engine, turns, prompts, first = _started(micro, 4)
     streams = _streams(tok, first, [0, 2, 3])
     streams[1] = streams[1][:len(prompts[0]) + 2] + [5, 6, 7]  # a stream that left its turn early: a shorter reuse
     samples, prefilled = turns.extend([0, 2, 3], streams, sampling)
@@ -124,6 +133,17 @@ def test_extend_frees_ended_sequences_reuses_a_common_prefix_and_stays_within_it
     samples, prefilled = turns.extend([0, 2, 3], streams, sampling)
     assert prefilled == [len(s) for s in streams]
     assert [s.completion_ids for s in samples] == [g[0].completion_ids for g in small.generate(streams, 1, sampling)]
+
+
+def test_an_episodes_last_turn_keeps_no_cache_and_samples_the_same(micro):
+    tok, sampling = micro[1], SAMPLING
+    engine, turns, prompts, first = _started(micro, 3)
+    streams = _streams(tok, first, [0, 2])
+    samples, prefilled = turns.extend([0, 2], streams, sampling, last=True)
+    assert not turns.kept and turns.bytes == 0  # nothing copied out for a turn nothing follows
+    assert prefilled[0] < len(streams[0])  # the kept caches of the turn before were still used
+    assert [s.completion_ids for s in samples] == [g[0].completion_ids for g in engine.generate(streams, 1, sampling)]
+    turns.close()
 
 
 def test_bad_calls_fail_by_name_and_the_option_selects_reprefilling(micro):

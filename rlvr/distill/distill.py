@@ -7,6 +7,11 @@ HF `datasets` and readable by `rlvr sft`), each with its provenance (teacher, sa
 parameters, verdict). Filters: `none` (pure imitation: errors and all), `correct` (only
 verified solutions) and `best_of_k` (one per problem, the best verified).
 
+On a multi-turn environment (`guess`, `tools:...`) the teacher plays `k` episodes of
+each problem instead (rlvr/chat_rollout.py), and a kept episode is one row holding the
+whole conversation (the observations as user or tool messages), with how it ended, its
+turns and counts; `rlvr sft` learns its assistant turns.
+
 The teacher is any OpenAI-compatible endpoint (`--base_url`; the key is read from the
 environment variable named by `--api_key_env`, never written anywhere) or a local
 checkpoint (`--teacher` path). Requests are cached on disk in the run directory, so a
@@ -20,6 +25,7 @@ killed run resumes without sending again any request that was already answered.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,14 +42,14 @@ from rlvr.envs import make_env
 from rlvr.models import count_parameters
 from rlvr.rollout import judge_turn
 from rlvr.run import Run, last_model
-from rlvr.types import MultiTurn, Turn
+from rlvr.types import MultiTurn, Sampling, Turn
 from rlvr.verify.filters import FILTERS, keep
 
 
 class DistillConfig(EngineFields):
     run_dir: str = Field("runs/distill", description="Run directory: data.jsonl, the request cache, summary.json.")
     env: Any = Field("arithmetic", description="Environment spec whose train-split problems are distilled (the rows carry its prompts).")
-    teacher_env: Any = Field(None, description="Ask the teacher with this spec's prompts instead, e.g. more worked examples (context distillation: prompt:shots=8:ENV teaches prompt:shots=0:ENV); it must pose the same problems (another prompt: wrapper of the same environment). None: --env's.")
+    teacher_env: Any = Field(None, description="Ask the teacher with this spec's prompts instead, e.g. more worked examples (context distillation: prompt:shots=8:ENV teaches prompt:shots=0:ENV); it must pose the same problems (another prompt: wrapper of the same single-turn environment). None: --env's.")
     problems: int = Field(200, ge=1, description="Problems to ask the teacher about.")
     k: int = Field(4, ge=1, description="Solutions asked per problem.")
     filter: Literal[tuple(FILTERS)] = Field("correct", description="Which solutions to keep: none | correct | one_per_problem | shortest | best_of_k (see rlvr/verify/filters.py).")
@@ -54,7 +60,7 @@ class DistillConfig(EngineFields):
     api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key.")
     temperature: float = Field(1.0, ge=0, description="Teacher sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Teacher nucleus sampling threshold.")
-    max_tokens: int = Field(256, ge=1, description="Teacher completion token limit (a cut solution is never kept as correct).")
+    max_tokens: int = Field(256, ge=1, description="Teacher completion token limit, of each turn in an episode (a cut solution is never kept as correct).")
     max_concurrency: int = Field(8, ge=1, description="Requests in flight at once (HTTP teacher).")
     budget_tokens: int | None = Field(None, ge=1, description="Teacher tokens this run may spend; it stops cleanly and says so.")
     chunk: int = Field(32, ge=1, description="Problems sent per batch (progress and resumption granularity).")
@@ -88,12 +94,9 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
             summary_file.exists() and json.loads(summary_file.read_text()).get("command", "distill") != "distill"):
         raise FileExistsError(f"{run_dir} holds another command's run; choose another --run_dir")
     env = make_env(cfg.env)
-    if isinstance(env, MultiTurn):
-        raise InputError(f"env {cfg.env!r} is multi-turn: distill asks a teacher for one answer a problem, "
-                         "which cannot play an episode")
     stream = env.problems("train", cfg.seed)
     problems = [next(stream) for _ in range(cfg.problems)]
-    asked = teacher_problems(cfg, problems)
+    prompts = {p.id: q.messages() for p, q in zip(problems, teacher_problems(cfg, env, problems))}
     new = not run_dir.exists()
     run = Run(run_dir, cfg, resume=True)
     run.restart_logs()
@@ -103,9 +106,8 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
         if new:  # a teacher that cannot load leaves no run behind
             run.discard()
         raise
-    sampling = {"n": cfg.k, "temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens,
-                "seed": cfg.seed}
-    provenance = {"teacher": cfg.teacher, "base_url": cfg.base_url or None, **sampling,
+    provenance = {"teacher": cfg.teacher, "base_url": cfg.base_url or None, "n": cfg.k, "temperature": cfg.temperature,
+                  "top_p": cfg.top_p, "max_tokens": cfg.max_tokens, "seed": cfg.seed,
                   **({"teacher_env": cfg.teacher_env} if cfg.teacher_env is not None else {})}
     rows: list[dict[str, Any]] = []
     counts = {"requests": 0, "cache_hits": 0, "generated": 0, "correct": 0, "kept": 0, "rejected": 0}
@@ -120,27 +122,21 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
         task = progress.add_task("distill", total=len(problems), counts="")
         for start in range(0, len(problems), cfg.chunk):
             chunk = problems[start:start + cfg.chunk]
-            requests = [ChatRequest(messages=p.messages(), **sampling) for p in asked[start:start + cfg.chunk]]
-            try:
-                results = teacher.complete(requests)
-            except BudgetExceeded as e:  # what was answered (and paid for) is still kept
-                stopped = f"teacher budget reached: {e.spent} of {e.budget} tokens spent"
-                results = e.results
-            for problem, result in zip(chunk, results):
-                if result is None:  # not sent: the budget ran out first
+            asked, stopped = (_episodes(teacher, env, chunk, cfg) if isinstance(env, MultiTurn)
+                              else _answers(teacher, env, chunk, cfg, prompts))
+            for problem, answers in zip(chunk, asked):
+                if answers is None:  # not sent: the budget ran out first
                     continue
-                counts["requests"] += 1
-                counts["cache_hits"] += int(result.cached)
-                scored = [(text, judge_turn(env, problem, Turn(text, [], reason)))
-                          for text, reason in zip(result.texts, result.finish_reasons)]
-                counts["generated"] += len(scored)
-                counts["correct"] += sum(v.correct for _, v in scored)
-                compute.teacher(result.usage.get("completion_tokens", 0), 2.0 * n_teacher * result.total_tokens)
-                kept = keep(scored, cfg.filter)
+                counts["requests"] += answers.requests
+                counts["cache_hits"] += answers.cached
+                counts["generated"] += len(answers.scored)
+                counts["correct"] += sum(v.correct for _, v in answers.scored)
+                compute.teacher(answers.completion_tokens, 2.0 * n_teacher * answers.total_tokens)
+                kept = keep(answers.scored, cfg.filter)
                 counts["kept"] += len(kept)
-                counts["rejected"] += len(scored) - len(kept)
-                rows += [{"messages": problem.messages() + [{"role": "assistant", "content": text}],
-                          "problem_id": problem.id, "env": problem.env, "provenance": provenance,
+                counts["rejected"] += len(answers.scored) - len(kept)
+                rows += [{"messages": answers.messages[text], "problem_id": problem.id, "env": problem.env,
+                          "provenance": provenance, **answers.extra.get(text, {}),
                           "verdict": {"reward": v.reward, "correct": v.correct, "parsed": v.parsed,
                                       "flags": sorted(v.flags)}}
                          for text, v in kept]
@@ -161,11 +157,29 @@ def main(cfg: DistillConfig) -> dict[str, Any]:
     return summary
 
 
-def teacher_problems(cfg: DistillConfig, problems: list) -> list:
+@dataclass
+class Answers:
+    """A problem's solutions as the filters read them, (text, verdict), where the text is a
+    single answer or, for an episode, its conversation after the prompt (so duplicates are
+    whole episodes); each text's SFT `messages` and any further keys of its row; what the
+    teacher was asked for them."""
+
+    scored: list[tuple[str, Any]]
+    messages: dict[str, list[dict[str, Any]]]
+    extra: dict[str, dict[str, Any]] = field(default_factory=dict)
+    requests: int = 0
+    cached: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+def teacher_problems(cfg: DistillConfig, env, problems: list) -> list:
     """The problems as the teacher is asked them: `problems` themselves, or (`teacher_env`)
     the same problems in that spec's prompts, checked to be the same problems."""
     if cfg.teacher_env is None:
         return problems
+    if isinstance(env, MultiTurn):
+        raise InputError(f"teacher_env asks a teacher for single answers; env {cfg.env!r} is multi-turn")
     stream = make_env(cfg.teacher_env).problems("train", cfg.seed)
     asked = [next(stream) for _ in problems]
     for p, q in zip(problems, asked):
@@ -173,6 +187,57 @@ def teacher_problems(cfg: DistillConfig, problems: list) -> list:
             raise InputError(f"teacher_env {cfg.teacher_env!r} poses other problems than env {cfg.env!r} "
                              f"({q.id!r} where {p.id!r} was expected): it must wrap the same environment")
     return asked
+
+
+def _answers(teacher, env, chunk: list, cfg: DistillConfig,
+             prompts: dict[str, list]) -> tuple[list[Answers | None], str | None]:
+    """`k` answers of each problem (asked in `prompts`, by problem id), one request a problem;
+    None where the budget left it unasked."""
+    requests = [ChatRequest(messages=prompts[p.id], n=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
+                            max_tokens=cfg.max_tokens, seed=cfg.seed) for p in chunk]
+    stopped = None
+    try:
+        results = teacher.complete(requests)
+    except BudgetExceeded as e:  # what was answered (and paid for) is still kept
+        stopped = f"teacher budget reached: {e.spent} of {e.budget} tokens spent"
+        results = e.results
+    out: list[Answers | None] = []
+    for problem, result in zip(chunk, results):
+        if result is None:
+            out.append(None)
+            continue
+        scored = [(text, judge_turn(env, problem, Turn(text, [], reason)))
+                  for text, reason in zip(result.texts, result.finish_reasons)]
+        out.append(Answers(scored, {t: problem.messages() + [{"role": "assistant", "content": t}] for t, _ in scored},
+                           requests=1, cached=int(result.cached), total_tokens=result.total_tokens,
+                           completion_tokens=result.usage.get("completion_tokens", 0)))
+    return out, stopped
+
+
+def _episodes(teacher, env, chunk: list, cfg: DistillConfig) -> tuple[list[Answers | None], str | None]:
+    """`k` episodes of each problem played by the teacher (rlvr/chat_rollout.py); an
+    episode the budget left unfinished is not a solution, nor one the verifier could not judge."""
+    from rlvr.chat_rollout import UNFINISHED, play
+
+    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_tokens, seed=cfg.seed)
+    played = play(teacher, env, chunk, cfg.k, sampling)
+    stopped = (f"teacher budget reached: {teacher.spent_tokens} of {cfg.budget_tokens} tokens spent"
+               if any(e.ended == UNFINISHED for group in played for e in group) else None)
+    out: list[Answers | None] = []
+    for group in played:
+        answers = Answers([], {}, requests=sum(e.requests for e in group), cached=sum(e.cached for e in group),
+                          completion_tokens=sum(e.completion_tokens for e in group),
+                          total_tokens=sum(e.tokens for e in group))
+        for e in group:
+            if e.verdict is None:
+                continue
+            text = json.dumps(e.messages[e.prompt_len:], ensure_ascii=False)
+            answers.scored.append((text, e.verdict))
+            answers.messages[text] = e.messages
+            answers.extra[text] = {"ended": e.ended, "turns": e.turns, "counts": e.counts,
+                                   **({"tools": list(e.problem.meta["tools"])} if e.problem.meta.get("tools") else {})}
+        out.append(answers if answers.requests else None)
+    return out, stopped
 
 
 def _local_params(teacher) -> int:

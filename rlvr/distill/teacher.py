@@ -249,6 +249,8 @@ class HTTPTeacher:
             body["max_tokens"] = req.max_tokens
         if req.seed is not None:
             body["seed"] = req.seed
+        if req.stop:
+            body["stop"] = list(req.stop)
         return body
 
     def _send(self, client: httpx.Client, headers: dict[str, str], req: ChatRequest,
@@ -284,8 +286,13 @@ class HTTPTeacher:
         try:
             data = resp.json()
             choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
-            texts = [(c.get("message") or {}).get("content") or "" for c in choices]
+            if any((c.get("message") or {}).get("tool_calls") for c in choices):
+                raise TeacherError("the endpoint answered with tool_calls: rlvr offers tools in the prompt (the tag "
+                                   "format) and reads calls from the reply's text; serve the model without "
+                                   "automatic tool-call parsing")
             finish = [c.get("finish_reason") or "stop" for c in choices]
+            texts = [with_stop((c.get("message") or {}).get("content") or "", f, c, req.stop)
+                     for c, f in zip(choices, finish)]
             usage = {k: int(v) for k, v in (data.get("usage") or {}).items()
                      if k in ("prompt_tokens", "completion_tokens", "total_tokens") and v is not None}
         except (ValueError, KeyError, TypeError, AttributeError) as e:
@@ -295,6 +302,22 @@ class HTTPTeacher:
                                f"(does this endpoint support n?)")
         usage.setdefault("total_tokens", usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0))
         return ChatResult(texts=texts, finish_reasons=finish, usage=usage, cached=False)
+
+
+def with_stop(text: str, finish: str, choice: dict[str, Any], stops: tuple[str, ...]) -> str:
+    """A reply's text with the stop string that ended it, which OpenAI-compatible servers cut
+    (rlvr's engines keep it, and a tool call's parser reads its closing tag): the one the
+    server names (vLLM's `stop_reason`, SGLang's `matched_stop`), else, where it names
+    none, a closing tag ``</X>`` whose ``<X>`` the text left open."""
+    if not stops or finish != "stop" or text.endswith(tuple(stops)):
+        return text
+    named = [choice[k] for k in ("stop_reason", "matched_stop") if k in choice]
+    if named:
+        return text + named[0] if named[0] in stops else text  # None or a token id: the model's own end
+    for stop in stops:
+        if stop.startswith("</") and stop.endswith(">") and text.rfind("<" + stop[2:]) > text.rfind(stop):
+            return text + stop
+    return text
 
 
 # ---------------------------------------------------------------- local teacher
@@ -334,10 +357,10 @@ class LocalTeacher:
         groups: dict[tuple, list[int]] = {}  # one engine call per distinct sampling setup
         for i, r in enumerate(requests):
             if results[i] is None:
-                groups.setdefault((r.n, r.temperature, r.top_p, r.max_tokens, r.seed), []).append(i)
-        for (n, temperature, top_p, max_tokens, seed), idxs in groups.items():
+                groups.setdefault((r.n, r.temperature, r.top_p, r.max_tokens, r.seed, r.stop), []).append(i)
+        for (n, temperature, top_p, max_tokens, seed, stop), idxs in groups.items():
             sampling = Sampling(temperature=temperature, top_p=top_p,
-                                max_new_tokens=max_tokens or self.default_max_tokens, seed=seed)
+                                max_new_tokens=max_tokens or self.default_max_tokens, seed=seed, stop=stop)
             prompts = [self._encode(requests[i].messages) for i in idxs]
             out = self.engine.generate(prompts, n=n, sampling=sampling)
             for i, prompt, samples in zip(idxs, prompts, out):

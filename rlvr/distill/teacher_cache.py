@@ -9,10 +9,11 @@ One JSON file per answered request, `cache_dir/<key[:2]>/<key>.json`, written
 atomically (temp file + rename, `rlvr.atomic.write_json`), so concurrent writers and
 kills can never leave half a file under a real name; a file that does not parse anyway
 (a stray edit, a foreign tool) is ignored and the request is sent again. The key is the
-sha256 of the canonical request: base_url, model, messages, n, temperature, top_p,
-max_tokens, seed; never the API key. A cached answer is reused whatever the
-temperature: the same request with `seed=None` gets the same completions back. Change
-`seed` to get fresh samples.
+sha256 of the canonical request: base_url, model, messages (a multi-turn episode's whole
+conversation so far), n, temperature, top_p, max_tokens, seed, and the stop strings where
+there are some; never the API key. A cached answer is reused whatever the temperature:
+the same request with `seed=None` gets the same completions back. Change `seed` to get
+fresh samples.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from rlvr.atomic import write_json
 
 @dataclass
 class ChatRequest:
-    """One chat completion request: `n` completions of `messages`."""
+    """One chat completion request: `n` completions of `messages`, each ending at the model's
+    end of turn or at one of the `stop` strings (kept in the text: a tool call's closing tag)."""
 
     messages: list[dict[str, str]]
     n: int = 1
@@ -36,6 +38,7 @@ class ChatRequest:
     top_p: float = 1.0
     max_tokens: int | None = None
     seed: int | None = None
+    stop: tuple[str, ...] = ()
 
 
 @dataclass
@@ -57,7 +60,8 @@ class ChatResult:
 def canonical_request(base_url: str, model: str, req: ChatRequest) -> dict[str, Any]:
     return {"base_url": base_url.rstrip("/"), "model": model,
             "messages": [dict(m) for m in req.messages], "n": req.n, "temperature": req.temperature,
-            "top_p": req.top_p, "max_tokens": req.max_tokens, "seed": req.seed}
+            "top_p": req.top_p, "max_tokens": req.max_tokens, "seed": req.seed,
+            **({"stop": list(req.stop)} if req.stop else {})}  # absent when unset: older caches keep their keys
 
 
 def cache_key(base_url: str, model: str, req: ChatRequest) -> str:

@@ -15,6 +15,8 @@ capability hands out for each batch of episodes:
     samples, prefilled = turns.extend([0, 3], [stream_0, stream_3], sampling)  # the others ended
     turns.close()
 
+A caller that knows a turn is its episodes' last (the turn limit) says so (`last=True`):
+nothing is copied out of the decoding cache for them, and the rows are freed with it.
 `extend` takes each sequence's whole stream, not only its new tokens: a kept cache is
 used as far as its tokens are a prefix of the stream, so a turn cut short by the
 caller, or a cache not kept, stays exact without the engine assuming anything. Its
@@ -75,7 +77,8 @@ class Reprefill:
         self.started = len(prompts) * n
         return groups
 
-    def extend(self, seqs: list[int], streams: list[list[int]], sampling: Sampling) -> tuple[list[Sample], list[int]]:
+    def extend(self, seqs: list[int], streams: list[list[int]], sampling: Sampling,
+               last: bool = False) -> tuple[list[Sample], list[int]]:
         _check(seqs, streams, self.started)
         return [g[0] for g in self.engine.generate(streams, 1, sampling)], [len(s) for s in streams]
 
@@ -116,14 +119,15 @@ class CachedTurns:
         self._record(list(range(count)), [p for p in prompts for _ in range(n)], [s for g in groups for s in g])
         return groups
 
-    def extend(self, seqs: list[int], streams: list[list[int]], sampling: Sampling) -> tuple[list[Sample], list[int]]:
+    def extend(self, seqs: list[int], streams: list[list[int]], sampling: Sampling,
+               last: bool = False) -> tuple[list[Sample], list[int]]:
         _check(seqs, streams, self.started)
         going = set(seqs)
         for seq in [s for s in self.kept if s not in going]:  # ended: free its cache
             self._drop(seq)
         history = [self._take(seq, stream) for seq, stream in zip(seqs, streams)]
         groups = self.engine.generate_chunks(streams, 1, sampling, prefill=self._prefill(history),
-                                             keep=self._keeper(seqs))
+                                             keep=None if last else self._keeper(seqs))
         samples = [g[0] for g in groups]
         self._record(seqs, streams, samples)
         return samples, [len(stream) - m for stream, (m, _) in zip(streams, history)]

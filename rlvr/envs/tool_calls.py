@@ -76,6 +76,15 @@ def tag_instructions(names: list[str] | tuple[str, ...]) -> str:
             "<result>OUTPUT</result>. Tools:\n" + "\n".join(f"- {describe(TOOLS[n])}" for n in names))
 
 
+def tag_messages(messages: list[dict[str, str]], names: list[str] | tuple[str, ...]) -> list[dict[str, str]]:
+    """The messages with the tools `names` offered in the tag format, after the last one's
+    content: the first observation of a tools episode for a model without a tool template
+    (`offer_ids`), and what an endpoint is sent (rlvr/chat_rollout.py)."""
+    messages = [dict(m) for m in messages]
+    messages[-1]["content"] = f"{messages[-1]['content']}\n\n{tag_instructions(names)}"
+    return messages
+
+
 _RENDERS_TOOLS: dict[str, bool] = {}
 
 
@@ -112,8 +121,7 @@ def offer_ids(tok, messages: list[dict[str, str]], names: list[str] | tuple[str,
         text = tok.apply_chat_template(messages, tools=[TOOLS[n] for n in names], add_generation_prompt=True,
                                        tokenize=False)
         return tok(text, add_special_tokens=False)["input_ids"]
-    messages = [dict(m) for m in messages]
-    messages[-1]["content"] = f"{messages[-1]['content']}\n\n{tag_instructions(names)}"
+    messages = tag_messages(messages, names)
     if getattr(tok, "chat_template", None) is None:
         return tok(messages[-1]["content"], add_special_tokens=False)["input_ids"]
     text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)

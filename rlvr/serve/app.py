@@ -3,7 +3,8 @@
 It lets every OpenAI client (the `openai` SDK, eval harnesses, the distill teacher
 client) talk to a local model: `GET /v1/models`, `POST /v1/chat/completions` (messages
 go through the tokenizer's chat template) and `POST /v1/completions`, with `n`,
-`temperature`, `top_p`, `max_tokens`, `stop`, `seed`, `logprobs`, `stream` and `usage`;
+`temperature`, `top_p`, `max_tokens`, `stop` (the string that ended a choice is cut from its
+text and named in its `stop_reason`, as vLLM does), `seed`, `logprobs`, `stream` and `usage`;
 and vLLM's `POST /tokenize` (a text's ids, `count`, `max_model_len`, and `vocab_size`),
 by which a client checks that it shares the model's tokenizer.
 Log-probs are those of the chosen tokens; a request for alternatives (`top_logprobs` > 0,
@@ -252,7 +253,8 @@ def make_app(model, tok, cfg: ServeConfig):
             **top,
             "choices": [{"index": i, "message": {"role": "assistant", "content": ch.text},
                          "logprobs": chat_logprobs(ch.tokens, ch.logprobs) if req.logprobs else None,
-                         "finish_reason": ch.finish_reason} for i, ch in enumerate(choices)],
+                         "finish_reason": ch.finish_reason, "stop_reason": ch.stop_reason}
+                        for i, ch in enumerate(choices)],
             "usage": use,
         }
 
@@ -301,7 +303,7 @@ def make_app(model, tok, cfg: ServeConfig):
         def choice(k: int, ch: Choice) -> dict[str, Any]:
             i = k // req.n
             out = {"index": k, "text": (texts[i] if req.echo else "") + ch.text, "logprobs": lp(ch, i=i),
-                   "finish_reason": ch.finish_reason}
+                   "finish_reason": ch.finish_reason, "stop_reason": ch.stop_reason}
             if req.prompt_logprobs is not None:
                 out["prompt_logprobs"] = [None] + [{str(t): {"logprob": x, "rank": None, "decoded_token": tok.decode([t])}}
                                                    for t, x in zip(prompts[i][1:], prompt_lps[i])]

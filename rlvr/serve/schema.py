@@ -119,6 +119,7 @@ class Choice:
     logprobs: list[float]
     pieces: list[str]          # text split by token: "".join(pieces) == text
     completion_tokens: int
+    stop_reason: str | None = None  # the stop string that ended it (cut from the text), as vLLM reports it
 
 
 class ChoiceDecoder:
@@ -130,7 +131,7 @@ class ChoiceDecoder:
 
     def choice(self, s: Sample, stops: list[str], detail: bool) -> Choice:
         text, reason = s.text, s.finish_reason
-        cut = min((i for i in (text.find(x) for x in stops) if i >= 0), default=-1)
+        cut, matched = min(((i, x) for x, i in ((x, text.find(x)) for x in stops) if i >= 0), default=(-1, None))
         if not detail and cut < 0:
             return Choice(text, reason, [], [], [text], len(s.completion_ids))
         ids = list(s.completion_ids)
@@ -149,7 +150,7 @@ class ChoiceDecoder:
         pieces = [text[a:b] for a, b in zip(starts, ends)] or [text]
         tokens = [self.tok.decode([i]) for i in ids]
         used = len(ids) if cut >= 0 else len(s.completion_ids)
-        return Choice(text, reason, tokens, [_finite(x) for x in lps], pieces, used)
+        return Choice(text, reason, tokens, [_finite(x) for x in lps], pieces, used, matched)
 
     def _ends(self, ids: list[int], text: str) -> list[int]:
         """End offset in `text` of each token, monotone and within the text."""

@@ -15,6 +15,12 @@ and named rather than silently mis-masked. A conversation without an assistant t
 or longer than `max_length`, is an error naming its file and line (truncating would
 train on answers cut mid-way).
 
+A multi-turn episode is one conversation (`rlvr distill` on a `tools:` or `guess`
+environment): every assistant turn is learnt, the observations between them (user or
+tool messages: a tool's `<result>`) are not. Its `tools` key says the first message
+offers them in the tag format, as RL offers them to a model whose template has no tool
+format; a model whose template has one is refused such rows (its RL prompts differ).
+
 A row may also carry its own token ids, `input_ids` and `loss_mask` (1 on the tokens
 to learn): they are trained on as given, and its messages are only for reading.
 `rlvr rs` writes the ids its engine sampled this way: a decoded completion need not
@@ -42,6 +48,7 @@ from pydantic import Field
 
 from rlvr.compute import Totals, inherited_from
 from rlvr.config import InputError
+from rlvr.envs.tool_calls import template_offers_tools
 from rlvr.fields import GradClip, KeepLast, Resume, SaveEvery, StartModel, Warmup, WeightDecay
 from rlvr.jsonl import read_jsonl
 from rlvr.models.forward import forward
@@ -126,6 +133,10 @@ def load_conversations(path: str | Path, tok, max_length: int) -> list[Example]:
                 raise InputError(f"{where}: a message needs a role in {sorted(ROLES)} and a string content; got {m!r}")
         if not any(m["role"] == "assistant" for m in msgs):
             raise InputError(f"{where}: no assistant turn, so nothing to train on")
+        if row.get("tools") and "input_ids" not in row and template_offers_tools(tok):
+            raise InputError(f"{where}: the conversation offers its tools in the tag format (rlvr distill), but this "
+                             "model's chat template has a tool format of its own, in which RL offers them: the "
+                             "prompts would differ")
         ex = (given_ids(row, where, len(tok)) if "input_ids" in row else
               encode(tok, [{"role": m["role"], "content": m["content"]} for m in msgs], where))
         if len(ex.ids) > max_length:
