@@ -209,11 +209,14 @@ def train_rows(parts, rows: list[list[Example]], pad_id: int, device, max_tokens
     batches = [collate([rows[i] for i in idx], pad_id, device) for idx in plan_rows(lengths, max_tokens)] if rows else []
     own = sum(int(_targets(b).sum()) for b in batches)
     total = max(par.sum([own])[0], 1)
+    most = int(par.max([len(batches)])[0])  # fsdp: each rank runs as many micro-batches (`par.pad`)
     loss = 0.0  # summed where the model runs: one host sync a step, not one a micro-batch
     for batch in batches:
         part = par.run(lambda: loss_sum(parts, batch)[0]) / total
         part.backward()
         loss = loss + part.detach()
+    idle = collate([[Example([pad_id, pad_id], [False, True])]], pad_id, device)  # fsdp: a zero-weight micro-batch
+    par.pad(most - len(batches), lambda: loss_sum(parts, idle)[0])
     return par.sum([float(loss)])[0], own, sum(lengths), len(batches)
 
 
