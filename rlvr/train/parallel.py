@@ -82,7 +82,7 @@ class Parallel:
     root: Any = None  # the root FSDP unit (fsdp only)
     group: bool = False  # launched by torchrun: the collectives run, also for one rank (NCCL on one GPU)
     layers: list = field(default_factory=list)  # the decoder layers' FSDP units (fsdp only)
-    gathered: bool = False  # every unit gathered for generation (`whole`), until the next `run`
+    gathered: bool = False  # the layers kept gathered for generation (`whole`), until the next `run`
 
     @property
     def main(self) -> bool:
@@ -172,12 +172,14 @@ class Parallel:
 
     def whole(self, fn: Callable[[], Any]) -> Any:
         """`fn()` with every parameter in place (generation reads the layers without entering
-        their units). Under fsdp the first call after a `run` or `reshard` gathers every unit,
-        a collective each rank makes once, and the model stays whole until the next `run`
-        (rollouts and evaluation may make different numbers of calls on each rank)."""
+        their units). Under fsdp the first call after training (or anything that resharded,
+        such as `state_dict()`) gathers every unit, a collective each rank makes once, and the
+        model stays whole until the next `run` (rollouts and evaluation may make different
+        numbers of calls on each rank)."""
         if not self.sharded:
             return fn()
-        if not self.gathered:
+        from torch.distributed.tensor import DTensor
+        if any(isinstance(next(unit.parameters()), DTensor) for unit in self.units):
             for unit in self.units:
                 unit.unshard()
             for layer in self.layers:  # a prefill's forward enters the units: keep them gathered
