@@ -382,10 +382,26 @@ def start(mode: str = "ddp", timeout_s: float = 1800.0, cuda: bool = False) -> P
         raise InputError(f"--parallel {mode!r}: choose one of {list(MODES)}")
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if mode == "fsdp" and not cuda:
+        _fixed_mmap_threshold()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s))
     signal.signal(signal.SIGTERM, _stopped)  # how torchrun stops the others when a rank fails
     return Parallel(dist.get_rank(), dist.get_world_size(), mode, group=True)
+
+
+def _fixed_mmap_threshold(size: int = 1 << 20) -> None:
+    """Under fsdp on CPU every micro-batch allocates and frees each layer's gathered weights
+    and gradient buffers. glibc raises its mmap threshold to the size of a freed block, so
+    after the first these come from its heap, which keeps what they free: a rank's resident
+    memory grew to twice what it held (SmolLM2, BENCHMARKS.md). A fixed threshold keeps
+    blocks of `size` and more in mmap, returned to the system when freed. No-op off glibc."""
+    import ctypes
+    import ctypes.util
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(-3, size)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 class Stopped(RuntimeError):

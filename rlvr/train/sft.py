@@ -232,7 +232,7 @@ class SFT(Trainer):
         cfg = self.cfg
         self.rows = make_rows(load_conversations(cfg.data, self.tok, cfg.max_length), cfg.pack, cfg.max_length,
                               cfg.seed)
-        self.max_tokens = self.par.run(lambda: micro_batch_tokens(self.parts, cfg.activation_gb))
+        self.max_tokens = self.par.whole(lambda: micro_batch_tokens(self.parts, cfg.activation_gb))
         self.per_epoch = -(-len(self.rows) // cfg.batch_size)
         self.steps = cfg.max_steps or cfg.epochs * self.per_epoch
         # Under a budget the cosine spans the steps it affords (estimated from the data; the
