@@ -30,7 +30,8 @@ never averaged: N ranks take the optimizer step one process takes on the same ba
   Generation (`whole`, `gathering`) reads the layers without entering them, so it gathers
   the whole model once for a rollout or evaluation phase; the next `run` frees it.
   Low-precision weights are kept fp32 and cast for compute by FSDP's MixedPrecisionPolicy.
-  Its checkpoints keep the optimizer state sharded through torch.distributed.checkpoint
+  On CPU it fixes glibc's mmap threshold, so freed gather buffers go back to the system
+  (`_fixed_mmap_threshold`). Its checkpoints keep the optimizer state sharded through torch.distributed.checkpoint
   (`save_optimizer`).
 
 Everything that writes (the run directory, the progress bar) is rank 0's; metrics are
