@@ -9,9 +9,10 @@ Each decoder layer is seen through `Layer`, a handful of callables. `parts_of(mo
 builds them from the model's own submodules, so gradients, LoRA adapters and dtypes
 are exactly the model's (training, GPU); they read the weights at call time, and a
 layer sharded as its own FSDP unit is entered through it (`ENTER`, rlvr/train/parallel.py),
-so the unit gathers its weights around the layer's computation. `parts_of(model, packed=True)` fuses q/k/v
-and gate/up into single weights prepacked for oneDNN, ~1.4x faster on CPU for the
-small batched matmuls of decoding (inference only; rebuild after weights change).
+so the unit gathers its weights around the layer's computation.
+`parts_of(model, packed=True)` fuses q/k/v and gate/up into single weights prepacked for
+oneDNN, ~1.4x faster on CPU for the small batched matmuls of decoding (inference only;
+rebuild after weights change).
 Tested to match `model(...)` logits and `generate` output.
 
 Supported: decoders laid out like Llama's (llama, qwen2, qwen3, mistral; support.py

@@ -184,7 +184,8 @@ class Pretrain(Trainer):
     def evaluate(self, step: int, final: bool) -> dict[str, float]:
         """The check; the run stops at one that finds the base in its band, settled."""
         cfg = self.cfg
-        self.last_check = self.par.whole(lambda: self.check(self.model, self.tok, share=self.par.sharded))  # every rank alike
+        # Every rank alike; under fsdp from the model gathered whole.
+        self.last_check = self.par.whole(lambda: self.check(self.model, self.tok, share=self.par.sharded))
         self.shown = {key.split("/")[1]: v for key, v in self.last_check.items()}
         if self.learned is None and self.last_check[f"check/pass@{cfg.check_samples}"] >= cfg.learned_at:
             self.learned = step  # the procedure is learned: decay from here

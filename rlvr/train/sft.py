@@ -215,8 +215,8 @@ def train_rows(parts, rows: list[list[Example]], pad_id: int, device, max_tokens
         part = par.run(lambda: loss_sum(parts, batch)[0]) / total
         part.backward()
         loss = loss + part.detach()
-    idle = collate([[Example([pad_id, pad_id], [False, True])]], pad_id, device)  # fsdp: a zero-weight micro-batch
-    par.pad(most - len(batches), lambda: loss_sum(parts, idle)[0])
+    idle = [[Example([pad_id, pad_id], [False, True])]]  # fsdp: a two-token row, its loss weighed 0
+    par.pad(most - len(batches), lambda: loss_sum(parts, collate(idle, pad_id, device))[0])
     return par.sum([float(loss)])[0], own, sum(lengths), len(batches)
 
 
