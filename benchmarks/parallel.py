@@ -18,6 +18,7 @@ AdamW state). A small KL term with `--lr_by_signal false` makes every group trai
 
     .venv/bin/python benchmarks/parallel.py                       # everything
     .venv/bin/python benchmarks/parallel.py --models tiny --steps 4
+    .venv/bin/python benchmarks/parallel.py --models smollm2 --full-only   # ddp against fsdp memory
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--smol-steps", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--full-only", action="store_true", help="SmolLM2 in full fine-tuning only (no LoRA runs)")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
     from rlvr.models import build_tiny_model, hub
@@ -99,6 +101,8 @@ def main() -> None:
         print(f"{'model':28} {'setting':26} {'step s':>8} {'vs row 1':>9} {'peak RSS/rank GB':>17} {'trained tok':>11}")
         for name in args.models:
             for label, rl_args, runs in settings(name, paths[name], args.steps if name == "tiny" else args.smol_steps):
+                if args.full_only and "LoRA" in label:
+                    continue
                 base = None
                 for i, (setting, procs, threads, mode) in enumerate(runs):
                     extra = [f"--parallel={mode}"] if mode else []

@@ -29,6 +29,7 @@ from rlvr.types import Sampling, Verdict
 
 ENV = {"name": "arithmetic", "digits": 2, "ops": ["add", "sub"], "template": "{expr}"}
 AGGS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
+PROXIMAL = {"epochs": 2, "offpolicy": "decoupled"}  # two updates on one batch, against the log-probs before them
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -51,13 +52,24 @@ def _batch():
     return model, tok, rollouts
 
 
-def _step(model, tok, rollouts, agg: str, par=None) -> list[torch.Tensor]:
-    """One RL update (SGD, so the parameters move by the gradient itself); the full parameters after it."""
+def _step(model, tok, rollouts, agg: str, par=None, gathered: list | None = None, **more) -> list[torch.Tensor]:
+    """One RL update (SGD, so the parameters move by the gradient itself); the full parameters
+    after it. `gathered` collects, at each layer's MLP in a training forward, how many layers
+    hold their full weights then (a sharded one holds DTensors)."""
+    from torch.distributed.tensor import DTensor
+
     from rlvr.train.parallel import SINGLE
     par = par or SINGLE
     model = par.wrap(model)
+    layers = model.model.layers
+    if gathered is not None:
+        def count(module, args):
+            if torch.is_grad_enabled():
+                gathered.append(sum(not isinstance(m.self_attn.q_proj.weight, DTensor) for m in layers))
+        for m in layers:
+            m.mlp.register_forward_pre_hook(count)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
-    cfg = rl.RLConfig(model="x", env=ENV, agg=agg, loss="ppo_clip", micro_batch=3)
+    cfg = rl.RLConfig(model="x", env=ENV, agg=agg, loss="ppo_clip", micro_batch=3, **more)
     rl_update.train_on(rollouts, model, parts_of(model), None, opt, cfg, tok.pad_token_id, max_tokens=20, par=par)
     return [(p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone() for p in model.parameters()]
 
@@ -102,8 +114,13 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     results = {}
     for mode in ("ddp", "fsdp"):
         for agg in AGGS:
+            gathered = [] if mode == "fsdp" and agg == AGGS[0] else None
             results[f"{mode}/{agg}"] = _step(copy.deepcopy(model).train(), tok, copy.deepcopy(mine), agg,
-                                             Parallel(rank, world, mode, group=True))
+                                             Parallel(rank, world, mode, group=True), gathered)
+            if gathered is not None:
+                results["gathered"] = gathered
+        results[f"{mode}/proximal"] = _step(copy.deepcopy(model).train(), tok, copy.deepcopy(mine), AGGS[0],
+                                            Parallel(rank, world, mode, group=True), **PROXIMAL)
         results[f"{mode}/sft"] = _sft_step(copy.deepcopy(model).train(), tok, _sft_rows()[rank::world],
                                            Parallel(rank, world, mode, group=True))
     meter = Compute(10, "rl", reduce=Parallel(rank, world, group=True).sum)
@@ -117,18 +134,22 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 def test_two_ranks_take_the_step_one_process_takes(tmp_path):
     """DDP and FSDP2 on 2 gloo processes against one process on the same groups, for every
     aggregation (token_mean's denominator is the whole batch's, uniform groups included),
-    and an SFT step on the same rows."""
+    two epochs with a proximal pass (no-grad forwards before the updates), and an SFT step
+    on the same rows. Rank 1 holds one uniform group, so no micro-batch of its own: under
+    fsdp it runs zero-weight ones, whose gathers pair with rank 0's. Under fsdp a training
+    forward holds one layer's full weights at a time."""
     out = tmp_path / "ranks.pt"
     torch.multiprocessing.spawn(_worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
     got = torch.load(out)
     model, tok, rollouts = _batch()
-    for agg in AGGS:
-        want = _step(copy.deepcopy(model).train(), tok, copy.deepcopy(rollouts), agg)
+    for key, agg, more in [(agg, agg, {}) for agg in AGGS] + [("proximal", AGGS[0], PROXIMAL)]:
+        want = _step(copy.deepcopy(model).train(), tok, copy.deepcopy(rollouts), agg, **more)
         start = list(model.parameters())
         assert any(not torch.equal(w, s) for w, s in zip(want, start))  # the step moved the weights
         for mode in ("ddp", "fsdp"):
-            for w, g in zip(want, got[f"{mode}/{agg}"]):
-                assert torch.allclose(w, g, atol=2e-6), (mode, agg, (w - g).abs().max())
+            for w, g in zip(want, got[f"{mode}/{key}"]):
+                assert torch.allclose(w, g, atol=2e-6), (mode, key, (w - g).abs().max())
+    assert got["gathered"] and max(got["gathered"]) == 1, got["gathered"]
     want = _sft_step(copy.deepcopy(model).train(), tok, _sft_rows())
     for mode in ("ddp", "fsdp"):  # SFT: the mean over every rank's tokens
         for w, g in zip(want, got[f"{mode}/sft"]):

@@ -7,9 +7,12 @@ keys and values, so a prompt is computed once per group, not n times).
 
 Each decoder layer is seen through `Layer`, a handful of callables. `parts_of(model)`
 builds them from the model's own submodules, so gradients, LoRA adapters and dtypes
-are exactly the model's (training, GPU). `parts_of(model, packed=True)` fuses q/k/v
-and gate/up into single weights prepacked for oneDNN, ~1.4x faster on CPU for the
-small batched matmuls of decoding (inference only; rebuild after weights change).
+are exactly the model's (training, GPU); they read the weights at call time, and a
+layer sharded as its own FSDP unit is entered through it (`ENTER`, rlvr/train/parallel.py),
+so the unit gathers its weights around the layer's computation.
+`parts_of(model, packed=True)` fuses q/k/v and gate/up into single weights prepacked for
+oneDNN, ~1.4x faster on CPU for the small batched matmuls of decoding (inference only;
+rebuild after weights change).
 Tested to match `model(...)` logits and `generate` output.
 
 Supported: decoders laid out like Llama's (llama, qwen2, qwen3, mistral; support.py
@@ -42,6 +45,13 @@ class Layer:
     mlp: Fn
     q_norm: Fn | None = None  # qwen3 normalises q and k per head
     k_norm: Fn | None = None
+    module: torch.nn.Module | None = None  # the decoder layer these read from (`ENTER`)
+
+
+# A decoder layer sharded as its own FSDP unit carries this method (rlvr/train/parallel.py):
+# `forward` runs the layer as `module.rlvr_enter(fn, *args)`, inside the unit's hooks, which
+# gather the layer's weights before, free them after, and do the same again in backward.
+ENTER = "rlvr_enter"
 
 
 @dataclass
@@ -62,7 +72,7 @@ def _module_layer(m) -> Layer:
     a = m.self_attn
     return Layer(_fused_norm(m.input_layernorm, train=True), _fused_norm(m.post_attention_layernorm, train=True),
                  lambda h: (a.q_proj(h), a.k_proj(h), a.v_proj(h)), a.o_proj, m.mlp,
-                 getattr(a, "q_norm", None), getattr(a, "k_norm", None))
+                 getattr(a, "q_norm", None), getattr(a, "k_norm", None), m)
 
 
 def _packed_linear(*linears) -> Fn:
@@ -191,15 +201,19 @@ def forward(p: Parts, ids: Tensor, pos: Tensor, mask: Tensor | None = None,
     h = p.embed(ids)
     cos, sin = p.rotary(h, pos)
     new_kv: KV = []
+    run = _recomputed if p.checkpoint and torch.is_grad_enabled() else _layer
     for i, layer in enumerate(p.layers):
         args = (layer, h, cos, sin, mask, None if prefix is None else prefix[i], prefix_index, p)
-        if p.checkpoint and torch.is_grad_enabled():
-            h, k, v = recompute(_layer, *args, use_reentrant=False)
-        else:
-            h, k, v = _layer(*args)
+        enter = None if layer.module is None else getattr(layer.module, ENTER, None)
+        h, k, v = run(*args) if enter is None else enter(run, *args)
         if return_kv:
             new_kv.append((k, v))
     return p.norm(h), (new_kv if return_kv else None)
+
+
+def _recomputed(*args) -> tuple[Tensor, Tensor, Tensor]:
+    """`_layer`, its activations recomputed in backward instead of kept."""
+    return recompute(_layer, *args, use_reentrant=False)
 
 
 def _layer(layer: Layer, h: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, prefix: tuple[Tensor, Tensor] | None,

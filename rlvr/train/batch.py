@@ -196,6 +196,14 @@ def make_batch(rollouts: list[Rollout], pad_id: int, device: torch.device | str 
                       torch.tensor(versions, **to))
 
 
+def idle_batch(device: torch.device | str = "cpu") -> TrainBatch:
+    """A one-token prompt and a one-token completion that train nothing: the micro-batch a
+    rank with fewer than another runs under fsdp (`Parallel.pad`)."""
+    one = torch.zeros(1, 1, dtype=torch.long, device=device)
+    zero = torch.zeros(1, 1, device=device)
+    return TrainBatch(one, one == 0, one, one[0], one, one + 1, zero, zero, zero, one[0])
+
+
 class _PromptBoundary(torch.autograd.Function):
     """Where the completions read the prompt pass's outputs (its last hidden state and every
     layer's keys and values): identity forward; in backward, once the completions' gradient

@@ -19,12 +19,20 @@ never averaged: N ranks take the optimizer step one process takes on the same ba
   than by `DistributedDataParallel`'s hooks during backward: the trainers run their own
   functional forward (rlvr/models/forward.py), micro-batch counts differ across ranks,
   and a rank whose groups carry no signal may compute nothing at all.
-- fsdp: `torch.distributed.fsdp.fully_shard` over the whole model (one unit, wrapped in
-  `Root`): parameters, gradients and AdamW state are sharded between steps; a step
-  gathers the model once (`run`), accumulates gradients locally over its micro-batches,
-  and `sync_grads` reduce-scatters their sum once. Low-precision weights are kept fp32
-  and cast for compute by FSDP's MixedPrecisionPolicy. Its checkpoints keep the
-  optimizer state sharded through torch.distributed.checkpoint (`save_optimizer`).
+- fsdp: `torch.distributed.fsdp.fully_shard`, one FSDP2 unit per decoder layer and a
+  root unit (`Root`) for the rest (embeddings, final norm, head; tied ones stay one
+  parameter). Parameters, gradients and AdamW state are sharded; a training forward
+  (`run`) gathers each layer as rlvr's functional forward enters it (forward.ENTER) and
+  frees it after, backward gathers it again and reduce-scatters its gradient at once, so
+  a rank holds one layer's full weights at a time and only its shard of the gradients.
+  Those are collectives every rank makes in the same order: a rank with fewer
+  micro-batches than another runs zero-weight ones (`pad`) until both ran as many.
+  Generation (`whole`, `gathering`) reads the layers without entering them, so it gathers
+  the whole model once for a rollout or evaluation phase; the next `run` frees it.
+  Low-precision weights are kept fp32 and cast for compute by FSDP's MixedPrecisionPolicy.
+  On CPU it fixes glibc's mmap threshold, so freed gather buffers go back to the system
+  (`_fixed_mmap_threshold`). Its checkpoints keep the optimizer state sharded through torch.distributed.checkpoint
+  (`save_optimizer`).
 
 Everything that writes (the run directory, the progress bar) is rank 0's; metrics are
 reduced into it (`reduce_metrics`). Evaluation runs on every rank alike (same weights,
@@ -36,9 +44,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from types import MethodType
 from typing import Any, Callable, Iterator
 
 import torch
@@ -46,13 +56,14 @@ import torch.distributed as dist
 
 from rlvr.atomic import atomic_dir
 from rlvr.config import InputError
+from rlvr.models.forward import ENTER
 from rlvr.train.setup import restore_optimizer
 
 MODES = ("ddp", "fsdp")
 
 
 class Root(torch.nn.Module):
-    """The model as one FSDP unit whose forward runs any function: rlvr's functional
+    """The model as an FSDP unit whose forward runs any function: rlvr's functional
     forward reaches the layers without calling the model, so the unit's hooks (gather the
     parameters, reduce the gradients) fire around `fn` instead."""
 
@@ -69,8 +80,10 @@ class Parallel:
     rank: int = 0
     world: int = 1
     mode: str = "ddp"
-    root: Any = None  # the FSDP unit (fsdp only)
+    root: Any = None  # the root FSDP unit (fsdp only)
     group: bool = False  # launched by torchrun: the collectives run, also for one rank (NCCL on one GPU)
+    layers: list = field(default_factory=list)  # the decoder layers' FSDP units (fsdp only)
+    gathered: bool = False  # the layers kept gathered for generation (`whole`), until the next `run`
 
     @property
     def main(self) -> bool:
@@ -87,39 +100,103 @@ class Parallel:
         if not self.group or self.mode != "fsdp":
             return model
         from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
         from rlvr.models.lora import is_lora
 
         if is_lora(model):
             raise InputError("--parallel fsdp does not shard LoRA models (their adapters are small): use --parallel ddp")
+        layers = getattr(getattr(model, "model", None), "layers", None)
+        if not isinstance(layers, torch.nn.ModuleList):
+            raise InputError(f"--parallel fsdp: {type(model).__name__} has no decoder layers at model.layers to shard")
         dtype = next(model.parameters()).dtype
         model.float()  # fp32 shards are the master weights; compute runs in the model's dtype
         device = next(model.parameters()).device
-        self.root = Root(model)
-        fully_shard(self.root, mesh=init_device_mesh(device.type, (self.world,)),
-                    mp_policy=MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32))
-        # Gradients summed, not averaged (each rank's loss is already its share of the step's).
-        self.root.set_gradient_divide_factor(1.0)
-        self.root.set_force_sum_reduction_for_comms(True)
-        # Gathered once a step: micro-batches neither re-gather nor reduce (see sync_grads).
-        self.root.set_reshard_after_forward(False)
-        self.root.set_reshard_after_backward(False)
-        self.root.set_requires_gradient_sync(False)
+        shard = dict(mesh=init_device_mesh(device.type, (self.world,)),
+                     mp_policy=MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32))
+        # A layer's keys and values leave its unit as views; nothing writes into them in place.
+        warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
+        for layer in layers:  # each its own unit, entered by rlvr's forward through ENTER
+            setattr(layer, ENTER, MethodType(_enter, layer))
+            fully_shard(layer, reshard_after_forward=True, **shard)
+            register_fsdp_forward_method(layer, ENTER)
+        self.root, self.layers = Root(model), list(layers)
+        fully_shard(self.root, **shard)
+        for unit in self.units:
+            # Gradients summed, not averaged (each rank's loss is already its share of the
+            # step's); a parameter without one is reduced as zeros, so every rank's
+            # reduce-scatter has the same size.
+            unit.set_gradient_divide_factor(1.0)
+            unit.set_force_sum_reduction_for_comms(True)
+            unit.set_reduce_scatter_unused_params(True, recurse=False)
+        # Backward prefetches the layer before, named: FSDP's default follows the order of
+        # the last forwards, which no-grad passes (proximal log-probs, generation) also
+        # enter, and would then gather a layer on one rank and not on another.
+        for before, layer in zip([self.root, *self.layers], self.layers):
+            layer.set_modules_to_backward_prefetch([before])
+        self.root.set_modules_to_backward_prefetch(self.layers[-1:])
         return model
 
+    @property
+    def units(self) -> list:
+        """Every FSDP unit, the root first (none unless fsdp)."""
+        return [self.root, *self.layers] if self.sharded else []
+
     def run(self, fn: Callable[[], Any]) -> Any:
-        """`fn()` with the whole model's parameters in place: under fsdp inside the unit's
-        forward. The first call after a reshard gathers them, a collective every rank makes
-        (ranks that compute nothing make it in `sync_grads`); later calls communicate
-        nothing, so ranks may make different numbers of them."""
-        return self.root(fn) if self.sharded else fn()
+        """`fn()` running the model for training (or a no-grad pass on training's path): under
+        fsdp inside the root unit, whose embeddings, final norm and head it gathers, while each
+        layer gathers and frees its own weights as the forward enters it, and again in
+        backward, which reduce-scatters each layer's gradient as it finishes. Those are
+        collectives: every rank must make as many forwards and backwards, in the same order
+        (`pad`). A model gathered whole for generation is freed first."""
+        if not self.sharded:
+            return fn()
+        if self.gathered:
+            self.reshard()
+        return self.root(fn)
+
+    def pad(self, n: int, micro_batch: Callable[[], torch.Tensor], grad: bool = True) -> None:
+        """Under fsdp, `n` zero-weight micro-batches (forward and backward, or with `grad=False`
+        forward only): a rank with fewer micro-batches than the rank with the most (`max`,
+        agreed before either starts) runs these after its own, so the layers' gathers and
+        reduce-scatters pair up across ranks. `micro_batch()` is the regime's own forward on
+        a batch of one token, so it enters the layers as a real one does (RL's runs a prompt
+        pass and a completion pass); its output times 0 goes backward, so every gradient it
+        adds is exactly 0. Nothing otherwise (ddp reduces once a step)."""
+        if not self.sharded:
+            return
+        for _ in range(n):
+            with torch.set_grad_enabled(grad):
+                out = self.run(lambda: micro_batch().float().sum() * 0)
+            if grad:
+                out.backward()
+
+    def whole(self, fn: Callable[[], Any]) -> Any:
+        """`fn()` with every parameter in place (generation reads the layers without entering
+        their units). Under fsdp the first call after training (or anything that resharded,
+        such as `state_dict()`) gathers every unit, a collective each rank makes once, and the
+        model stays whole until the next `run` (rollouts and evaluation may make different
+        numbers of calls on each rank)."""
+        if not self.sharded:
+            return fn()
+        from torch.distributed.tensor import DTensor
+        if any(isinstance(next(unit.parameters()), DTensor) for unit in self.units):
+            for unit in self.units:
+                unit.unshard()
+            for layer in self.layers:  # a prefill's forward enters the units: keep them gathered
+                layer.set_reshard_after_forward(False, recurse=False)
+            self.gathered = True
+        return self.root(fn)
 
     def reshard(self) -> None:
-        """Under fsdp, put the sharded parameters back on the model (after `run`, the gathered
-        ones are): before anything holds on to `model.parameters()`, e.g. an optimizer."""
-        if self.sharded:
-            self.root.reshard()
+        """Under fsdp, put the sharded parameters back on the model, freeing any gathered ones:
+        before anything holds on to `model.parameters()` (an optimizer), and before training."""
+        for unit in self.units:
+            unit.reshard()
+        if self.gathered:
+            for layer in self.layers:
+                layer.set_reshard_after_forward(True, recurse=False)
+            self.gathered = False
 
     def gathering(self, engine):
         """An engine sharing the trainer's weights that generates with them gathered (fsdp); `engine` otherwise."""
@@ -127,18 +204,10 @@ class Parallel:
 
     def sync_grads(self, model: torch.nn.Module) -> None:
         """Sum the step's gradients over ranks (call on every rank once per optimizer step,
-        before clipping)."""
-        if not self.group:
+        before clipping). Under fsdp each backward has already reduce-scattered them."""
+        if not self.group or self.sharded:
             return
         params = [p for p in model.parameters() if p.requires_grad]
-        if self.sharded:
-            # A zero-valued pass through every parameter: its backward is the unit's one
-            # synchronised one, which reduce-scatters the gradients accumulated locally.
-            self.root.set_requires_gradient_sync(True)
-            self.root(lambda: sum((p * 0).sum() for p in params)).backward()
-            self.root.set_requires_gradient_sync(False)
-            self.root.reshard()
-            return
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
@@ -158,6 +227,9 @@ class Parallel:
 
     def min(self, values: list[float]) -> list[float]:
         return self._reduce(values, dist.ReduceOp.MIN)
+
+    def max(self, values: list[float]) -> list[float]:
+        return self._reduce(values, dist.ReduceOp.MAX)
 
     def _reduce(self, values: list[float], op) -> list[float]:
         if not self.group:
@@ -271,13 +343,18 @@ class Parallel:
 
 
 class Gathering:
-    """An engine whose generation runs with the sharded model gathered (`Parallel.run`)."""
+    """An engine whose generation runs with the sharded model gathered (`Parallel.whole`)."""
 
     def __init__(self, engine, par: Parallel):
         self.engine, self.par = engine, par
 
     def generate(self, *args, **kwargs):
-        return self.par.run(lambda: self.engine.generate(*args, **kwargs))
+        return self.par.whole(lambda: self.engine.generate(*args, **kwargs))
+
+    def turn_batch(self):
+        """The engine's multi-turn batch; its turns generate with the model gathered here
+        (it stays so until training's next `run`)."""
+        return self.par.whole(self.engine.turn_batch)
 
     def __getattr__(self, name: str):
         return getattr(self.engine, name)
@@ -290,6 +367,11 @@ class Sharded:
 
 
 SINGLE = Parallel()
+
+
+def _enter(layer: torch.nn.Module, fn: Callable[..., Any], *args: Any) -> Any:
+    """A decoder layer's `forward.ENTER` method: `fn(*args)`, which FSDP's hooks wrap."""
+    return fn(*args)
 
 
 def summed(key: str) -> bool:
@@ -308,10 +390,26 @@ def start(mode: str = "ddp", timeout_s: float = 1800.0, cuda: bool = False) -> P
         raise InputError(f"--parallel {mode!r}: choose one of {list(MODES)}")
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if mode == "fsdp" and not cuda:
+        _fixed_mmap_threshold()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s))
     signal.signal(signal.SIGTERM, _stopped)  # how torchrun stops the others when a rank fails
     return Parallel(dist.get_rank(), dist.get_world_size(), mode, group=True)
+
+
+def _fixed_mmap_threshold(size: int = 1 << 20) -> None:
+    """Under fsdp on CPU every micro-batch allocates and frees each layer's gathered weights
+    and gradient buffers. glibc raises its mmap threshold to the size of a freed block, so
+    after the first these come from its heap, which keeps what they free: a rank's resident
+    memory grew to twice what it held (SmolLM2, BENCHMARKS.md). A fixed threshold keeps
+    blocks of `size` and more in mmap, returned to the system when freed. No-op off glibc."""
+    import ctypes
+    import ctypes.util
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(-3, size)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 class Stopped(RuntimeError):

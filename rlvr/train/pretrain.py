@@ -98,8 +98,10 @@ class Check:
         self.problems = eval_problems(env, cfg.check_problems, CHECK_SEED)
         self.sampling = Sampling(temperature=1.0, max_new_tokens=cfg.check_max_new_tokens, seed=cfg.seed)
 
-    def __call__(self, model, tok) -> dict[str, float]:
-        engine = make_engine(model, tok, role="snapshot")
+    def __call__(self, model, tok, share: bool = False) -> dict[str, float]:
+        """`share`: generate from the model's own weights rather than a copy (a model sharded
+        by FSDP cannot be copied; the caller holds it gathered)."""
+        engine = make_engine(model, tok, role="trainer" if share else "snapshot")
         result = evaluate(engine, self.env, self.problems, self.k, [1, self.k], self.sampling)
         m = next(iter(result.values())) if len(result) == 1 else result["all"]
         model.train()
@@ -182,7 +184,8 @@ class Pretrain(Trainer):
     def evaluate(self, step: int, final: bool) -> dict[str, float]:
         """The check; the run stops at one that finds the base in its band, settled."""
         cfg = self.cfg
-        self.last_check = self.par.run(lambda: self.check(self.model, self.tok))  # every rank alike
+        # Every rank alike; under fsdp from the model gathered whole.
+        self.last_check = self.par.whole(lambda: self.check(self.model, self.tok, share=self.par.sharded))
         self.shown = {key.split("/")[1]: v for key, v in self.last_check.items()}
         if self.learned is None and self.last_check[f"check/pass@{cfg.check_samples}"] >= cfg.learned_at:
             self.learned = step  # the procedure is learned: decay from here

@@ -135,7 +135,7 @@ class RL(Trainer):
         cfg = self.cfg
         self.steps = cfg.steps
         self.reference = reference_logprobs(cfg, self.model, self.parts)
-        self.max_tokens = self.par.run(lambda: micro_batch_tokens(self.parts, cfg.activation_gb))
+        self.max_tokens = self.par.whole(lambda: micro_batch_tokens(self.parts, cfg.activation_gb))
         self.horizon = Horizon(cfg.lr_schedule == "cosine", cfg.steps, cfg.budget_flops, state.get("horizon"))
         if state.get("env_state") is not None and isinstance(self.env, Stateful):
             self.env.load_state(state["env_state"])  # a curriculum continues at its level

@@ -21,6 +21,7 @@ advantages are the group's) and trains on its own; what the aggregation divides 
 the signal and the number of mini-batches are all-reduced, and the gradients summed
 before each optimizer step, so N ranks take the step one process takes on their union
 of groups (with --mini_batches > 1, each mini-batch is the union of every rank's k-th).
+Under fsdp a rank with fewer micro-batches than another adds zero-weight ones (`par.pad`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch
 from rlvr.algos import AGG_WEIGHT, LOSSES, LossConfig, compute_advantages, mask_truncated
 from rlvr.algos.void import mask_void_turns
 from rlvr.algos.offpolicy import NEEDS_PROXIMAL, OFFPOLICY
-from rlvr.train.batch import TrainBatch, make_batch, plan_micro_batches, policy_logprobs
+from rlvr.train.batch import TrainBatch, idle_batch, make_batch, plan_micro_batches, policy_logprobs
 from rlvr.train.parallel import SINGLE, Parallel
 from rlvr.types import Rollout
 
@@ -109,6 +110,7 @@ class Plan:
     micro: list[list[TrainBatch]]  # per mini-batch, the micro-batches to compute
     totals: list[float]  # per mini-batch, what its aggregation divides by (left-out groups included)
     skipped: int  # groups left out
+    device: torch.device | str = "cpu"
 
 
 def plan(rollouts: list[Rollout], informative: set[int], cfg: RLConfig, pad_id: int, device,
@@ -130,7 +132,7 @@ def plan(rollouts: list[Rollout], informative: set[int], cfg: RLConfig, pad_id: 
         skipped += len(chunk) - len(live)
         micro.append([make_batch(m, pad_id, device) for m in plan_micro_batches(live, cfg.micro_batch, max_tokens)]
                      if live else [])
-    return Plan(micro, par.sum(totals), skipped)
+    return Plan(micro, par.sum(totals), skipped, device)
 
 
 def split_groups(rollouts: list[Rollout], parts: int) -> list[list[Rollout]]:
@@ -162,13 +164,20 @@ def optimize(work: Plan, model, parts, reference: Reference | None, opt, cfg: RL
     """`epochs` passes over the mini-batches, one optimizer step each. Metrics average over
     the trained samples, weighted as the loss weighs them; token counts are sums."""
     weigh = AGG_WEIGHT[cfg.agg]
+    counts = [len(micro) for micro in work.micro]
+    most = [int(n) for n in par.max(counts + [sum(counts)])]  # per mini-batch, and in all, over ranks
+
+    def idle() -> torch.Tensor:  # a micro-batch that trains nothing (fsdp: `par.pad`)
+        return policy_logprobs(parts, idle_batch(work.device), with_entropy=False)[0]
+
     proximal = par.run(lambda: proximal_logprobs(work, parts, cfg))
+    if proximal is not None:
+        par.pad(most[-1] - sum(counts), idle, grad=False)  # fsdp: every rank's forwards pair up
     sums: dict[str, float] = {}
     updates, weight = 0, 0.0
-    anywhere = par.sum([len(micro) for micro in work.micro])  # a rank with none still takes the step
     for _ in range(cfg.epochs):
         for c, micro in enumerate(work.micro):
-            if not anywhere[c]:
+            if not most[c]:  # a rank with none still takes the step another rank computes
                 continue
             for m, batch in enumerate(micro):
                 share = weigh(batch.mask) / max(work.totals[c], 1.0)
@@ -180,6 +189,7 @@ def optimize(work: Plan, model, parts, reference: Reference | None, opt, cfg: RL
                     sums[k] = sums.get(k, 0.0) + v * share
                 weight += share
                 sums["loss_tokens"] = sums.get("loss_tokens", 0.0) + batch.tokens
+            par.pad(most[c] - len(micro), idle)  # fsdp: as many micro-batches as the rank with the most
             par.sync_grads(model)
             sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))

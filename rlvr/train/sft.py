@@ -220,11 +220,14 @@ def train_rows(parts, rows: list[list[Example]], pad_id: int, device, max_tokens
     batches = [collate([rows[i] for i in idx], pad_id, device) for idx in plan_rows(lengths, max_tokens)] if rows else []
     own = sum(int(_targets(b).sum()) for b in batches)
     total = max(par.sum([own])[0], 1)
+    most = int(par.max([len(batches)])[0])  # fsdp: each rank runs as many micro-batches (`par.pad`)
     loss = 0.0  # summed where the model runs: one host sync a step, not one a micro-batch
     for batch in batches:
         part = par.run(lambda: loss_sum(parts, batch)[0]) / total
         part.backward()
         loss = loss + part.detach()
+    idle = [[Example([pad_id, pad_id], [False, True])]]  # fsdp: a two-token row, its loss weighed 0
+    par.pad(most - len(batches), lambda: loss_sum(parts, collate(idle, pad_id, device))[0])
     return par.sum([float(loss)])[0], own, sum(lengths), len(batches)
 
 
@@ -240,7 +243,7 @@ class SFT(Trainer):
         cfg = self.cfg
         self.rows = make_rows(load_conversations(cfg.data, self.tok, cfg.max_length), cfg.pack, cfg.max_length,
                               cfg.seed)
-        self.max_tokens = self.par.run(lambda: micro_batch_tokens(self.parts, cfg.activation_gb))
+        self.max_tokens = self.par.whole(lambda: micro_batch_tokens(self.parts, cfg.activation_gb))
         self.per_epoch = -(-len(self.rows) // cfg.batch_size)
         self.steps = cfg.max_steps or cfg.epochs * self.per_epoch
         # Under a budget the cosine spans the steps it affords (estimated from the data; the
