@@ -84,11 +84,11 @@ class ToolsConfig(Config):
     env: Any = Field(pretrain.DEMO_ENV, description="The task, without the tool (the demo's 3-digit addition); the tool arm offers `tool` in it.")
     tool: str = Field("calculator", description="The tool offered (a registered one, rlvr/envs/tool_calls.py).")
     offer_share: float = Field(0.5, ge=0, le=1, description="Corpus: share of the problems offered the tool.")
-    tool_share: float = Field(0.3, ge=0, le=1, description="Corpus: share of the offered problems whose document calls it (the rest work in the head).")
-    pretrain_steps: int = Field(50, ge=1, description="Batches of the tool corpus the base reads after the demo's base.")
-    pretrain_batch: int = Field(32, ge=1, description="Documents per pretraining step.")
-    pretrain_lr: float = Field(1e-3, gt=0, description="Pretraining learning rate (warm-up, then a cosine to 10%).")
-    budget_flops: float = Field(1.5e12, gt=0, description="FLOPs each RL arm spends (rlvr/compute.py).")
+    tool_share: float = Field(0.5, ge=0, le=1, description="Corpus: share of the offered problems whose document calls it (the rest work in the head).")
+    pretrain_steps: int = Field(24, ge=1, description="Batches of the tool corpus the base reads after the demo's base.")
+    pretrain_batch: int = Field(16, ge=1, description="Documents per pretraining step.")
+    pretrain_lr: float = Field(2e-3, gt=0, description="Pretraining learning rate (warm-up, then a cosine to 10%).")
+    budget_flops: float = Field(1e12, gt=0, description="FLOPs each RL arm spends (rlvr/compute.py).")
     prompts: int = Field(8, ge=1, description="Problems per RL step.")
     group_size: int = Field(8, ge=2, description="Completions per problem.")
     max_new_tokens: int = Field(40, ge=1, description="Tokens per model turn (a call of 3-digit operands is 32).")
@@ -102,7 +102,7 @@ class ToolsConfig(Config):
         demo = pretrained_base(pretrain.PretrainConfig(seed=self.base_seed), console=Console())
         return ToolsPretrainConfig(env=self.env, init=str(demo), tool=self.tool, offer_share=self.offer_share,
                                    tool_share=self.tool_share, steps=self.pretrain_steps, batch_size=self.pretrain_batch,
-                                   lr=self.pretrain_lr, warmup=min(10, self.pretrain_steps), check_every=0,
+                                   lr=self.pretrain_lr, warmup=min(4, self.pretrain_steps), check_every=0,
                                    seed=self.base_seed)
 
 
