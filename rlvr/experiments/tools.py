@@ -20,7 +20,12 @@ each arm's end, on the same problems, and the two arms' ends are paired problem 
 problem. On the demo's task a head-computed answer is right about one time in eight (the
 corpus's slips), a calculator's always: the tool pays, if the model learns to call it.
 
-    rlvr experiment tools                      # 3-digit addition; a seed takes minutes on 2 cores
+An offered prompt is ~350 characters (the tag format's instructions), so the corpus's
+documents are ~8 times the demo's: pretraining is most of the cost (on 2 loaded cores,
+three seeds side by side, ~50 s a step of 32 documents; EXPERIMENTS.md). 24 steps of 16
+documents were too few: the base wrote neither calls nor answers.
+
+    rlvr experiment tools                      # 3-digit addition, the demo's base of --base_seed
     rlvr experiment tools --seeds 0,1,2        # each figure as mean [min, max]
     rlvr experiment tools-real                 # SmolLM2-135M with the calculator, few-shot, before and after RL
 """
@@ -46,9 +51,6 @@ from rlvr.fields import BaseSeed, HeldOutProblems, PipelineSeed
 from rlvr.models import load_model
 from rlvr.train import pretrain, rl
 from rlvr.train.tool_corpus import tool_documents
-
-ARMS = ("tool", "no tool")
-
 
 def offered(env: Any, tool: str) -> dict[str, Any]:
     """`env` with `tool` offered: the spec of its `tools:` environment."""
@@ -85,9 +87,9 @@ class ToolsConfig(Config):
     tool: str = Field("calculator", description="The tool offered (a registered one, rlvr/envs/tool_calls.py).")
     offer_share: float = Field(0.5, ge=0, le=1, description="Corpus: share of the problems offered the tool.")
     tool_share: float = Field(0.5, ge=0, le=1, description="Corpus: share of the offered problems whose document calls it (the rest work in the head).")
-    pretrain_steps: int = Field(24, ge=1, description="Batches of the tool corpus the base reads after the demo's base.")
-    pretrain_batch: int = Field(16, ge=1, description="Documents per pretraining step.")
-    pretrain_lr: float = Field(2e-3, gt=0, description="Pretraining learning rate (warm-up, then a cosine to 10%).")
+    pretrain_steps: int = Field(200, ge=1, description="Batches of the tool corpus the base reads after the demo's base.")
+    pretrain_batch: int = Field(32, ge=1, description="Documents per pretraining step.")
+    pretrain_lr: float = Field(1e-3, gt=0, description="Pretraining learning rate (warm-up, then a cosine to 10%).")
     budget_flops: float = Field(1e12, gt=0, description="FLOPs each RL arm spends (rlvr/compute.py).")
     prompts: int = Field(8, ge=1, description="Problems per RL step.")
     group_size: int = Field(8, ge=2, description="Completions per problem.")
@@ -102,7 +104,7 @@ class ToolsConfig(Config):
         demo = pretrained_base(pretrain.PretrainConfig(seed=self.base_seed), console=Console())
         return ToolsPretrainConfig(env=self.env, init=str(demo), tool=self.tool, offer_share=self.offer_share,
                                    tool_share=self.tool_share, steps=self.pretrain_steps, batch_size=self.pretrain_batch,
-                                   lr=self.pretrain_lr, warmup=min(4, self.pretrain_steps), check_every=0,
+                                   lr=self.pretrain_lr, warmup=min(20, self.pretrain_steps), check_every=0,
                                    seed=self.base_seed)
 
 
