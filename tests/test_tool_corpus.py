@@ -58,7 +58,7 @@ def test_head_work_with_and_without_the_offer_is_what_an_episode_and_the_plain_c
 
 
 def test_an_episode_that_calls_is_charged_its_results_and_second_turn():
-    from rlvr.rollout import token_counts
+    from rlvr.rollout import rollout_stats, token_counts
 
     tok, env = build_char_tokenizer(), make_env(SPEC)
     problem = next(env.problems("train", 0))
@@ -69,6 +69,9 @@ def test_an_episode_that_calls_is_charged_its_results_and_second_turn():
     counts = token_counts([rollout])
     assert environment > 0 and counts["prompt_tokens"] >= len(sample.prompt_ids) + environment
     assert counts["generated_tokens"] == sum(sample.source)  # both model turns
+    [head] = generate_rollouts(ScriptedEngine([f"#### {problem.answer}"], tok), env, [problem], 1,
+                               Sampling(max_new_tokens=40))
+    assert rollout_stats([rollout, head])["tool_call_rate"] == 0.5  # the share of episodes that called
 
 
 def test_the_stream_mixes_offers_calls_and_head_work_in_its_shares_and_repeats():

@@ -185,7 +185,8 @@ def figures(result: dict[str, Any]) -> dict[str, dict[str, float]]:
     return {arm: {"pass@1 before": value(r["before"]["pass@1"]), "greedy before": value(r["before"]["greedy"]),
                   "tool calls before": r["before"]["tool_call_rate"], "pass@1 after": value(r["after"]["pass@1"]),
                   "greedy after": value(r["after"]["greedy"]), "tool calls after": r["after"]["tool_call_rate"],
-                  "vs no tool (paired)": (r.get("vs no tool") or {}).get("mean"), "RL steps": r.get("steps"),
+                  "vs no tool (paired)": (r.get("vs no tool") or {}).get("mean"),
+                  "vs before (paired)": (r.get("vs before") or {}).get("mean"), "RL steps": r.get("steps"),
                   "FLOPs": r.get("flops")}
             for arm, r in result["arms"].items()}
 
@@ -213,7 +214,9 @@ def main_real(cfg: ToolsRealConfig) -> dict[str, Any]:
     from rlvr.experiments.real import _model
 
     if cfg.seeds:
-        return seeds.run_and_show(main_real, cfg, figures, f"{cfg.model} with a calculator,", COLUMNS)
+        return seeds.run_and_show(main_real, cfg, figures, f"{cfg.model} with a calculator,",
+                                  {**{c: v for c, v in COLUMNS.items() if c != "vs no tool (paired)"},
+                                   "vs before (paired)": True})
     console, root, t0 = Console(), Path(cfg.run_dir), time.time()
     run = grid.stage(root / "rl", rl.main, rl.RLConfig(
         model=_model(cfg.model), env=cfg.env, steps=cfg.rl_steps, prompts=cfg.prompts, group_size=cfg.group_size,
