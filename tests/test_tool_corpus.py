@@ -14,7 +14,8 @@ import pytest
 from rlvr.envs import make_env
 from rlvr.models.tokenizer import CHARS, build_char_tokenizer
 from rlvr.rollout import generate_rollouts
-from rlvr.train.tool_corpus import expression, tool_document, tool_documents
+from rlvr.envs.arithmetic import expression
+from rlvr.train.tool_corpus import tool_document, tool_documents
 from rlvr.types import Sampling
 from rlvr.verify.episode_probes import ScriptedEngine
 

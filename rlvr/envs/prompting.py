@@ -129,7 +129,7 @@ class Prompted(Forwarding):
             return []
         from rlvr.envs.tool_calls import result_message, tag_call
         from rlvr.envs.tools import calculator
-        from rlvr.train.tool_corpus import expression
+        from rlvr.envs.arithmetic import expression
 
         text, role = result_message(calculator(expression(shot)), "tags")
         return [{"role": "assistant", "content": tag_call("calculator", expression(shot))},

@@ -26,20 +26,12 @@ import dataclasses
 import random
 from typing import Iterator
 
-from rlvr.envs.arithmetic import OPS
+from rlvr.envs.arithmetic import expression
 from rlvr.envs.tool_calls import tag_call
 from rlvr.rollout import encode_prompt, observation_ids
 from rlvr.train.corpus import worked_solution
 from rlvr.types import Problem, Turn
 from rlvr.verify.extract import format_answer
-
-
-def expression(problem: Problem) -> str:
-    """An arithmetic problem's expression, as a calculator call writes it."""
-    m = problem.meta
-    if problem.env != "arithmetic" or not {"a", "b", "op"} <= set(m):
-        raise ValueError(f"a calculator call needs an arithmetic problem's expression; got {problem.id!r}")
-    return f"{m['a']}{OPS[m['op']][0]}{m['b']}"
 
 
 def episode_ids(env, tok, problem: Problem, turns: list[str]) -> list[int]:
