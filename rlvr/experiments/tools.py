@@ -61,7 +61,7 @@ class ToolsPretrainConfig(pretrain.PretrainConfig):
     init: str = Field("", description="Model the pretraining starts from (empty: random weights).")
     tool: str = Field("calculator", description="The tool a share of the problems are offered.")
     offer_share: float = Field(0.5, ge=0, le=1, description="Share of the problems offered the tool.")
-    tool_share: float = Field(0.3, ge=0, le=1, description="Share of the offered problems whose document calls it.")
+    tool_share: float = Field(0.5, ge=0, le=1, description="Share of the offered problems whose document calls it.")
 
 
 class ToolsPretrain(pretrain.Pretrain):
