@@ -55,7 +55,8 @@ def _commands() -> dict[str, tuple[type, Callable, str]]:
 
 
 def _experiments() -> dict[str, tuple[type, Callable, str]]:
-    from rlvr.experiments import ceiling, claims, coldstart, hacking, humans, midtrain, noise, real, regimes, staleness
+    from rlvr.experiments import (ceiling, claims, coldstart, hacking, humans, midtrain, noise, real, regimes, staleness,
+                                  tools)
     return {"ceiling": (ceiling.CeilingConfig, ceiling.main, "can a distilled student (SFT or on-policy) pass its teacher? and after RL?"),
             "coldstart": (coldstart.ColdstartConfig, coldstart.main,
                           "what makes RL after a cold start help or hurt: RL variants from one SFT student"),
@@ -73,6 +74,10 @@ def _experiments() -> dict[str, tuple[type, Callable, str]]:
                          "a teacher's solutions mixed into pretraining, as SFT, or both, then RL, at equal FLOPs"),
             "humans": (humans.HumansConfig, humans.main,
                        "SFT on expert-written, teacher or own best-of-N solutions, then RL, at equal FLOPs"),
+            "tools": (tools.ToolsConfig, tools.main,
+                      "zero RL with a calculator offered against without it, from one base, at equal FLOPs (ToRL)"),
+            "tools-real": (tools.ToolsRealConfig, tools.main_real,
+                           "SmolLM2-135M with a calculator, few-shot: pass@1 and tool-call rate before and after RL"),
             "claims": (claims.ClaimsConfig, claims.main,
                        "the claims table (markdown) from the experiments' results files")}
 

@@ -290,7 +290,8 @@ def ending(sample: Sample) -> str:
 
 def episode_stats(samples: list[Sample]) -> dict[str, float]:
     """Of multi-turn episodes: model turns and each count of theirs (tool calls, tool
-    errors, truncated results, void turns) per episode, and the share that ended each way."""
+    errors, truncated results, void turns) per episode, the share that called a tool at
+    least once (`tool_call_rate`), and the share that ended each way."""
     episodes = [s for s in samples if s.source is not None]
     if not episodes:
         return {}
@@ -299,6 +300,8 @@ def episode_stats(samples: list[Sample]) -> dict[str, float]:
     endings = Counter(ending(s) for s in episodes)
     return {"turns": sum(s.turns for s in episodes) / n,
             **{k: sum(s.counts.get(k, 0) for s in episodes) / n for k in names},
+            **({"tool_call_rate": sum(s.counts.get("tool_calls", 0) > 0 for s in episodes) / n}
+               if "tool_calls" in names else {}),
             **{f"ended_{k}": c / n for k, c in sorted(endings.items())}}
 
 

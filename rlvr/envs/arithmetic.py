@@ -31,6 +31,14 @@ OPS = {"add": ("+", operator.add), "sub": ("-", operator.sub), "mul": ("*", oper
 TEMPLATE = "Compute {expr}. End with #### and the result."
 
 
+def expression(problem: Problem) -> str:
+    """An arithmetic problem's expression (``457+386``), as a calculator call writes it."""
+    m = problem.meta
+    if problem.env != "arithmetic" or not {"a", "b", "op"} <= set(m):
+        raise ValueError(f"a calculator call needs an arithmetic problem's expression; got {problem.id!r}")
+    return f"{m['a']}{OPS[m['op']][0]}{m['b']}"
+
+
 class Arithmetic(ProceduralEnv):
     name = "arithmetic"
 

@@ -13,7 +13,12 @@ formats of rlvr.verify.formats (``hashes``, ``boxed``, ``answer_is``):
   before the question: user and assistant turns of problems drawn deterministically
   from the inner environment's *train* split (never eval, never the problem itself or
   a twin of it), each answered with its gold in the format. Without system and shots
-  a text prompt stays text; otherwise the prompt becomes chat messages.
+  a text prompt stays text; otherwise the prompt becomes chat messages. With
+  ``tool_shots=true`` each example computes its answer with the calculator first, in
+  the tag format, as an episode of ``tools:calculator:...`` runs: the assistant's call
+  ``<tool>calculator: 23*47</tool>``, the result as the next user message
+  ``<result>1081</result>``, then the answer (arithmetic problems; for a model whose
+  template has no tools, e.g. SmolLM2, wrapped in ``tools:``).
 - verify: the format extracts the answer (None: reward 0 with the format's flags);
   the inner environment then grades ``#### <answer>``, so its own checks apply
   unchanged. In ``hashes`` the completion goes to the inner environment as it is.
@@ -31,6 +36,7 @@ mixtures, curricula, `noisy:` and `lenient:` (noise belongs outside:
 failures too).
 
     env = make_env("prompt:format=boxed,shots=2:arithmetic:digits=2")
+    env = make_env("tools:calculator:prompt:format=answer_is,shots=2,tool_shots=true:arithmetic:digits=2,ops=mul")
     env = make_env({"name": "prompt", "format": "answer_is", "system": "You are a careful solver.",
                     "shots": 2, "env": "arithmetic:digits=2"})
     spec = with_prompting("arithmetic", answer_format="boxed")   # what --answer_format does
@@ -64,12 +70,12 @@ _INSTRUCTION = re.compile(r"End (?:with|your response with) #### (?:and|followed
 CODE_ENVS = ("pyfunc", "humaneval")  # their answer is a code block after ####: hashes only
 SHOTS_SEED = 0  # the train stream the examples come from: fixed, so every prompt of a run has the same ones
 MAX_SHOT_DRAWS = 10_000  # train problems scanned for one environment's examples (mixtures interleave)
-KEYS = ("format", "system", "shots", "format_reward")
+KEYS = ("format", "system", "shots", "format_reward", "tool_shots")
 
 
 class Prompted(Forwarding):
     def __init__(self, env: Environment, format: str = DEFAULT_FORMAT, system: str | None = None, shots: int = 0,
-                 format_reward: float = 0.0):
+                 format_reward: float = 0.0, tool_shots: bool = False):
         self.fmt = get_format(format, key="format")
         if isinstance(format_reward, bool) or not isinstance(format_reward, (int, float)) or not 0 <= format_reward < 1:
             raise ValueError(f"prompt: 'format_reward' must be a number in [0, 1), got {format_reward!r}")
@@ -86,6 +92,9 @@ class Prompted(Forwarding):
                              f"a code block after ####, so their 'format' must be {DEFAULT_FORMAT!r}")
         self.env, self.answer_format, self.system, self.shots = env, format, system or None, shots
         self.format_reward = float(format_reward)
+        if not isinstance(tool_shots, bool):
+            raise ValueError(f"prompt: 'tool_shots' must be true or false, got {tool_shots!r}")
+        self.tool_shots = tool_shots
         self.name = env.name
         # Every name the inner env answers for routes here, so an outer mixture sends its
         # problems (and the probes read the format) through this wrapper.
@@ -110,9 +119,21 @@ class Prompted(Forwarding):
             head = [{"role": "system", "content": self.system}]
         turns = []
         for shot in self.examples(problem):
-            turns += [m for m in self._rewrite(shot) if m["role"] != "system"]
+            turns += [m for m in self._rewrite(shot) if m["role"] != "system"] + self._call_turns(shot)
             turns.append({"role": "assistant", "content": self.fmt.render(self.gold_text(shot))})
         return head + turns + [m for m in messages if m["role"] != "system"]
+
+    def _call_turns(self, shot: Problem) -> list[Message]:
+        """A tool-using example's calculator call and its result (`tool_shots`), as an episode writes them."""
+        if not self.tool_shots:
+            return []
+        from rlvr.envs.tool_calls import result_message, tag_call
+        from rlvr.envs.tools import calculator
+        from rlvr.envs.arithmetic import expression
+
+        text, role = result_message(calculator(expression(shot)), "tags")
+        return [{"role": "assistant", "content": tag_call("calculator", expression(shot))},
+                {"role": role, "content": text}]
 
     def examples(self, problem: Problem) -> list[Problem]:
         """The `shots` worked examples for `problem`: train problems of its own environment,
@@ -231,7 +252,8 @@ def _is_code(env) -> bool:
 
 def parse_prompt_spec(spec: str) -> tuple[dict[str, Any], str]:
     """"prompt:format=boxed,shots=2:INNER" -> ({"format": "boxed", "shots": 2}, "INNER")."""
-    usage = f"prompt:format=F[,shots=N][,system=TEXT][,format_reward=W]:INNER_SPEC with F one of {sorted(FORMATS)}"
+    usage = (f"prompt:format=F[,shots=N][,system=TEXT][,format_reward=W][,tool_shots=true]:INNER_SPEC with F one of "
+             f"{sorted(FORMATS)}")
     params: dict[str, Any]
     params, inner = wrapper_spec(spec, KEYS, usage)
     for key, cast, what in (("shots", int, "an int >= 0"), ("format_reward", float, "a number in [0, 1)")):
@@ -240,6 +262,10 @@ def parse_prompt_spec(spec: str) -> tuple[dict[str, Any], str]:
                 params[key] = cast(params[key])
             except ValueError:
                 raise ValueError(f"env spec {spec!r}: bad value {params[key]!r} for {key!r} ({what})") from None
+    if "tool_shots" in params:
+        if str(params["tool_shots"]).lower() not in ("true", "false"):
+            raise ValueError(f"env spec {spec!r}: bad value {params['tool_shots']!r} for 'tool_shots' (true or false)")
+        params["tool_shots"] = str(params["tool_shots"]).lower() == "true"
     return params, inner
 
 

@@ -70,6 +70,11 @@ def describe(tool: Callable[..., Any]) -> str:
     return f"{fn['name']}({args}){f' -> {returns}' if returns else ''}: {' '.join(fn['description'].split())}"
 
 
+def tag_call(name: str, argument: str) -> str:
+    """A call in the tag format, as a model writes it (a few-shot example, a corpus document)."""
+    return f"<tool>{name}: {argument}</tool>"
+
+
 def tag_instructions(names: list[str] | tuple[str, ...]) -> str:
     """The tag format, and the tools, as the prompt states them."""
     return ("You may use tools. To call one, write <tool>NAME: INPUT</tool> and stop; its output comes back as "
