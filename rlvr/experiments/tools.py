@@ -105,7 +105,7 @@ class ToolsConfig(Config):
         return ToolsPretrainConfig(env=self.env, init=str(demo), tool=self.tool, offer_share=self.offer_share,
                                    tool_share=self.tool_share, steps=self.pretrain_steps, batch_size=self.pretrain_batch,
                                    lr=self.pretrain_lr, warmup=min(20, self.pretrain_steps), check_every=0,
-                                   seed=self.base_seed)
+                                   save_every=25, seed=self.base_seed)  # a killed experiment resumes its base
 
 
 COLUMNS = {"pass@1 before": True, "greedy before": True, "tool calls before": True,
