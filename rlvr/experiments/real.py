@@ -52,7 +52,7 @@ ENDLESS = 100_000  # steps or rounds: the budget is what stops an arm
 class RealConfig(Config):
     run_dir: str = Field("runs/real", description="Experiment directory: one sub-run per arm (zero_rl/, best_of_n/, teacher/, context_distill/, context_sft/, context_rl/, opd/), report/, results.json, real.png.")
     model: str = Field("smollm2-135m", description="The pretrained model: a registered name (fetched with `rlvr models get` when missing), a path or a hub id.")
-    env: str = Field("prompt:format=answer_is:arithmetic:digits=2,ops=add+sub", description="The student's environment spec (the teacher is asked the same problems with teacher_shots worked examples, in its prompt: format).")
+    env: str = Field("prompt:format=answer_is,shots=2:lists:length=4,max_value=99,ops=max+min", description="The student's environment spec (the teacher is asked the same problems with teacher_shots worked examples, in its prompt: format). The default has millions of problems and SmolLM2-135M gets 27% of it (8-shot: 30%; zero-shot: 1%).")
     arms: list[str] = Field(list(ARMS), description=f"Arms beside the base and zero RL: {', '.join(ARMS)}.")
     teacher_shots: int = Field(8, ge=1, description="Worked examples before each problem in the teacher's prompt (context distillation).")
     lora_r: int = Field(16, ge=0, description="LoRA rank of every training stage (0: full fine-tuning).")
