@@ -16,7 +16,7 @@ from rlvr import eval as evaluation
 from rlvr.chat_rollout import play
 from rlvr.config import InputError
 from rlvr.distill.teacher import HTTPTeacher, TeacherConfig, with_stop
-from rlvr.engine import register_engine
+from rlvr.engine import ENGINES, register_engine
 from rlvr.envs import make_env
 from rlvr.models import build_tiny_model, load_model, save_model
 from rlvr.rollout import encode_prompt, generate_rollouts
@@ -70,6 +70,13 @@ class ByTurn:
 
     def sync_weights(self, state, version, partial=False):
         self.version = version
+
+
+@pytest.fixture(autouse=True)
+def _unregister_by_turn():
+    """`_serve_script` registers the "by_turn" backend; no other test may see it."""
+    yield
+    ENGINES.pop("by_turn", None)
 
 
 def _serve_script(turns):
