@@ -31,7 +31,8 @@ never averaged: N ranks take the optimizer step one process takes on the same ba
   the whole model once for a rollout or evaluation phase; the next `run` frees it.
   Low-precision weights are kept fp32 and cast for compute by FSDP's MixedPrecisionPolicy.
   On CPU it fixes glibc's mmap threshold, so freed gather buffers go back to the system
-  (`_fixed_mmap_threshold`). Its checkpoints keep the optimizer state sharded through torch.distributed.checkpoint
+  (`fsdp.fixed_mmap_threshold`; the units are built in rlvr/train/fsdp.py). Its checkpoints
+  keep the optimizer state sharded through torch.distributed.checkpoint
   (`save_optimizer`).
 
 Everything that writes (the run directory, the progress bar) is rank 0's; metrics are
@@ -44,11 +45,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import warnings
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from types import MethodType
 from typing import Any, Callable, Iterator
 
 import torch
@@ -56,23 +55,10 @@ import torch.distributed as dist
 
 from rlvr.atomic import atomic_dir
 from rlvr.config import InputError
-from rlvr.models.forward import ENTER
+from rlvr.train.fsdp import Root, fixed_mmap_threshold, shard_by_layer
 from rlvr.train.setup import restore_optimizer
 
 MODES = ("ddp", "fsdp")
-
-
-class Root(torch.nn.Module):
-    """The model as an FSDP unit whose forward runs any function: rlvr's functional
-    forward reaches the layers without calling the model, so the unit's hooks (gather the
-    parameters, reduce the gradients) fire around `fn` instead."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, fn: Callable[[], Any]) -> Any:
-        return fn()
 
 
 @dataclass
@@ -99,42 +85,7 @@ class Parallel:
         """Shard `model` in place under fsdp (its modules keep their names and identity); as is otherwise."""
         if not self.group or self.mode != "fsdp":
             return model
-        from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
-
-        from rlvr.models.lora import is_lora
-
-        if is_lora(model):
-            raise InputError("--parallel fsdp does not shard LoRA models (their adapters are small): use --parallel ddp")
-        layers = getattr(getattr(model, "model", None), "layers", None)
-        if not isinstance(layers, torch.nn.ModuleList):
-            raise InputError(f"--parallel fsdp: {type(model).__name__} has no decoder layers at model.layers to shard")
-        dtype = next(model.parameters()).dtype
-        model.float()  # fp32 shards are the master weights; compute runs in the model's dtype
-        device = next(model.parameters()).device
-        shard = dict(mesh=init_device_mesh(device.type, (self.world,)),
-                     mp_policy=MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32))
-        # A layer's keys and values leave its unit as views; nothing writes into them in place.
-        warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
-        for layer in layers:  # each its own unit, entered by rlvr's forward through ENTER
-            setattr(layer, ENTER, MethodType(_enter, layer))
-            fully_shard(layer, reshard_after_forward=True, **shard)
-            register_fsdp_forward_method(layer, ENTER)
-        self.root, self.layers = Root(model), list(layers)
-        fully_shard(self.root, **shard)
-        for unit in self.units:
-            # Gradients summed, not averaged (each rank's loss is already its share of the
-            # step's); a parameter without one is reduced as zeros, so every rank's
-            # reduce-scatter has the same size.
-            unit.set_gradient_divide_factor(1.0)
-            unit.set_force_sum_reduction_for_comms(True)
-            unit.set_reduce_scatter_unused_params(True, recurse=False)
-        # Backward prefetches the layer before, named: FSDP's default follows the order of
-        # the last forwards, which no-grad passes (proximal log-probs, generation) also
-        # enter, and would then gather a layer on one rank and not on another.
-        for before, layer in zip([self.root, *self.layers], self.layers):
-            layer.set_modules_to_backward_prefetch([before])
-        self.root.set_modules_to_backward_prefetch(self.layers[-1:])
+        self.root, self.layers = shard_by_layer(model, self.world)
         return model
 
     @property
@@ -369,11 +320,6 @@ class Sharded:
 SINGLE = Parallel()
 
 
-def _enter(layer: torch.nn.Module, fn: Callable[..., Any], *args: Any) -> Any:
-    """A decoder layer's `forward.ENTER` method: `fn(*args)`, which FSDP's hooks wrap."""
-    return fn(*args)
-
-
 def summed(key: str) -> bool:
     """Whether a metric is a count that adds up over ranks (rather than a mean)."""
     return key.endswith("_tokens") or key in ("micro_batches", "kept", "generated")
@@ -391,25 +337,11 @@ def start(mode: str = "ddp", timeout_s: float = 1800.0, cuda: bool = False) -> P
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if mode == "fsdp" and not cuda:
-        _fixed_mmap_threshold()
+        fixed_mmap_threshold()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s))
     signal.signal(signal.SIGTERM, _stopped)  # how torchrun stops the others when a rank fails
     return Parallel(dist.get_rank(), dist.get_world_size(), mode, group=True)
-
-
-def _fixed_mmap_threshold(size: int = 1 << 20) -> None:
-    """Under fsdp on CPU every micro-batch allocates and frees each layer's gathered weights
-    and gradient buffers. glibc raises its mmap threshold to the size of a freed block, so
-    after the first these come from its heap, which keeps what they free: a rank's resident
-    memory grew to twice what it held (SmolLM2, BENCHMARKS.md). A fixed threshold keeps
-    blocks of `size` and more in mmap, returned to the system when freed. No-op off glibc."""
-    import ctypes
-    import ctypes.util
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(-3, size)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
 
 
 class Stopped(RuntimeError):
