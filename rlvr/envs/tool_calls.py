@@ -82,11 +82,16 @@ def tag_instructions(names: list[str] | tuple[str, ...]) -> str:
 
 
 def tag_messages(messages: list[dict[str, str]], names: list[str] | tuple[str, ...]) -> list[dict[str, str]]:
-    """The messages with the tools `names` offered in the tag format, after the last one's
+    """The messages with the tools `names` offered in the tag format, before the last one's
     content: the first observation of a tools episode for a model without a tool template
-    (`offer_ids`), and what an endpoint is sent (rlvr/chat_rollout.py)."""
+    (`offer_ids`), and what an endpoint is sent (rlvr/chat_rollout.py).
+
+    The offer comes first, as chat templates with tools put it (in the system turn, before
+    the question): the question then sits next to the model's turn, which copies its
+    operands into a call. After the question, the offer put ~300 characters between them,
+    and the tiny model could not copy across them (EXPERIMENTS.md, the tools experiment)."""
     messages = [dict(m) for m in messages]
-    messages[-1]["content"] = f"{messages[-1]['content']}\n\n{tag_instructions(names)}"
+    messages[-1]["content"] = f"{tag_instructions(names)}\n\n{messages[-1]['content']}"
     return messages
 
 
@@ -118,7 +123,7 @@ def _probe_tool(x: str) -> str:
 def offer_ids(tok, messages: list[dict[str, str]], names: list[str] | tuple[str, ...]) -> list[int]:
     """The prompt's token ids, ready for the assistant's turn, with the tools `names` offered:
     in the chat template's tool format where it has one, else listed in the tag format
-    after the last message (or after the plain prompt, without a template)."""
+    before the last message's content (or after the plain prompt, without a template)."""
     unknown = [n for n in names if n not in TOOLS]
     if unknown:
         raise ValueError(f"unknown tool(s) {unknown}; registered: {sorted(TOOLS)}")

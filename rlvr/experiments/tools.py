@@ -7,9 +7,10 @@ use it (rlvr/train/tool_corpus.py: each document token for token what an episode
 tool, `tool_share` of those call it, the rest work the columns in the head, with the
 corpus's slips). It starts from the demo's base of `base_seed` (cached), which has
 learned the column procedure, and reads `pretrain_steps` batches of that corpus on a
-cosine schedule (cached per config in runs/base-tools-<hash>). Then, from that one base,
-two zero-RL arms with the same `budget_flops` (rlvr/compute.py charges the tool arm's
-longer prompts, its environment's result tokens and its extra turns):
+cosine schedule (cached in runs/base-tools-<config hash>-<hash of its first documents>).
+Then, from that one base, two zero-RL arms with the same `budget_flops` (rlvr/compute.py
+charges the tool arm's longer prompts, its environment's result tokens and its extra
+turns):
 
     tool      RL on ENV with the calculator offered (`tools:calculator:ENV`)
     no tool   RL on ENV as it is (the same problems, asked without the offer)
@@ -32,6 +33,8 @@ documents were too few: the base wrote neither calls nor answers.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import time
 from pathlib import Path
@@ -81,6 +84,16 @@ class ToolsPretrain(pretrain.Pretrain):
         return tool_documents(self.env, self.tok, cfg.slip, cfg.seed, cfg.offer_share, cfg.tool_share, cfg.slip_later)
 
 
+def corpus_digest(pre: ToolsPretrainConfig, documents: int = 8) -> str:
+    """A hash of the corpus's first documents: the base's cache key changes with the
+    documents themselves (the offer's wording or place, the call's format), which its
+    config does not see."""
+    tok = load_model(pre.init, device="cpu")[1]
+    env = make_env(offered(pre.env, pre.tool))
+    docs = tool_documents(env, tok, pre.slip, pre.seed, pre.offer_share, pre.tool_share, pre.slip_later)
+    return hashlib.sha1("\x00".join(itertools.islice(docs, documents)).encode()).hexdigest()[:8]
+
+
 class ToolsConfig(Config):
     run_dir: str = Field("runs/tools", description="Experiment directory: eval-base-*/, rl-*/, results.json.")
     env: Any = Field(pretrain.DEMO_ENV, description="The task, without the tool (the demo's 3-digit addition); the tool arm offers `tool` in it.")
@@ -128,7 +141,8 @@ def main(cfg: ToolsConfig) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
     pre = cfg.base_config()
     console.rule(f"the base: the demo's, then {cfg.pretrain_steps} steps of the corpus with a {cfg.tool}")
-    base_run = grid.stage(Path(f"runs/base-tools-{base_digest(pre)}"), lambda c: ToolsPretrain(c).train(), pre, console)
+    base_run = grid.stage(Path(f"runs/base-tools-{base_digest(pre)}-{corpus_digest(pre)}"),
+                          lambda c: ToolsPretrain(c).train(), pre, console)
     base = base_run / "checkpoints" / "last" / "model"
     envs = {"tool": offered(cfg.env, cfg.tool), "no tool": cfg.env}
     arms: dict[str, dict[str, Any]] = {}
