@@ -69,7 +69,7 @@ def _experiments() -> dict[str, tuple[type, Callable, str]]:
             "regimes": (regimes.RegimesConfig, regimes.main,
                         "zero RL, best-of-N, distillation, distillation + RL, on-policy distillation from one base at equal FLOPs"),
             "real": (real.RealConfig, real.main,
-                     "SmolLM2-135M with LoRA: base, zero RL, best-of-N cold start + RL, at equal FLOPs"),
+                     "SmolLM2-135M with LoRA: zero RL, best-of-N, context distillation (+ RL), on-policy distillation, at equal FLOPs"),
             "midtrain": (midtrain.MidtrainConfig, midtrain.main,
                          "a teacher's solutions mixed into pretraining, as SFT, or both, then RL, at equal FLOPs"),
             "humans": (humans.HumansConfig, humans.main,
