@@ -12,7 +12,8 @@ import time
 import pytest
 
 from rlvr.envs import make_env
-from rlvr.envs.tool_calls import STOPS, TOOLS, describe, offer_ids, parse_call, schema, template_offers_tools
+from rlvr.envs.tool_calls import (STOPS, TOOLS, describe, offer_ids, parse_call, schema, tag_messages,
+                                  template_offers_tools)
 from rlvr.envs.tools import calculator, python
 from rlvr.models.tokenizer import build_char_tokenizer
 from rlvr.rollout import episode_of, generate_rollouts, rollout_stats
@@ -118,6 +119,20 @@ def test_the_tag_format_runs_calls_until_the_answer_cuts_results_in_tokens_and_r
     cut = episode_of(env, problem).step(_turn("<tool>python: print(1000 * '123')</tool>")).observation
     inner = cut[len("<result>"):-len("</result>")]
     assert len(bpe(inner, add_special_tokens=False)["input_ids"]) == 5 and len(inner) > 5
+
+
+def test_the_tag_formats_offer_opens_the_conversation_so_the_question_meets_the_models_turn():
+    tok = build_char_tokenizer()
+    problem = next(_env("tools:calculator:arithmetic:digits=2,ops=mul").problems("eval", 0))
+    prompt = tok.decode(offer_ids(tok, problem.messages(), ["calculator"]))
+    assert prompt.index("You may use tools") < prompt.index(problem.messages()[-1]["content"])
+    assert prompt.endswith(problem.messages()[-1]["content"] + "<|end|><|assistant|>")
+    shots = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Compute 2*3."},
+             {"role": "assistant", "content": "<tool>calculator: 2*3</tool>"}, {"role": "user", "content": "<result>6</result>"},
+             {"role": "assistant", "content": "#### 6"}, {"role": "user", "content": "Compute 4*5."}]
+    offered = tag_messages(shots, ["calculator"])  # before the first example, as a template's tools
+    assert offered[1]["content"].startswith("You may use tools") and offered[1]["content"].endswith("\n\nCompute 2*3.")
+    assert [m for i, m in enumerate(offered) if i != 1] == [m for i, m in enumerate(shots) if i != 1]
 
 
 def test_calls_in_the_chat_templates_json_format_are_read_and_answered_as_tool_messages():

@@ -82,16 +82,18 @@ def tag_instructions(names: list[str] | tuple[str, ...]) -> str:
 
 
 def tag_messages(messages: list[dict[str, str]], names: list[str] | tuple[str, ...]) -> list[dict[str, str]]:
-    """The messages with the tools `names` offered in the tag format, before the last one's
-    content: the first observation of a tools episode for a model without a tool template
-    (`offer_ids`), and what an endpoint is sent (rlvr/chat_rollout.py).
+    """The messages with the tools `names` offered in the tag format, before the first user
+    message's content: the first observation of a tools episode for a model without a tool
+    template (`offer_ids`), and what an endpoint is sent (rlvr/chat_rollout.py).
 
-    The offer comes first, as chat templates with tools put it (in the system turn, before
-    the question): the question then sits next to the model's turn, which copies its
-    operands into a call. After the question, the offer put ~300 characters between them,
-    and the tiny model could not copy across them (EXPERIMENTS.md, the tools experiment)."""
+    The offer opens the conversation, as chat templates with tools put it (in the system
+    turn): few-shot examples after it read as the question does, and the question sits
+    next to the model's turn, which copies its operands into a call. After the question,
+    the offer put ~300 characters between them, and the tiny model could not copy across
+    them (EXPERIMENTS.md, the tools experiment)."""
     messages = [dict(m) for m in messages]
-    messages[-1]["content"] = f"{tag_instructions(names)}\n\n{messages[-1]['content']}"
+    first = next((m for m in messages if m["role"] == "user"), messages[-1])
+    first["content"] = f"{tag_instructions(names)}\n\n{first['content']}"
     return messages
 
 
@@ -123,7 +125,7 @@ def _probe_tool(x: str) -> str:
 def offer_ids(tok, messages: list[dict[str, str]], names: list[str] | tuple[str, ...]) -> list[int]:
     """The prompt's token ids, ready for the assistant's turn, with the tools `names` offered:
     in the chat template's tool format where it has one, else listed in the tag format
-    before the last message's content (or after the plain prompt, without a template)."""
+    before the first user message's content (or before the plain prompt, without a template)."""
     unknown = [n for n in names if n not in TOOLS]
     if unknown:
         raise ValueError(f"unknown tool(s) {unknown}; registered: {sorted(TOOLS)}")
@@ -131,9 +133,9 @@ def offer_ids(tok, messages: list[dict[str, str]], names: list[str] | tuple[str,
         text = tok.apply_chat_template(messages, tools=[TOOLS[n] for n in names], add_generation_prompt=True,
                                        tokenize=False)
         return tok(text, add_special_tokens=False)["input_ids"]
+    if getattr(tok, "chat_template", None) is None:  # the plain prompt: its last message
+        return tok(tag_messages(messages[-1:], names)[0]["content"], add_special_tokens=False)["input_ids"]
     messages = tag_messages(messages, names)
-    if getattr(tok, "chat_template", None) is None:
-        return tok(messages[-1]["content"], add_special_tokens=False)["input_ids"]
     text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return tok(text, add_special_tokens=False)["input_ids"]
 
