@@ -91,7 +91,7 @@ def first_messages(problem: Problem) -> list[dict[str, str]]:
     if problem.meta.get("tools"):
         from rlvr.envs.tool_calls import tag_messages
 
-        return tag_messages(problem.messages(), problem.meta["tools"])
+        return tag_messages(problem.messages(), problem.meta["tools"], problem.meta.get("tool_offer", "full"))
     return problem.messages()
 
 

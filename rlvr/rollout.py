@@ -45,7 +45,7 @@ def encode_prompt(tok, problem: Problem) -> list[int]:
     if problem.meta.get("tools"):
         from rlvr.envs.tool_calls import offer_ids
 
-        return offer_ids(tok, problem.messages(), problem.meta["tools"])
+        return offer_ids(tok, problem.messages(), problem.meta["tools"], problem.meta.get("tool_offer", "full"))
     if isinstance(problem.prompt, str) and getattr(tok, "chat_template", None) is None:
         return tok(problem.prompt, add_special_tokens=False)["input_ids"]
     text = tok.apply_chat_template(problem.messages(), add_generation_prompt=True, tokenize=False)

@@ -16,7 +16,7 @@ from rlvr.envs.tool_calls import (STOPS, TOOLS, describe, offer_ids, parse_call,
                                   template_offers_tools)
 from rlvr.envs.tools import calculator, python
 from rlvr.models.tokenizer import build_char_tokenizer
-from rlvr.rollout import episode_of, generate_rollouts, rollout_stats
+from rlvr.rollout import encode_prompt, episode_of, generate_rollouts, rollout_stats
 from rlvr.types import MultiTurn, Sampling, StopsOn, Turn
 from rlvr.verify.episode_probes import ScriptedEngine
 
@@ -133,6 +133,12 @@ def test_the_tag_formats_offer_opens_the_conversation_so_the_question_meets_the_
     offered = tag_messages(shots, ["calculator"])  # before the first example, as a template's tools
     assert offered[1]["content"].startswith("You may use tools") and offered[1]["content"].endswith("\n\nCompute 2*3.")
     assert [m for i, m in enumerate(offered) if i != 1] == [m for i, m in enumerate(shots) if i != 1]
+    brief = _env("tools:calculator,offer=brief:arithmetic:digits=2,ops=mul")
+    problem = next(brief.problems("eval", 0))
+    assert tok.decode(encode_prompt(tok, problem)) == (
+        f"<|user|>Tools: calculator. Call: <tool>NAME: INPUT</tool>\n\n{problem.messages()[-1]['content']}<|end|><|assistant|>")
+    with pytest.raises(ValueError, match="offer='short'.*one of \\['full', 'brief'\\]"):
+        _env("tools:calculator,offer=short:arithmetic")
 
 
 def test_calls_in_the_chat_templates_json_format_are_read_and_answered_as_tool_messages():

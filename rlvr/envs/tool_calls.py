@@ -75,13 +75,22 @@ def tag_call(name: str, argument: str) -> str:
     return f"<tool>{name}: {argument}</tool>"
 
 
-def tag_instructions(names: list[str] | tuple[str, ...]) -> str:
-    """The tag format, and the tools, as the prompt states them."""
+OFFERS = ("full", "brief")  # how the tag format states the tools (`tag_instructions`)
+
+
+def tag_instructions(names: list[str] | tuple[str, ...], offer: str = "full") -> str:
+    """The tag format, and the tools, as the prompt states them: in full (the format, the
+    result's tags, each tool's signature and description: ~300 characters for the
+    calculator), or brief (the tools' names and the call's form, one line: for a small
+    model that learned the format in pretraining, whose attention a long offer dilutes)."""
+    if offer == "brief":
+        return f"Tools: {', '.join(names)}. Call: <tool>NAME: INPUT</tool>"
     return ("You may use tools. To call one, write <tool>NAME: INPUT</tool> and stop; its output comes back as "
             "<result>OUTPUT</result>. Tools:\n" + "\n".join(f"- {describe(TOOLS[n])}" for n in names))
 
 
-def tag_messages(messages: list[dict[str, str]], names: list[str] | tuple[str, ...]) -> list[dict[str, str]]:
+def tag_messages(messages: list[dict[str, str]], names: list[str] | tuple[str, ...],
+                 offer: str = "full") -> list[dict[str, str]]:
     """The messages with the tools `names` offered in the tag format, before the first user
     message's content: the first observation of a tools episode for a model without a tool
     template (`offer_ids`), and what an endpoint is sent (rlvr/chat_rollout.py).
@@ -93,7 +102,7 @@ def tag_messages(messages: list[dict[str, str]], names: list[str] | tuple[str, .
     them (EXPERIMENTS.md, the tools experiment)."""
     messages = [dict(m) for m in messages]
     first = next((m for m in messages if m["role"] == "user"), messages[-1])
-    first["content"] = f"{tag_instructions(names)}\n\n{first['content']}"
+    first["content"] = f"{tag_instructions(names, offer)}\n\n{first['content']}"
     return messages
 
 
@@ -122,10 +131,11 @@ def _probe_tool(x: str) -> str:
     return x
 
 
-def offer_ids(tok, messages: list[dict[str, str]], names: list[str] | tuple[str, ...]) -> list[int]:
+def offer_ids(tok, messages: list[dict[str, str]], names: list[str] | tuple[str, ...], offer: str = "full") -> list[int]:
     """The prompt's token ids, ready for the assistant's turn, with the tools `names` offered:
     in the chat template's tool format where it has one, else listed in the tag format
-    before the first user message's content (or before the plain prompt, without a template)."""
+    before the first user message's content (or before the plain prompt, without a template),
+    in full or brief (`tag_instructions`)."""
     unknown = [n for n in names if n not in TOOLS]
     if unknown:
         raise ValueError(f"unknown tool(s) {unknown}; registered: {sorted(TOOLS)}")
@@ -134,8 +144,8 @@ def offer_ids(tok, messages: list[dict[str, str]], names: list[str] | tuple[str,
                                        tokenize=False)
         return tok(text, add_special_tokens=False)["input_ids"]
     if getattr(tok, "chat_template", None) is None:  # the plain prompt: its last message
-        return tok(tag_messages(messages[-1:], names)[0]["content"], add_special_tokens=False)["input_ids"]
-    messages = tag_messages(messages, names)
+        return tok(tag_messages(messages[-1:], names, offer)[0]["content"], add_special_tokens=False)["input_ids"]
+    messages = tag_messages(messages, names, offer)
     text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return tok(text, add_special_tokens=False)["input_ids"]
 

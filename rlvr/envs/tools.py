@@ -28,6 +28,12 @@ raises or runs out of time answers with its error's last line (flag ``tool_error
 the episode goes on. Each episode counts its tool calls, errors, truncated results and
 void turns (`counts`, summed into the rollout's statistics).
 
+`offer=brief` states the tag format in one line, the tools' names and the call's form
+(``Tools: calculator. Call: <tool>NAME: INPUT</tool>``), for a small model that learned
+the format in pretraining (the tools experiment's corpus): the full offer's ~300
+characters dilute its attention, and it no longer copies the question's operands into a
+call. A template's own tool format ignores it.
+
 - ``calculator``: + - * / on integers, exact, with the safe parser (rlvr/verify/expr.py).
 - ``python``: the code runs in rlvr's sandbox (namespaces, resource limits, no network,
   host paths hidden; rlvr/verify/sandbox.py) and what it printed comes back. Stateless by
@@ -49,7 +55,7 @@ import dataclasses
 import inspect
 from typing import Any, Callable
 
-from rlvr.envs.tool_calls import FORGED, STOPS, TOOLS, Call, bind, parse_call, register_tool, result_message
+from rlvr.envs.tool_calls import FORGED, OFFERS, STOPS, TOOLS, Call, bind, parse_call, register_tool, result_message
 from rlvr.envs.tool_pool import pool, seconds_left
 from rlvr.types import Environment, Problem, Step, Turn, Verdict
 
@@ -104,7 +110,7 @@ class Tools:
 
     def __init__(self, env: Environment, tools: tuple[str | Callable[..., Any], ...] = ("calculator",),
                  max_turns: int = 4, max_episode_tokens: int = 256, max_result_tokens: int = 64,
-                 timeout: float = 5.0, stateful: bool = False, workers: int = 4):
+                 timeout: float = 5.0, stateful: bool = False, workers: int = 4, offer: str = "full"):
         from rlvr.types import MultiTurn
 
         if isinstance(env, MultiTurn):
@@ -119,13 +125,15 @@ class Tools:
         if bad or max_turns < 2:
             raise ValueError(f"tools: max_turns must be >= 2 (a call and an answer) and every limit > 0; got "
                              f"{', '.join(bad or [f'max_turns={max_turns}'])}")
+        if offer not in OFFERS:
+            raise ValueError(f"tools: offer={offer!r}; the tag format's offer is one of {list(OFFERS)}")
         if max_result_tokens > max_episode_tokens:
             raise ValueError(f"tools: max_result_tokens ({max_result_tokens}) is above max_episode_tokens "
                              f"({max_episode_tokens}): no result that long fits in an episode")
         self.env, self.name, self.routes = env, env.name, {env.name: self}
         self.tools = {n: TOOLS[n] for n in names}
         self.max_turns, self.max_episode_tokens, self.max_result_tokens = max_turns, max_episode_tokens, max_result_tokens
-        self.timeout, self.stateful, self.workers = float(timeout), bool(stateful), workers
+        self.timeout, self.stateful, self.workers, self.offer = float(timeout), bool(stateful), workers, offer
         self.stop_strings = STOPS
         self.tok = None  # the model's tokenizer, bound by the rollout (`use_tokenizer`): results are cut in its tokens
 
@@ -133,8 +141,8 @@ class Tools:
         self.tok = tok
 
     def problems(self, split: str, seed: int):
-        return (dataclasses.replace(p, meta={**p.meta, "tools": tuple(self.tools)})
-                for p in self.env.problems(split, seed))
+        offered = {"tools": tuple(self.tools), **({"tool_offer": self.offer} if self.offer != "full" else {})}
+        return (dataclasses.replace(p, meta={**p.meta, **offered}) for p in self.env.problems(split, seed))
 
     def verify(self, problem: Problem, completion: str) -> Verdict:
         return self.env.verify(problem, completion)

@@ -21,10 +21,11 @@ each arm's end, on the same problems, and the two arms' ends are paired problem 
 problem. On the demo's task a head-computed answer is right about one time in eight (the
 corpus's slips), a calculator's always: the tool pays, if the model learns to call it.
 
-An offered prompt is ~350 characters (the tag format's instructions), so the corpus's
-documents are ~8 times the demo's: pretraining is most of the cost (on 2 loaded cores,
-three seeds side by side, ~50 s a step of 32 documents; EXPERIMENTS.md). 24 steps of 16
-documents were too few: the base wrote neither calls nor answers.
+The tool is offered in the tag format's brief offer (`offer=brief`, one line before the
+question). In full (~300 characters of instructions), the base called the tool as often
+but could copy neither the question's operands into the call nor the result into its
+answer, and its head work on the offered prompt failed too: the long offer diluted the
+tiny model's attention, and RL never saw a correct episode (EXPERIMENTS.md).
 
     rlvr experiment tools                      # 3-digit addition, the demo's base of --base_seed
     rlvr experiment tools --seeds 0,1,2        # each figure as mean [min, max]
@@ -55,9 +56,10 @@ from rlvr.models import load_model
 from rlvr.train import pretrain, rl
 from rlvr.train.tool_corpus import tool_documents
 
-def offered(env: Any, tool: str) -> dict[str, Any]:
-    """`env` with `tool` offered: the spec of its `tools:` environment."""
-    return {"name": "tools", "tools": [tool], "env": env}
+def offered(env: Any, tool: str, offer: str = "full") -> dict[str, Any]:
+    """`env` with `tool` offered (the tag format's offer in full or brief): the spec of its
+    `tools:` environment."""
+    return {"name": "tools", "tools": [tool], "env": env, **({"offer": offer} if offer != "full" else {})}
 
 
 class ToolsPretrainConfig(pretrain.PretrainConfig):
@@ -65,13 +67,14 @@ class ToolsPretrainConfig(pretrain.PretrainConfig):
     tool: str = Field("calculator", description="The tool a share of the problems are offered.")
     offer_share: float = Field(0.5, ge=0, le=1, description="Share of the problems offered the tool.")
     tool_share: float = Field(0.5, ge=0, le=1, description="Share of the offered problems whose document calls it.")
+    offer: str = Field("full", description="The tag format's offer: full or brief (rlvr/envs/tools.py).")
 
 
 class ToolsPretrain(pretrain.Pretrain):
     """Pretraining on the corpus with a tool (rlvr/train/tool_corpus.py), from `init`."""
 
     def prepare(self) -> None:
-        self.env = make_env(offered(self.cfg.env, self.cfg.tool))
+        self.env = make_env(offered(self.cfg.env, self.cfg.tool, self.cfg.offer))
 
     def build(self, checkpoint: Path | None):
         if checkpoint or not self.cfg.init:
@@ -89,7 +92,7 @@ def corpus_digest(pre: ToolsPretrainConfig, documents: int = 8) -> str:
     documents themselves (the offer's wording or place, the call's format), which its
     config does not see."""
     tok = load_model(pre.init, device="cpu")[1]
-    env = make_env(offered(pre.env, pre.tool))
+    env = make_env(offered(pre.env, pre.tool, pre.offer))
     docs = tool_documents(env, tok, pre.slip, pre.seed, pre.offer_share, pre.tool_share, pre.slip_later)
     return hashlib.sha1("\x00".join(itertools.islice(docs, documents)).encode()).hexdigest()[:8]
 
@@ -100,6 +103,7 @@ class ToolsConfig(Config):
     tool: str = Field("calculator", description="The tool offered (a registered one, rlvr/envs/tool_calls.py).")
     offer_share: float = Field(0.5, ge=0, le=1, description="Corpus: share of the problems offered the tool.")
     tool_share: float = Field(0.5, ge=0, le=1, description="Corpus: share of the offered problems whose document calls it (the rest work in the head).")
+    offer: str = Field("brief", description="The tag format's offer, full or brief (one line: the tiny model did not copy the question across the full offer's ~300 characters; EXPERIMENTS.md).")
     pretrain_steps: int = Field(200, ge=1, description="Batches of the tool corpus the base reads after the demo's base.")
     pretrain_batch: int = Field(32, ge=1, description="Documents per pretraining step.")
     pretrain_lr: float = Field(1e-3, gt=0, description="Pretraining learning rate (warm-up, then a cosine to 10%).")
@@ -116,7 +120,7 @@ class ToolsConfig(Config):
     def base_config(self) -> ToolsPretrainConfig:
         demo = pretrained_base(pretrain.PretrainConfig(seed=self.base_seed), console=Console())
         return ToolsPretrainConfig(env=self.env, init=str(demo), tool=self.tool, offer_share=self.offer_share,
-                                   tool_share=self.tool_share, steps=self.pretrain_steps, batch_size=self.pretrain_batch,
+                                   tool_share=self.tool_share, offer=self.offer, steps=self.pretrain_steps, batch_size=self.pretrain_batch,
                                    lr=self.pretrain_lr, warmup=min(20, self.pretrain_steps), check_every=0,
                                    save_every=25, seed=self.base_seed)  # a killed experiment resumes its base
 
@@ -144,7 +148,7 @@ def main(cfg: ToolsConfig) -> dict[str, Any]:
     base_run = grid.stage(Path(f"runs/base-tools-{base_digest(pre)}-{corpus_digest(pre)}"),
                           lambda c: ToolsPretrain(c).train(), pre, console)
     base = base_run / "checkpoints" / "last" / "model"
-    envs = {"tool": offered(cfg.env, cfg.tool), "no tool": cfg.env}
+    envs = {"tool": offered(cfg.env, cfg.tool, cfg.offer), "no tool": cfg.env}
     arms: dict[str, dict[str, Any]] = {}
     for arm, env in envs.items():
         slug = arm.replace(" ", "-")
