@@ -32,17 +32,22 @@ def test_claims_table_reads_spreads_and_single_runs_and_decides_only_on_three_se
     assert len(rows) == len(claims.CLAIMS) and (tmp_path / "claims.md").read_text() == out["markdown"]
     assert "zero RL vs base: +40.0% [+30.0%, +50.0%] (3 seeds)" in rows["C1"] and "holds on every seed (3)" in rows["C1"]
     assert "pass@1 after 40 steps from the base: 82.0% (1 seed)" in rows["C1"] and "steps to 80%: 40 (1 seed)" in rows["C1"]
-    assert rows["C2"].endswith("| mixed: for a reader |")  # one seed up, two down
-    assert "not measured" in rows["C9"] and "not measured" in rows["C10"] and rows["C4"].endswith("| for a reader |")
+    assert rows["C2"].endswith("real: mixed: for a reader |")  # one seed up, two down
+    assert "not measured" in rows["C9"] and "not measured" in rows["C10"]
+    assert rows["C4"].endswith("| tiny: not measured; real: not measured |")  # a verdict on each model, apart
     assert out["measured"] == ["noise", "real"]
 
 
 def test_claims_verdict_fails_and_too_few_seeds():
     c = claims.Claim("X", "x", "cmd", real=[claims.Figure("d", "real", "zero RL", "vs base (paired)", sign=+1)])
     down = {"real": {"zero RL": {"vs base (paired)": _spread([-0.1, -0.2, -0.3])}}}
-    assert claims.verdict(c, down) == "fails on every seed (3)"
+    assert claims.verdict(c, down) == "real: fails on every seed (3)"
     two = {"real": {"zero RL": {"vs base (paired)": _spread([0.1, 0.2])}}}
-    assert claims.verdict(c, two) == "for a reader"
+    assert claims.verdict(c, two) == "real: for a reader (2 seeds)"
+    both = claims.Claim("Y", "y", "cmd", toy=[claims.Figure("t", "ceiling", "student (correct)", "vs teacher", sign=-1)],
+                        real=c.real)
+    up = {"ceiling": {"student (correct)": {"vs teacher": _spread([0.06, 0.17, 0.1])}}, **down}
+    assert claims.verdict(both, up) == "tiny: fails on every seed (3); real: fails on every seed (3)"
 
 
 def test_claims_unknown_experiment_in_dirs_says_so(tmp_path):

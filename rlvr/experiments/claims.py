@@ -7,9 +7,10 @@ reads each experiment's RUN_DIR/results.json (the default run directories under
 `--runs`; `--dirs` moves one), over seeds where the experiment ran with `--seeds` (its
 spread), else its one run, and writes one markdown row per claim: the figures on the
 tiny model and on the real one as "mean [min, max]" with the number of seeds, and a
-verdict. The verdict is computed only where the rule is clear: every figure a claim
-decides by is a paired change (the same held-out problems before and after) measured on
-at least three seeds, all of one sign on every seed; anything else is left for a reader.
+verdict on each model. A verdict is computed only where the rule is clear: every figure a
+claim decides by on that model is a paired change (the same held-out problems before and
+after) measured on at least three seeds, all of one sign on every seed; anything else is
+left for a reader.
 
     rlvr experiment claims                        # reads runs/*/results.json, prints the table
     rlvr experiment claims --out claims.md --dirs '{"staleness": "runs/staleness3"}'
@@ -74,13 +75,16 @@ CLAIMS = [
           real=[Figure("best-of-N vs base", "real", "best-of-N", "vs base (paired)", sign=+1),
                 Figure("best-of-N vs zero RL, equal FLOPs", "real", "best-of-N", "vs zero RL (paired)")]),
     Claim("C4", "a distilled student stays under its teacher", "rlvr experiment ceiling --seeds 0,1,2",
-          toy=[Figure("student (correct-only)", "ceiling", "student (correct)", "pass@1"),
+          toy=[Figure("verified-SFT student vs teacher", "ceiling", "student (correct)", "vs teacher", sign=-1),
+               Figure("unfiltered SFT vs teacher", "ceiling", "student (none)", "vs teacher"),
+               Figure("on-policy distillation vs teacher", "ceiling", "student (opd)", "vs teacher"),
                Figure("teacher", "ceiling", "teacher", "pass@1")],
           real=[Figure("context-distilled student vs its 8-shot self", "real", "context distillation",
                        "vs teacher (paired)", sign=-1)]),
     Claim("C5", "RLVR takes the student past the teacher", "rlvr experiment ceiling --seeds 0,1,2",
-          toy=[Figure("student + RL", "ceiling", "student (correct) + RL", "pass@1"),
-               Figure("teacher", "ceiling", "teacher", "pass@1")],
+          toy=[Figure("unfiltered SFT + RL vs teacher", "ceiling", "student (none) + RL", "vs teacher", sign=+1),
+               Figure("on-policy distillation + RL vs teacher", "ceiling", "student (opd) + RL", "vs teacher", sign=+1),
+               Figure("verified-SFT student + RL", "ceiling", "student (correct) + RL", "pass@1")],
           real=[Figure("context distillation + RL vs its 8-shot self", "real", "context distillation + RL",
                        "vs teacher (paired)", sign=+1)]),
     Claim("C6", "asynchronous off-policy bias can be handled", "rlvr experiment staleness --seeds 0,1,2",
@@ -133,18 +137,25 @@ def text(figures: list[Figure], spreads: dict[str, Any]) -> str:
     for f in figures:
         s = (spreads.get(f.experiment) or {}).get(f.row, {}).get(f.column)
         if s is not None:
-            shown = seeds.show(s, f.percent, signed="(paired)" in f.column)
+            shown = seeds.show(s, f.percent, signed=f.column.startswith("vs "))
             parts.append(f"{f.label}: {shown} ({s['n']} seed{'s' if s['n'] > 1 else ''})")
     return "; ".join(parts) if parts else "not measured"
 
 
 def verdict(claim: Claim, spreads: dict[str, Any]) -> str:
-    deciding = [f for f in claim.toy + claim.real if f.sign]
-    if not deciding:
-        return "for a reader"
-    found = [(f, (spreads.get(f.experiment) or {}).get(f.row, {}).get(f.column)) for f in deciding]
-    if any(s is None or s["n"] < MIN_SEEDS for _, s in found):
-        return "for a reader"
+    """The verdict on each model the claim was measured on, and where: "tiny: holds on every
+    seed (3); real: for a reader"."""
+    parts = [f"{model}: {_verdict(figures, spreads)}" for model, figures in (("tiny", claim.toy), ("real", claim.real))
+             if any(f.sign for f in figures)]
+    return "; ".join(parts) or "for a reader"
+
+
+def _verdict(figures: list[Figure], spreads: dict[str, Any]) -> str:
+    found = [(f, (spreads.get(f.experiment) or {}).get(f.row, {}).get(f.column)) for f in figures if f.sign]
+    if any(s is None for _, s in found):
+        return "not measured" if all(s is None for _, s in found) else "for a reader"
+    if any(s["n"] < MIN_SEEDS for _, s in found):
+        return f"for a reader ({min(s['n'] for _, s in found)} seeds)"
     if all((s["min"] > 0) if f.sign > 0 else (s["max"] < 0) for f, s in found):
         return f"holds on every seed ({min(s['n'] for _, s in found)})"
     if all((s["max"] < 0) if f.sign > 0 else (s["min"] > 0) for f, s in found):
