@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import sys
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -86,9 +86,12 @@ def load_config(cls: type[Config], recipe: str | Path | None = None,
         data, lines = _recipe_lines(path)
         where = {k: f"{path}:{line}" for k, line in lines.items()}
     over = overrides if isinstance(overrides, dict) else parse_overrides(overrides or [])
+    fields = cls.model_fields
+    for key, value in over.items():  # a list key takes "a,b,c" as the seeds do (--lags 0,4) or one value
+        if key in fields and get_origin(fields[key].annotation) is list and not isinstance(value, list):
+            over[key] = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else [value]
     data.update(over)
     where.update({k: "command line" for k in over})
-    fields = cls.model_fields
     data, where = _resumed(cls, data, where)
     for key in data:
         if key not in fields:

@@ -16,6 +16,17 @@ def test_overrides_are_typed():
     assert cfg.env == {"name": "arithmetic", "digits": 2}
 
 
+def test_a_list_key_takes_comma_separated_values_or_yaml():
+    from rlvr.experiments.staleness import StalenessConfig
+
+    cfg = load_config(StalenessConfig, overrides=["--lags", "0,4", "--lrs=5e-4,1e-4", "--corrections", "none,decoupled x4"])
+    assert cfg.lags == [0, 4] and cfg.lrs == [5e-4, 1e-4] and cfg.corrections == ["none", "decoupled x4"]
+    assert load_config(StalenessConfig, overrides=["--lags", "[2, 8]"]).lags == [2, 8]
+    assert load_config(StalenessConfig, overrides=["--lags", "4"]).lags == [4]
+    with pytest.raises(ConfigError, match=r"key 'lags.1'.*got 'x'"):
+        load_config(StalenessConfig, overrides=["--lags", "0,x"])
+
+
 def test_unknown_key_is_named_with_a_suggestion():
     with pytest.raises(ConfigError, match=r"unknown key 'lrr' \(did you mean 'lr'\?\)"):
         load_config(RLConfig, overrides=["--lrr=1"])
