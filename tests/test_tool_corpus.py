@@ -123,7 +123,7 @@ def test_experiment_tools_runs_both_arms_at_equal_flops(tmp_path, monkeypatch):
     tok.save_pretrained(tmp_path / "init")
     monkeypatch.setattr(tools.ToolsConfig, "base_config", lambda self: tools.ToolsPretrainConfig(
         env=self.env, init=str(tmp_path / "init"), preset="micro", steps=2, batch_size=4, check_every=0, warmup=1,
-        tool_share=1.0, offer_share=0.5))
+        tool_share=1.0, offer_share=0.5, offer=self.offer))
     cfg = tools.ToolsConfig(run_dir=str(tmp_path / "exp"), budget_flops=4e8, prompts=2, group_size=2,
                             eval_problems=3, eval_samples=2)
     out = tools.main(cfg)
