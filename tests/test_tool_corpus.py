@@ -30,8 +30,9 @@ def _episode_stream(env, tok, problem, turns):
     return sample.prompt_ids + sample.completion_ids, rollout.verdicts[0]
 
 
-def test_a_tool_document_is_token_for_token_the_episode_that_calls_the_tool():
-    tok, env = build_char_tokenizer(), make_env(SPEC)
+@pytest.mark.parametrize("spec", [SPEC, SPEC.replace("calculator:", "calculator,offer=brief:")])
+def test_a_tool_document_is_token_for_token_the_episode_that_calls_the_tool(spec):
+    tok, env = build_char_tokenizer(), make_env(spec)
     problem = next(env.problems("train", 0))
     call = f"<tool>calculator: {expression(problem)}</tool>"
     doc = tool_document(env, tok, problem, offer=True, use_tool=True, slip=0.7, rng=None)
@@ -39,6 +40,7 @@ def test_a_tool_document_is_token_for_token_the_episode_that_calls_the_tool():
     assert verdict.correct
     assert tok(doc, add_special_tokens=False)["input_ids"] == stream
     assert "<result>" in doc and doc.endswith(f"#### {problem.answer}{tok.eos_token}")
+    assert doc.startswith("<|user|>Tools: calculator." if "brief" in spec else "<|user|>You may use tools.")
 
 
 def test_head_work_with_and_without_the_offer_is_what_an_episode_and_the_plain_corpus_feed():
