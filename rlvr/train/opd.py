@@ -25,7 +25,7 @@ teacher must share the student's tokenizer too, checked at start by the ids of a
 text (the server's `/tokenize`, else the prompt tokens it echoes).
 
     rlvr opd --model runs/base --teacher runs/rl --env arithmetic:digits=3,ops=add --steps 50
-    rlvr opd --model runs/base --teacher rl --teacher_base_url http://127.0.0.1:8000/v1 ...
+    rlvr opd --model runs/base --teacher rl --teacher_base_url http://127.0.0.1:8000/v1 --env arithmetic:digits=3,ops=add
 
 Tested by tests/test_opd.py.
 """
