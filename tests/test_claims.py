@@ -10,7 +10,7 @@ import pytest
 from rlvr.config import Config
 from rlvr.envs import make_env
 from rlvr.experiments import claims, seeds
-from rlvr.train.corpus import correct_solution, mixed
+from rlvr.train.corpus import SOLUTION_STYLES, column_sums, correct_solution, mixed
 
 
 def _spread(values):
@@ -81,6 +81,23 @@ def test_correct_solution_is_judged_correct(spec):
         assert env.verify(problem, text).correct, (problem.prompt, text)
     addition = next(make_env("arithmetic:digits=3,ops=add").problems("train", 0))
     assert correct_solution(make_env("arithmetic:digits=3,ops=add"), addition).startswith("1:")  # the worked procedure
+
+
+def test_solution_styles_write_the_same_correct_answer_three_ways():
+    env = make_env("arithmetic:digits=3,ops=add")
+    for problem in itertools.islice(env.problems("train", 0), 20):
+        texts = {style: correct_solution(env, problem, style) for style in SOLUTION_STYLES}
+        assert all(env.verify(problem, t).correct for t in texts.values()), texts
+        assert texts["worked"].startswith("1:") and texts["answer"].startswith("####")
+        assert len(texts["answer"]) < len(texts["sums"]) < len(texts["worked"])
+    assert column_sums(457, 386) == "13 14 8 #### 843" and column_sums(5, 95) == "10 10 #### 100"
+    countdown = make_env("countdown")
+    problem = next(countdown.problems("train", 0))
+    assert correct_solution(countdown, problem, "answer") == correct_solution(countdown, problem)
+    with pytest.raises(ValueError, match="column additions only"):
+        correct_solution(countdown, problem, "sums")
+    with pytest.raises(ValueError, match="unknown solution style 'prose'"):
+        correct_solution(env, problem, "prose")
 
 
 def test_mixed_replaces_a_share_in_order_and_repeats_itself():

@@ -210,6 +210,15 @@ def test_humans_experiment_sft_on_the_same_problems_three_ways(tmp_path, base_ca
     assert len(ids) == out["solutions"] and all([r["problem_id"] for r in rows] == ids for rows in data.values())
     assert data["human"][0]["messages"][-1]["content"].startswith("1:")  # the worked procedure, written out
     assert out["arms"]["human"]["vs human, rl"] is None and out["arms"]["teacher"]["vs human, sft"] is not None
+    # another style in the same directory: its own data and runs, the worked style's left as they were
+    sums = humans.main(humans.HumansConfig(run_dir=str(tmp_path / "h"), solutions=10, rs_n=4, arms=["human"],
+                                           human_style="sums", **_pipeline(base_cache, monkeypatch)))
+    rows = [json.loads(x) for x in (tmp_path / "h" / "data" / "human-sums.jsonl").read_text().splitlines()]
+    assert [r["problem_id"] for r in rows] == ids and " #### " in rows[0]["messages"][-1]["content"]
+    assert not rows[0]["messages"][-1]["content"].startswith("1:")
+    assert (tmp_path / "h" / "sft-human-sums" / "summary.json").exists() and sums["solutions"] == out["solutions"]
+    assert (tmp_path / "h" / "data" / "human.jsonl").read_text().startswith(
+        json.dumps({"messages": data["human"][0]["messages"], "problem_id": ids[0]}))
 
 
 def test_real_teacher_env_is_the_students_prompt_with_worked_examples():

@@ -3,9 +3,12 @@
 From the demo's base, SFT on the same number of solutions to the same train problems,
 written three ways, each then followed by RL to the same total FLOPs:
 
-    human     the environment's own correct worked solutions, as an expert writes them
-              (rlvr/train/corpus.py `correct_solution`: the corpus's procedure without a
-              slip; the gold answer where the corpus writes none). Never sampled from a model.
+    human     the environment's own correct solutions, as an expert writes them
+              (rlvr/train/corpus.py `correct_solution`), never sampled from a model, in
+              `human_style`: "worked", the corpus's procedure without a slip (the gold
+              answer where the corpus writes none); "sums", column addition's totals as a
+              person jots them (`13 14 8 #### 843`), the same work in a form the base never
+              read; "answer", the answer line alone, as an answer key prints it.
     teacher   the teacher's verified solutions (the regimes experiment's teacher: the base
               after `teacher_steps` of RL, `k` answers a problem, one verified kept)
     self      the model's own best-of-N: `rs_n` samples of the base a problem, one verified kept
@@ -18,6 +21,11 @@ problems; each arm is paired with the human arm after each stage.
 
     rlvr experiment humans                      # the demo's task: 9 runs after the demo's base (not yet timed)
     rlvr experiment humans --seeds 0,1,2        # each figure as mean [min, max]
+    rlvr experiment humans --human_style sums   # the expert's work written as a person jots it
+
+The teacher learned from the base's corpus, so with "worked" its solutions are the
+expert's text (EXPERIMENTS.md); the other styles ask whether the form, not the source,
+is what a student learns from.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 from rich.console import Console
@@ -39,7 +47,7 @@ from rlvr.experiments import grid, regimes, seeds
 from rlvr.experiments.midtrain import STAGE_FIGURES, PipelineConfig, flops, stage_figures, teacher_model, teacher_traces
 from rlvr.jsonl import read_jsonl
 from rlvr.train import rl, sft
-from rlvr.train.corpus import correct_solution
+from rlvr.train.corpus import SOLUTION_STYLES, correct_solution
 
 ARMS = ("human", "teacher", "self")
 
@@ -51,6 +59,7 @@ class HumansConfig(PipelineConfig):
     budget_flops: float = Field(4e12, gt=0, description="FLOPs of SFT and RL together, for every arm.")
     sft_epochs: int = Field(2, ge=1, description="SFT passes over the solutions.")
     rs_n: int = Field(8, ge=1, description="Self: samples per problem (the N of best-of-N).")
+    human_style: Literal[SOLUTION_STYLES] = Field("worked", description="How the human arm's solutions are written: worked (the corpus's procedure, without a slip), sums (each column's total, units first: `13 14 8 #### 843`) or answer (the answer line alone). Its data and runs are named by it (sft-human-sums/, ...) when not worked.")
 
 
 def _by_problem(data: Path) -> dict[str, dict[str, Any]]:
@@ -78,21 +87,22 @@ def main(cfg: HumansConfig) -> dict[str, Any]:
     env = make_env(env_spec)
     stream = env.problems("train", cfg.seed)  # the problems distill asked, in its order
     problems = {p.id: p for p in (next(stream) for _ in range(cfg.distill_problems))}
-    human = {pid: {"messages": problems[pid].messages() + [{"role": "assistant",
-                                                             "content": correct_solution(env, problems[pid])}]}
-             for pid in chosen}
+    human = {pid: {"messages": problems[pid].messages() + [{"role": "assistant", "content": correct_solution(
+        env, problems[pid], cfg.human_style)}]} for pid in chosen}
+    named = {"human": "human" + ("" if cfg.human_style == "worked" else f"-{cfg.human_style}"),
+             "teacher": "teacher", "self": "self"}  # a style's runs never reuse another's
     data = {}
     for arm, rows in (("human", human), ("teacher", teacher), ("self", own)):
-        data[arm] = root / "data" / f"{arm}.jsonl"
+        data[arm] = root / "data" / f"{named[arm]}.jsonl"
         write_text(data[arm], "".join(json.dumps({"messages": rows[pid]["messages"], "problem_id": pid}) + "\n"
                                       for pid in chosen))
 
     arms: dict[str, dict[str, Any]] = {}
     for arm in cfg.arms:
         console.rule(arm)
-        tuned = grid.stage(root / f"sft-{arm}", sft.main, regimes.sft_config(cfg, env_spec, str(base), str(data[arm]), 0.0)
+        tuned = grid.stage(root / f"sft-{named[arm]}", sft.main, regimes.sft_config(cfg, env_spec, str(base), str(data[arm]), 0.0)
                            .model_copy(update={"epochs": cfg.sft_epochs}), console)
-        after = grid.stage(root / f"rl-{arm}", rl.main, regimes.rl_config(
+        after = grid.stage(root / f"rl-{named[arm]}", rl.main, regimes.rl_config(
             cfg, env_spec, str(tuned / "checkpoints" / "last" / "model"), steps=regimes.ENDLESS, budget_flops=B,
             eval_every=cfg.rl_eval_every, **cfg.rl), console)
         arms[arm] = {"stages": {"sft": grid.scores(tuned), "rl": grid.scores(after)},
@@ -116,7 +126,7 @@ def _table(arms: dict[str, Any], base: dict[str, Any], n: int, cfg: HumansConfig
     def triple(s: dict[str, Any]) -> str:
         return " / ".join(f"{s[k]['mean']:.1%}" if s.get(k) else "-" for k in STAGE_FIGURES)
 
-    table = Table(title=f"SFT on {n} solutions written by humans, a teacher or the model itself, then RL to "
+    table = Table(title=f"SFT on {n} solutions written by humans ({cfg.human_style}), a teacher or the model itself, then RL to "
                         f"{cfg.budget_flops:.3g} FLOPs (held-out pass@1 / pass@16 / greedy; base {triple(base)})")
     for col in ("arm", "after SFT", "vs human (paired)", "after RL", "vs human (paired)", "SFT + RL FLOPs"):
         table.add_column(col, justify="left" if col == "arm" else "right")

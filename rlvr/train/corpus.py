@@ -59,12 +59,39 @@ def worked_solution(problem: Problem, slip: float, rng: random.Random, slip_late
     return worked_addition(m["a"], m["b"], slip, rng, slip_later)
 
 
-def correct_solution(env: Environment, problem: Problem) -> str:
-    """The environment's own correct worked solution, as an expert writes it: the corpus's
-    column procedure without a slip, or, where the corpus writes no procedure, the
-    environment's gold answer (`GoldText`) on its answer line."""
-    if problem.env == "arithmetic" and problem.meta.get("op") == "add":
+SOLUTION_STYLES = ("worked", "sums", "answer")
+
+
+def column_sums(a: int, b: int) -> str:
+    """Column addition as a person jots it: each column's total, units first, the carry
+    folded into the next total, then the answer (457+386 -> `13 14 8 #### 843`). The
+    same work as the corpus's procedure, without the column numbers and operand copies."""
+    da, db = str(a)[::-1], str(b)[::-1]
+    carry, totals = 0, []
+    for i in range(max(len(da), len(db))):
+        total = int(da[i] if i < len(da) else 0) + int(db[i] if i < len(db) else 0) + carry
+        totals.append(str(total))
+        carry = total // 10
+    return " ".join(totals) + " " + format_answer(a + b)
+
+
+def correct_solution(env: Environment, problem: Problem, style: str = "worked") -> str:
+    """The environment's own correct solution, as an expert writes it, in one of
+    `SOLUTION_STYLES`: "worked", the corpus's column procedure without a slip (the
+    environment's gold answer on its answer line where the corpus writes no procedure);
+    "sums", column addition's totals without the corpus's scaffolding (`column_sums`);
+    "answer", the answer line alone, as an answer key prints it."""
+    if style not in SOLUTION_STYLES:
+        raise ValueError(f"unknown solution style {style!r}; choose from {list(SOLUTION_STYLES)}")
+    addition = problem.env == "arithmetic" and problem.meta.get("op") == "add"
+    if addition and style == "worked":
         return worked_solution(problem, 0.0, random.Random(0), 0.0)
+    if addition and style == "sums":
+        return column_sums(problem.meta["a"], problem.meta["b"])
+    if addition:
+        return format_answer(problem.meta["a"] + problem.meta["b"])
+    if style == "sums":
+        raise ValueError(f"the 'sums' style writes column additions only; got {problem.id!r}")
     from rlvr.types import GoldText
 
     if not isinstance(env, GoldText):
