@@ -50,7 +50,7 @@ class Totals:
     teacher_tokens: int = 0     # written by a teacher (distillation)
     forward_flops: float = 0.0
     backward_flops: float = 0.0
-    teacher_flops: float = 0.0  # 2 · N_teacher · tokens when the teacher's size is known, else 0
+    teacher_flops: float = 0.0  # 2 · N_teacher · the tokens its forwards computed, when its size is known, else 0
     wall_seconds: float = 0.0
 
     @property

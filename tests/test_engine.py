@@ -336,8 +336,22 @@ def test_score_gives_each_sampled_token_the_logprob_the_engine_sampled_it_with()
     prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in ("12+34=", "7*8=")]
     groups = engine.generate(prompts, 3, Sampling(max_new_tokens=12, seed=1))
     samples = [s for g in groups for s in g]
+    mixed = [samples[i] for i in (0, 3, 1, 4, 2, 5)]  # the groups interleaved: answers keep the order asked
     for budget in (16384, 40, 1):
-        scored = engine.score([s.prompt_ids for s in samples], [s.completion_ids for s in samples], max_tokens=budget)
-        for s, lp in zip(samples, scored):
-            assert len(lp) == len(s.completion_ids)
-            assert max(abs(a - b) for a, b in zip(lp, s.logprobs)) < 1e-4
+        for batch in (samples, mixed):
+            scored = engine.score([s.prompt_ids for s in batch], [s.completion_ids for s in batch], max_tokens=budget)
+            for s, lp in zip(batch, scored):
+                assert len(lp) == len(s.completion_ids)
+                assert max(abs(a - b) for a, b in zip(lp, s.logprobs)) < 1e-4
+
+
+def test_score_chunks_keep_a_prompts_group_whole_and_under_the_token_budget():
+    from rlvr.engine.torch_engine import score_chunks
+
+    prompts = [[1, 2, 3], [4, 5], [1, 2, 3], [4, 5], [6], [1, 2, 3]]
+    completions = [[7] * 4, [7] * 2, [7] * 5, [], [7], [7]]
+    assert score_chunks(prompts, completions, 10_000) == [[0, 2, 5, 1, 3, 4]]
+    # group [0, 2, 5]: one prompt of 3 + 3 rows x 5 = 18 tokens; adding [1, 3] would make 2 x 3 + 5 x 5 = 31
+    assert score_chunks(prompts, completions, 30) == [[0, 2, 5], [1, 3, 4]]
+    assert score_chunks(prompts, completions, 1) == [[0, 2, 5], [1, 3], [4]]  # a group alone may pass it
+    assert score_chunks([], [], 10) == []

@@ -39,8 +39,15 @@ def test_a_teacher_scoring_its_own_samples_gives_no_signal_and_another_one_does(
     env = make_env("guess:max_turns=2,max_episode_tokens=64")
     problems = [p for _, p in zip(range(3), env.problems("train", 0))]
     rollouts = generate_rollouts(TorchEngine(model, tok), env, problems, 4, Sampling(max_new_tokens=12, seed=3))
-    same = annotate(rollouts, LocalScorer(last_model(micro_base), tok), coef=1.0)
-    assert abs(same["reverse_kl"]) < 1e-4 and same["teacher_tokens"] > 0
+    scorer = LocalScorer(last_model(micro_base), tok)
+    same = annotate(rollouts, scorer, coef=1.0)
+    assert abs(same["reverse_kl"]) < 1e-4
+    samples = [s for r in rollouts for s in r.samples]
+    completions = sum(len(s.completion_ids) for s in samples)
+    assert same["teacher_tokens"] == sum(len(s.prompt_ids) for s in samples) + completions  # what an endpoint is sent
+    once = sum(len(p) for p in {tuple(s.prompt_ids) for s in samples})  # a group's prompt, computed once
+    assert once < sum(len(s.prompt_ids) for s in samples)
+    assert same["teacher_flops"] == pytest.approx(2 * scorer.parameters * (once + completions))
     for s in (s for r in rollouts for s in r.samples):
         assert len(s.token_advantages) == len(s.completion_ids)
         assert all(a == 0.0 for a, m in zip(s.token_advantages, s.mask()) if not m)  # the environment's tokens
@@ -110,6 +117,8 @@ def test_a_teacher_behind_an_endpoint_scores_as_the_local_one_does_and_asks_noth
         rows = [json.loads(line) for line in (run.dir / "metrics.jsonl").read_text().splitlines()]
         assert len(rows) == 2 and all(abs(r["reverse_kl"]) < 1e-4 for r in rows)  # the teacher is the student
         assert rows[-1]["compute/teacher_tokens"] > 0 and any((run.dir / "teacher_cache").rglob("*.json"))
+        # an endpoint is charged every request's whole text: 2 N per token it was sent
+        assert rows[-1]["compute/teacher_flops"] == pytest.approx(2 * 1000 * rows[-1]["compute/teacher_tokens"])
     gone = HTTPScorer(TeacherConfig(base_url="http://127.0.0.1:9/v1", model="t", max_retries=0, timeout_s=2), "echo")
     with pytest.raises(InputError, match="teacher t at http://127.0.0.1:9/v1"):
         gone.probe()

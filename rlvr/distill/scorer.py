@@ -79,9 +79,11 @@ class LocalScorer:
     def score(self, prompts: list[list[int]], completions: list[list[int]]) -> list[list[float]]:
         return self.engine.score(prompts, completions)
 
-    def flops(self, tokens: int) -> float:
-        """A forward pass over `tokens` (compute.py's 2 N per token)."""
-        return 2.0 * self.parameters * tokens
+    def flops(self, prompts: list[list[int]], completions: list[list[int]]) -> float:
+        """What `score` computes (compute.py's 2 N per token): each distinct prompt once, and
+        every completion."""
+        distinct = {tuple(p) for p in prompts}
+        return 2.0 * self.parameters * (sum(map(len, distinct)) + sum(map(len, completions)))
 
 
 @dataclass
@@ -110,8 +112,9 @@ class HTTPScorer(HTTPTeacher):
         requests = [ScoreRequest(list(p) + list(c), len(p)) for p, c in zip(prompts, completions)]
         return [r.logprobs for r in self.complete(requests)]
 
-    def flops(self, tokens: int) -> float:
-        return 2.0 * self.parameters * tokens
+    def flops(self, prompts: list[list[int]], completions: list[list[int]]) -> float:
+        """Every request's forward pass over its whole text (a server's prefix cache unseen)."""
+        return 2.0 * self.parameters * sum(len(p) + len(c) for p, c in zip(prompts, completions))
 
     def probe(self) -> None:
         """One short request, so that an endpoint that is not there, or that returns no prompt
@@ -210,11 +213,13 @@ def _shown(tokens: list) -> str:
 def annotate(rollouts: list[Rollout], scorer, coef: float) -> dict[str, float]:
     """Score every sample with the teacher and set its per-token advantages to the reverse
     KL signal (`coef` times it); returns the mean reverse KL per model token and per
-    sequence, and the tokens the teacher read (each sample's prompt and stream)."""
+    sequence, the tokens the teacher was given (each sample's prompt and stream, what an
+    endpoint is sent) and the FLOPs its forward passes cost (`scorer.flops`)."""
     samples = [s for r in rollouts for s in r.samples]
     if not samples:
-        return {"teacher_tokens": 0}
-    teacher = scorer.score([s.prompt_ids for s in samples], [s.completion_ids for s in samples])
+        return {"teacher_tokens": 0, "teacher_flops": 0.0}
+    prompts, completions = [s.prompt_ids for s in samples], [s.completion_ids for s in samples]
+    teacher = scorer.score(prompts, completions)
     kl_sum, tokens, seq_kl = 0.0, 0, []
     for s, t in zip(samples, teacher):
         mask = s.mask()
@@ -224,4 +229,5 @@ def annotate(rollouts: list[Rollout], scorer, coef: float) -> dict[str, float]:
         tokens += sum(1 for m in mask if m)
         seq_kl.append(sum(kl))
     return {"reverse_kl": kl_sum / max(tokens, 1), "reverse_kl_seq": sum(seq_kl) / len(seq_kl),
-            "teacher_tokens": sum(len(s.prompt_ids) + len(s.completion_ids) for s in samples)}
+            "teacher_tokens": sum(len(p) + len(c) for p, c in zip(prompts, completions)),
+            "teacher_flops": scorer.flops(prompts, completions)}

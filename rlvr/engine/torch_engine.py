@@ -43,8 +43,8 @@ from rlvr.config import Config
 from rlvr.engine.registry import register_engine
 from rlvr.engine.sampling import sample_next
 from rlvr.engine.turns import CachedTurns, Keep, Leave, Prefill, Reprefill
-from rlvr.models.forward import DecodeCache, can_pack, decode_step, forward, left_pad, parts_of, prefix_mask
-from rlvr.models.lm_head import head_logprobs
+from rlvr.models.forward import (DecodeCache, can_pack, completion_logprobs, decode_step, forward, left_pad, parts_of,
+                                 prefix_mask, share_prompts)
 from rlvr.types import Sample, Sampling, TurnBatch
 
 
@@ -145,29 +145,23 @@ class TorchEngine:
     @torch.inference_mode()
     def score(self, prompts: list[list[int]], completions: list[list[int]], max_tokens: int = 16384) -> list[list[float]]:
         """The log-prob, at temperature 1, of each completion token after its prompt and
-        the tokens before it: a teacher's view of sampled text, one forward per sequence
-        and no cache. Sequences go through in chunks of at most `max_tokens` padded tokens."""
+        the tokens before it: a teacher's view of sampled text. Each distinct prompt is
+        computed once and its completions attend to its keys and values (a group's n
+        samples cost one prompt, not n), in chunks of about `max_tokens` tokens."""
         if len(prompts) != len(completions):
             raise ValueError(f"score needs one completion per prompt (got {len(prompts)} and {len(completions)})")
         if any(c and not p for p, c in zip(prompts, completions)):
             raise ValueError("score needs a prompt of at least one token before each completion")
         if self.parts is None:
             self.parts = self._build()
-        seqs = [list(p) + list(c) for p, c in zip(prompts, completions)]
-        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-        out: list[list[float]] = [[] for _ in seqs]
-        start = 0
-        while start < len(order):
-            rows = max(1, max_tokens // max(1, len(seqs[order[start]])))
-            chunk = order[start:start + rows]
-            ids, valid, pos = left_pad([seqs[i] for i in chunk], self.pad_id, self.device)
-            hidden, _ = forward(self.parts, ids, pos, mask=prefix_mask(valid))
-            logp, _ = head_logprobs(self.parts.lm_head, hidden[:, :-1], ids[:, 1:], with_entropy=False)
-            logp = logp.float().tolist()
-            for row, i in enumerate(chunk):
-                n = len(completions[i])
-                out[i] = logp[row][len(logp[row]) - n:] if n else []
-            start += len(chunk)
+        out: list[list[float]] = [[] for _ in prompts]
+        for chunk in score_chunks(prompts, completions, max_tokens):
+            shared = share_prompts([prompts[i] for i in chunk], [completions[i] for i in chunk], self.pad_id,
+                                   self.device)
+            logp, _ = completion_logprobs(self.parts, *shared, with_entropy=False)
+            rows = logp.float().tolist()
+            for row, i in zip(rows, chunk):
+                out[i] = row[:len(completions[i])]
         return out
 
     def rows_per_chunk(self, seq_len: int) -> int:
@@ -318,3 +312,25 @@ def build(model: torch.nn.Module, tok, *, role: str, version: int, max_batch: in
 
 
 register_engine("torch", build, TorchOptions)
+
+
+def score_chunks(prompts: list[list[int]], completions: list[list[int]], max_tokens: int) -> list[list[int]]:
+    """Indices of the sequences to score together: whole groups of one prompt, in the order
+    their prompts first appear; a chunk is closed before its padded tokens (its distinct
+    prompts padded to the longest, its completions padded to the longest) would pass
+    `max_tokens` (a group alone may)."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault(tuple(p), []).append(i)
+    chunks: list[list[int]] = []
+    chunk: list[int] = []
+    n_prompts = prompt_len = completion_len = 0
+    for key, rows in groups.items():
+        longest = max(len(completions[i]) for i in rows)
+        grown = ((n_prompts + 1) * max(prompt_len, len(key)) + (len(chunk) + len(rows)) * max(completion_len, longest, 1))
+        if chunk and grown > max_tokens:
+            chunks.append(chunk)
+            chunk, n_prompts, prompt_len, completion_len = [], 0, 0, 0
+        chunk += rows
+        n_prompts, prompt_len, completion_len = n_prompts + 1, max(prompt_len, len(key)), max(completion_len, longest)
+    return chunks + ([chunk] if chunk else [])

@@ -305,6 +305,56 @@ def left_pad(seqs: list[list[int]], pad_id: int, device=None) -> tuple[Tensor, T
     return ids.to(device), valid.to(device), pos.to(device)
 
 
+def share_prompts(prompts: list[list[int]], completions: list[list[int]], pad_id: int,
+                  device=None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Completions that continue prompts, each distinct prompt once: its ids, valid and
+    positions [G, P] (left-padded), `group` [B] (the prompt row each completion continues),
+    the completions' ids [B, T] (right-padded) and their positions [B, T]."""
+    index: dict[tuple[int, ...], int] = {}
+    rows: list[list[int]] = []
+    group = []
+    for p in prompts:
+        key = tuple(p)
+        if key not in index:
+            index[key] = len(rows)
+            rows.append(list(p))
+        group.append(index[key])
+    p_ids, p_valid, p_pos = left_pad(rows, pad_id)
+    T = max(1, max((len(c) for c in completions), default=1))
+    ids = torch.full((len(completions), T), pad_id, dtype=torch.long)
+    for b, c in enumerate(completions):
+        if c:
+            ids[b, :len(c)] = torch.tensor(c, dtype=torch.long)
+    group_t = torch.tensor(group, dtype=torch.long)
+    pos = p_valid.sum(1)[group_t][:, None] + torch.arange(T)[None, :]
+    return tuple(t.to(device) for t in (p_ids, p_valid, p_pos, group_t, ids, pos))  # type: ignore[return-value]
+
+
+def completion_logprobs(p: Parts, prompt_ids: Tensor, prompt_valid: Tensor, prompt_pos: Tensor, group: Tensor,
+                        ids: Tensor, pos: Tensor, temperature: float = 1.0, with_entropy: bool = True,
+                        boundary: Callable[[list[Tensor]], list[Tensor]] | None = None) -> tuple[Tensor, Tensor | None]:
+    """Per-token log-probs [B, T] (at `temperature`) of completions `ids` after their shared
+    prompts (`share_prompts`' tensors), and entropies: each prompt computed once, its keys
+    and values attended to by every completion that continues it. `boundary` sees the
+    prompt pass's outputs (its last hidden state, then each layer's K and V) before the
+    completions read them (the trainer frees the prompt's graph there)."""
+    from rlvr.models.lm_head import head_logprobs
+
+    h_prompt, kv = forward(p, prompt_ids, prompt_pos, mask=prefix_mask(prompt_valid), return_kv=True)
+    tensors = [h_prompt[:, -1]] + [t for pair in kv for t in pair]
+    last, *flat = boundary(tensors) if boundary else tensors
+    kv = list(zip(flat[0::2], flat[1::2]))
+    B, T = ids.shape
+    P = prompt_ids.shape[1]
+    own = torch.ones(T, T, dtype=torch.bool, device=ids.device).tril()
+    mask = torch.cat([prompt_valid[group][:, None, None, :].expand(B, 1, T, P),
+                      own[None, None].expand(B, 1, T, T)], dim=-1)
+    h, _ = forward(p, ids, pos, mask=mask, prefix=kv, prefix_index=group)
+    # Token t is predicted from position t-1; the first from the prompt's last position.
+    h = torch.cat([last[group][:, None], h[:, :-1]], dim=1)
+    return head_logprobs(p.lm_head, h, ids, temperature, with_entropy)
+
+
 def prefix_mask(valid: Tensor) -> Tensor | None:
     """Causal mask over a left-padded prompt batch [B, 1, P, P]; None if nothing is padded.
 

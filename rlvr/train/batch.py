@@ -16,8 +16,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from rlvr.models.forward import Parts, forward, left_pad, prefix_mask
-from rlvr.models.lm_head import head_logprobs
+from rlvr.models.forward import Parts, completion_logprobs, forward, share_prompts
 from rlvr.types import Rollout
 
 
@@ -160,40 +159,22 @@ def _subset(r: Rollout, idx: list[int]) -> Rollout:
 
 
 def make_batch(rollouts: list[Rollout], pad_id: int, device: torch.device | str = "cpu") -> TrainBatch:
-    prompts, group, comps, masks, old, adv, versions = [], [], [], [], [], [], []
-    index: dict[tuple[int, ...], int] = {}
+    samples = []
     for r in rollouts:
         if r.advantages is None:
             raise ValueError(f"rollout of {r.problem.id} has no advantages: run algos.compute_advantages first")
-        for s, a in zip(r.samples, r.advantages):
-            key = tuple(s.prompt_ids)
-            if key not in index:
-                index[key] = len(prompts)
-                prompts.append(s.prompt_ids)
-            group.append(index[key])
-            comps.append(s.completion_ids)
-            masks.append(s.mask())
-            old.append(s.logprobs)
-            adv.append(s.advantages(a))
-            versions.append(s.policy_version)
-    p_ids, p_valid, p_pos = left_pad(prompts, pad_id)
-    T = max(1, max(len(c) for c in comps))
-    B = len(comps)
-    ids = torch.full((B, T), pad_id, dtype=torch.long)
-    mask = torch.zeros((B, T))
-    old_logp = torch.zeros((B, T))
-    advantages = torch.zeros((B, T))
-    for b, (c, m, lp, a) in enumerate(zip(comps, masks, old, adv)):
-        ids[b, :len(c)] = torch.tensor(c, dtype=torch.long)
-        mask[b, :len(c)] = torch.tensor(m, dtype=torch.float)
-        old_logp[b, :len(c)] = torch.tensor(lp, dtype=torch.float)
-        advantages[b, :len(c)] = torch.tensor(a, dtype=torch.float)
-    group_t = torch.tensor(group, dtype=torch.long)
-    pos = p_valid.sum(1)[group_t][:, None] + torch.arange(T)[None, :]
+        samples += list(zip(r.samples, r.advantages))
+    shared = share_prompts([s.prompt_ids for s, _ in samples], [s.completion_ids for s, _ in samples], pad_id)
+    B, T = shared[4].shape
+    mask, old_logp, advantages = torch.zeros((B, T)), torch.zeros((B, T)), torch.zeros((B, T))
+    for b, (s, a) in enumerate(samples):
+        n = len(s.completion_ids)
+        mask[b, :n] = torch.tensor(s.mask(), dtype=torch.float)
+        old_logp[b, :n] = torch.tensor(s.logprobs, dtype=torch.float)
+        advantages[b, :n] = torch.tensor(s.advantages(a), dtype=torch.float)
     to = dict(device=device)
-    return TrainBatch(p_ids.to(**to), p_valid.to(**to), p_pos.to(**to), group_t.to(**to), ids.to(**to),
-                      pos.to(**to), mask.to(**to), old_logp.to(**to), advantages.to(**to),
-                      torch.tensor(versions, **to))
+    return TrainBatch(*(t.to(**to) for t in shared), mask.to(**to), old_logp.to(**to), advantages.to(**to),
+                      torch.tensor([s.policy_version for s, _ in samples], **to))
 
 
 def idle_batch(device: torch.device | str = "cpu") -> TrainBatch:
@@ -244,16 +225,5 @@ def _cut(tensors: list[Tensor]) -> list[Tensor]:
 def policy_logprobs(parts: Parts, batch: TrainBatch, temperature: float = 1.0,
                     with_entropy: bool = True) -> tuple[Tensor, Tensor | None]:
     """Per-token log-probs [B, T] of the completions (at `temperature`), and entropies."""
-    h_prompt, kv = forward(parts, batch.prompt_ids, batch.prompt_pos, mask=prefix_mask(batch.prompt_valid),
-                           return_kv=True)
-    last, *flat = _cut([h_prompt[:, -1]] + [t for pair in kv for t in pair])
-    kv = list(zip(flat[0::2], flat[1::2]))
-    B, T = batch.ids.shape
-    P = batch.prompt_ids.shape[1]
-    own = torch.ones(T, T, dtype=torch.bool, device=batch.ids.device).tril()
-    mask = torch.cat([batch.prompt_valid[batch.group][:, None, None, :].expand(B, 1, T, P),
-                      own[None, None].expand(B, 1, T, T)], dim=-1)
-    h, _ = forward(parts, batch.ids, batch.pos, mask=mask, prefix=kv, prefix_index=batch.group)
-    # Token t is predicted from position t-1; the first from the prompt's last position.
-    h = torch.cat([last[batch.group][:, None], h[:, :-1]], dim=1)
-    return head_logprobs(parts.lm_head, h, batch.ids, temperature, with_entropy)
+    return completion_logprobs(parts, batch.prompt_ids, batch.prompt_valid, batch.prompt_pos, batch.group,
+                               batch.ids, batch.pos, temperature, with_entropy, boundary=_cut)

@@ -121,7 +121,7 @@ class OPD(RL):
 
     def learn(self, rollouts: list[Rollout]) -> dict[str, float]:
         signal = annotate(rollouts, self.teacher, self.cfg.teacher_coef)
-        self.compute.teacher(signal["teacher_tokens"], self.teacher.flops(signal["teacher_tokens"]))
+        self.compute.teacher(signal["teacher_tokens"], signal.pop("teacher_flops"))
         return {**super().learn(rollouts), **signal}
 
     def summary(self) -> dict[str, Any]:
