@@ -139,3 +139,40 @@ def report_peak(peaks: list[float], what: str, device: str) -> float:
     print(f"matmul {what} on {device}: {peak / 1e9:.1f} GFLOP/s (median of {len(peaks)} measurements, one before each "
           f"timed round: {min(peaks) / 1e9:.1f}-{max(peaks) / 1e9:.1f})")
     return peak
+
+
+def add_side_args(ap, names: tuple[str, ...], repeats_help: str) -> None:
+    """The options every one-model CPU benchmark of sides takes: --model, --repeats,
+    --threads, and the hidden --worker/--path its worker processes are started with."""
+    import argparse
+
+    ap.add_argument("--model", default="tiny", help="tiny (random-init preset 'small'), a registered name "
+                    "(smollm2-135m, after `rlvr models get`) or a local HF model dir")
+    ap.add_argument("--repeats", type=int, default=None, help=repeats_help)
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads of every side and of the "
+                    "matmul peak (1 on a machine whose cores other work shares: OpenMP's barriers then stall)")
+    ap.add_argument("--worker", choices=names, help=argparse.SUPPRESS)
+    ap.add_argument("--path", help=argparse.SUPPRESS)
+
+
+def run_sides(script: str, names: tuple[str, ...], path: str, threads: int | None, repeats: int,
+              **step: Any) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]], float]:
+    """Each of `names` as a worker process of `script` on the model at `path`: one warm-up
+    step each (step seed 0), then `repeats` rounds (`rounds`), the CPU's matmul rate
+    measured before each. Returns (each side's step messages, each side's last message,
+    the median matmul rate in FLOP/s)."""
+    from common import device_peak
+
+    argv = [script, "--path", path] + (["--threads", str(threads)] if threads else [])
+    sides: list[Side] = []
+    try:
+        for name in names:
+            sides.append(Side(name, argv + ["--worker", name]))
+        interleave(sides, 1, seed=0, **step)  # warm-up
+        peaks: list[float] = []
+        runs = rounds(sides, repeats, between=lambda: peaks.append(device_peak("cpu")[0]), **step)
+        finals = {s.name: s.close() for s in sides}
+    finally:
+        for s in sides:
+            s.kill()
+    return runs, finals, report_peak(peaks, "fp32 2048^3", "cpu")

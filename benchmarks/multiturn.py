@@ -45,8 +45,8 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # repo root, for rlvr
 
-from common import device_peak, forward_flops, meta_model, model_dir, print_header  # noqa: E402
-from interleave import Channel, Side, interleave, peak_rss_gb, report_peak, rounds  # noqa: E402
+from common import forward_flops, meta_model, model_dir, print_header  # noqa: E402
+from interleave import Channel, add_side_args, peak_rss_gb, run_sides  # noqa: E402
 
 OBSERVATION = "Not yet. Try again."
 SIDES = ("rlvr-cache", "rlvr-reprefill", "hf")
@@ -150,17 +150,10 @@ def useful_flops(model, streams: list[tuple[int, int, int]]) -> float:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--model", default="tiny", help="tiny (random-init preset 'small'), a registered name "
-                    "(smollm2-135m, after `rlvr models get`) or a local HF model dir")
     ap.add_argument("--episodes", type=int, default=None, help="episodes in the batch (default: 32 tiny, 8 real)")
     ap.add_argument("--turns", type=int, default=4, help="model turns per episode")
     ap.add_argument("--new-tokens", type=int, default=32, help="tokens sampled per turn, EOS ignored")
-    ap.add_argument("--repeats", type=int, default=None, help="interleaved timed rounds after one warm-up "
-                    "(default: 5 tiny, 3 real)")
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads of every side and of the "
-                    "matmul peak (1 on a machine whose cores other work shares: OpenMP's barriers then stall)")
-    ap.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
-    ap.add_argument("--path", help=argparse.SUPPRESS)
+    add_side_args(ap, SIDES, "interleaved timed rounds after one warm-up (default: 5 tiny, 3 real)")
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args.worker, args.path, args.threads)
@@ -181,19 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"model: {args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params) | "
               f"{episodes} episodes x {args.turns} turns x {args.new_tokens} tokens | T=1, EOS ignored | "
               f"1 warm-up + {repeats} interleaved rounds, medians")
-        argv_ = [__file__, "--path", path] + (["--threads", str(args.threads)] if args.threads else [])
-        sides: list[Side] = []
-        try:
-            for name in SIDES:
-                sides.append(Side(name, argv_ + ["--worker", name]))
-            interleave(sides, 1, seed=0, **step)  # warm-up
-            peaks: list[float] = []
-            runs = rounds(sides, repeats, between=lambda: peaks.append(device_peak("cpu")[0]), **step)
-            finals = {s.name: s.close() for s in sides}
-        finally:
-            for s in sides:
-                s.kill()
-    peak = report_peak(peaks, "fp32 2048^3", "cpu")
+        runs, finals, peak = run_sides(__file__, SIDES, path, args.threads, repeats, **step)
     medians = {}
     for name in SIDES:
         times = [s["seconds"] for s in runs[name]]

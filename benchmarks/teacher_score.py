@@ -41,8 +41,8 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # repo root, for rlvr
 
-from common import device_peak, forward_flops, meta_model, model_dir, print_header  # noqa: E402
-from interleave import Channel, Side, interleave, peak_rss_gb, report_peak, rounds  # noqa: E402
+from common import forward_flops, meta_model, model_dir, print_header  # noqa: E402
+from interleave import Channel, add_side_args, peak_rss_gb, run_sides  # noqa: E402
 
 SIDES = ("rlvr", "rlvr-unshared", "hf")
 ENV = "prompt:format=answer_is,shots=2:lists:length=4,max_value=99,ops=max+min"
@@ -131,18 +131,11 @@ def useful_flops(model, prompts: list[list[int]], completions: list[list[int]]) 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--model", default="tiny", help="tiny (random-init preset 'small'), a registered name "
-                    "(smollm2-135m, after `rlvr models get`) or a local HF model dir")
     ap.add_argument("--env", default=ENV, help="the environment whose train prompts are scored")
     ap.add_argument("--prompts", type=int, default=16, help="distinct prompts in the batch")
     ap.add_argument("--group", type=int, default=4, help="completions per prompt (the student's group size)")
     ap.add_argument("--new-tokens", type=int, default=24, help="tokens per completion")
-    ap.add_argument("--repeats", type=int, default=None, help="interleaved timed rounds after one warm-up "
-                    "(default: 5 tiny, 3 real)")
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads of every side and of the "
-                    "matmul peak (1 on a machine whose cores other work shares)")
-    ap.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
-    ap.add_argument("--path", help=argparse.SUPPRESS)
+    add_side_args(ap, SIDES, "interleaved timed rounds after one warm-up (default: 5 tiny, 3 real)")
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args.worker, args.path, args.threads)
@@ -164,19 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"model: {args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params) | "
               f"{args.prompts} prompts (mean {mean_prompt:.0f} tokens) x {args.group} completions x "
               f"{args.new_tokens} tokens | 1 warm-up + {repeats} interleaved rounds, medians")
-        argv_ = [__file__, "--path", path] + (["--threads", str(args.threads)] if args.threads else [])
-        sides: list[Side] = []
-        try:
-            for name in SIDES:
-                sides.append(Side(name, argv_ + ["--worker", name]))
-            interleave(sides, 1, **step)  # warm-up
-            peaks: list[float] = []
-            runs = rounds(sides, repeats, between=lambda: peaks.append(device_peak("cpu")[0]), **step)
-            finals = {s.name: s.close() for s in sides}
-        finally:
-            for s in sides:
-                s.kill()
-    peak = report_peak(peaks, "fp32 2048^3", "cpu")
+        runs, finals, peak = run_sides(__file__, SIDES, path, args.threads, repeats, **step)
     for name in SIDES[1:]:
         for a, b in zip(runs["rlvr"], runs[name]):
             gap = max(abs(x - y) for p, q in zip(a["logps"], b["logps"]) for x, y in zip(p, q))
