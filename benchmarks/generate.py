@@ -46,7 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # repo root, for rlvr
 
 from common import device_peak, generation_flops, meta_model, model_dir, print_header  # noqa: E402
-from interleave import Channel, Side, interleave, peak_rss_gb, report_peak, rounds  # noqa: E402
+from interleave import Side, interleave, peak_rss_gb, report_peak, rounds, worker_channel  # noqa: E402
 
 
 def make_prompts(tok, count: int, seed: int = 0) -> list[list[int]]:
@@ -57,12 +57,7 @@ def make_prompts(tok, count: int, seed: int = 0) -> list[list[int]]:
 
 
 def worker(side: str, path: str, threads: int | None, device: str) -> None:
-    channel = Channel()
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    if threads:
-        torch.set_num_threads(threads)
+    channel = worker_channel(threads)
     if side == "rlvr":
         from rlvr.engine import make_engine
         from rlvr.models import load_model

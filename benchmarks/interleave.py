@@ -127,6 +127,19 @@ class Channel:
         return command, json.loads(args) if args else {}
 
 
+def worker_channel(threads: int | None) -> Channel:
+    """A worker's start: its `Channel`, `transformers`' logging quiet, and its torch threads
+    (when given)."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    channel = Channel()
+    hf_logging.set_verbosity_error()
+    if threads:
+        torch.set_num_threads(threads)
+    return channel
+
+
 def peak_rss_gb() -> float:
     """This process's peak resident memory so far, GB (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

@@ -46,7 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # repo root, for rlvr
 
 from common import forward_flops, meta_model, model_dir, print_header  # noqa: E402
-from interleave import Channel, add_side_args, peak_rss_gb, run_sides  # noqa: E402
+from interleave import add_side_args, peak_rss_gb, run_sides, worker_channel  # noqa: E402
 
 OBSERVATION = "Not yet. Try again."
 SIDES = ("rlvr-cache", "rlvr-reprefill", "hf")
@@ -75,12 +75,7 @@ class Again:
 
 
 def worker(side: str, path: str, threads: int | None) -> None:
-    channel = Channel()
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    if threads:
-        torch.set_num_threads(threads)
+    channel = worker_channel(threads)
     if side.startswith("rlvr"):
         from rlvr.engine import make_engine
         from rlvr.models import load_model

@@ -42,7 +42,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # repo root, for rlvr
 
 from common import forward_flops, meta_model, model_dir, print_header  # noqa: E402
-from interleave import Channel, add_side_args, peak_rss_gb, run_sides  # noqa: E402
+from interleave import add_side_args, peak_rss_gb, run_sides, worker_channel  # noqa: E402
 
 SIDES = ("rlvr", "rlvr-unshared", "hf")
 ENV = "prompt:format=answer_is,shots=2:lists:length=4,max_value=99,ops=max+min"
@@ -66,12 +66,7 @@ def make_batch(path: str, env_spec: str, prompts: int, group: int, new: int, see
 
 
 def worker(side: str, path: str, threads: int | None) -> None:
-    channel = Channel()
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    if threads:
-        torch.set_num_threads(threads)
+    channel = worker_channel(threads)
     if side.startswith("rlvr"):
         from rlvr.distill.scorer import LocalScorer
 
