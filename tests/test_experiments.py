@@ -117,7 +117,7 @@ def test_grid_figure_draws_one_panel_per_group_with_the_reference_in_each(tmp_pa
 
 def test_regimes_runs_on_policy_distillation_charged_its_teachers_forward_passes(tmp_path, micro_base, monkeypatch):
     """The opd arm from the base, its teacher the experiment's: it stops at the budget, and the
-    budget holds the teacher's FLOPs (2 N per token it read) beside the student's own."""
+    budget holds the teacher's FLOPs (2 N per token it computed) beside the student's own."""
     from rlvr.run import last_model
     monkeypatch.setattr(regimes, "pretrained_base", lambda pre, console=None: last_model(micro_base))
     budget = 2e9
@@ -128,7 +128,11 @@ def test_regimes_runs_on_policy_distillation_charged_its_teachers_forward_passes
     summary = json.loads((tmp_path / "r" / "opd" / "summary.json").read_text())
     total = summary["total"]
     assert summary["command"] == "opd" and total["teacher_tokens"] > 0
-    assert total["teacher_flops"] == pytest.approx(2 * summary["n_params"] * total["teacher_tokens"])
+    # 2 N per token it computed: each group's prompt once (as the student's generation counts
+    # prompts) and every completion; less than the tokens it was given, a group's prompt n times
+    assert total["teacher_flops"] == pytest.approx(2 * summary["n_params"] * (total["prompt_tokens"]
+                                                                             + total["generated_tokens"]))
+    assert total["teacher_flops"] < 2 * summary["n_params"] * total["teacher_tokens"]
     assert total["flops"] == pytest.approx(total["forward_flops"] + total["backward_flops"] + total["teacher_flops"])
     assert budget <= out["regimes"]["on-policy distill"]["flops"] < budget + total["flops"] / summary["steps"] + 1
 
