@@ -37,12 +37,22 @@ from rlvr.types import Environment, Problem
 from rlvr.verify.extract import format_answer
 
 
-def worked_addition(a: int, b: int, slip: float, rng: random.Random, slip_later: float | None = None) -> str:
+def addition_columns(a: int, b: int) -> Iterator[tuple[int, int, int]]:
+    """Column addition, units first: each column's two digits and its total (the carry in
+    included)."""
     da, db = str(a)[::-1], str(b)[::-1]
-    carry, cols, written = 0, [], []
+    carry = 0
     for i in range(max(len(da), len(db))):
         x, y = int(da[i] if i < len(da) else 0), int(db[i] if i < len(db) else 0)
-        digit, carry = (x + y + carry) % 10, (x + y + carry) // 10
+        total = x + y + carry
+        carry = total // 10
+        yield x, y, total
+
+
+def worked_addition(a: int, b: int, slip: float, rng: random.Random, slip_later: float | None = None) -> str:
+    cols, written, carry = [], [], 0
+    for i, (x, y, total) in enumerate(addition_columns(a, b)):
+        digit, carry = total % 10, total // 10
         if rng.random() < (slip if i == 0 or slip_later is None else slip_later):
             digit = (digit + 1) % 10
         cols.append(f"{i + 1}:{x}{y}{digit}{carry}")
@@ -66,13 +76,7 @@ def column_sums(a: int, b: int) -> str:
     """Column addition as a person jots it: each column's total, units first, the carry
     folded into the next total, then the answer (457+386 -> `13 14 8 #### 843`). The
     same work as the corpus's procedure, without the column numbers and operand copies."""
-    da, db = str(a)[::-1], str(b)[::-1]
-    carry, totals = 0, []
-    for i in range(max(len(da), len(db))):
-        total = int(da[i] if i < len(da) else 0) + int(db[i] if i < len(db) else 0) + carry
-        totals.append(str(total))
-        carry = total // 10
-    return " ".join(totals) + " " + format_answer(a + b)
+    return " ".join(str(total) for _, _, total in addition_columns(a, b)) + " " + format_answer(a + b)
 
 
 def correct_solution(env: Environment, problem: Problem, style: str = "worked") -> str:
