@@ -9,7 +9,7 @@ import pytest
 
 from rlvr.config import Config
 from rlvr.envs import make_env
-from rlvr.experiments import claims, seeds
+from rlvr.experiments import claims, grid, seeds
 from rlvr.train.corpus import SOLUTION_STYLES, column_sums, correct_solution, mixed
 
 
@@ -24,7 +24,8 @@ def test_claims_table_reads_spreads_and_single_runs_and_decides_only_on_three_se
     (tmp_path / "real").mkdir()
     (tmp_path / "real" / "results.json").write_text(json.dumps(real))
     # `noise`, one run (its own results.json): read through noise.figures
-    clean = {"pass@1": {"mean": 0.82, "ci": [0.8, 0.84]}, "vs_clean": None, "true_reward": 0.8, "steps_to_target": 40}
+    clean = {"pass@1": {"mean": 0.82, "ci": [0.8, 0.84]}, "vs_clean": None, "true_reward": 0.8, "steps_to_target": 40,
+             "vs_base": {"mean": 0.7, "ci": [0.66, 0.74]}}
     (tmp_path / "noise").mkdir()
     (tmp_path / "noise" / "results.json").write_text(json.dumps({"results": {"fn=0 fp=0 none": clean}}))
     out = claims.main(claims.ClaimsConfig(runs=str(tmp_path), out=str(tmp_path / "claims.md")))
@@ -32,6 +33,8 @@ def test_claims_table_reads_spreads_and_single_runs_and_decides_only_on_three_se
     assert len(rows) == len(claims.CLAIMS) and (tmp_path / "claims.md").read_text() == out["markdown"]
     assert "zero RL vs base: +40.0% [+30.0%, +50.0%] (3 seeds)" in rows["C1"] and "holds on every seed (3)" in rows["C1"]
     assert "pass@1 after 40 steps from the base: 82.0% (1 seed)" in rows["C1"] and "steps to 80%: 40 (1 seed)" in rows["C1"]
+    assert "40 steps vs the base: +70.0% (1 seed)" in rows["C1"]
+    assert rows["C1"].endswith("| tiny: for a reader (1 seed); real: holds on every seed (3) |")
     assert rows["C2"].endswith("real: mixed: for a reader |")  # one seed up, two down
     assert "not measured" in rows["C9"] and "not measured" in rows["C10"]
     assert rows["C4"].endswith("| tiny: not measured; real: not measured |")  # a verdict on each model, apart
@@ -48,6 +51,21 @@ def test_claims_verdict_fails_and_too_few_seeds():
                         real=c.real)
     up = {"ceiling": {"student (correct)": {"vs teacher": _spread([0.06, 0.17, 0.1])}}, **down}
     assert claims.verdict(both, up) == "tiny: fails on every seed (3); real: fails on every seed (3)"
+
+
+def test_grid_initial_is_the_step_zero_evaluation_paired_with_the_final(tmp_path):
+    def row(step, scores):
+        per = {f"e/{i}": v for i, v in enumerate(scores)}
+        return json.dumps({"step": step, "compute": {"flops": step * 1e9},
+                           "metrics": {"e": {"pass@1": {"mean": sum(scores) / len(scores), "per_problem": per}}}})
+
+    (tmp_path / "evals.jsonl").write_text("\n".join([row(0, [0.0, 0.5, 0.0]), row(10, [1.0, 1.0, 0.5])]) + "\n")
+    (tmp_path / "eval.json").write_text(json.dumps({"metrics": json.loads(row(10, [1.0, 1.0, 0.5]))["metrics"]}))
+    start, end = grid.initial(tmp_path), grid.final(tmp_path)
+    assert start["per_problem"] == {"e/0": 0.0, "e/1": 0.5, "e/2": 0.0}
+    assert grid.paired(start, end)["mean"] == pytest.approx(2 / 3)
+    (tmp_path / "evals.jsonl").write_text(row(10, [1.0, 1.0, 0.5]) + "\n")  # resumed from a checkpoint: no step 0
+    assert grid.initial(tmp_path) is None
 
 
 def test_claims_unknown_experiment_in_dirs_says_so(tmp_path):

@@ -56,6 +56,7 @@ FAST, SLOW = "lr 0.0005, staleness 4", "lr 0.0001, staleness 4"  # the question:
 CLAIMS = [
     Claim("C1", "RLVR hill-climbs a weak signal in few steps", "rlvr experiment noise --seeds 0,1,2",
           toy=[Figure("pass@1 after 40 steps from the base", "noise", "fn=0 fp=0 none", "pass@1"),
+               Figure("40 steps vs the base", "noise", "fn=0 fp=0 none", "vs base (paired)", sign=+1),
                Figure("steps to 80%", "noise", "fn=0 fp=0 none", "steps to target", percent=False)],
           real=[Figure("zero RL vs base", "real", "zero RL", "vs base (paired)", sign=+1)]),
     Claim("C2", "cold start not needed but makes RL more efficient", "rlvr experiment regimes --seeds 0,1,2",

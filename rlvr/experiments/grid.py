@@ -102,6 +102,16 @@ def final(run_dir: Path) -> dict[str, Any]:
     return _first_env(json.loads((run_dir / "eval.json").read_text())["metrics"])["pass@1"]
 
 
+def initial(run_dir: Path) -> dict[str, Any] | None:
+    """pass@1 of the run's first evaluation (step 0: the model it started from, on the same
+    held-out problems as `final`), or None when it made none before training."""
+    for line in (run_dir / "evals.jsonl").read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            return _first_env(row["metrics"])["pass@1"] if row["step"] == 0 else None
+    return None
+
+
 def steps_to(run_dir: Path, target: float) -> int | None:
     return next((step for step, p in curve(run_dir) if p >= target), None)
 

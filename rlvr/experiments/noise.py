@@ -7,7 +7,8 @@ control whose reward is a fair coin. The verifier is `noisy:` (rlvr/envs/noisy.p
 every evaluation measures the true accuracy. The table: final true pass@1 with its 95%
 CI, its paired change from the clean verifier's run (fn = fp = 0, uncorrected; the same
 held-out problems), the training reward against the true one, and the RL steps to reach
-`target`. (backward at fn = fp = 0 is the uncorrected run and is not repeated.)
+`target`; the clean run's change from its step-0 evaluation (the base, same problems) is
+C1's paired figure. (backward at fn = fp = 0 is the uncorrected run and is not repeated.)
 `--seeds 0,1,2` runs the grid once per seed (its own base): each figure as mean [min, max].
 
     rlvr experiment noise                    # ~40 minutes on 2 CPU cores
@@ -58,7 +59,7 @@ CLEAN = "fn=0 fp=0 none"
 def main(cfg: NoiseConfig) -> dict[str, Any]:
     if cfg.seeds:
         return seeds.run_and_show(main, cfg, figures, "zero RL behind a noisy verifier",
-                                  {"pass@1": True, "vs clean (paired)": True,
+                                  {"pass@1": True, "vs base (paired)": True, "vs clean (paired)": True,
                                    "true reward": True, "steps to target": False})
     console, root, t0 = Console(), Path(cfg.run_dir), time.time()
     env, base = grid.start(cfg, console)
@@ -77,7 +78,9 @@ def main(cfg: NoiseConfig) -> dict[str, Any]:
                 resume=(run_dir / "metrics.jsonl").exists()))
         rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
         trained = [r for r in rows if "reward" in r]
-        results[label] = {**cell, "pass@1": grid.final(run_dir), "curve": grid.curve(run_dir),
+        start, end = grid.initial(run_dir), grid.final(run_dir)
+        results[label] = {**cell, "pass@1": end, "curve": grid.curve(run_dir),
+                          "vs_base": grid.paired(start, end) if start else None,
                           "reward": sum(r["reward"] for r in trained[-5:]) / min(5, len(trained)),
                           # a step whose completions were all cut off has no noisy verdict: its reward is the truth
                           "true_reward": sum(r.get("true_reward", r["reward"]) for r in trained[-5:]) / min(5, len(trained)),
@@ -94,11 +97,11 @@ def main(cfg: NoiseConfig) -> dict[str, Any]:
                      f"zero RL behind a noisy verifier: true held-out pass@1 ({cfg.steps} steps)", cfg.target,
                      reference=("clean verifier", clean["curve"]) if clean else None)
     table = Table(title=f"zero RL behind a noisy verifier ({cfg.steps} steps; true held-out pass@1)")
-    for col in ("verifier / correction", "pass@1 [95% CI]", "vs clean (paired)", "reward (last 5)", "true reward (last 5)",
+    for col in ("verifier / correction", "pass@1 [95% CI]", "vs base (paired)", "vs clean (paired)", "reward (last 5)", "true reward (last 5)",
                 f"steps to {cfg.target:.0%}"):
         table.add_column(col, justify="left" if col.startswith("verifier") else "right")
     for label, r in results.items():
-        table.add_row(label, grid.ci_text(r["pass@1"]), grid.change_text(r["vs_clean"]), f"{r['reward']:.1%}",
+        table.add_row(label, grid.ci_text(r["pass@1"]), grid.change_text(r["vs_base"]), grid.change_text(r["vs_clean"]), f"{r['reward']:.1%}",
                       f"{r['true_reward']:.1%}", str(r["steps_to_target"] or "not reached"))
     console.print(table)
     return grid.save(root, {"results": results, "seconds": time.time() - t0, "config": cfg.model_dump(mode="json")},
@@ -107,6 +110,7 @@ def main(cfg: NoiseConfig) -> dict[str, Any]:
 
 def figures(result: dict[str, Any]) -> dict[str, dict[str, float]]:
     """{cell: {column: value}} of one run, for the spread over seeds."""
-    return {label: {"pass@1": r["pass@1"]["mean"], "vs clean (paired)": (r.get("vs_clean") or {}).get("mean"),
+    return {label: {"pass@1": r["pass@1"]["mean"], "vs base (paired)": (r.get("vs_base") or {}).get("mean"),
+                    "vs clean (paired)": (r.get("vs_clean") or {}).get("mean"),
                     "true reward": r["true_reward"], "steps to target": r["steps_to_target"]}
             for label, r in result["results"].items()}
