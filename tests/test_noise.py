@@ -194,7 +194,10 @@ def test_hack_monitor_measures_and_penalises():
     assert not HackMonitor(make_env(ARITH), samples=32).enabled  # a strict env names no held-out check
     small = HackMonitor(env, samples=3, seed=1)
     assert small(_rollouts(env, texts), step=5) == small(_rollouts(env, texts), step=5)  # a seeded draw
-    assert HackMonitor(env).warning({"hack/rate": 0.5, "hack/gap": 0.4}, 3) is not None
+    assert "training reward 40 points above held-out accuracy" in HackMonitor(env).warning(
+        {"hack/rate": 0.5, "hack/gap": 0.4}, 3)
+    # a noisy verifier's false negatives put the training reward under the truth: said so, not "-6% over"
+    assert "6 points below held-out accuracy" in HackMonitor(env).warning({"hack/rate": 0.5, "hack/gap": -0.06}, 3)
 
 
 

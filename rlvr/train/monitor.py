@@ -122,8 +122,10 @@ class HackMonitor:
         self._warned = rate
         cause = getattr(self.env, "gap_cause", "the policy may be exploiting the verifier; see --hack_penalty, "
                                                "--stop_on_hack")
+        gap = metrics["hack/gap"]
         return (f"step {step}: {rate:.0%} of the completions the training verifier rewards fail its held-out check "
-                f"(training reward {metrics['hack/gap']:+.0%} over held-out accuracy): {cause}")
+                f"(training reward {abs(gap) * 100:.0f} points {'above' if gap >= 0 else 'below'} held-out accuracy): "
+                f"{cause}")
 
 
 class HackStop:
