@@ -115,6 +115,20 @@ def test_grid_figure_draws_one_panel_per_group_with_the_reference_in_each(tmp_pa
     assert size["grid.png"][0] > size["one.png"][0] and size["grid.png"][1] > size["one.png"][1]  # 3 x 2 panels
 
 
+def test_curves_over_seeds_keep_the_steps_every_seed_evaluated_and_draw_with_their_range(tmp_path):
+    from rlvr.experiments import grid
+    seed_a, seed_b = [(0, 0.1), (10, 0.5), (20, 0.7)], [(0, 0.2), (10, 0.3)]  # seed b stopped after step 10
+    assert grid.over_seeds([seed_a, seed_b]) == [(0, pytest.approx(0.15), 0.1, 0.2), (10, pytest.approx(0.4), 0.3, 0.5)]
+    out = {"runs": {"0": {"results": {"clean": {"lr": 1, "curve": seed_a}, "x": {"curve": seed_a}}},
+                    "1": {"results": {"clean": {"lr": 1, "curve": seed_b}}}}}
+    merged = grid.seed_results(out)
+    assert merged["clean"]["lr"] == 1 and len(merged["clean"]["curve"]) == 2
+    assert merged["x"]["curve"] == [(0, 0.1, 0.1, 0.1), (10, 0.5, 0.5, 0.5), (20, 0.7, 0.7, 0.7)]  # one seed ran it
+    grid.plot_curves({"a": {"x": merged["x"]["curve"]}}, tmp_path / "seeds.png", "t", 0.8,
+                     reference=("clean", merged["clean"]["curve"]))
+    assert (tmp_path / "seeds.png").stat().st_size > 0
+
+
 def test_regimes_runs_on_policy_distillation_charged_its_teachers_forward_passes(tmp_path, micro_base, monkeypatch):
     """The opd arm from the base, its teacher the experiment's: it stops at the budget, and the
     budget holds the teacher's FLOPs (2 N per token it computed) beside the student's own."""

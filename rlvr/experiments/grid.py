@@ -8,8 +8,12 @@ first reached a target, and draw the cells' curves, one panel per group of cells
     final(run_dir)                 eval.json's pass@1: {"mean", "ci", ...}
     steps(run_dir)                 the steps a finished run took
     steps_to(run_dir, target)      first evaluated step with pass@1 >= target, or None
+    initial(run_dir)               the step-0 evaluation's pass@1 (the starting model, same problems)
     paired(start, end)             the paired change of final pass@1 from one run to another
+    over_seeds(curves)             [(step, mean, min, max)] of one cell's curves over seeds
+    seed_results(out)              {cell: result with its curve over seeds} of an over-seeds run
     plot_curves(panels, path, ...) small multiples: a panel per lag or noise level, a line per cell
+                                   (a curve over seeds: its mean, its range shaded)
     start(cfg, console)            the cells' environment and starting model (default: the demo's)
     save(root, out, plot, console) results.json, and where the figure is
     stage(run_dir, fn, config, console)   run one stage of a pipeline unless it finished before
@@ -93,6 +97,23 @@ def curve(run_dir: Path, against: str = "step") -> list[tuple[float, float]]:
             for r in rows]
 
 
+def over_seeds(curves: list[list[tuple[float, float]]]) -> list[tuple[float, float, float, float]]:
+    """One cell's curves from several seeds as [(step, mean, min, max)], at the steps every
+    seed evaluated (a seed that stopped early bounds the curve)."""
+    shared = set.intersection(*(set(x for x, _ in c) for c in curves)) if curves else set()
+    at = [dict(c) for c in curves]
+    return [(x, sum(a[x] for a in at) / len(at), min(a[x] for a in at), max(a[x] for a in at)) for x in sorted(shared)]
+
+
+def seed_results(out: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The cells of an over-seeds run (`seeds.over_seeds`' result, each seed's result with
+    "results": {cell: {..., "curve"}}): the first seed's cell with its curve over every
+    seed that ran it, for the same figure as one run's."""
+    runs = list(out["runs"].values())
+    return {cell: {**r, "curve": over_seeds([run["results"][cell]["curve"] for run in runs if cell in run["results"]])}
+            for cell, r in runs[0]["results"].items()}
+
+
 def steps(run_dir: Path) -> int:
     """The steps a finished run took (its summary.json)."""
     return json.loads((run_dir / "summary.json").read_text())["steps"]
@@ -141,7 +162,9 @@ def plot_curves(panels: dict[str, dict[str, list[tuple[float, float]]]], path: P
     """Small multiples: one panel per group of cells (a lag, a noise level), one line per
     cell in it. A line's name keeps its colour in every panel, and `reference` (label,
     curve), the synchronous run or the clean verifier, is drawn grey in every panel, so
-    that each panel reads against it; a grid of 17 cells in one axes repeats its colours."""
+    that each panel reads against it; a grid of 17 cells in one axes repeats its colours.
+    A curve of (x, mean, min, max) points (`over_seeds`) is drawn at its mean with its
+    range shaded."""
     import math
 
     import matplotlib
@@ -157,10 +180,10 @@ def plot_curves(panels: dict[str, dict[str, list[tuple[float, float]]]], path: P
                              sharex=True, sharey=True, squeeze=False)
     for ax, (panel, lines) in zip(axes.flat, panels.items()):
         if reference is not None and reference[1]:
-            ax.plot(*zip(*reference[1]), color="grey", linestyle="--", linewidth=1.2, label=reference[0])
+            _line(ax, reference[1], color="grey", linestyle="--", linewidth=1.2, label=reference[0])
         for name, points in lines.items():
             if points:
-                ax.plot(*zip(*points), marker="o", markersize=3, color=colour[name], label=name)
+                _line(ax, points, marker="o", markersize=3, color=colour[name], label=name)
         if target is not None:
             ax.axhline(target, color="grey", linestyle=":", linewidth=1)
         ax.set_title(panel, fontsize=10)
@@ -180,6 +203,15 @@ def plot_curves(panels: dict[str, dict[str, list[tuple[float, float]]]], path: P
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _line(ax, points: list[tuple[float, ...]], **style) -> None:
+    """A curve: (x, y) points, or (x, mean, min, max) over seeds, its range shaded."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    ax.plot(xs, ys, **style)
+    if len(points[0]) == 4:
+        ax.fill_between(xs, [p[2] for p in points], [p[3] for p in points], color=style["color"], alpha=0.15,
+                        linewidth=0)
 
 
 def stage(run_dir: Path, fn, config, console) -> Path:

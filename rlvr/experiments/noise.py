@@ -58,9 +58,14 @@ CLEAN = "fn=0 fp=0 none"
 
 def main(cfg: NoiseConfig) -> dict[str, Any]:
     if cfg.seeds:
-        return seeds.run_and_show(main, cfg, figures, "zero RL behind a noisy verifier",
-                                  {"pass@1": True, "vs base (paired)": True, "vs clean (paired)": True,
-                                   "true reward": True, "steps to target": False})
+        out = seeds.run_and_show(main, cfg, figures, "zero RL behind a noisy verifier",
+                                 {"pass@1": True, "vs base (paired)": True, "vs clean (paired)": True,
+                                  "true reward": True, "steps to target": False})
+        plot = Path(cfg.run_dir) / "noise.png"
+        _plot(grid.seed_results(out), plot, f"zero RL behind a noisy verifier: true held-out pass@1 ({cfg.steps} steps), "
+              f"mean and range over seeds {cfg.seeds}", cfg.target)
+        Console().print(f"figure over seeds: {plot}")
+        return out
     console, root, t0 = Console(), Path(cfg.run_dir), time.time()
     env, base = grid.start(cfg, console)
     results: dict[str, Any] = {}
@@ -88,14 +93,8 @@ def main(cfg: NoiseConfig) -> dict[str, Any]:
     clean = results.get(CLEAN)
     for r in results.values():
         r["vs_clean"] = grid.paired(clean["pass@1"], r["pass@1"]) if clean and clean is not r else None
-    panels: dict[str, dict[str, Any]] = {}
-    for label, r in results.items():
-        if r is not clean:
-            panel = "control" if r.get("random") else f"fn {r['fn']:g}, fp {r['fp']:g}"
-            panels.setdefault(panel, {})[label if r.get("random") else r["correction"]] = r["curve"]
-    grid.plot_curves(panels or {"clean": {}}, root / "noise.png",
-                     f"zero RL behind a noisy verifier: true held-out pass@1 ({cfg.steps} steps)", cfg.target,
-                     reference=("clean verifier", clean["curve"]) if clean else None)
+    _plot(results, root / "noise.png", f"zero RL behind a noisy verifier: true held-out pass@1 ({cfg.steps} steps)",
+          cfg.target)
     table = Table(title=f"zero RL behind a noisy verifier ({cfg.steps} steps; true held-out pass@1)")
     for col in ("verifier / correction", "pass@1 [95% CI]", "vs base (paired)", "vs clean (paired)", "reward (last 5)", "true reward (last 5)",
                 f"steps to {cfg.target:.0%}"):
@@ -114,3 +113,15 @@ def figures(result: dict[str, Any]) -> dict[str, dict[str, float]]:
                     "vs clean (paired)": (r.get("vs_clean") or {}).get("mean"),
                     "true reward": r["true_reward"], "steps to target": r["steps_to_target"]}
             for label, r in result["results"].items()}
+
+
+def _plot(results: dict[str, Any], path: Path, title: str, target: float) -> None:
+    """A panel per noise level (and the control), a line per correction, the clean run grey in each."""
+    clean = results.get(CLEAN)
+    panels: dict[str, dict[str, Any]] = {}
+    for label, r in results.items():
+        if r is not clean:
+            panel = "control" if r.get("random") else f"fn {r['fn']:g}, fp {r['fp']:g}"
+            panels.setdefault(panel, {})[label if r.get("random") else r["correction"]] = r["curve"]
+    grid.plot_curves(panels or {"clean": {}}, path, title, target,
+                     reference=("clean verifier", clean["curve"]) if clean else None)

@@ -88,9 +88,14 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
 
 def main(cfg: StalenessConfig) -> dict[str, Any]:
     if cfg.seeds:
-        return seeds.run_and_show(main, cfg, figures, "zero RL on stale rollouts",
-                                  {"pass@1": True, "vs synchronous (paired)": True,
-                                   "KL(behaviour, current)": False, "ESS": False, "steps to target": False})
+        out = seeds.run_and_show(main, cfg, figures, "zero RL on stale rollouts",
+                                 {"pass@1": True, "vs synchronous (paired)": True,
+                                  "KL(behaviour, current)": False, "ESS": False, "steps to target": False})
+        plot = Path(cfg.run_dir) / "staleness.png"
+        _plot(grid.seed_results(out), plot, f"zero RL on stale rollouts: held-out pass@1 ({cfg.steps} steps), "
+              f"mean and range over seeds {cfg.seeds}", cfg.target)
+        Console().print(f"figure over seeds: {plot}")
+        return out
     console, root, t0 = Console(), Path(cfg.run_dir), time.time()
     env, base = grid.start(cfg, console)
     results: dict[str, Any] = {}
@@ -113,16 +118,7 @@ def main(cfg: StalenessConfig) -> dict[str, Any]:
     for label, r in results.items():  # each cell against the synchronous run it differs from only in the lag
         sync = results.get(f"lr {r['lr']:g}, synchronous{_times(r)}")
         r["vs_synchronous"] = grid.paired(sync["pass@1"], r["pass@1"]) if sync and sync is not r else None
-    panels: dict[str, dict[str, Any]] = {}  # a panel per learning rate and lag, its synchronous runs in it
-    for r in results.values():
-        if r["lag"] > 0:
-            panel = panels.setdefault(f"lr {r['lr']:g}, staleness {r['lag']}", {})
-            for s in results.values():
-                if s["lag"] == 0 and s["lr"] == r["lr"]:
-                    panel[s["arm"]] = s["curve"]
-            panel[r["arm"]] = r["curve"]
-    grid.plot_curves(panels or {"synchronous": {k: r["curve"] for k, r in results.items()}}, root / "staleness.png",
-                     f"zero RL on stale rollouts: held-out pass@1 ({cfg.steps} steps)", cfg.target)
+    _plot(results, root / "staleness.png", f"zero RL on stale rollouts: held-out pass@1 ({cfg.steps} steps)", cfg.target)
     table = Table(title=f"zero RL on rollouts of a fixed staleness ({cfg.steps} steps; held-out pass@1)")
     for col in ("lr, staleness, arm", "pass@1 [95% CI]", "vs synchronous (paired)", f"steps to {cfg.target:.0%}",
                 "mean lag", "ESS", "KL(behaviour, current)", "clipped or masked"):
@@ -144,3 +140,16 @@ def figures(result: dict[str, Any]) -> dict[str, dict[str, float]]:
                     "KL(behaviour, current)": r["behaviour_kl"], "ESS": r["is_ess"],
                     "steps to target": r["steps_to_target"]}
             for label, r in result["results"].items()}
+
+
+def _plot(results: dict[str, Any], path: Path, title: str, target: float) -> None:
+    """A panel per learning rate and lag, a line per arm, that rate's synchronous runs in it."""
+    panels: dict[str, dict[str, Any]] = {}
+    for r in results.values():
+        if r["lag"] > 0:
+            panel = panels.setdefault(f"lr {r['lr']:g}, staleness {r['lag']}", {})
+            for s in results.values():
+                if s["lag"] == 0 and s["lr"] == r["lr"]:
+                    panel[s["arm"]] = s["curve"]
+            panel[r["arm"]] = r["curve"]
+    grid.plot_curves(panels or {"synchronous": {k: r["curve"] for k, r in results.items()}}, path, title, target)
