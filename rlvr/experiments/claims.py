@@ -100,6 +100,7 @@ CLAIMS = [
           toy=[Figure("fn 0.2 vs clean", "noise", "fn=0.2 fp=0 none", "vs clean (paired)"),
                Figure("fn 0.4 vs clean", "noise", "fn=0.4 fp=0 none", "vs clean (paired)"),
                Figure("fn 0.2, fp 0.1 vs clean", "noise", "fn=0.2 fp=0.1 none", "vs clean (paired)"),
+               Figure("fn 0.4, fp 0.1 vs the base", "noise", "fn=0.4 fp=0.1 none", "vs base (paired)"),
                Figure("coin-flip reward", "noise", "coin-flip reward", "pass@1")]),
     Claim("C8", "reward hacking is the real risk", "rlvr experiment hacking --seeds 0,1,2",
           toy=[Figure("hack rate, last 5 steps, no defence", "hacking", "no defence", "hack rate (last 5)"),
