@@ -127,6 +127,15 @@ def test_curves_over_seeds_keep_the_steps_every_seed_evaluated_and_draw_with_the
     grid.plot_curves({"a": {"x": merged["x"]["curve"]}}, tmp_path / "seeds.png", "t", 0.8,
                      reference=("clean", merged["clean"]["curve"]))
     assert (tmp_path / "seeds.png").stat().st_size > 0
+    from rlvr.experiments import hacking  # two curves a cell; the strict reward's arm has no hack rate
+    arm = lambda rate: {"hack_rate": rate, "heldout_accuracy": [(0, 0.1), (10, 0.4)]}
+    runs = {str(k): {"results": {"no defence": arm([(1, 0.05 * k), (2, 0.1)]), "held-out reward": arm([])}}
+            for k in (1, 2)}
+    merged = grid.seed_results({"runs": runs}, ("hack_rate", "heldout_accuracy"))
+    assert merged["no defence"]["hack_rate"] == [(1, pytest.approx(0.075), 0.05, 0.1), (2, 0.1, 0.1, 0.1)]
+    assert merged["held-out reward"]["hack_rate"] == []
+    hacking._plot(merged, tmp_path / "hacking.png", hacking.HackingConfig(), "over seeds [1, 2]")
+    assert (tmp_path / "hacking.png").stat().st_size > 0
 
 
 def test_regimes_runs_on_policy_distillation_charged_its_teachers_forward_passes(tmp_path, micro_base, monkeypatch):

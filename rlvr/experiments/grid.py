@@ -11,7 +11,8 @@ first reached a target, and draw the cells' curves, one panel per group of cells
     initial(run_dir)               the step-0 evaluation's pass@1 (the starting model, same problems)
     paired(start, end)             the paired change of final pass@1 from one run to another
     over_seeds(curves)             [(step, mean, min, max)] of one cell's curves over seeds
-    seed_results(out)              {cell: result with its curve over seeds} of an over-seeds run
+    seed_results(out, curves)      {cell: result with its curves over seeds} of an over-seeds run
+    line(ax, points, **style)      one curve on matplotlib axes (over seeds: its range shaded)
     plot_curves(panels, path, ...) small multiples: a panel per lag or noise level, a line per cell
                                    (a curve over seeds: its mean, its range shaded)
     start(cfg, console)            the cells' environment and starting model (default: the demo's)
@@ -105,13 +106,17 @@ def over_seeds(curves: list[list[tuple[float, float]]]) -> list[tuple[float, flo
     return [(x, sum(a[x] for a in at) / len(at), min(a[x] for a in at), max(a[x] for a in at)) for x in sorted(shared)]
 
 
-def seed_results(out: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def seed_results(out: dict[str, Any], curves: tuple[str, ...] = ("curve",)) -> dict[str, dict[str, Any]]:
     """The cells of an over-seeds run (`seeds.over_seeds`' result, each seed's result with
-    "results": {cell: {..., "curve"}}): the first seed's cell with its curve over every
-    seed that ran it, for the same figure as one run's."""
+    "results": {cell: {..., "curve"}}): the first seed's cell with each of its `curves`
+    over every seed that ran it (an empty curve stays empty), for the same figure as one run's."""
     runs = list(out["runs"].values())
-    return {cell: {**r, "curve": over_seeds([run["results"][cell]["curve"] for run in runs if cell in run["results"]])}
-            for cell, r in runs[0]["results"].items()}
+
+    def merged(cell: str, key: str) -> list[tuple[float, ...]]:
+        found = [run["results"][cell][key] for run in runs if cell in run["results"]]
+        return over_seeds(found) if all(found) else []
+
+    return {cell: {**r, **{key: merged(cell, key) for key in curves}} for cell, r in runs[0]["results"].items()}
 
 
 def steps(run_dir: Path) -> int:
@@ -180,10 +185,10 @@ def plot_curves(panels: dict[str, dict[str, list[tuple[float, float]]]], path: P
                              sharex=True, sharey=True, squeeze=False)
     for ax, (panel, lines) in zip(axes.flat, panels.items()):
         if reference is not None and reference[1]:
-            _line(ax, reference[1], color="grey", linestyle="--", linewidth=1.2, label=reference[0])
+            line(ax, reference[1], color="grey", linestyle="--", linewidth=1.2, label=reference[0])
         for name, points in lines.items():
             if points:
-                _line(ax, points, marker="o", markersize=3, color=colour[name], label=name)
+                line(ax, points, marker="o", markersize=3, color=colour[name], label=name)
         if target is not None:
             ax.axhline(target, color="grey", linestyle=":", linewidth=1)
         ax.set_title(panel, fontsize=10)
@@ -205,12 +210,12 @@ def plot_curves(panels: dict[str, dict[str, list[tuple[float, float]]]], path: P
     plt.close(fig)
 
 
-def _line(ax, points: list[tuple[float, ...]], **style) -> None:
-    """A curve: (x, y) points, or (x, mean, min, max) over seeds, its range shaded."""
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    ax.plot(xs, ys, **style)
+def line(ax, points: list[tuple[float, ...]], **style) -> None:
+    """A curve on matplotlib axes: (x, y) points, or (x, mean, min, max) over seeds, its range shaded."""
+    xs = [p[0] for p in points]
+    (drawn,) = ax.plot(xs, [p[1] for p in points], **style)
     if len(points[0]) == 4:
-        ax.fill_between(xs, [p[2] for p in points], [p[3] for p in points], color=style["color"], alpha=0.15,
+        ax.fill_between(xs, [p[2] for p in points], [p[3] for p in points], color=drawn.get_color(), alpha=0.15,
                         linewidth=0)
 
 

@@ -59,9 +59,14 @@ HONEST = "held-out reward"  # the arm every other is paired with: what the task 
 
 def main(cfg: HackingConfig) -> dict[str, Any]:
     if cfg.seeds:
-        return seeds.run_and_show(main, cfg, figures, f"RL on a lenient verifier ({cfg.hole})",
-                                  {"hack rate (last 5)": True, "true pass@1": True,
-                                   f"vs {HONEST} (paired)": True, "steps": False})
+        out = seeds.run_and_show(main, cfg, figures, f"RL on a lenient verifier ({cfg.hole})",
+                                 {"hack rate (last 5)": True, "true pass@1": True,
+                                  f"vs {HONEST} (paired)": True, "steps": False})
+        plot = Path(cfg.run_dir) / "hacking.png"
+        _plot(grid.seed_results(out, ("hack_rate", "heldout_accuracy")), plot, cfg,
+              f"mean and range over seeds {cfg.seeds}")
+        Console().print(f"figure over seeds: {plot}")
+        return out
     unknown = set(cfg.arms) - set(ARMS)
     if unknown:
         raise ValueError(f"unknown arms {sorted(unknown)}; choose from {list(ARMS)}")
@@ -125,17 +130,23 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def _plot(results: dict[str, Any], path: Path, cfg: HackingConfig) -> None:
+def _plot(results: dict[str, Any], path: Path, cfg: HackingConfig, over: str = "") -> None:
+    """Hack rate over steps (left) and true held-out pass@1 (right), an arm one colour in
+    both; `over`: the curves are means over seeds, their range shaded, and the title says so."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for arm, r in results.items():
+    palette = plt.get_cmap("tab10").colors
+    for i, (arm, r) in enumerate(results.items()):
+        colour = palette[ARMS.index(arm) if arm in ARMS else i % len(palette)]
         if r["hack_rate"]:
-            left.plot(*zip(*r["hack_rate"]), label=arm)
+            grid.line(left, r["hack_rate"], label=arm, color=colour)
         if r["heldout_accuracy"]:
-            right.plot(*zip(*r["heldout_accuracy"]), marker="o", label=arm)
+            grid.line(right, r["heldout_accuracy"], marker="o", label=arm, color=colour)
+    if over:
+        fig.suptitle(f"RL on a lenient verifier ({cfg.hole}): {over}")
     left.set(title=f"hack rate (rewarded by the {cfg.hole} verifier, rejected by the strict one)",
              xlabel="RL step", ylabel="share of rewarded completions")
     right.set(title="true held-out pass@1 (strict verifier)", xlabel="RL step", ylabel="pass@1")
