@@ -89,6 +89,10 @@ def test_over_seeds_runs_a_config_without_a_base_seed(tmp_path):
     assert seen == [(1, str(tmp_path / "seed_1"), []), (2, str(tmp_path / "seed_2"), [])]
     assert out["spread"]["row"]["v"] == {"mean": pytest.approx(0.15), "min": 0.1, "max": 0.2, "n": 2}
     assert json.loads((tmp_path / "results.json").read_text())["seeds"] == [1, 2]
+    drawn = []
+    out = seeds.run_and_show(main, NoBase(run_dir=str(tmp_path), seeds=[1, 2]), lambda r: {"row": {"v": r["v"]}}, "v",
+                             {"v": True}, lambda out, over: drawn.append((sorted(out["runs"]), over)) or tmp_path)
+    assert drawn == [(["1", "2"], "mean and range over seeds [1, 2]")] and out["spread"]["row"]["v"]["n"] == 2
 
 
 @pytest.mark.parametrize("spec", ["arithmetic:digits=3,ops=add", "arithmetic:digits=2,ops=add+sub", "countdown"])

@@ -59,14 +59,11 @@ HONEST = "held-out reward"  # the arm every other is paired with: what the task 
 
 def main(cfg: HackingConfig) -> dict[str, Any]:
     if cfg.seeds:
-        out = seeds.run_and_show(main, cfg, figures, f"RL on a lenient verifier ({cfg.hole})",
-                                 {"hack rate (last 5)": True, "true pass@1": True,
-                                  f"vs {HONEST} (paired)": True, "steps": False})
-        plot = Path(cfg.run_dir) / "hacking.png"
-        _plot(grid.seed_results(out, ("hack_rate", "heldout_accuracy")), plot, cfg,
-              f"mean and range over seeds {cfg.seeds}")
-        Console().print(f"figure over seeds: {plot}")
-        return out
+        return seeds.run_and_show(main, cfg, figures, f"RL on a lenient verifier ({cfg.hole})",
+                                  {"hack rate (last 5)": True, "true pass@1": True,
+                                   f"vs {HONEST} (paired)": True, "steps": False},
+                                  lambda out, over: _plot(grid.seed_results(out, ("hack_rate", "heldout_accuracy")),
+                                                          Path(cfg.run_dir) / "hacking.png", cfg, over))
     unknown = set(cfg.arms) - set(ARMS)
     if unknown:
         raise ValueError(f"unknown arms {sorted(unknown)}; choose from {list(ARMS)}")
@@ -130,7 +127,7 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def _plot(results: dict[str, Any], path: Path, cfg: HackingConfig, over: str = "") -> None:
+def _plot(results: dict[str, Any], path: Path, cfg: HackingConfig, over: str = "") -> Path:
     """Hack rate over steps (left) and true held-out pass@1 (right), an arm one colour in
     both; `over`: the curves are means over seeds, their range shaded, and the title says so."""
     import matplotlib
@@ -157,3 +154,4 @@ def _plot(results: dict[str, Any], path: Path, cfg: HackingConfig, over: str = "
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return path

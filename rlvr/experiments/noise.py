@@ -54,18 +54,16 @@ def _cells(cfg: NoiseConfig) -> list[tuple[str, dict[str, Any]]]:
 
 
 CLEAN = "fn=0 fp=0 none"
+TITLE = "zero RL behind a noisy verifier: true held-out pass@1"
 
 
 def main(cfg: NoiseConfig) -> dict[str, Any]:
     if cfg.seeds:
-        out = seeds.run_and_show(main, cfg, figures, "zero RL behind a noisy verifier",
-                                 {"pass@1": True, "vs base (paired)": True, "vs clean (paired)": True,
-                                  "true reward": True, "steps to target": False})
-        plot = Path(cfg.run_dir) / "noise.png"
-        _plot(grid.seed_results(out), plot, f"zero RL behind a noisy verifier: true held-out pass@1 ({cfg.steps} steps), "
-              f"mean and range over seeds {cfg.seeds}", cfg.target)
-        Console().print(f"figure over seeds: {plot}")
-        return out
+        return seeds.run_and_show(main, cfg, figures, "zero RL behind a noisy verifier",
+                                  {"pass@1": True, "vs base (paired)": True, "vs clean (paired)": True,
+                                   "true reward": True, "steps to target": False},
+                                  lambda out, over: _plot(grid.seed_results(out), Path(cfg.run_dir) / "noise.png",
+                                                          f"{TITLE} ({cfg.steps} steps), {over}", cfg.target))
     console, root, t0 = Console(), Path(cfg.run_dir), time.time()
     env, base = grid.start(cfg, console)
     results: dict[str, Any] = {}
@@ -93,8 +91,7 @@ def main(cfg: NoiseConfig) -> dict[str, Any]:
     clean = results.get(CLEAN)
     for r in results.values():
         r["vs_clean"] = grid.paired(clean["pass@1"], r["pass@1"]) if clean and clean is not r else None
-    _plot(results, root / "noise.png", f"zero RL behind a noisy verifier: true held-out pass@1 ({cfg.steps} steps)",
-          cfg.target)
+    _plot(results, root / "noise.png", f"{TITLE} ({cfg.steps} steps)", cfg.target)
     table = Table(title=f"zero RL behind a noisy verifier ({cfg.steps} steps; true held-out pass@1)")
     for col in ("verifier / correction", "pass@1 [95% CI]", "vs base (paired)", "vs clean (paired)", "reward (last 5)", "true reward (last 5)",
                 f"steps to {cfg.target:.0%}"):
@@ -115,7 +112,7 @@ def figures(result: dict[str, Any]) -> dict[str, dict[str, float]]:
             for label, r in result["results"].items()}
 
 
-def _plot(results: dict[str, Any], path: Path, title: str, target: float) -> None:
+def _plot(results: dict[str, Any], path: Path, title: str, target: float) -> Path:
     """A panel per noise level (and the control), a line per correction, the clean run grey in each."""
     clean = results.get(CLEAN)
     panels: dict[str, dict[str, Any]] = {}
@@ -125,3 +122,4 @@ def _plot(results: dict[str, Any], path: Path, title: str, target: float) -> Non
             panels.setdefault(panel, {})[label if r.get("random") else r["correction"]] = r["curve"]
     grid.plot_curves(panels or {"clean": {}}, path, title, target,
                      reference=("clean verifier", clean["curve"]) if clean else None)
+    return path

@@ -76,10 +76,13 @@ def over_seeds(main: Callable[[Any], dict[str, Any]], cfg, seeds: list[int],
 
 def run_and_show(main: Callable[[Any], dict[str, Any]], cfg,
                  figures: Callable[[dict[str, Any]], dict[str, dict[str, float]]], what: str,
-                 columns: dict[str, bool]) -> dict[str, Any]:
-    """An experiment's --seeds: `over_seeds`, then the spread of `what` as a table."""
+                 columns: dict[str, bool], draw: Callable[[dict[str, Any], str], Path] | None = None) -> dict[str, Any]:
+    """An experiment's --seeds: `over_seeds`, then the spread of `what` as a table, and
+    `draw(out, "mean and range over seeds [...]")`'s figure over the seeds, where it has one."""
     out = over_seeds(main, cfg, cfg.seeds, figures)
     print_spread(f"{what} over seeds {cfg.seeds}: mean [min, max]", out["spread"], columns, len(cfg.seeds))
+    if draw is not None:
+        Console().print(f"figure over seeds: {draw(out, f'mean and range over seeds {cfg.seeds}')}")
     return out
 
 

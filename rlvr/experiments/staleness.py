@@ -61,6 +61,7 @@ class StalenessConfig(grid.GridConfig):
 
 # Per-step metrics the table averages over each run: the lag and the importance weights' health.
 STATS = ("staleness_mean", "is_ess", "behaviour_kl", "is_clipped", "is_masked")
+TITLE = "zero RL on stale rollouts: held-out pass@1"
 
 
 def _times(settings: dict[str, Any]) -> str:
@@ -88,14 +89,11 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
 
 def main(cfg: StalenessConfig) -> dict[str, Any]:
     if cfg.seeds:
-        out = seeds.run_and_show(main, cfg, figures, "zero RL on stale rollouts",
-                                 {"pass@1": True, "vs synchronous (paired)": True,
-                                  "KL(behaviour, current)": False, "ESS": False, "steps to target": False})
-        plot = Path(cfg.run_dir) / "staleness.png"
-        _plot(grid.seed_results(out), plot, f"zero RL on stale rollouts: held-out pass@1 ({cfg.steps} steps), "
-              f"mean and range over seeds {cfg.seeds}", cfg.target)
-        Console().print(f"figure over seeds: {plot}")
-        return out
+        return seeds.run_and_show(main, cfg, figures, "zero RL on stale rollouts",
+                                  {"pass@1": True, "vs synchronous (paired)": True,
+                                   "KL(behaviour, current)": False, "ESS": False, "steps to target": False},
+                                  lambda out, over: _plot(grid.seed_results(out), Path(cfg.run_dir) / "staleness.png",
+                                                          f"{TITLE} ({cfg.steps} steps), {over}", cfg.target))
     console, root, t0 = Console(), Path(cfg.run_dir), time.time()
     env, base = grid.start(cfg, console)
     results: dict[str, Any] = {}
@@ -118,7 +116,7 @@ def main(cfg: StalenessConfig) -> dict[str, Any]:
     for label, r in results.items():  # each cell against the synchronous run it differs from only in the lag
         sync = results.get(f"lr {r['lr']:g}, synchronous{_times(r)}")
         r["vs_synchronous"] = grid.paired(sync["pass@1"], r["pass@1"]) if sync and sync is not r else None
-    _plot(results, root / "staleness.png", f"zero RL on stale rollouts: held-out pass@1 ({cfg.steps} steps)", cfg.target)
+    _plot(results, root / "staleness.png", f"{TITLE} ({cfg.steps} steps)", cfg.target)
     table = Table(title=f"zero RL on rollouts of a fixed staleness ({cfg.steps} steps; held-out pass@1)")
     for col in ("lr, staleness, arm", "pass@1 [95% CI]", "vs synchronous (paired)", f"steps to {cfg.target:.0%}",
                 "mean lag", "ESS", "KL(behaviour, current)", "clipped or masked"):
@@ -142,7 +140,7 @@ def figures(result: dict[str, Any]) -> dict[str, dict[str, float]]:
             for label, r in result["results"].items()}
 
 
-def _plot(results: dict[str, Any], path: Path, title: str, target: float) -> None:
+def _plot(results: dict[str, Any], path: Path, title: str, target: float) -> Path:
     """A panel per learning rate and lag, a line per arm, that rate's synchronous runs in it."""
     panels: dict[str, dict[str, Any]] = {}
     for r in results.values():
@@ -153,3 +151,4 @@ def _plot(results: dict[str, Any], path: Path, title: str, target: float) -> Non
                     panel[s["arm"]] = s["curve"]
             panel[r["arm"]] = r["curve"]
     grid.plot_curves(panels or {"synchronous": {k: r["curve"] for k, r in results.items()}}, path, title, target)
+    return path
