@@ -10,9 +10,10 @@ From one base, RL on a lenient verifier (rlvr/envs/lenient.py) four ways:
 Each run logs the monitor's hack rate every step and the true (strict) held-out
 accuracy every `eval_every` steps. `hacking.png` draws both against the step; the table
 pairs each arm's final true pass@1 with the held-out-reward arm's (the same problems).
-`--seeds 0,1,2` runs every arm once per seed (its own base): each figure as mean [min, max].
+`--seeds 0,1,2` runs every arm once per seed (its own base): each figure as mean [min, max],
+and RUN_DIR/hacking.png draws each arm's mean over the seeds with its range shaded.
 
-    rlvr experiment hacking                                   # the demo's base and task
+    rlvr experiment hacking                                   # the demo's base and task: ~8-9 minutes on one thread
     rlvr experiment hacking --seeds 0,1,2
     rlvr experiment hacking --hole last_number --steps 60
 """

@@ -9,7 +9,8 @@ CI, its paired change from the clean verifier's run (fn = fp = 0, uncorrected; t
 held-out problems), the training reward against the true one, and the RL steps to reach
 `target`; the clean run's change from its step-0 evaluation (the base, same problems) is
 C1's paired figure. (backward at fn = fp = 0 is the uncorrected run and is not repeated.)
-`--seeds 0,1,2` runs the grid once per seed (its own base): each figure as mean [min, max].
+`--seeds 0,1,2` runs the grid once per seed (its own base): each figure as mean [min, max],
+and RUN_DIR/noise.png draws each cell's mean curve over the seeds with its range shaded.
 
     rlvr experiment noise                    # ~40 minutes on 2 CPU cores
     rlvr experiment noise --seeds 0,1,2

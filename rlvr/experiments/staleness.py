@@ -20,7 +20,8 @@ the same learning rate and mini-batches (the same held-out problems), the RL ste
 `target`, and the mean lag, the importance weights' ESS and the k3 estimate of
 KL(behaviour, current) the runs logged; `staleness.png` draws every cell's curve.
 `--seeds 0,1,2` runs the grid once per seed (its own base) and reports each figure as
-mean [min, max].
+mean [min, max]; RUN_DIR/staleness.png then draws each cell's mean curve over the seeds
+with its range shaded.
 
     rlvr experiment staleness                          # 51 runs of 40 steps a seed (the 17-run grid took ~35 min)
     rlvr experiment staleness --lrs '[5e-4]' --lags '[0, 4]' --corrections '["none", "decoupled x4"]'
