@@ -142,11 +142,11 @@ def steps_to(run_dir: Path, target: float) -> int | None:
     return next((step for step, p in curve(run_dir) if p >= target), None)
 
 
-def paired(start: dict[str, Any], end: dict[str, Any]) -> dict[str, Any] | None:
+def paired(start: dict[str, Any] | None, end: dict[str, Any] | None) -> dict[str, Any] | None:
     """The change of pass@1 from one evaluation to another of the same held-out problems
-    (`final`'s dicts), with its paired 95% CI (eval_metrics.paired_change); None when
-    either kept no per-problem scores."""
-    if "per_problem" not in start or "per_problem" not in end:
+    (`final`'s or `initial`'s dicts), with its paired 95% CI (eval_metrics.paired_change);
+    None when either is missing or kept no per-problem scores."""
+    if not start or not end or "per_problem" not in start or "per_problem" not in end:
         return None
     return paired_change(start["per_problem"], end["per_problem"])
 

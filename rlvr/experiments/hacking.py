@@ -98,8 +98,7 @@ def main(cfg: HackingConfig) -> dict[str, Any]:
             "steps": summary["steps"]}
     honest = results.get(HONEST)
     for r in results.values():
-        ok = honest and honest is not r and honest["final_pass@1"] and r["final_pass@1"]
-        r["vs_honest"] = grid.paired(honest["final_pass@1"], r["final_pass@1"]) if ok else None
+        r["vs_honest"] = grid.paired(honest["final_pass@1"], r["final_pass@1"]) if honest and honest is not r else None
     _plot(results, root / "hacking.png", cfg)
     table = Table(title=f"RL on a lenient verifier ({cfg.hole}) with and without defences")
     for col in ("arm", "steps", "hack rate, first 5 -> last 5 steps", "true pass@1 at the end",

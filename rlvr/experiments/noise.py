@@ -82,9 +82,9 @@ def main(cfg: NoiseConfig) -> dict[str, Any]:
                 resume=(run_dir / "metrics.jsonl").exists()))
         rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
         trained = [r for r in rows if "reward" in r]
-        start, end = grid.initial(run_dir), grid.final(run_dir)
+        end = grid.final(run_dir)
         results[label] = {**cell, "pass@1": end, "curve": grid.curve(run_dir),
-                          "vs_base": grid.paired(start, end) if start else None,
+                          "vs_base": grid.paired(grid.initial(run_dir), end),
                           "reward": sum(r["reward"] for r in trained[-5:]) / min(5, len(trained)),
                           # a step whose completions were all cut off has no noisy verdict: its reward is the truth
                           "true_reward": sum(r.get("true_reward", r["reward"]) for r in trained[-5:]) / min(5, len(trained)),

@@ -164,8 +164,8 @@ def make_batch(rollouts: list[Rollout], pad_id: int, device: torch.device | str 
         if r.advantages is None:
             raise ValueError(f"rollout of {r.problem.id} has no advantages: run algos.compute_advantages first")
         samples += list(zip(r.samples, r.advantages))
-    p_ids, p_valid, p_pos, group, ids, pos = share_prompts([s.prompt_ids for s, _ in samples],
-                                                           [s.completion_ids for s, _ in samples], pad_id)
+    shared = p_ids, p_valid, p_pos, group, ids, pos = share_prompts([s.prompt_ids for s, _ in samples],
+                                                                    [s.completion_ids for s, _ in samples], pad_id)
     B, T = ids.shape
     mask, old_logp, advantages = torch.zeros((B, T)), torch.zeros((B, T)), torch.zeros((B, T))
     for b, (s, a) in enumerate(samples):
@@ -174,7 +174,7 @@ def make_batch(rollouts: list[Rollout], pad_id: int, device: torch.device | str 
         old_logp[b, :n] = torch.tensor(s.logprobs, dtype=torch.float)
         advantages[b, :n] = torch.tensor(s.advantages(a), dtype=torch.float)
     to = dict(device=device)
-    return TrainBatch(*(t.to(**to) for t in (p_ids, p_valid, p_pos, group, ids, pos)), mask.to(**to), old_logp.to(**to), advantages.to(**to),
+    return TrainBatch(*(t.to(**to) for t in shared), mask.to(**to), old_logp.to(**to), advantages.to(**to),
                       torch.tensor([s.policy_version for s, _ in samples], **to))
 
 
